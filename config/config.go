@@ -1,0 +1,175 @@
+// Package config owns pgphi.yaml: where it is found, what it may contain, and
+// the errors a user sees when it is wrong. Every error names the file, the line
+// and the fix. The config names tables and columns; their types come from the
+// database catalog (package catalog), never from the file.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Version is the only config file version this build understands.
+const Version = 1
+
+// DefaultFile is the config file used when neither --config nor $PGPHI_CONFIG is set.
+const DefaultFile = "pgphi.yaml"
+
+// Config is a parsed and syntactically valid pgphi.yaml.
+type Config struct {
+	Path        string // file it was read from
+	Version     int
+	Environment string
+	Database    Database
+	Encryption  Encryption
+	Apply       Apply
+	Tables      []Table // in file order
+}
+
+// Database says where the database is. Empty URL means: $DATABASE_URL, else libpq PG* variables.
+type Database struct {
+	URL string
+}
+
+// Encryption holds the knobs of the encrypted columns pgphi adds.
+type Encryption struct {
+	// ColumnSuffix is appended to a column name to name its ciphertext column.
+	ColumnSuffix string
+	// MaxValueBytes bounds the canonical size of one plaintext value; a larger
+	// value stops the run with an error naming table, column and primary key.
+	MaxValueBytes int
+}
+
+// Apply holds the defaults of pgphi apply; flags override them.
+type Apply struct {
+	BatchSize   int           // rows per backfill transaction
+	ChunkRows   int           // rows per leased chunk (unit of sharing between processes)
+	Workers     int           // concurrent workers in one process
+	LockTimeout time.Duration // lock_timeout for DDL; DDL retries with backoff after it
+	DDLRetries  int
+}
+
+// Table is one protected table.
+type Table struct {
+	Schema     string   // "public" unless written as schema.table
+	Name       string   // table name
+	PrimaryKey []string // empty: taken from the catalog
+	Columns    []Column // in file order
+	Line       int
+}
+
+// QualifiedName is schema.table, the name used in plans, state and associated data.
+func (t Table) QualifiedName() string { return t.Schema + "." + t.Name }
+
+// Column is one protected column.
+type Column struct {
+	Name     string
+	Class    string   // "pii" or "phi"
+	Search   []string // blind index kinds (see SearchKinds)
+	Validate Validate
+	Line     int
+}
+
+// Validate holds pre-migration validation rules of one column.
+type Validate struct {
+	NotNull   bool
+	Pattern   string
+	MaxLength int
+}
+
+// Classes are the data classes a column may have.
+var Classes = []string{"pii", "phi"}
+
+// SearchKinds are the blind index kinds a column may ask for.
+var SearchKinds = []string{"exact", "prefix", "contains", "phonetic", "phone", "date"}
+
+// Defaults are applied to every field the file leaves out.
+func Defaults() Config {
+	return Config{
+		Version:     Version,
+		Environment: "development",
+		Encryption: Encryption{
+			ColumnSuffix:  "_encrypted",
+			MaxValueBytes: 16 << 20,
+		},
+		Apply: Apply{
+			BatchSize:   2000,
+			ChunkRows:   50000,
+			Workers:     2,
+			LockTimeout: 2 * time.Second,
+			DDLRetries:  30,
+		},
+	}
+}
+
+// Locate returns the config path: flag, else $PGPHI_CONFIG, else ./pgphi.yaml.
+func Locate(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if env := os.Getenv("PGPHI_CONFIG"); env != "" {
+		return env
+	}
+	return DefaultFile
+}
+
+// ErrNotFound is wrapped by Load when the config file does not exist.
+var ErrNotFound = errors.New("config file not found")
+
+// Load reads and checks the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, &Error{File: path, Msg: "config file not found", Fix: "run `pgphi init` to write one, or pass --config FILE / set PGPHI_CONFIG", err: ErrNotFound}
+		}
+		return nil, &Error{File: path, Msg: "cannot read config file: " + err.Error()}
+	}
+	return Parse(path, data)
+}
+
+// Error is a configuration error. It prints as file:line: message (fix: ...).
+type Error struct {
+	File string
+	Line int
+	Msg  string
+	Fix  string
+	err  error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(filepath.Clean(e.File))
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Msg)
+	if e.Fix != "" {
+		b.WriteString("\n  fix: ")
+		b.WriteString(e.Fix)
+	}
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.err }
+
+// Errorf builds a config error at a line of the file; used by the catalog checks.
+func (c *Config) Errorf(line int, fix, format string, args ...any) error {
+	return &Error{File: c.Path, Line: line, Msg: fmt.Sprintf(format, args...), Fix: fix}
+}
+
+// Table returns the configured table with this qualified or bare name.
+func (c *Config) Table(name string) (*Table, bool) {
+	for i := range c.Tables {
+		t := &c.Tables[i]
+		if t.QualifiedName() == name || (t.Schema == "public" && t.Name == name) {
+			return t, true
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,383 @@
+package config
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Parse checks data as the content of the file at path. It refuses unknown
+// keys, wrong types and impossible values, naming the line of each.
+func Parse(path string, data []byte) (*Config, error) {
+	cfg := Defaults()
+	cfg.Path = path
+	p := &parser{path: path}
+
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, p.yamlError(err)
+	}
+	if len(doc.Content) == 0 {
+		return nil, &Error{File: path, Msg: "config file is empty", Fix: "run `pgphi init` to write a starting pgphi.yaml"}
+	}
+	root := doc.Content[0]
+	sawVersion, sawTables := false, false
+	err := p.mapping(root, "top level", []string{"version", "environment", "database", "encryption", "apply", "tables"}, func(key string, k, v *yaml.Node) error {
+		switch key {
+		case "version":
+			sawVersion = true
+			n, err := p.integer(v, key)
+			if err != nil {
+				return err
+			}
+			if n != Version {
+				return p.errorf(v, fmt.Sprintf("set `version: %d`", Version), "unsupported config version %d", n)
+			}
+			cfg.Version = n
+		case "environment":
+			s, err := p.str(v, key)
+			if err != nil {
+				return err
+			}
+			if !identRe.MatchString(s) {
+				return p.errorf(v, "use letters, digits, '-' and '_', e.g. production", "invalid environment name %q", s)
+			}
+			cfg.Environment = s
+		case "database":
+			return p.mapping(v, "database", []string{"url"}, func(key string, k, v *yaml.Node) error {
+				s, err := p.str(v, "database.url")
+				cfg.Database.URL = s
+				return err
+			})
+		case "encryption":
+			return p.mapping(v, "encryption", []string{"column_suffix", "max_value_bytes"}, func(key string, k, v *yaml.Node) error {
+				switch key {
+				case "column_suffix":
+					s, err := p.str(v, key)
+					if err != nil {
+						return err
+					}
+					if !suffixRe.MatchString(s) {
+						return p.errorf(v, "use lower-case letters, digits and '_', e.g. _encrypted", "invalid column_suffix %q", s)
+					}
+					cfg.Encryption.ColumnSuffix = s
+				case "max_value_bytes":
+					n, err := p.positive(v, key)
+					cfg.Encryption.MaxValueBytes = n
+					return err
+				}
+				return nil
+			})
+		case "apply":
+			return p.mapping(v, "apply", []string{"batch_size", "chunk_rows", "workers", "lock_timeout", "ddl_retries"}, func(key string, k, v *yaml.Node) error {
+				var err error
+				switch key {
+				case "batch_size":
+					cfg.Apply.BatchSize, err = p.positive(v, key)
+				case "chunk_rows":
+					cfg.Apply.ChunkRows, err = p.positive(v, key)
+				case "workers":
+					cfg.Apply.Workers, err = p.positive(v, key)
+				case "ddl_retries":
+					cfg.Apply.DDLRetries, err = p.positive(v, key)
+				case "lock_timeout":
+					cfg.Apply.LockTimeout, err = p.duration(v, key)
+				}
+				return err
+			})
+		case "tables":
+			sawTables = true
+			return p.mapping(v, "tables", nil, func(name string, k, v *yaml.Node) error {
+				t, err := p.table(name, k, v)
+				if err != nil {
+					return err
+				}
+				for _, prev := range cfg.Tables {
+					if prev.QualifiedName() == t.QualifiedName() {
+						return p.errorf(k, "list each table once", "table %s is configured twice (first at line %d)", t.QualifiedName(), prev.Line)
+					}
+				}
+				cfg.Tables = append(cfg.Tables, t)
+				return nil
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !sawVersion {
+		return nil, &Error{File: path, Line: root.Line, Msg: "missing `version`", Fix: fmt.Sprintf("add `version: %d` at the top", Version)}
+	}
+	if !sawTables || len(cfg.Tables) == 0 {
+		return nil, &Error{File: path, Line: root.Line, Msg: "no tables configured", Fix: "list the PHI columns under `tables:` (see `pgphi init --suggest`)"}
+	}
+	return &cfg, nil
+}
+
+var (
+	identRe  = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	suffixRe = regexp.MustCompile(`^_[a-z0-9_]+$`)
+)
+
+type parser struct{ path string }
+
+func (p *parser) errorf(n *yaml.Node, fix, format string, args ...any) error {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	return &Error{File: p.path, Line: line, Msg: fmt.Sprintf(format, args...), Fix: fix}
+}
+
+var yamlLineRe = regexp.MustCompile(`line (\d+)`)
+
+func (p *parser) yamlError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if m := yamlLineRe.FindStringSubmatch(msg); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = strings.TrimSpace(yamlLineRe.ReplaceAllString(msg, ""))
+		msg = strings.TrimPrefix(msg, ": ")
+	}
+	return &Error{File: p.path, Line: line, Msg: "not valid YAML: " + msg, Fix: "check indentation and quoting on that line"}
+}
+
+// mapping walks a YAML mapping, refusing keys outside allowed (nil allows any).
+func (p *parser) mapping(n *yaml.Node, where string, allowed []string, fn func(key string, k, v *yaml.Node) error) error {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return p.errorf(n, "write it as `key: value` lines", "%s must be a mapping", where)
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		key := k.Value
+		if allowed != nil && !slices.Contains(allowed, key) {
+			return p.errorf(k, "allowed keys here: "+strings.Join(allowed, ", "), "unknown key %q in %s%s", key, where, suggest(key, allowed))
+		}
+		if prev, dup := seen[key]; dup {
+			return p.errorf(k, "remove one of them", "key %q appears twice in %s (first at line %d)", key, where, prev)
+		}
+		seen[key] = k.Line
+		if err := fn(key, k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *parser) str(n *yaml.Node, key string) (string, error) {
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+		return "", p.errorf(n, "give a single value", "%s must be a string", key)
+	}
+	return n.Value, nil
+}
+
+func (p *parser) integer(n *yaml.Node, key string) (int, error) {
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+		return 0, p.errorf(n, "write a whole number", "%s must be an integer", key)
+	}
+	v, err := strconv.Atoi(n.Value)
+	if err != nil {
+		return 0, p.errorf(n, "write a whole number", "%s must be an integer", key)
+	}
+	return v, nil
+}
+
+func (p *parser) positive(n *yaml.Node, key string) (int, error) {
+	v, err := p.integer(n, key)
+	if err == nil && v <= 0 {
+		err = p.errorf(n, "use a number greater than zero", "%s must be positive, got %d", key, v)
+	}
+	return v, err
+}
+
+func (p *parser) boolean(n *yaml.Node, key string) (bool, error) {
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+		return false, p.errorf(n, "write true or false", "%s must be true or false", key)
+	}
+	var b bool
+	err := n.Decode(&b)
+	return b, err
+}
+
+func (p *parser) duration(n *yaml.Node, key string) (time.Duration, error) {
+	s, err := p.str(n, key)
+	if err != nil {
+		return 0, err
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, p.errorf(n, "write a duration such as 2s or 500ms", "%s: invalid duration %q", key, s)
+	}
+	return d, nil
+}
+
+func (p *parser) stringList(n *yaml.Node, key string) ([]string, int, error) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" {
+			return nil, n.Line, nil
+		}
+		return []string{n.Value}, n.Line, nil
+	case yaml.SequenceNode:
+		var out []string
+		for _, item := range n.Content {
+			if item.Kind != yaml.ScalarNode || item.Tag == "!!null" {
+				return nil, 0, p.errorf(item, "write a list of names, e.g. [a, b]", "%s must be a list of names", key)
+			}
+			out = append(out, item.Value)
+		}
+		return out, n.Line, nil
+	}
+	return nil, 0, p.errorf(n, "write a list of names, e.g. [a, b]", "%s must be a name or a list of names", key)
+}
+
+func (p *parser) table(name string, k, v *yaml.Node) (Table, error) {
+	t := Table{Schema: "public", Name: name, Line: k.Line}
+	if schema, table, ok := strings.Cut(name, "."); ok {
+		t.Schema, t.Name = schema, table
+	}
+	if t.Schema == "" || t.Name == "" || strings.Contains(t.Name, ".") {
+		return t, p.errorf(k, "write table or schema.table", "invalid table name %q", name)
+	}
+	if t.Schema == "pgphi" {
+		return t, p.errorf(k, "the pgphi schema holds pgphi's own state; protect application tables only", "table %s is in pgphi's own schema", name)
+	}
+	sawColumns := false
+	err := p.mapping(v, "table "+name, []string{"primary_key", "columns"}, func(key string, k, v *yaml.Node) error {
+		switch key {
+		case "primary_key":
+			pk, _, err := p.stringList(v, "primary_key")
+			if err != nil {
+				return err
+			}
+			if len(pk) == 0 {
+				return p.errorf(v, "name the key column(s) or remove the line to use the catalog's primary key", "primary_key is empty")
+			}
+			t.PrimaryKey = pk
+		case "columns":
+			sawColumns = true
+			return p.mapping(v, "columns of "+name, nil, func(col string, k, v *yaml.Node) error {
+				c, err := p.column(name, col, k, v)
+				if err == nil {
+					t.Columns = append(t.Columns, c)
+				}
+				return err
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return t, err
+	}
+	if !sawColumns || len(t.Columns) == 0 {
+		return t, p.errorf(k, "list the PHI columns under `columns:`", "table %s has no columns", name)
+	}
+	for _, c := range t.Columns {
+		if slices.Contains(t.PrimaryKey, c.Name) {
+			return t, p.errorf(k, "a primary key column stays in plaintext: it is what ciphertexts are bound to; use a surrogate key", "column %s of table %s is part of its primary key and cannot be encrypted", c.Name, name)
+		}
+	}
+	return t, nil
+}
+
+func (p *parser) column(table, name string, k, v *yaml.Node) (Column, error) {
+	c := Column{Name: name, Line: k.Line}
+	where := "column " + table + "." + name
+	err := p.mapping(v, where, []string{"class", "search", "validate"}, func(key string, k, v *yaml.Node) error {
+		switch key {
+		case "class":
+			s, err := p.str(v, key)
+			if err != nil {
+				return err
+			}
+			if !slices.Contains(Classes, s) {
+				return p.errorf(v, "use class: pii or class: phi", "unknown class %q in %s", s, where)
+			}
+			c.Class = s
+		case "search":
+			kinds, _, err := p.stringList(v, "search")
+			if err != nil {
+				return err
+			}
+			for _, kind := range kinds {
+				if !slices.Contains(SearchKinds, kind) {
+					return p.errorf(v, "search kinds: "+strings.Join(SearchKinds, ", "), "unknown search kind %q in %s%s", kind, where, suggest(kind, SearchKinds))
+				}
+				if slices.Contains(c.Search, kind) {
+					return p.errorf(v, "list each kind once", "search kind %q listed twice in %s", kind, where)
+				}
+				c.Search = append(c.Search, kind)
+			}
+		case "validate":
+			return p.mapping(v, "validate of "+where, []string{"not_null", "pattern", "max_length"}, func(key string, k, v *yaml.Node) error {
+				var err error
+				switch key {
+				case "not_null":
+					c.Validate.NotNull, err = p.boolean(v, key)
+				case "pattern":
+					c.Validate.Pattern, err = p.str(v, key)
+					if err == nil {
+						if _, rerr := regexp.Compile(c.Validate.Pattern); rerr != nil {
+							err = p.errorf(v, "write a valid RE2 regular expression", "invalid pattern in %s", where)
+						}
+					}
+				case "max_length":
+					c.Validate.MaxLength, err = p.positive(v, key)
+				}
+				return err
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return c, err
+	}
+	if c.Class == "" {
+		return c, p.errorf(k, "add class: pii (identifying) or class: phi (health information)", "%s has no class", where)
+	}
+	return c, nil
+}
+
+// suggest returns ` (did you mean "x"?)` for a near miss.
+func suggest(got string, options []string) string {
+	best, bestDist := "", 3
+	for _, o := range options {
+		if d := editDistance(got, o); d < bestDist {
+			best, bestDist = o, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
