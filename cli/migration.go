@@ -1,0 +1,176 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgphi/pgphi/engine"
+	"github.com/pgphi/pgphi/progress"
+)
+
+func (a *app) planCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "plan",
+		Short: "Print the plan and its id; change nothing",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := a.open(cmd.Context(), 2)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if asJSON {
+				var steps []string
+				for _, st := range s.plan.Steps {
+					steps = append(steps, st.Describe())
+				}
+				return json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.plan.ID, "spec": s.plan.Spec, "steps": steps})
+			}
+			s.plan.Print(a.stdout)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"plan_id": ..., "spec": ..., "steps": [...]}`)
+	return cmd
+}
+
+func (a *app) applyCommand() *cobra.Command {
+	var workers, batch int
+	cmd := &cobra.Command{
+		Use:   "apply",
+		Short: "Expand, backfill, catch up and verify; resumable and safe to run again",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			cfgWorkers := workers
+			s, err := a.open(ctx, 0)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if cfgWorkers <= 0 {
+				cfgWorkers = s.cfg.Apply.Workers
+			}
+			ring, err := loadKeys(ctx, s.pool)
+			if err != nil {
+				return err
+			}
+			a.logf("applying %s to %d tables with %d workers", s.plan.ID, len(s.plan.Tables), cfgWorkers)
+			start := time.Now()
+			r := &engine.Runner{
+				Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan,
+				Workers: cfgWorkers, BatchSize: batch, Log: a.stderr,
+				Progress: func(label string, total int64, poll func(context.Context) (int64, error)) interface{ Stop() } {
+					return progress.Start(a.stderr, label, total, poll, progress.Options{})
+				},
+			}
+			if err := r.Apply(ctx); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "applied %s in %s: every configured column is encrypted and verified\n", s.plan.ID, time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&workers, "workers", 0, "concurrent workers in this process (default apply.workers)")
+	cmd.Flags().IntVar(&batch, "batch-size", 0, "rows per batch transaction (default apply.batch_size)")
+	return cmd
+}
+
+func (a *app) statusCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Per table and column: total, encrypted, pending, failed",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := a.open(cmd.Context(), 2)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			st, err := engine.GetStatus(cmd.Context(), s.pool, s.plan)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(a.stdout).Encode(st)
+			}
+			state := "not applied"
+			switch {
+			case st.Complete:
+				state = "complete"
+			case st.Applied:
+				state = "in progress"
+			}
+			fmt.Fprintf(a.stdout, "plan %s: %s\n\n", st.PlanID, state)
+			tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "TABLE\tCOLUMN\tTOTAL\tENCRYPTED\tPENDING\tNULL\tFAILED\t")
+			for _, c := range st.Columns {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t\n", c.Table, c.Column, c.Total, c.Encrypted, c.Pending, c.Null, c.Failed)
+			}
+			tw.Flush()
+			for _, f := range st.Failures {
+				fmt.Fprintf(a.stdout, "failed: %s.%s at key (%s): %s\n", f.Table, f.Column, strings.Join(f.PrimaryKey, ", "), f.Reason)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) verifyCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Decrypt every ciphertext and compare it with the plaintext; non-zero exit on any mismatch",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			s, err := a.open(ctx, 6)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ring, err := loadKeys(ctx, s.pool)
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			res, err := engine.Verify(ctx, s.pool, ring, s.plan, 0)
+			if errors.Is(err, engine.ErrNotExpanded) {
+				return withCode(ExitFailed, err)
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.plan.ID, "ok": res.OK(), "result": res}); err != nil {
+					return err
+				}
+			} else {
+				for _, m := range res.Examples {
+					fmt.Fprintf(a.stdout, "MISMATCH %s\n", m)
+				}
+				if res.Mismatches > int64(len(res.Examples)) {
+					fmt.Fprintf(a.stdout, "... and %d more\n", res.Mismatches-int64(len(res.Examples)))
+				}
+				fmt.Fprintf(a.stdout, "verified %d values in %d rows in %s: %d mismatches, %d rows pending re-encryption\n",
+					res.Values, res.Rows, time.Since(start).Round(time.Millisecond), res.Mismatches, res.Pending)
+			}
+			switch {
+			case res.Mismatches > 0:
+				return withCode(ExitFailed, fmt.Errorf("verification failed: %d values do not match their plaintext", res.Mismatches))
+			case res.Pending > 0:
+				return withCode(ExitFailed, fmt.Errorf("verification incomplete: %d rows changed since they were encrypted; run `pgphi apply`", res.Pending))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

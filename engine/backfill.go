@@ -1,0 +1,304 @@
+package engine
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/pgphi/pgphi/envelope"
+)
+
+// RowError says that one value could not be encrypted. It names table, column
+// and primary key; it never carries the value.
+type RowError struct {
+	Table, Column string
+	Key           []string
+	KeyColumns    []string
+	Reason        string
+}
+
+func (e *RowError) Error() string {
+	return fmt.Sprintf("cannot encrypt %s.%s at key (%s)=(%s): %s; nothing was stored for this row, fix the value and run `pgphi apply` again",
+		e.Table, e.Column, strings.Join(e.KeyColumns, ", "), strings.Join(e.Key, ", "), e.Reason)
+}
+
+// backfillStep encrypts every row that existed when the table was chunked,
+// keyset-paginated within leased chunks.
+type backfillStep struct{ t *Target }
+
+func (s backfillStep) Describe() string {
+	return fmt.Sprintf("backfill %s: encrypt every row in key order, in batches, over chunks leased with FOR UPDATE SKIP LOCKED", s.t.QualifiedName())
+}
+
+func (s backfillStep) Run(ctx context.Context, r *Runner) error {
+	t := s.t
+	total, err := r.chunkTable(ctx, t)
+	if err != nil {
+		return err
+	}
+	bar := r.Progress("backfill "+t.QualifiedName(), total, func(ctx context.Context) (int64, error) {
+		var done int64
+		err := r.Pool.QueryRow(ctx, "SELECT COALESCE(sum(rows_done), 0)::bigint FROM pgphi.chunks WHERE plan_id = $1 AND table_name = $2",
+			r.Plan.ID, t.QualifiedName()).Scan(&done)
+		return done, err
+	})
+	defer bar.Stop()
+	for {
+		err := runWorkers(ctx, r.Workers, func(ctx context.Context, _ int) error {
+			for {
+				more, err := r.backfillBatch(ctx, t)
+				if err != nil {
+					return r.noteFailure(ctx, err)
+				}
+				if !more {
+					return nil
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		// Chunks another process holds are skipped above; wait until they are done
+		// too, and take them over if that process died.
+		var open int
+		if err := r.Pool.QueryRow(ctx, "SELECT count(*) FROM pgphi.chunks WHERE plan_id = $1 AND table_name = $2 AND NOT done",
+			r.Plan.ID, t.QualifiedName()).Scan(&open); err != nil {
+			return err
+		}
+		if open == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	_, err = r.Pool.Exec(ctx, "UPDATE pgphi.plan_tables SET backfilled_at = COALESCE(backfilled_at, now()) WHERE plan_id = $1 AND table_name = $2",
+		r.Plan.ID, t.QualifiedName())
+	return err
+}
+
+// chunkTable splits the table into key ranges once per plan; later runs and
+// other processes find the chunks already there.
+func (r *Runner) chunkTable(ctx context.Context, t *Target) (int64, error) {
+	var total int64
+	err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('pgphi chunk ' || $1 || $2))", r.Plan.ID, t.QualifiedName()); err != nil {
+			return err
+		}
+		var chunked bool
+		err := tx.QueryRow(ctx, "SELECT chunked_at IS NOT NULL, COALESCE(rows_at_start, 0) FROM pgphi.plan_tables WHERE plan_id = $1 AND table_name = $2",
+			r.Plan.ID, t.QualifiedName()).Scan(&chunked, &total)
+		if err == nil && chunked {
+			return nil
+		}
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		keyTexts := make([]string, len(t.PrimaryKey))
+		for i, k := range t.PrimaryKey {
+			keyTexts[i] = ident(k.Name) + "::text"
+		}
+		// One ordered pass over the key index yields every chunk boundary.
+		rows, err := tx.Query(ctx, fmt.Sprintf(`
+			SELECT ARRAY[%s], n FROM (
+				SELECT %s, row_number() OVER (ORDER BY %s) AS rn, count(*) OVER () AS n FROM %s
+			) s WHERE rn %% $1 = 0 OR rn = n ORDER BY rn`,
+			strings.Join(keyTexts, ", "), t.keyList(""), t.keyList(""), t.Ident()), r.Config.Apply.ChunkRows)
+		if err != nil {
+			return fmt.Errorf("computing chunks of %s: %w", t.QualifiedName(), err)
+		}
+		bounds, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) ([]string, error) {
+			var b []string
+			err := row.Scan(&b, &total)
+			return b, err
+		})
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO pgphi.plan_tables (plan_id, table_name, chunked_at, rows_at_start) VALUES ($1, $2, now(), $3)
+			ON CONFLICT (plan_id, table_name) DO UPDATE SET chunked_at = now(), rows_at_start = $3`, r.Plan.ID, t.QualifiedName(), total); err != nil {
+			return err
+		}
+		// The last boundary is the last row; the final chunk is open-ended so rows
+		// inserted above it during the backfill are covered too.
+		if len(bounds) > 0 {
+			bounds = bounds[:len(bounds)-1]
+		}
+		var lower []string
+		for i := 0; i <= len(bounds); i++ {
+			var upper []string
+			if i < len(bounds) {
+				upper = bounds[i]
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO pgphi.chunks (plan_id, table_name, chunk_no, lower_key, upper_key) VALUES ($1, $2, $3, $4, $5)`,
+				r.Plan.ID, t.QualifiedName(), i, lower, upper); err != nil {
+				return err
+			}
+			lower = upper
+		}
+		r.logf("    %s: %d rows in %d chunks", t.QualifiedName(), total, len(bounds)+1)
+		return nil
+	})
+	return total, err
+}
+
+// backfillBatch leases an open chunk, encrypts its next batch and moves the
+// chunk's checkpoint, all in one transaction. It reports whether work remains
+// that this worker could take.
+func (r *Runner) backfillBatch(ctx context.Context, t *Target) (bool, error) {
+	more := false
+	err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+		var chunkNo int
+		var lower, upper, checkpoint []string
+		err := tx.QueryRow(ctx, `SELECT chunk_no, lower_key, upper_key, checkpoint FROM pgphi.chunks
+			WHERE plan_id = $1 AND table_name = $2 AND NOT done ORDER BY chunk_no LIMIT 1 FOR UPDATE SKIP LOCKED`,
+			r.Plan.ID, t.QualifiedName()).Scan(&chunkNo, &lower, &upper, &checkpoint)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		more = true
+		from := lower
+		if checkpoint != nil {
+			from = checkpoint
+		}
+		var args []any
+		for _, v := range from {
+			args = append(args, v)
+		}
+		for _, v := range upper {
+			args = append(args, v)
+		}
+		args = append(args, r.BatchSize)
+		n, last, err := r.encryptBatch(ctx, tx, t, t.backfillQuery(from != nil, upper != nil), args)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			checkpoint = last
+		}
+		_, err = tx.Exec(ctx, `UPDATE pgphi.chunks SET checkpoint = $4, rows_done = rows_done + $5, done = $6, worker = $7, updated_at = now()
+			WHERE plan_id = $1 AND table_name = $2 AND chunk_no = $3`,
+			r.Plan.ID, t.QualifiedName(), chunkNo, checkpoint, n, n < r.BatchSize, r.WorkerID)
+		return err
+	})
+	return more, err
+}
+
+// batchRow is one locked row of a batch.
+type batchRow struct {
+	ctid pgtype.TID
+	key  []string
+	ct   [][]byte
+}
+
+// encryptBatch reads the rows the query selects (and locks), encrypts every
+// protected value, and writes the ciphertexts back with COPY into a temporary
+// table and one UPDATE ... FROM joined on ctid. It returns the row count and
+// the key of the last row read.
+func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query string, args []any) (int, []string, error) {
+	rows, err := tx.Query(ctx, query, args...)
+	if err != nil {
+		return 0, nil, fmt.Errorf("reading batch of %s: %w", t.QualifiedName(), err)
+	}
+	nk := len(t.PrimaryKey)
+	sealers := make([]*envelope.Sealer, len(t.Columns))
+	for i, c := range t.Columns {
+		if sealers[i], err = r.Keys.Sealer(t.QualifiedName(), c.Name); err != nil {
+			rows.Close()
+			return 0, nil, err
+		}
+	}
+	var batch []batchRow
+	for rows.Next() {
+		raw := rows.RawValues()
+		var br batchRow
+		if err := decodeTID(rows.FieldDescriptions()[0].Format, raw[0], &br.ctid); err != nil {
+			rows.Close()
+			return 0, nil, err
+		}
+		br.key = make([]string, nk)
+		for i := range nk {
+			br.key[i] = string(raw[1+i])
+		}
+		br.ct = make([][]byte, len(t.Columns))
+		for i, c := range t.Columns {
+			v := raw[1+nk+i]
+			if v == nil {
+				continue
+			}
+			if len(v)+1 > r.Config.Encryption.MaxValueBytes {
+				rows.Close()
+				return 0, nil, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: br.key, KeyColumns: t.keyNames(),
+					Reason: fmt.Sprintf("value is %d bytes, more than encryption.max_value_bytes (%d)", len(v), r.Config.Encryption.MaxValueBytes)}
+			}
+			ct, err := sealers[i].Seal(nil, envelope.Value{Type: c.ValueType, Text: string(v)},
+				envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: br.key})
+			if err != nil {
+				rows.Close()
+				return 0, nil, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: br.key, KeyColumns: t.keyNames(), Reason: "encryption failed: " + err.Error()}
+			}
+			br.ct[i] = ct
+		}
+		batch = append(batch, br)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, nil, fmt.Errorf("reading batch of %s: %w", t.QualifiedName(), err)
+	}
+	if len(batch) == 0 {
+		return 0, nil, nil
+	}
+	if _, err := tx.Exec(ctx, t.createBatchTable()); err != nil {
+		return 0, nil, fmt.Errorf("creating batch table: %w", err)
+	}
+	src := pgx.CopyFromSlice(len(batch), func(i int) ([]any, error) {
+		vals := make([]any, 1+len(t.Columns))
+		vals[0] = batch[i].ctid
+		for j, ct := range batch[i].ct {
+			vals[1+j] = ct
+		}
+		return vals, nil
+	})
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{t.batchTable()}, t.batchColumns(), src); err != nil {
+		return 0, nil, fmt.Errorf("copying batch of %s: %w", t.QualifiedName(), err)
+	}
+	tag, err := tx.Exec(ctx, t.applyBatch())
+	if err != nil {
+		return 0, nil, fmt.Errorf("writing batch of %s: %w", t.QualifiedName(), err)
+	}
+	if int(tag.RowsAffected()) != len(batch) {
+		return 0, nil, fmt.Errorf("writing batch of %s: updated %d rows, expected %d", t.QualifiedName(), tag.RowsAffected(), len(batch))
+	}
+	return len(batch), batch[len(batch)-1].key, nil
+}
+
+func decodeTID(format int16, raw []byte, tid *pgtype.TID) error {
+	if format == pgx.BinaryFormatCode {
+		if len(raw) != 6 {
+			return fmt.Errorf("unexpected ctid encoding (%d bytes)", len(raw))
+		}
+		*tid = pgtype.TID{BlockNumber: binary.BigEndian.Uint32(raw), OffsetNumber: binary.BigEndian.Uint16(raw[4:]), Valid: true}
+		return nil
+	}
+	s := strings.Trim(string(raw), "()")
+	b, o, ok := strings.Cut(s, ",")
+	bn, err1 := strconv.ParseUint(b, 10, 32)
+	on, err2 := strconv.ParseUint(o, 10, 16)
+	if !ok || err1 != nil || err2 != nil {
+		return fmt.Errorf("unexpected ctid %q", raw)
+	}
+	*tid = pgtype.TID{BlockNumber: uint32(bn), OffsetNumber: uint16(on), Valid: true}
+	return nil
+}

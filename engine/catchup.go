@@ -1,0 +1,105 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// catchUpStep re-encrypts rows the application wrote during the backfill (the
+// trigger marked them), then sweeps the table for any row whose ciphertexts do
+// not match its plaintexts, marks those, and repeats until nothing is marked.
+type catchUpStep struct{ t *Target }
+
+func (s catchUpStep) Describe() string {
+	return fmt.Sprintf("catch up %s: re-encrypt rows marked %s by the trigger, sweep for incomplete rows, repeat until none", s.t.QualifiedName(), MarkerColumn)
+}
+
+func (s catchUpStep) Run(ctx context.Context, r *Runner) error {
+	t := s.t
+	for round := 1; ; round++ {
+		n, err := r.catchUp(ctx, t)
+		if err != nil {
+			return err
+		}
+		swept, err := r.sweep(ctx, t)
+		if err != nil {
+			return err
+		}
+		if n > 0 || swept > 0 {
+			r.logf("    %s: catch-up round %d re-encrypted %d rows, sweep marked %d", t.QualifiedName(), round, n, swept)
+		}
+		if swept == 0 {
+			var marked bool
+			if err := r.Pool.QueryRow(ctx, fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM %s WHERE %s)", t.Ident(), ident(MarkerColumn))).Scan(&marked); err != nil {
+				return err
+			}
+			if !marked {
+				return nil
+			}
+			// Rows remain marked but were locked (by the application or another
+			// pgphi); give them a moment.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// catchUp drains the marked rows with all workers and returns how many it encrypted.
+func (r *Runner) catchUp(ctx context.Context, t *Target) (int64, error) {
+	var total int64
+	counts := make([]int64, r.Workers)
+	err := runWorkers(ctx, r.Workers, func(ctx context.Context, w int) error {
+		for {
+			var n int
+			err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+				var err error
+				n, _, err = r.encryptBatch(ctx, tx, t, t.catchUpQuery(), []any{r.BatchSize})
+				return err
+			})
+			if err != nil {
+				return r.noteFailure(ctx, err)
+			}
+			counts[w] += int64(n)
+			if n == 0 {
+				return nil
+			}
+		}
+	})
+	for _, c := range counts {
+		total += c
+	}
+	return total, err
+}
+
+// sweep marks every unmarked row whose ciphertext presence disagrees with its
+// plaintext. It is the safety net under the trigger and the keyset checkpoints:
+// whatever path left a row incomplete, the next catch-up pass fixes it.
+func (r *Runner) sweep(ctx context.Context, t *Target) (int64, error) {
+	tag, err := r.Pool.Exec(ctx, fmt.Sprintf("UPDATE %s SET %s = true WHERE %s IS NOT TRUE AND (%s)",
+		t.Ident(), ident(MarkerColumn), ident(MarkerColumn), t.incompleteRowsPredicate()))
+	if err != nil {
+		return 0, fmt.Errorf("sweeping %s: %w", t.QualifiedName(), err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// noteFailure records a RowError in pgphi.failures (key and reason only) and
+// returns err unchanged.
+func (r *Runner) noteFailure(ctx context.Context, err error) error {
+	var re *RowError
+	if errors.As(err, &re) {
+		_, ierr := r.Pool.Exec(context.WithoutCancel(ctx), `INSERT INTO pgphi.failures (plan_id, table_name, column_name, primary_key, reason) VALUES ($1, $2, $3, $4, $5)`,
+			r.Plan.ID, re.Table, re.Column, re.Key, re.Reason)
+		if ierr != nil {
+			r.logf("    could not record failure: %v", ierr)
+		}
+	}
+	return err
+}

@@ -1,0 +1,294 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgphi/pgphi/config"
+	"github.com/pgphi/pgphi/keys"
+	"github.com/pgphi/pgphi/state"
+)
+
+// Step is one idempotent unit of a plan. Run may be interrupted at any point
+// and run again, by this process or another, and must end in the same state.
+type Step interface {
+	Describe() string
+	Run(ctx context.Context, r *Runner) error
+}
+
+func buildSteps(p *Plan) []Step {
+	var steps []Step
+	steps = append(steps, stateStep{})
+	for _, t := range p.Tables {
+		steps = append(steps, expandStep{t})
+	}
+	for _, t := range p.Tables {
+		steps = append(steps, pendingIndexStep{t})
+	}
+	for _, t := range p.Tables {
+		steps = append(steps, backfillStep{t})
+	}
+	for _, t := range p.Tables {
+		steps = append(steps, catchUpStep{t})
+	}
+	steps = append(steps, verifyStep{})
+	return steps
+}
+
+// Runner carries out a plan.
+type Runner struct {
+	Pool      *pgxpool.Pool
+	Keys      *keys.Keyring
+	Config    *config.Config
+	Plan      *Plan
+	Workers   int
+	BatchSize int
+	Log       io.Writer // plain progress and status lines (stderr); never values
+	Progress  ProgressFactory
+	WorkerID  string
+}
+
+// ProgressFactory starts a progress display for one phase of work. poll
+// returns rows done so far (across every process working on the plan).
+type ProgressFactory func(label string, total int64, poll func(context.Context) (int64, error)) interface{ Stop() }
+
+func (r *Runner) logf(format string, args ...any) {
+	if r.Log != nil {
+		fmt.Fprintf(r.Log, format+"\n", args...)
+	}
+}
+
+func (r *Runner) defaults() {
+	if r.Workers <= 0 {
+		r.Workers = r.Config.Apply.Workers
+	}
+	if r.BatchSize <= 0 {
+		r.BatchSize = r.Config.Apply.BatchSize
+	}
+	if r.WorkerID == "" {
+		host, _ := os.Hostname()
+		r.WorkerID = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+	if r.Progress == nil {
+		r.Progress = func(string, int64, func(context.Context) (int64, error)) interface{ Stop() } { return nopStop{} }
+	}
+}
+
+type nopStop struct{}
+
+func (nopStop) Stop() {}
+
+// Apply runs every step of the plan in order.
+func (r *Runner) Apply(ctx context.Context) error {
+	r.defaults()
+	for _, s := range r.Plan.Steps {
+		r.logf("==> %s", s.Describe())
+		if err := s.Run(ctx, r); err != nil {
+			return err
+		}
+	}
+	_, err := r.Pool.Exec(ctx, "UPDATE pgphi.plans SET completed_at = now() WHERE plan_id = $1", r.Plan.ID)
+	return err
+}
+
+// stateStep creates pgphi's schema and records the plan.
+type stateStep struct{}
+
+func (stateStep) Describe() string { return "create or update pgphi's state schema and record the plan" }
+
+func (stateStep) Run(ctx context.Context, r *Runner) error {
+	conn, err := r.Pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	if _, err := state.Ensure(ctx, conn); err != nil {
+		return err
+	}
+	_, err = r.Pool.Exec(ctx, "INSERT INTO pgphi.plans (plan_id, spec) VALUES ($1, $2) ON CONFLICT (plan_id) DO NOTHING", r.Plan.ID, r.Plan.SpecJSON())
+	if err != nil {
+		return fmt.Errorf("recording plan: %w", err)
+	}
+	_, err = r.Pool.Exec(ctx, "UPDATE pgphi.failures SET resolved_at = now() WHERE resolved_at IS NULL")
+	return err
+}
+
+// ddl runs fn in a transaction with a short lock_timeout, retrying with
+// exponential backoff and jitter when the lock is not granted in time, so that
+// pgphi's DDL never queues in front of the application's queries for long.
+func (r *Runner) ddl(ctx context.Context, what string, fn func(pgx.Tx) error) error {
+	backoff := 100 * time.Millisecond
+	retries := r.Config.Apply.DDLRetries
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", r.Config.Apply.LockTimeout.Milliseconds())); err != nil {
+				return err
+			}
+			return fn(tx)
+		})
+		if err == nil {
+			return nil
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || (pgErr.Code != "55P03" && pgErr.Code != "40P01") || attempt >= retries {
+			if attempt >= retries {
+				return fmt.Errorf("%s: lock not granted after %d attempts: %w", what, attempt, err)
+			}
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		wait := backoff + time.Duration(rand.Int64N(int64(backoff)))
+		r.logf("    %s: table busy (lock not granted within %s), retry %d/%d in %s", what, r.Config.Apply.LockTimeout, attempt, retries, wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// expandStep adds the ciphertext columns, the marker and the trigger in one
+// transaction, so that no application write can fall between them.
+type expandStep struct{ t *Target }
+
+func (s expandStep) Describe() string {
+	var cols []string
+	for _, c := range s.t.Columns {
+		cols = append(cols, c.Encrypted)
+	}
+	return fmt.Sprintf("expand %s: add %s, marker %s, trigger %s", s.t.QualifiedName(), strings.Join(cols, ", "), MarkerColumn, triggerName)
+}
+
+func (s expandStep) Run(ctx context.Context, r *Runner) error {
+	t := s.t
+	done, err := s.alreadyDone(ctx, r)
+	if err != nil || done {
+		return err
+	}
+	return r.ddl(ctx, "expand "+t.QualifiedName(), func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('pgphi expand ' || $1))", t.QualifiedName()); err != nil {
+			return err
+		}
+		var adds []string
+		for _, c := range t.Columns {
+			adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s bytea", ident(c.Encrypted)))
+		}
+		adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s boolean", ident(MarkerColumn)))
+		stmts := []string{
+			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(adds, ", ")),
+			t.markFunctionSQL(),
+			t.createTriggerSQL(),
+		}
+		for _, st := range stmts {
+			if _, err := tx.Exec(ctx, st); err != nil {
+				return err
+			}
+		}
+		for _, c := range t.Columns {
+			if _, err := tx.Exec(ctx, `INSERT INTO pgphi.protected_columns (table_name, column_name, encrypted_column, original_type, class, plan_id)
+				VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (table_name, column_name) DO NOTHING`,
+				t.QualifiedName(), c.Name, c.Encrypted, c.Type, c.Class, r.Plan.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// alreadyDone avoids taking an ACCESS EXCLUSIVE lock on a rerun when every
+// object is already in place with the current definition.
+func (s expandStep) alreadyDone(ctx context.Context, r *Runner) (bool, error) {
+	t := s.t
+	want := []string{MarkerColumn}
+	for _, c := range t.Columns {
+		want = append(want, c.Encrypted)
+	}
+	var nCols int
+	var fnSrc *string
+	var hasTrigger bool
+	err := r.Pool.QueryRow(ctx, `
+		SELECT (SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass AND attname = ANY($2) AND NOT attisdropped),
+		       (SELECT prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgphi' AND p.proname = $3),
+		       EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $4)`,
+		t.Ident(), want, t.markFunction(), triggerName).Scan(&nCols, &fnSrc, &hasTrigger)
+	if err != nil {
+		return false, fmt.Errorf("inspecting %s: %w", t.QualifiedName(), err)
+	}
+	if nCols != len(want) || fnSrc == nil || !hasTrigger {
+		return false, nil
+	}
+	full := t.markFunctionSQL()
+	body := full[strings.Index(full, "$pgphi$")+len("$pgphi$") : strings.LastIndex(full, "$pgphi$")]
+	return *fnSrc == body, nil
+}
+
+// pendingIndexStep builds the partial index the catch-up pass reads marked rows
+// through. CONCURRENTLY keeps the table writable; an invalid leftover from an
+// interrupted build is dropped and rebuilt.
+type pendingIndexStep struct{ t *Target }
+
+func (s pendingIndexStep) Describe() string {
+	return fmt.Sprintf("index %s: partial index %s on (%s) WHERE %s, built concurrently", s.t.QualifiedName(), s.t.pendingIndex(), s.t.keyList(""), MarkerColumn)
+}
+
+func (s pendingIndexStep) Run(ctx context.Context, r *Runner) error {
+	t := s.t
+	name := t.pendingIndex()
+	var valid *bool
+	err := r.Pool.QueryRow(ctx, `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, name).Scan(&valid)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	if valid != nil && *valid {
+		return nil
+	}
+	qualified := pgx.Identifier{t.Schema, name}.Sanitize()
+	if valid != nil {
+		r.logf("    dropping invalid index %s left by an interrupted build", name)
+		if _, err := r.Pool.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+qualified); err != nil {
+			return fmt.Errorf("dropping invalid index %s: %w", name, err)
+		}
+	}
+	_, err = r.Pool.Exec(ctx, fmt.Sprintf("CREATE INDEX CONCURRENTLY IF NOT EXISTS %s ON %s (%s) WHERE %s",
+		ident(name), t.Ident(), t.keyList(""), ident(MarkerColumn)))
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "55P03") {
+		// Another pgphi process is building the same index; wait for it to be valid.
+		return s.Run(ctx, r)
+	}
+	if err != nil {
+		return fmt.Errorf("creating index %s: %w", name, err)
+	}
+	return nil
+}
+
+// runWorkers runs fn in n goroutines and returns the first error, cancelling the rest.
+func runWorkers(ctx context.Context, n int, fn func(ctx context.Context, worker int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if err := fn(ctx, i); err != nil {
+				cancel(err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return ctx.Err()
+}

@@ -1,0 +1,186 @@
+package engine
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
+
+// shortHash names pgphi's objects for a table deterministically and within
+// PostgreSQL's 63-byte identifier limit.
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:4])
+}
+
+var unsafeChars = regexp.MustCompile(`[^a-z0-9_]+`)
+
+func objectName(prefix, table string) string {
+	base := unsafeChars.ReplaceAllString(strings.ToLower(table), "_")
+	if len(base) > 36 {
+		base = base[:36]
+	}
+	return prefix + base + "_" + shortHash(table)
+}
+
+// names of the objects pgphi adds for a table.
+func (t *Target) markFunction() string { return objectName("mark_", t.QualifiedName()) }
+func (t *Target) markFunctionIdent() string {
+	return pgx.Identifier{"pgphi", t.markFunction()}.Sanitize()
+}
+
+// The trigger is named to sort last: PostgreSQL fires BEFORE triggers in name
+// order, and ours must see the plaintext after any application trigger has
+// changed it.
+const triggerName = "zz_pgphi_mark"
+
+func (t *Target) pendingIndex() string { return objectName("pgphi_pending_", t.QualifiedName()) }
+func (t *Target) batchTable() string   { return objectName("pgphi_batch_", t.QualifiedName()) }
+
+func (t *Target) keyNames() []string {
+	out := make([]string, len(t.PrimaryKey))
+	for i, k := range t.PrimaryKey {
+		out[i] = k.Name
+	}
+	return out
+}
+
+// keyList is the key columns as an SQL list, optionally qualified.
+func (t *Target) keyList(qual string) string {
+	parts := make([]string, len(t.PrimaryKey))
+	for i, k := range t.PrimaryKey {
+		parts[i] = qual + ident(k.Name)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// keyCompare is "(k1, k2) OP ($n::t1, $n+1::t2)". Row comparison keeps the
+// keyset predicate index-backed for composite keys.
+func (t *Target) keyCompare(op string, firstArg int) string {
+	params := make([]string, len(t.PrimaryKey))
+	for i, k := range t.PrimaryKey {
+		params[i] = fmt.Sprintf("$%d::%s", firstArg+i, k.Type)
+	}
+	if len(params) == 1 {
+		return fmt.Sprintf("%s %s %s", ident(t.PrimaryKey[0].Name), op, params[0])
+	}
+	return fmt.Sprintf("(%s) %s (%s)", t.keyList(""), op, strings.Join(params, ", "))
+}
+
+// selectColumns is "ctid, key::text..., col::text..." — the canonical text of
+// every key and protected value, under the session settings of canonicalParams.
+func (t *Target) selectColumns() string {
+	var b strings.Builder
+	b.WriteString("ctid")
+	for _, k := range t.PrimaryKey {
+		fmt.Fprintf(&b, ", %s::text", ident(k.Name))
+	}
+	for _, c := range t.Columns {
+		fmt.Fprintf(&b, ", %s::text", ident(c.Name))
+	}
+	return b.String()
+}
+
+// backfillQuery reads the next batch of a chunk in key order and locks it.
+func (t *Target) backfillQuery(hasLower, hasUpper bool) string {
+	var where []string
+	arg := 1
+	if hasLower {
+		where = append(where, t.keyCompare(">", arg))
+		arg += len(t.PrimaryKey)
+	}
+	if hasUpper {
+		where = append(where, t.keyCompare("<=", arg))
+		arg += len(t.PrimaryKey)
+	}
+	w := ""
+	if len(where) > 0 {
+		w = " WHERE " + strings.Join(where, " AND ")
+	}
+	return fmt.Sprintf("SELECT %s FROM %s%s ORDER BY %s LIMIT $%d FOR NO KEY UPDATE",
+		t.selectColumns(), t.Ident(), w, t.keyList(""), arg)
+}
+
+// catchUpQuery reads marked rows through the partial index, skipping rows
+// another worker or the application holds.
+func (t *Target) catchUpQuery() string {
+	return fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED",
+		t.selectColumns(), t.Ident(), ident(MarkerColumn), t.keyList(""))
+}
+
+func (t *Target) createBatchTable() string {
+	var cols []string
+	cols = append(cols, "row_ctid tid")
+	for i := range t.Columns {
+		cols = append(cols, fmt.Sprintf("c%d bytea", i))
+	}
+	return fmt.Sprintf("CREATE TEMP TABLE IF NOT EXISTS %s (%s) ON COMMIT DELETE ROWS", ident(t.batchTable()), strings.Join(cols, ", "))
+}
+
+func (t *Target) batchColumns() []string {
+	cols := []string{"row_ctid"}
+	for i := range t.Columns {
+		cols = append(cols, fmt.Sprintf("c%d", i))
+	}
+	return cols
+}
+
+// applyBatch writes the batch's ciphertexts into the rows it locked, joining on
+// ctid: the rows are locked by this transaction, so their ctids cannot move.
+func (t *Target) applyBatch() string {
+	var sets []string
+	for i, c := range t.Columns {
+		sets = append(sets, fmt.Sprintf("%s = b.c%d", ident(c.Encrypted), i))
+	}
+	sets = append(sets, ident(MarkerColumn)+" = false")
+	return fmt.Sprintf("UPDATE %s AS t SET %s FROM %s AS b WHERE t.ctid = b.row_ctid",
+		t.Ident(), strings.Join(sets, ", "), ident(t.batchTable()))
+}
+
+// markFunctionSQL is the trigger function that keeps ciphertexts honest while
+// the application writes plaintext: a changed plaintext (or key) clears the
+// stale ciphertext unless the writer supplied a new one, and marks the row.
+// Values are compared as text so that 1.0 -> 1.00 counts as a change, and
+// json (which has no equality operator) works.
+func (t *Target) markFunctionSQL() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $pgphi$\nBEGIN\n", t.markFunctionIdent())
+	fmt.Fprintf(&b, "  IF TG_OP = 'INSERT' THEN\n    NEW.%s := true;\n    RETURN NEW;\n  END IF;\n", ident(MarkerColumn))
+	var keyDiff []string
+	for _, k := range t.PrimaryKey {
+		keyDiff = append(keyDiff, fmt.Sprintf("NEW.%[1]s::text IS DISTINCT FROM OLD.%[1]s::text", ident(k.Name)))
+	}
+	fmt.Fprintf(&b, "  IF %s THEN\n", strings.Join(keyDiff, " OR "))
+	for _, c := range t.Columns {
+		fmt.Fprintf(&b, "    NEW.%s := NULL;\n", ident(c.Encrypted))
+	}
+	fmt.Fprintf(&b, "    NEW.%s := true;\n    RETURN NEW;\n  END IF;\n", ident(MarkerColumn))
+	for _, c := range t.Columns {
+		fmt.Fprintf(&b, "  IF NEW.%[1]s::text COLLATE \"C\" IS DISTINCT FROM OLD.%[1]s::text COLLATE \"C\" THEN\n", ident(c.Name))
+		fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; END IF;\n", ident(c.Encrypted))
+		fmt.Fprintf(&b, "    NEW.%s := true;\n  END IF;\n", ident(MarkerColumn))
+	}
+	b.WriteString("  RETURN NEW;\nEND\n$pgphi$")
+	return b.String()
+}
+
+func (t *Target) createTriggerSQL() string {
+	return fmt.Sprintf("CREATE OR REPLACE TRIGGER %s BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION %s()",
+		ident(triggerName), t.Ident(), t.markFunctionIdent())
+}
+
+// incompleteRowsPredicate is true for a row whose ciphertexts do not match the
+// presence of its plaintexts: the sweep marks such rows whatever the reason.
+func (t *Target) incompleteRowsPredicate() string {
+	var parts []string
+	for _, c := range t.Columns {
+		parts = append(parts, fmt.Sprintf("(%s IS NULL) <> (%s IS NULL)", ident(c.Name), ident(c.Encrypted)))
+	}
+	return strings.Join(parts, " OR ")
+}

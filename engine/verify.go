@@ -1,0 +1,230 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgphi/pgphi/envelope"
+	"github.com/pgphi/pgphi/keys"
+)
+
+// Mismatch is one value that failed verification. It names the row, never the value.
+type Mismatch struct {
+	Table      string   `json:"table"`
+	Column     string   `json:"column"`
+	KeyColumns []string `json:"key_columns"`
+	Key        []string `json:"key"`
+	Problem    string   `json:"problem"`
+}
+
+func (m Mismatch) String() string {
+	return fmt.Sprintf("%s.%s at (%s)=(%s): %s", m.Table, m.Column, strings.Join(m.KeyColumns, ", "), strings.Join(m.Key, ", "), m.Problem)
+}
+
+// VerifyResult is the outcome of decrypting and comparing every value.
+type VerifyResult struct {
+	Rows       int64      `json:"rows"`
+	Values     int64      `json:"values_checked"`
+	Mismatches int64      `json:"mismatches"`
+	Pending    int64      `json:"rows_pending"`
+	Examples   []Mismatch `json:"examples"` // the first MaxExamples mismatches
+}
+
+// OK reports whether every value decrypted to its plaintext and no row is pending.
+func (v *VerifyResult) OK() bool { return v.Mismatches == 0 && v.Pending == 0 }
+
+// MaxExamples bounds how many mismatches a result lists.
+const MaxExamples = 50
+
+// Problems a verification can find.
+const (
+	ProblemMissing    = "plaintext has no ciphertext"
+	ProblemExtra      = "ciphertext present but plaintext is NULL"
+	ProblemUndecrypt  = "ciphertext does not decrypt for this row and column (moved, altered or wrong key)"
+	ProblemDifferent  = "ciphertext decrypts to a different value than the plaintext"
+	ProblemWrongType  = "ciphertext holds a value of another type"
+)
+
+// ErrNotExpanded is returned by Verify and Status when apply has not added the ciphertext columns yet.
+var ErrNotExpanded = errors.New("the ciphertext columns do not exist yet: run `pgphi apply` first")
+
+// Verify decrypts every ciphertext of every planned column and compares it with
+// the plaintext still present. It reads in key order without locking.
+func Verify(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, p *Plan, batch int) (*VerifyResult, error) {
+	if batch <= 0 {
+		batch = 5000
+	}
+	res := &VerifyResult{}
+	var mu sync.Mutex
+	for _, t := range p.Tables {
+		if err := checkExpanded(ctx, pool, t); err != nil {
+			return nil, err
+		}
+	}
+	err := runWorkers(ctx, min(len(p.Tables), 4), func(ctx context.Context, w int) error {
+		for i := w; i < len(p.Tables); i += min(len(p.Tables), 4) {
+			part, err := verifyTable(ctx, pool, ring, p.Tables[i], batch)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			res.Rows += part.Rows
+			res.Values += part.Values
+			res.Mismatches += part.Mismatches
+			res.Pending += part.Pending
+			for _, m := range part.Examples {
+				if len(res.Examples) < MaxExamples {
+					res.Examples = append(res.Examples, m)
+				}
+			}
+			mu.Unlock()
+		}
+		return nil
+	})
+	return res, err
+}
+
+func checkExpanded(ctx context.Context, pool *pgxpool.Pool, t *Target) error {
+	want := []string{MarkerColumn}
+	for _, c := range t.Columns {
+		want = append(want, c.Encrypted)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass AND attname = ANY($2) AND NOT attisdropped",
+		t.Ident(), want).Scan(&n); err != nil {
+		return err
+	}
+	if n != len(want) {
+		return fmt.Errorf("%s: %w", t.QualifiedName(), ErrNotExpanded)
+	}
+	return nil
+}
+
+func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, t *Target, batch int) (*VerifyResult, error) {
+	res := &VerifyResult{}
+	nk := len(t.PrimaryKey)
+	openers := make([]*envelope.Opener, len(t.Columns))
+	for i, c := range t.Columns {
+		openers[i] = ring.Opener(t.QualifiedName(), c.Name)
+	}
+	var sel strings.Builder
+	for _, k := range t.PrimaryKey {
+		fmt.Fprintf(&sel, "%s::text, ", ident(k.Name))
+	}
+	for _, c := range t.Columns {
+		fmt.Fprintf(&sel, "%s::text, %s, ", ident(c.Name), ident(c.Encrypted))
+	}
+	sel.WriteString(ident(MarkerColumn) + " IS TRUE")
+	first := fmt.Sprintf("SELECT %s FROM %s ORDER BY %s LIMIT $1", sel.String(), t.Ident(), t.keyList(""))
+	next := fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT $%d", sel.String(), t.Ident(), t.keyCompare(">", 1), t.keyList(""), nk+1)
+
+	var last []string
+	for {
+		var rows pgx.Rows
+		var err error
+		if last == nil {
+			rows, err = pool.Query(ctx, first, batch)
+		} else {
+			args := make([]any, 0, nk+1)
+			for _, v := range last {
+				args = append(args, v)
+			}
+			rows, err = pool.Query(ctx, next, append(args, batch)...)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", t.QualifiedName(), err)
+		}
+		n := 0
+		for rows.Next() {
+			raw := rows.RawValues()
+			n++
+			key := make([]string, nk)
+			for i := range nk {
+				key[i] = string(raw[i])
+			}
+			last = key
+			res.Rows++
+			flag := raw[len(raw)-1]
+			if len(flag) == 1 && (flag[0] == 1 || flag[0] == 't') {
+				// The application changed this row since it was encrypted; the
+				// next apply re-encrypts it. Its stale ciphertext was cleared.
+				res.Pending++
+				continue
+			}
+			for i, c := range t.Columns {
+				pt, ct := raw[nk+2*i], raw[nk+2*i+1]
+				res.Values++
+				problem := ""
+				switch {
+				case pt == nil && ct == nil:
+				case pt == nil:
+					problem = ProblemExtra
+				case ct == nil:
+					problem = ProblemMissing
+				default:
+					v, err := openers[i].Open(ct, envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: key})
+					switch {
+					case err != nil:
+						problem = ProblemUndecrypt
+					case v.Type != c.ValueType:
+						problem = ProblemWrongType
+					case v.Text != string(pt):
+						problem = ProblemDifferent
+					}
+				}
+				if problem != "" {
+					res.add(Mismatch{Table: t.QualifiedName(), Column: c.Name, KeyColumns: t.keyNames(), Key: key, Problem: problem})
+				}
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", t.QualifiedName(), err)
+		}
+		if n < batch {
+			return res, nil
+		}
+	}
+}
+
+func (v *VerifyResult) add(m Mismatch) {
+	v.Mismatches++
+	if len(v.Examples) < MaxExamples {
+		v.Examples = append(v.Examples, m)
+	}
+}
+
+// verifyStep ends apply with a full verification.
+type verifyStep struct{}
+
+func (verifyStep) Describe() string {
+	return "verify: decrypt every ciphertext and compare it with its plaintext"
+}
+
+// VerifyError is returned by apply when verification finds problems.
+type VerifyError struct{ Result *VerifyResult }
+
+func (e *VerifyError) Error() string {
+	return fmt.Sprintf("verification failed: %d mismatched values, %d rows pending", e.Result.Mismatches, e.Result.Pending)
+}
+
+func (verifyStep) Run(ctx context.Context, r *Runner) error {
+	res, err := Verify(ctx, r.Pool, r.Keys, r.Plan, 0)
+	if err != nil {
+		return err
+	}
+	r.logf("    verified %d values in %d rows: %d mismatches, %d rows pending", res.Values, res.Rows, res.Mismatches, res.Pending)
+	if res.Mismatches > 0 {
+		for _, m := range res.Examples {
+			r.logf("    MISMATCH %s", m)
+		}
+		return &VerifyError{Result: res}
+	}
+	return nil
+}
