@@ -105,7 +105,9 @@ func (r *Runner) Apply(ctx context.Context) error {
 // stateStep creates pgphi's schema and records the plan.
 type stateStep struct{}
 
-func (stateStep) Describe() string { return "create or update pgphi's state schema and record the plan" }
+func (stateStep) Describe() string {
+	return "create or update pgphi's state schema and record the plan"
+}
 
 func (stateStep) Run(ctx context.Context, r *Runner) error {
 	conn, err := r.Pool.Acquire(ctx)

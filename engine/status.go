@@ -24,8 +24,8 @@ type ColumnStatus struct {
 // Status is the state of a plan in the database.
 type Status struct {
 	PlanID   string         `json:"plan_id"`
-	Applied  bool           `json:"applied"`   // apply has started for this plan
-	Complete bool           `json:"complete"`  // apply finished and nothing is pending
+	Applied  bool           `json:"applied"`  // apply has started for this plan
+	Complete bool           `json:"complete"` // apply finished and nothing is pending
 	Columns  []ColumnStatus `json:"columns"`
 	Failures []FailureInfo  `json:"failures,omitempty"`
 }

@@ -44,11 +44,11 @@ const MaxExamples = 50
 
 // Problems a verification can find.
 const (
-	ProblemMissing    = "plaintext has no ciphertext"
-	ProblemExtra      = "ciphertext present but plaintext is NULL"
-	ProblemUndecrypt  = "ciphertext does not decrypt for this row and column (moved, altered or wrong key)"
-	ProblemDifferent  = "ciphertext decrypts to a different value than the plaintext"
-	ProblemWrongType  = "ciphertext holds a value of another type"
+	ProblemMissing   = "plaintext has no ciphertext"
+	ProblemExtra     = "ciphertext present but plaintext is NULL"
+	ProblemUndecrypt = "ciphertext does not decrypt for this row and column (moved, altered or wrong key)"
+	ProblemDifferent = "ciphertext decrypts to a different value than the plaintext"
+	ProblemWrongType = "ciphertext holds a value of another type"
 )
 
 // ErrNotExpanded is returned by Verify and Status when apply has not added the ciphertext columns yet.
