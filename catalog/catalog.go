@@ -86,8 +86,11 @@ func resolveTable(ctx context.Context, q Querier, cfg *config.Config, ct *config
 		return nil, cfg.Errorf(ct.Line, "protect the underlying table instead", "%s is not an ordinary table (relkind %s)", ct.QualifiedName(), kind)
 	}
 	t := &Table{Schema: ct.Schema, Name: ct.Name, Config: ct, all: map[string]Column{}}
-	if estimate > 0 {
+	if estimate >= 0 {
 		t.EstimatedRows = int64(estimate)
+	} else if err := q.QueryRow(ctx, "SELECT count(*) FROM "+t.Ident()).Scan(&t.EstimatedRows); err != nil {
+		// Never analyzed: count instead of showing a meaningless estimate.
+		return nil, fmt.Errorf("counting rows of %s: %w", ct.QualifiedName(), err)
 	}
 
 	rows, err := q.Query(ctx, `

@@ -114,7 +114,7 @@ func suggestTables(ctx context.Context, pool *pgxpool.Pool) (string, error) {
 		if err := rows.Scan(&schema, &table, &column, &typ); err != nil {
 			return "", err
 		}
-		if !suggestableType(typ) {
+		if !suggestableType(typ) || idColumn.MatchString(column) {
 			continue
 		}
 		for _, c := range candidates {
@@ -148,6 +148,9 @@ func suggestableType(t string) bool {
 	}
 	return false
 }
+
+// idColumn matches references to other rows (patient_uid, result_id): keys, not PHI.
+var idColumn = regexp.MustCompile(`(^|_)u?id$`)
 
 var plainKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.]*$`)
 

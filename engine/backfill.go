@@ -260,7 +260,7 @@ func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query s
 	if len(batch) == 0 {
 		return 0, nil, nil
 	}
-	if _, err := tx.Exec(ctx, t.createBatchTable()); err != nil {
+	if _, err := tx.Exec(ctx, t.prepareBatch()); err != nil {
 		return 0, nil, fmt.Errorf("creating batch table: %w", err)
 	}
 	src := pgx.CopyFromSlice(len(batch), func(i int) ([]any, error) {

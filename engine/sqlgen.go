@@ -77,12 +77,14 @@ func (t *Target) keyCompare(op string, firstArg int) string {
 // every key and protected value, under the session settings of canonicalParams.
 func (t *Target) selectColumns() string {
 	var b strings.Builder
+	// Output columns get names of their own: an ORDER BY on a key name would
+	// otherwise bind to the text output column and sort 10 before 9.
 	b.WriteString("ctid")
-	for _, k := range t.PrimaryKey {
-		fmt.Fprintf(&b, ", %s::text", ident(k.Name))
+	for i, k := range t.PrimaryKey {
+		fmt.Fprintf(&b, ", %s::text AS pgphi_key_%d", ident(k.Name), i)
 	}
-	for _, c := range t.Columns {
-		fmt.Fprintf(&b, ", %s::text", ident(c.Name))
+	for i, c := range t.Columns {
+		fmt.Fprintf(&b, ", %s::text AS pgphi_value_%d", ident(c.Name), i)
 	}
 	return b.String()
 }
@@ -121,6 +123,13 @@ func (t *Target) createBatchTable() string {
 		cols = append(cols, fmt.Sprintf("c%d bytea", i))
 	}
 	return fmt.Sprintf("CREATE TEMP TABLE IF NOT EXISTS %s (%s) ON COMMIT DELETE ROWS", ident(t.batchTable()), strings.Join(cols, ", "))
+}
+
+// prepareBatch creates the batch table and pins the UPDATE's plan. The planner
+// knows nothing of the temporary table's size and may pick a hash join over a
+// scan of the whole table; only a ctid lookup per row is right.
+func (t *Target) prepareBatch() string {
+	return t.createBatchTable() + "; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
 }
 
 func (t *Target) batchColumns() []string {

@@ -114,11 +114,11 @@ func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, t 
 		openers[i] = ring.Opener(t.QualifiedName(), c.Name)
 	}
 	var sel strings.Builder
-	for _, k := range t.PrimaryKey {
-		fmt.Fprintf(&sel, "%s::text, ", ident(k.Name))
+	for i, k := range t.PrimaryKey {
+		fmt.Fprintf(&sel, "%s::text AS pgphi_key_%d, ", ident(k.Name), i)
 	}
-	for _, c := range t.Columns {
-		fmt.Fprintf(&sel, "%s::text, %s, ", ident(c.Name), ident(c.Encrypted))
+	for i, c := range t.Columns {
+		fmt.Fprintf(&sel, "%s::text AS pgphi_value_%d, %s, ", ident(c.Name), i, ident(c.Encrypted))
 	}
 	sel.WriteString(ident(MarkerColumn) + " IS TRUE")
 	first := fmt.Sprintf("SELECT %s FROM %s ORDER BY %s LIMIT $1", sel.String(), t.Ident(), t.keyList(""))

@@ -1,0 +1,33 @@
+# pgphi — the two commands of a new machine are `make demo` and `make test`.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+
+.PHONY: all build demo test test-fips vet clean
+
+all: build
+
+build:
+	$(GO) build -o bin/pgphi ./cmd/pgphi
+
+# The whole story on a throwaway local PostgreSQL (installed if missing).
+demo: build
+	bash scripts/ensure-postgres.sh
+	./bin/pgphi demo $(DEMO_FLAGS)
+
+# Every test against a real PostgreSQL server that the tests start themselves.
+test: vet
+	bash scripts/ensure-postgres.sh
+	$(GO) test -count=1 -timeout 25m ./...
+	$(MAKE) test-fips
+
+# The crypto packages and a full apply under Go's FIPS 140-3 mode.
+test-fips:
+	GODEBUG=fips140=on $(GO) test -count=1 -timeout 10m ./envelope/ ./keys/ ./engine/
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+
+clean:
+	rm -rf bin

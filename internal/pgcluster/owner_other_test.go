@@ -1,0 +1,5 @@
+//go:build !linux
+
+package pgcluster
+
+func processUID(pid int) (int, bool) { return 0, false }
