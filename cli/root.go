@@ -94,6 +94,9 @@ func Main(args []string, stdout, stderr io.Writer) (code int) {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		err = withCode(ExitFailed, errors.New("interrupted; every committed batch is kept: run the same command again to resume"))
+	}
 	if err != nil {
 		code = ExitCode(err)
 		msg := redact.Error(err).Error()

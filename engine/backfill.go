@@ -43,6 +43,15 @@ func (s backfillStep) Run(ctx context.Context, r *Runner) error {
 	if err != nil {
 		return err
 	}
+	var open int
+	if err := r.Pool.QueryRow(ctx, "SELECT count(*) FROM pgphi.chunks WHERE plan_id = $1 AND table_name = $2 AND NOT done",
+		r.Plan.ID, t.QualifiedName()).Scan(&open); err != nil {
+		return err
+	}
+	if open == 0 {
+		r.logf("    %s: already backfilled (%d rows); later changes are caught up below", t.QualifiedName(), total)
+		return nil
+	}
 	bar := r.Progress("backfill "+t.QualifiedName(), total, func(ctx context.Context) (int64, error) {
 		var done int64
 		err := r.Pool.QueryRow(ctx, "SELECT COALESCE(sum(rows_done), 0)::bigint FROM pgphi.chunks WHERE plan_id = $1 AND table_name = $2",
@@ -67,7 +76,6 @@ func (s backfillStep) Run(ctx context.Context, r *Runner) error {
 		}
 		// Chunks another process holds are skipped above; wait until they are done
 		// too, and take them over if that process died.
-		var open int
 		if err := r.Pool.QueryRow(ctx, "SELECT count(*) FROM pgphi.chunks WHERE plan_id = $1 AND table_name = $2 AND NOT done",
 			r.Plan.ID, t.QualifiedName()).Scan(&open); err != nil {
 			return err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -20,36 +19,42 @@ func (s catchUpStep) Describe() string {
 
 func (s catchUpStep) Run(ctx context.Context, r *Runner) error {
 	t := s.t
-	for round := 1; ; round++ {
+	// Under a steady application write rate there is always a newly marked
+	// row, so "until nothing is marked" would never end. Rounds continue while
+	// they still find real work (a full batch, or rows the sweep marked); what
+	// the application writes after the last round stays marked for the next
+	// apply, and cleanup's final pass runs under a brief lock.
+	for round := 1; round <= maxCatchUpRounds; round++ {
 		n, err := r.catchUp(ctx, t)
 		if err != nil {
 			return err
 		}
-		swept, err := r.sweep(ctx, t)
-		if err != nil {
-			return err
+		var swept int64
+		if round == 1 {
+			if swept, err = r.sweep(ctx, t); err != nil {
+				return err
+			}
 		}
 		if n > 0 || swept > 0 {
 			r.logf("    %s: catch-up round %d re-encrypted %d rows, sweep marked %d", t.QualifiedName(), round, n, swept)
 		}
-		if swept == 0 {
-			var marked bool
-			if err := r.Pool.QueryRow(ctx, fmt.Sprintf("SELECT EXISTS (SELECT 1 FROM %s WHERE %s)", t.Ident(), ident(MarkerColumn))).Scan(&marked); err != nil {
-				return err
-			}
-			if !marked {
-				return nil
-			}
-			// Rows remain marked but were locked (by the application or another
-			// pgphi); give them a moment.
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(100 * time.Millisecond):
-			}
+		if swept == 0 && n < int64(r.BatchSize) {
+			break
 		}
 	}
+	var marked int64
+	if err := r.Pool.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s", t.Ident(), ident(MarkerColumn))).Scan(&marked); err != nil {
+		return err
+	}
+	r.remaining.Add(marked)
+	if marked > 0 {
+		r.logf("    %s: %d rows changed by the application during the last pass stay marked; the next `pgphi apply` encrypts them", t.QualifiedName(), marked)
+	}
+	return nil
 }
+
+// maxCatchUpRounds bounds catch-up against a write rate close to pgphi's own.
+const maxCatchUpRounds = 20
 
 // catchUp drains the marked rows with all workers and returns how many it encrypted.
 func (r *Runner) catchUp(ctx context.Context, t *Target) (int64, error) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -57,7 +58,13 @@ type Runner struct {
 	Log       io.Writer // plain progress and status lines (stderr); never values
 	Progress  ProgressFactory
 	WorkerID  string
+
+	remaining atomic.Int64 // rows still marked after the last catch-up round
 }
+
+// Remaining is how many rows the application changed after apply's last
+// catch-up round; they stay marked for the next apply.
+func (r *Runner) Remaining() int64 { return r.remaining.Load() }
 
 // ProgressFactory starts a progress display for one phase of work. poll
 // returns rows done so far (across every process working on the plan).
@@ -92,6 +99,7 @@ func (nopStop) Stop() {}
 // Apply runs every step of the plan in order.
 func (r *Runner) Apply(ctx context.Context) error {
 	r.defaults()
+	r.remaining.Store(0)
 	for _, s := range r.Plan.Steps {
 		r.logf("==> %s", s.Describe())
 		if err := s.Run(ctx, r); err != nil {
