@@ -97,6 +97,9 @@ func Main(args []string, stdout, stderr io.Writer) (code int) {
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		err = withCode(ExitFailed, errors.New("interrupted; every committed batch is kept: run the same command again to resume"))
 	}
+	if err != nil && strings.HasPrefix(err.Error(), "unknown command") {
+		err = withCode(ExitUsage, fmt.Errorf("usage: %w", err))
+	}
 	if err != nil {
 		code = ExitCode(err)
 		msg := redact.Error(err).Error()

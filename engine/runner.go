@@ -255,8 +255,33 @@ func (s pendingIndexStep) Describe() string {
 func (s pendingIndexStep) Run(ctx context.Context, r *Runner) error {
 	t := s.t
 	name := t.pendingIndex()
+	// One process builds; the others wait. A session advisory lock taken with
+	// pg_try_advisory_lock, because a waiting pg_advisory_lock would hold a
+	// snapshot that CREATE INDEX CONCURRENTLY then waits for: a deadlock.
+	conn, err := r.Pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	lockKey := "pgphi index " + t.QualifiedName()
+	for {
+		var got bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtext($1))", lockKey).Scan(&got); err != nil {
+			return err
+		}
+		if got {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(hashtext($1))", lockKey)
+
 	var valid *bool
-	err := r.Pool.QueryRow(ctx, `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+	err = conn.QueryRow(ctx, `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, name).Scan(&valid)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return err
@@ -266,19 +291,15 @@ func (s pendingIndexStep) Run(ctx context.Context, r *Runner) error {
 	}
 	qualified := pgx.Identifier{t.Schema, name}.Sanitize()
 	if valid != nil {
+		// Only an interrupted build leaves an invalid index: we hold the lock
+		// every builder takes.
 		r.logf("    dropping invalid index %s left by an interrupted build", name)
-		if _, err := r.Pool.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+qualified); err != nil {
+		if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+qualified); err != nil {
 			return fmt.Errorf("dropping invalid index %s: %w", name, err)
 		}
 	}
-	_, err = r.Pool.Exec(ctx, fmt.Sprintf("CREATE INDEX CONCURRENTLY IF NOT EXISTS %s ON %s (%s) WHERE %s",
-		ident(name), t.Ident(), t.keyList(""), ident(MarkerColumn)))
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "55P03") {
-		// Another pgphi process is building the same index; wait for it to be valid.
-		return s.Run(ctx, r)
-	}
-	if err != nil {
+	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE INDEX CONCURRENTLY IF NOT EXISTS %s ON %s (%s) WHERE %s",
+		ident(name), t.Ident(), t.keyList(""), ident(MarkerColumn))); err != nil {
 		return fmt.Errorf("creating index %s: %w", name, err)
 	}
 	return nil
