@@ -499,3 +499,56 @@ func TestBatchUpdateJoinsOnCtid(t *testing.T) {
 		t.Fatalf("batch update does not join on ctid:\n%s", plan)
 	}
 }
+
+// DDL never queues behind a long transaction: it gives up after lock_timeout,
+// backs off and retries, and the application's own queries are not blocked
+// behind a waiting ALTER TABLE for longer than that timeout.
+func TestExpandRetriesWhenTheTableIsBusy(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t, `CREATE TABLE p (uid varchar PRIMARY KEY, nm text);
+		INSERT INTO p SELECT 'u' || g, 'n' || g FROM generate_series(1, 100) g;`,
+		"version: 1\napply: { lock_timeout: 100ms }\ntables:\n  p:\n    columns:\n      nm: { class: pii }\n")
+	holder, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Exec(ctx, "SELECT * FROM p LIMIT 1"); err != nil { // ACCESS SHARE until commit
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(1500 * time.Millisecond)
+		holder.Commit(ctx)
+		close(released)
+	}()
+	// Meanwhile the application keeps reading: each read must finish quickly
+	// even while pgphi waits for its lock.
+	var slowest time.Duration
+	appDone := make(chan struct{})
+	go func() {
+		defer close(appDone)
+		for {
+			select {
+			case <-released:
+				return
+			default:
+			}
+			start := time.Now()
+			if _, err := f.pool.Exec(ctx, "SELECT count(*) FROM p"); err != nil {
+				t.Error(err)
+				return
+			}
+			slowest = max(slowest, time.Since(start))
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	f.apply(t)
+	<-appDone
+	if !strings.Contains(f.log.String(), "table busy") {
+		t.Fatalf("apply did not report retrying:\n%s", f.log.String())
+	}
+	if slowest > time.Second {
+		t.Fatalf("an application read waited %s behind pgphi's DDL", slowest)
+	}
+	f.decryptAll(t, "public.p", "nm")
+}
