@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgphi/pgphi/engine"
 	"github.com/pgphi/pgphi/progress"
+	"github.com/pgphi/pgphi/state"
 )
 
 func (a *app) planCommand() *cobra.Command {
@@ -26,12 +27,25 @@ func (a *app) planCommand() *cobra.Command {
 				return err
 			}
 			defer s.Close()
+			hasState, err := state.Exists(cmd.Context(), s.pool)
+			if err != nil {
+				return err
+			}
+			var q engine.Querier
+			if hasState {
+				q = s.pool
+			}
+			specs, err := engine.IndexSpecs(cmd.Context(), q, s.plan)
+			if err != nil {
+				return err
+			}
+			s.plan.AttachIndexSpecs(specs)
 			if asJSON {
 				var steps []string
 				for _, st := range s.plan.Steps {
 					steps = append(steps, st.Describe())
 				}
-				return json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.plan.ID, "spec": s.plan.Spec, "steps": steps})
+				return json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.plan.ID, "spec": s.plan.Spec, "steps": steps, "blind_indexes": s.plan.IndexReport()})
 			}
 			s.plan.Print(a.stdout)
 			return nil

@@ -139,7 +139,7 @@ Exit codes: 0 success, 1 operation failed, 2 usage or configuration error,
 		return withCode(ExitUsage, fmt.Errorf("usage: %w", err))
 	})
 	root.AddCommand(a.initCommand(), a.keysCommand(), a.planCommand(), a.applyCommand(),
-		a.statusCommand(), a.verifyCommand(), a.demoCommand())
+		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.demoCommand())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}
@@ -214,7 +214,10 @@ func (a *app) open(ctx context.Context, maxConns int) (*session, error) {
 		}
 		redact.AllowIdentifiers(names...)
 	}
-	s.plan = engine.NewPlan(cfg, tables)
+	if s.plan, err = engine.NewPlan(cfg, tables); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 

@@ -27,7 +27,8 @@ type Config struct {
 	Database    Database
 	Encryption  Encryption
 	Apply       Apply
-	Tables      []Table // in file order
+	Search      SearchOptions // defaults for every column's search_options
+	Tables      []Table       // in file order
 }
 
 // Database says where the database is. Empty URL means: $DATABASE_URL, else libpq PG* variables.
@@ -70,8 +71,21 @@ type Column struct {
 	Name     string
 	Class    string   // "pii" or "phi"
 	Search   []string // blind index kinds (see SearchKinds)
-	Validate Validate
-	Line     int
+	// SearchOptions tune this column's blind indexes; unset fields take the
+	// config-wide defaults in Config.Search.
+	SearchOptions SearchOptions
+	Validate      Validate
+	Line          int
+}
+
+// SearchOptions tune blind indexes. Zero values mean "inherit".
+type SearchOptions struct {
+	PrefixMin   int            // shortest indexed prefix (runes), default 3
+	PrefixMax   int            // longest indexed prefix, default 5
+	TokenSize   int            // n-gram length of contains, default 3
+	FoldAccents *bool          // fold accents (é -> e) before indexing, default true
+	PhoneRegion string         // region for numbers without a country code, default US
+	Bits        map[string]int // truncation per sub-kind, overriding the planner (e.g. exact: 20)
 }
 
 // Validate holds pre-migration validation rules of one column.
@@ -96,6 +110,7 @@ func Defaults() Config {
 			ColumnSuffix:  "_encrypted",
 			MaxValueBytes: 16 << 20,
 		},
+		Search: SearchOptions{PrefixMin: 3, PrefixMax: 5, TokenSize: 3, FoldAccents: ptr(true), PhoneRegion: "US"},
 		Apply: Apply{
 			BatchSize:   2000,
 			ChunkRows:   50000,
@@ -172,4 +187,29 @@ func (c *Config) Table(name string) (*Table, bool) {
 		}
 	}
 	return nil, false
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// EffectiveSearch merges a column's search options over the config-wide ones.
+func (c *Config) EffectiveSearch(col Column) SearchOptions {
+	o := c.Search
+	s := col.SearchOptions
+	if s.PrefixMin > 0 {
+		o.PrefixMin = s.PrefixMin
+	}
+	if s.PrefixMax > 0 {
+		o.PrefixMax = s.PrefixMax
+	}
+	if s.TokenSize > 0 {
+		o.TokenSize = s.TokenSize
+	}
+	if s.FoldAccents != nil {
+		o.FoldAccents = s.FoldAccents
+	}
+	if s.PhoneRegion != "" {
+		o.PhoneRegion = s.PhoneRegion
+	}
+	o.Bits = s.Bits
+	return o
 }

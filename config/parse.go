@@ -27,7 +27,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	}
 	root := doc.Content[0]
 	sawVersion, sawTables := false, false
-	err := p.mapping(root, "top level", []string{"version", "environment", "database", "encryption", "apply", "tables"}, func(key string, k, v *yaml.Node) error {
+	err := p.mapping(root, "top level", []string{"version", "environment", "database", "encryption", "apply", "search", "tables"}, func(key string, k, v *yaml.Node) error {
 		switch key {
 		case "version":
 			sawVersion = true
@@ -90,6 +90,8 @@ func Parse(path string, data []byte) (*Config, error) {
 				}
 				return err
 			})
+		case "search":
+			return p.searchOptions(v, "search", &cfg.Search, false)
 		case "tables":
 			sawTables = true
 			return p.mapping(v, "tables", nil, func(name string, k, v *yaml.Node) error {
@@ -293,7 +295,7 @@ func (p *parser) table(name string, k, v *yaml.Node) (Table, error) {
 func (p *parser) column(table, name string, k, v *yaml.Node) (Column, error) {
 	c := Column{Name: name, Line: k.Line}
 	where := "column " + table + "." + name
-	err := p.mapping(v, where, []string{"class", "search", "validate"}, func(key string, k, v *yaml.Node) error {
+	err := p.mapping(v, where, []string{"class", "search", "search_options", "validate"}, func(key string, k, v *yaml.Node) error {
 		switch key {
 		case "class":
 			s, err := p.str(v, key)
@@ -318,6 +320,8 @@ func (p *parser) column(table, name string, k, v *yaml.Node) (Column, error) {
 				}
 				c.Search = append(c.Search, kind)
 			}
+		case "search_options":
+			return p.searchOptions(v, "search_options of "+where, &c.SearchOptions, true)
 		case "validate":
 			return p.mapping(v, "validate of "+where, []string{"not_null", "pattern", "max_length"}, func(key string, k, v *yaml.Node) error {
 				var err error
@@ -380,4 +384,54 @@ func editDistance(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
+}
+
+var regionRe = regexp.MustCompile(`^[A-Z]{2}$`)
+
+func (p *parser) searchOptions(n *yaml.Node, where string, o *SearchOptions, column bool) error {
+	allowed := []string{"prefix_min", "prefix_max", "token_size", "fold_accents", "phone_region"}
+	if column {
+		allowed = append(allowed, "bits")
+	}
+	err := p.mapping(n, where, allowed, func(key string, k, v *yaml.Node) error {
+		var err error
+		switch key {
+		case "prefix_min":
+			o.PrefixMin, err = p.positive(v, key)
+		case "prefix_max":
+			o.PrefixMax, err = p.positive(v, key)
+		case "token_size":
+			o.TokenSize, err = p.positive(v, key)
+			if err == nil && (o.TokenSize < 2 || o.TokenSize > 8) {
+				err = p.errorf(v, "use 2 to 8 (3, trigrams, is the default)", "token_size %d out of range", o.TokenSize)
+			}
+		case "fold_accents":
+			var b bool
+			b, err = p.boolean(v, key)
+			o.FoldAccents = &b
+		case "phone_region":
+			o.PhoneRegion, err = p.str(v, key)
+			if err == nil && !regionRe.MatchString(o.PhoneRegion) {
+				err = p.errorf(v, "use a two-letter region code such as US, GB, KE", "invalid phone_region %q", o.PhoneRegion)
+			}
+		case "bits":
+			o.Bits = map[string]int{}
+			return p.mapping(v, "bits of "+where, nil, func(sub string, k, v *yaml.Node) error {
+				b, err := p.positive(v, "bits."+sub)
+				if err == nil && (b < 1 || b > 56) {
+					err = p.errorf(v, "use 1 to 56 bits", "bits.%s = %d out of range", sub, b)
+				}
+				o.Bits[sub] = b
+				return err
+			})
+		}
+		return err
+	})
+	if err == nil && o.PrefixMin > 0 && o.PrefixMax > 0 && o.PrefixMin > o.PrefixMax {
+		err = p.errorf(n, "make prefix_min at most prefix_max", "prefix_min %d is greater than prefix_max %d", o.PrefixMin, o.PrefixMax)
+	}
+	if err == nil && o.PrefixMax > 12 {
+		err = p.errorf(n, "index at most 12-character prefixes; longer queries are filtered after decryption", "prefix_max %d is too long", o.PrefixMax)
+	}
+	return err
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/pgphi/pgphi/blindindex"
 	"github.com/pgphi/pgphi/envelope"
 )
 
@@ -206,9 +207,10 @@ func (r *Runner) backfillBatch(ctx context.Context, t *Target) (bool, error) {
 
 // batchRow is one locked row of a batch.
 type batchRow struct {
-	ctid pgtype.TID
-	key  []string
-	ct   [][]byte
+	ctid  pgtype.TID
+	key   []string
+	ct    [][]byte
+	terms [][]int64 // blind index terms per column; nil for NULL or no index
 }
 
 // encryptBatch reads the rows the query selects (and locks), encrypts every
@@ -228,6 +230,15 @@ func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query s
 			return 0, nil, err
 		}
 	}
+	indexers := make([]*blindindex.Column, len(t.Columns))
+	for i, c := range t.Columns {
+		if c.HasIndex() {
+			if indexers[i] = r.indexers.For(t.QualifiedName(), c.Name); indexers[i] == nil {
+				rows.Close()
+				return 0, nil, fmt.Errorf("blind index of %s.%s is not loaded", t.QualifiedName(), c.Name)
+			}
+		}
+	}
 	var batch []batchRow
 	for rows.Next() {
 		raw := rows.RawValues()
@@ -241,6 +252,7 @@ func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query s
 			br.key[i] = string(raw[1+i])
 		}
 		br.ct = make([][]byte, len(t.Columns))
+		br.terms = make([][]int64, len(t.Columns))
 		for i, c := range t.Columns {
 			v := raw[1+nk+i]
 			if v == nil {
@@ -258,6 +270,10 @@ func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query s
 				return 0, nil, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: br.key, KeyColumns: t.keyNames(), Reason: "encryption failed: " + err.Error()}
 			}
 			br.ct[i] = ct
+			if indexers[i] != nil {
+				// Non-nil even when empty: '{}' says "indexed, no terms", NULL says "not indexed yet".
+				br.terms[i] = indexers[i].Terms(make([]int64, 0, 16), string(v))
+			}
 		}
 		batch = append(batch, br)
 	}
@@ -272,10 +288,13 @@ func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query s
 		return 0, nil, fmt.Errorf("creating batch table: %w", err)
 	}
 	src := pgx.CopyFromSlice(len(batch), func(i int) ([]any, error) {
-		vals := make([]any, 1+len(t.Columns))
+		vals := make([]any, 1, 1+2*len(t.Columns))
 		vals[0] = batch[i].ctid
 		for j, ct := range batch[i].ct {
-			vals[1+j] = ct
+			vals = append(vals, ct)
+			if indexers[j] != nil {
+				vals = append(vals, batch[i].terms[j])
+			}
 		}
 		return vals, nil
 	})

@@ -86,7 +86,9 @@ func (f *fixture) replan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.plan = NewPlan(f.cfg, tables)
+	if f.plan, err = NewPlan(f.cfg, tables); err != nil {
+		t.Fatal(err)
+	}
 	if f.runner != nil {
 		f.runner.Plan = f.plan
 	}

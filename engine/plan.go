@@ -15,6 +15,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/pgphi/pgphi/blindindex"
 	"github.com/pgphi/pgphi/catalog"
 	"github.com/pgphi/pgphi/config"
 	"github.com/pgphi/pgphi/envelope"
@@ -34,6 +35,41 @@ type Plan struct {
 	Spec   Spec
 	Tables []*Target
 	Steps  []Step
+
+	indexSpecs []plannedIndex // filled by AttachIndexSpecs, for Print
+}
+
+type plannedIndex struct {
+	IndexSpec
+	coincidences float64
+}
+
+// AttachIndexSpecs lets Print show each blind index's bits and expected coincidences.
+func (p *Plan) AttachIndexSpecs(specs []IndexSpec) {
+	p.indexSpecs = nil
+	for _, s := range specs {
+		var c *TargetColumn
+		for _, t := range p.Tables {
+			for i := range t.Columns {
+				if t.QualifiedName() == s.Table && t.Columns[i].Name == s.Column {
+					c = &t.Columns[i]
+				}
+			}
+		}
+		tpr := 1.0
+		if c != nil {
+			tpr = termsPerRow(s.SubKind, 8, c.SearchOptions)
+		}
+		p.indexSpecs = append(p.indexSpecs, plannedIndex{s, s.ExpectedCoincidences(tpr)})
+	}
+}
+
+func (c *TargetColumn) searchNames() []string {
+	out := make([]string, len(c.Search))
+	for i, k := range c.Search {
+		out[i] = string(k)
+	}
+	return out
 }
 
 // Spec is the canonical, value-free description of a plan; its hash is the plan id.
@@ -59,11 +95,13 @@ type KeySpec struct {
 
 // ColumnSpec is one protected column.
 type ColumnSpec struct {
-	Name      string   `json:"name"`
-	Type      string   `json:"type"`
-	Class     string   `json:"class"`
-	Encrypted string   `json:"encrypted_column"`
-	Search    []string `json:"search,omitempty"`
+	Name      string              `json:"name"`
+	Type      string              `json:"type"`
+	Class     string              `json:"class"`
+	Encrypted string              `json:"encrypted_column"`
+	Search    []string            `json:"search,omitempty"`
+	Index     string              `json:"index_column,omitempty"`
+	Options   *blindindex.Options `json:"search_options,omitempty"`
 }
 
 // Target is one protected table with everything the steps need.
@@ -78,10 +116,15 @@ type TargetColumn struct {
 	Class     string
 	Encrypted string
 	ValueType envelope.ValueType
+
+	Search        []blindindex.Kind  // configured search kinds; empty: no blind index
+	SearchOptions blindindex.Options // normalization and token options
+	BitsOverride  map[string]int     // truncation set in the config, by sub-kind
+	Index         string             // the bigint[] column holding its terms
 }
 
 // NewPlan builds the plan for resolved tables.
-func NewPlan(cfg *config.Config, tables []*catalog.Table) *Plan {
+func NewPlan(cfg *config.Config, tables []*catalog.Table) (*Plan, error) {
 	p := &Plan{Spec: Spec{Format: FormatVersion, Environment: cfg.Environment, Envelope: int(envelope.Version1)}}
 	for _, t := range tables {
 		tg := &Target{Table: t}
@@ -92,8 +135,27 @@ func NewPlan(cfg *config.Config, tables []*catalog.Table) *Plan {
 		for i, c := range t.Protected {
 			cc := t.Config.Columns[i]
 			tc := TargetColumn{Column: c, Class: cc.Class, Encrypted: c.Name + cfg.Encryption.ColumnSuffix, ValueType: envelope.TypeForPostgres(c.BaseType)}
+			cs := ColumnSpec{Name: c.Name, Type: c.Type, Class: cc.Class, Encrypted: tc.Encrypted, Search: cc.Search}
+			if len(cc.Search) > 0 {
+				eff := cfg.EffectiveSearch(cc)
+				tc.Search, tc.SearchOptions, tc.BitsOverride = searchKinds(cc.Search), searchOptions(eff), eff.Bits
+				tc.Index = c.Name + IndexSuffix
+				if len(tc.Index) > 63 {
+					return nil, cfg.Errorf(cc.Line, "shorten the column name", "blind index column name %q is longer than 63 bytes", tc.Index)
+				}
+				if existing, clash := t.Column(tc.Index); clash && existing.BaseType != "bigint[]" {
+					return nil, cfg.Errorf(cc.Line, "rename that column", "table %s already has a column %q of type %s, where pgphi would put the blind index", t.QualifiedName(), tc.Index, existing.Type)
+				}
+				if err := checkKindsForType(cfg, cc, c.BaseType); err != nil {
+					return nil, err
+				}
+				cs.Index, cs.Options = tc.Index, &tc.SearchOptions
+			}
 			tg.Columns = append(tg.Columns, tc)
-			ts.Columns = append(ts.Columns, ColumnSpec{Name: c.Name, Type: c.Type, Class: cc.Class, Encrypted: tc.Encrypted, Search: cc.Search})
+			ts.Columns = append(ts.Columns, cs)
+		}
+		if err := checkBitsOverrides(cfg, tg); err != nil {
+			return nil, err
 		}
 		p.Tables = append(p.Tables, tg)
 		p.Spec.Tables = append(p.Spec.Tables, ts)
@@ -102,7 +164,22 @@ func NewPlan(cfg *config.Config, tables []*catalog.Table) *Plan {
 	sum := sha256.Sum256(canon)
 	p.ID = "plan-" + hex.EncodeToString(sum[:10])
 	p.Steps = buildSteps(p)
-	return p
+	return p, nil
+}
+
+// checkKindsForType refuses search kinds that cannot apply to the column type.
+func checkKindsForType(cfg *config.Config, cc config.Column, baseType string) error {
+	isDate := baseType == "date" || strings.HasPrefix(baseType, "timestamp")
+	isText := baseType == "text" || strings.HasPrefix(baseType, "character") || baseType == "citext"
+	for _, k := range cc.Search {
+		switch {
+		case k == "date" && !isDate && !isText:
+			return cfg.Errorf(cc.Line, "use date search on date or timestamp columns", "search kind date on column %s of type %s", cc.Name, baseType)
+		case k != "date" && !isText:
+			return cfg.Errorf(cc.Line, "use "+k+" search on text columns", "search kind %s on column %s of type %s", k, cc.Name, baseType)
+		}
+	}
+	return nil
 }
 
 // SpecJSON is the canonical spec, as stored in pgphi.plans.
@@ -125,7 +202,25 @@ func (p *Plan) Print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "table %s  (~%d rows, %s: %s)\n", t.QualifiedName(), t.EstimatedRows, kind, strings.Join(keys, ", "))
 		for _, c := range t.Columns {
-			fmt.Fprintf(w, "  %-24s %-28s %-3s -> %s bytea\n", c.Name, c.Type, c.Class, c.Encrypted)
+			fmt.Fprintf(w, "  %-24s %-28s %-3s -> %s bytea", c.Name, c.Type, c.Class, c.Encrypted)
+			if c.HasIndex() {
+				fmt.Fprintf(w, ", %s bigint[] (search: %s)", c.Index, strings.Join(c.searchNames(), ", "))
+			}
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintln(w)
+	}
+	if len(p.indexSpecs) > 0 {
+		fmt.Fprintln(w, "blind indexes (leakage: values sharing a term are linkable; truncation adds unrelated values to every term):")
+		fmt.Fprintf(w, "  %-40s %-14s %5s %12s  %s\n", "COLUMN", "TERMS", "BITS", "COINCIDENCES", "SIZED FOR")
+		for _, s := range p.indexSpecs {
+			how := fmt.Sprintf("%d rows (planner)", s.Rows)
+			if s.Stored {
+				how = fmt.Sprintf("%d rows (fixed at first apply)", s.Rows)
+			} else if s.Overridden {
+				how = "config override"
+			}
+			fmt.Fprintf(w, "  %-40s %-14s %5d %12.1f  %s\n", s.Table+"."+s.Column, s.SubKind, s.Bits, s.coincidences, how)
 		}
 		fmt.Fprintln(w)
 	}

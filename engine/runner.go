@@ -30,7 +30,7 @@ type Step interface {
 
 func buildSteps(p *Plan) []Step {
 	var steps []Step
-	steps = append(steps, stateStep{})
+	steps = append(steps, stateStep{}, indexPlanStep{})
 	for _, t := range p.Tables {
 		steps = append(steps, expandStep{t})
 	}
@@ -39,6 +39,13 @@ func buildSteps(p *Plan) []Step {
 	}
 	for _, t := range p.Tables {
 		steps = append(steps, backfillStep{t})
+	}
+	for _, t := range p.Tables {
+		for i := range t.Columns {
+			if t.Columns[i].HasIndex() {
+				steps = append(steps, searchIndexStep{t, &t.Columns[i]})
+			}
+		}
 	}
 	for _, t := range p.Tables {
 		steps = append(steps, catchUpStep{t})
@@ -60,6 +67,7 @@ type Runner struct {
 	WorkerID  string
 
 	remaining atomic.Int64 // rows still marked after the last catch-up round
+	indexers  Indexers     // blind index term computers, set by indexPlanStep
 }
 
 // Remaining is how many rows the application changed after apply's last
@@ -193,6 +201,9 @@ func (s expandStep) Run(ctx context.Context, r *Runner) error {
 		var adds []string
 		for _, c := range t.Columns {
 			adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s bytea", ident(c.Encrypted)))
+			if c.HasIndex() {
+				adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s bigint[]", ident(c.Index)))
+			}
 		}
 		adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s boolean", ident(MarkerColumn)))
 		stmts := []string{
@@ -220,10 +231,7 @@ func (s expandStep) Run(ctx context.Context, r *Runner) error {
 // object is already in place with the current definition.
 func (s expandStep) alreadyDone(ctx context.Context, r *Runner) (bool, error) {
 	t := s.t
-	want := []string{MarkerColumn}
-	for _, c := range t.Columns {
-		want = append(want, c.Encrypted)
-	}
+	want := t.addedColumns()
 	var nCols int
 	var fnSrc *string
 	var hasTrigger bool
@@ -253,8 +261,12 @@ func (s pendingIndexStep) Describe() string {
 }
 
 func (s pendingIndexStep) Run(ctx context.Context, r *Runner) error {
-	t := s.t
-	name := t.pendingIndex()
+	return r.buildIndex(ctx, s.t, s.t.pendingIndex(), fmt.Sprintf("(%s) WHERE %s", s.t.keyList(""), ident(MarkerColumn)))
+}
+
+// buildIndex creates an index CONCURRENTLY, one process at a time, replacing
+// an invalid leftover of an interrupted build.
+func (r *Runner) buildIndex(ctx context.Context, t *Target, name, definition string) error {
 	// One process builds; the others wait. A session advisory lock taken with
 	// pg_try_advisory_lock, because a waiting pg_advisory_lock would hold a
 	// snapshot that CREATE INDEX CONCURRENTLY then waits for: a deadlock.
@@ -263,7 +275,7 @@ func (s pendingIndexStep) Run(ctx context.Context, r *Runner) error {
 		return err
 	}
 	defer conn.Release()
-	lockKey := "pgphi index " + t.QualifiedName()
+	lockKey := "pgphi index " + t.QualifiedName() + " " + name
 	for {
 		var got bool
 		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtext($1))", lockKey).Scan(&got); err != nil {
@@ -298,8 +310,7 @@ func (s pendingIndexStep) Run(ctx context.Context, r *Runner) error {
 			return fmt.Errorf("dropping invalid index %s: %w", name, err)
 		}
 	}
-	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE INDEX CONCURRENTLY IF NOT EXISTS %s ON %s (%s) WHERE %s",
-		ident(name), t.Ident(), t.keyList(""), ident(MarkerColumn))); err != nil {
+	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE INDEX CONCURRENTLY IF NOT EXISTS %s ON %s %s", ident(name), t.Ident(), definition)); err != nil {
 		return fmt.Errorf("creating index %s: %w", name, err)
 	}
 	return nil

@@ -116,11 +116,26 @@ func (t *Target) catchUpQuery() string {
 		t.selectColumns(), t.Ident(), ident(MarkerColumn), t.keyList(""))
 }
 
+// addedColumns are the columns expand adds to the table.
+func (t *Target) addedColumns() []string {
+	out := []string{MarkerColumn}
+	for _, c := range t.Columns {
+		out = append(out, c.Encrypted)
+		if c.HasIndex() {
+			out = append(out, c.Index)
+		}
+	}
+	return out
+}
+
 func (t *Target) createBatchTable() string {
 	var cols []string
 	cols = append(cols, "row_ctid tid")
-	for i := range t.Columns {
+	for i, c := range t.Columns {
 		cols = append(cols, fmt.Sprintf("c%d bytea", i))
+		if c.HasIndex() {
+			cols = append(cols, fmt.Sprintf("i%d bigint[]", i))
+		}
 	}
 	return fmt.Sprintf("CREATE TEMP TABLE IF NOT EXISTS %s (%s) ON COMMIT DELETE ROWS", ident(t.batchTable()), strings.Join(cols, ", "))
 }
@@ -134,8 +149,11 @@ func (t *Target) prepareBatch() string {
 
 func (t *Target) batchColumns() []string {
 	cols := []string{"row_ctid"}
-	for i := range t.Columns {
+	for i, c := range t.Columns {
 		cols = append(cols, fmt.Sprintf("c%d", i))
+		if c.HasIndex() {
+			cols = append(cols, fmt.Sprintf("i%d", i))
+		}
 	}
 	return cols
 }
@@ -146,6 +164,9 @@ func (t *Target) applyBatch() string {
 	var sets []string
 	for i, c := range t.Columns {
 		sets = append(sets, fmt.Sprintf("%s = b.c%d", ident(c.Encrypted), i))
+		if c.HasIndex() {
+			sets = append(sets, fmt.Sprintf("%s = b.i%d", ident(c.Index), i))
+		}
 	}
 	sets = append(sets, ident(MarkerColumn)+" = false")
 	return fmt.Sprintf("UPDATE %s AS t SET %s FROM %s AS b WHERE t.ctid = b.row_ctid",
@@ -168,11 +189,17 @@ func (t *Target) markFunctionSQL() string {
 	fmt.Fprintf(&b, "  IF %s THEN\n", strings.Join(keyDiff, " OR "))
 	for _, c := range t.Columns {
 		fmt.Fprintf(&b, "    NEW.%s := NULL;\n", ident(c.Encrypted))
+		if c.HasIndex() {
+			fmt.Fprintf(&b, "    NEW.%s := NULL;\n", ident(c.Index))
+		}
 	}
 	fmt.Fprintf(&b, "    NEW.%s := true;\n    RETURN NEW;\n  END IF;\n", ident(MarkerColumn))
 	for _, c := range t.Columns {
 		fmt.Fprintf(&b, "  IF NEW.%[1]s::text COLLATE \"C\" IS DISTINCT FROM OLD.%[1]s::text COLLATE \"C\" THEN\n", ident(c.Name))
 		fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; END IF;\n", ident(c.Encrypted))
+		if c.HasIndex() {
+			fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; END IF;\n", ident(c.Index))
+		}
 		fmt.Fprintf(&b, "    NEW.%s := true;\n  END IF;\n", ident(MarkerColumn))
 	}
 	b.WriteString("  RETURN NEW;\nEND\n$pgphi$")
@@ -190,6 +217,9 @@ func (t *Target) incompleteRowsPredicate() string {
 	var parts []string
 	for _, c := range t.Columns {
 		parts = append(parts, fmt.Sprintf("(%s IS NULL) <> (%s IS NULL)", ident(c.Name), ident(c.Encrypted)))
+		if c.HasIndex() {
+			parts = append(parts, fmt.Sprintf("(%s IS NULL) <> (%s IS NULL)", ident(c.Name), ident(c.Index)))
+		}
 	}
 	return strings.Join(parts, " OR ")
 }

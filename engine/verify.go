@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgphi/pgphi/envelope"
@@ -44,11 +46,13 @@ const MaxExamples = 50
 
 // Problems a verification can find.
 const (
-	ProblemMissing   = "plaintext has no ciphertext"
-	ProblemExtra     = "ciphertext present but plaintext is NULL"
-	ProblemUndecrypt = "ciphertext does not decrypt for this row and column (moved, altered or wrong key)"
-	ProblemDifferent = "ciphertext decrypts to a different value than the plaintext"
-	ProblemWrongType = "ciphertext holds a value of another type"
+	ProblemMissing    = "plaintext has no ciphertext"
+	ProblemExtra      = "ciphertext present but plaintext is NULL"
+	ProblemUndecrypt  = "ciphertext does not decrypt for this row and column (moved, altered or wrong key)"
+	ProblemDifferent  = "ciphertext decrypts to a different value than the plaintext"
+	ProblemWrongType  = "ciphertext holds a value of another type"
+	ProblemNoTerms    = "value has no blind index terms"
+	ProblemWrongTerms = "blind index terms do not match the value"
 )
 
 // ErrNotExpanded is returned by Verify and Status when apply has not added the ciphertext columns yet.
@@ -67,9 +71,13 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, p *Plan
 			return nil, err
 		}
 	}
-	err := runWorkers(ctx, min(len(p.Tables), 4), func(ctx context.Context, w int) error {
+	ix, err := LoadIndexers(ctx, pool, ring, p)
+	if err != nil {
+		return nil, err
+	}
+	err = runWorkers(ctx, min(len(p.Tables), 4), func(ctx context.Context, w int) error {
 		for i := w; i < len(p.Tables); i += min(len(p.Tables), 4) {
-			part, err := verifyTable(ctx, pool, ring, p.Tables[i], batch)
+			part, err := verifyTable(ctx, pool, ring, ix, p.Tables[i], batch)
 			if err != nil {
 				return err
 			}
@@ -91,10 +99,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, p *Plan
 }
 
 func checkExpanded(ctx context.Context, pool *pgxpool.Pool, t *Target) error {
-	want := []string{MarkerColumn}
-	for _, c := range t.Columns {
-		want = append(want, c.Encrypted)
-	}
+	want := t.addedColumns()
 	var n int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass AND attname = ANY($2) AND NOT attisdropped",
 		t.Ident(), want).Scan(&n); err != nil {
@@ -106,8 +111,10 @@ func checkExpanded(ctx context.Context, pool *pgxpool.Pool, t *Target) error {
 	return nil
 }
 
-func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, t *Target, batch int) (*VerifyResult, error) {
+func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, ix Indexers, t *Target, batch int) (*VerifyResult, error) {
 	res := &VerifyResult{}
+	typeMap := pgtype.NewMap()
+	var stored, want []int64
 	nk := len(t.PrimaryKey)
 	openers := make([]*envelope.Opener, len(t.Columns))
 	for i, c := range t.Columns {
@@ -117,8 +124,13 @@ func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, t 
 	for i, k := range t.PrimaryKey {
 		fmt.Fprintf(&sel, "%s::text AS pgphi_key_%d, ", ident(k.Name), i)
 	}
+	// Per column: plaintext, ciphertext, and terms (NULL when not indexed).
 	for i, c := range t.Columns {
-		fmt.Fprintf(&sel, "%s::text AS pgphi_value_%d, %s, ", ident(c.Name), i, ident(c.Encrypted))
+		idx := "NULL::bigint[]"
+		if c.HasIndex() {
+			idx = ident(c.Index)
+		}
+		fmt.Fprintf(&sel, "%s::text AS pgphi_value_%d, %s, %s, ", ident(c.Name), i, ident(c.Encrypted), idx)
 	}
 	sel.WriteString(ident(MarkerColumn) + " IS TRUE")
 	first := fmt.Sprintf("SELECT %s FROM %s ORDER BY %s LIMIT $1", sel.String(), t.Ident(), t.keyList(""))
@@ -158,7 +170,7 @@ func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, t 
 				continue
 			}
 			for i, c := range t.Columns {
-				pt, ct := raw[nk+2*i], raw[nk+2*i+1]
+				pt, ct, terms := raw[nk+3*i], raw[nk+3*i+1], raw[nk+3*i+2]
 				res.Values++
 				problem := ""
 				switch {
@@ -176,6 +188,16 @@ func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, t 
 						problem = ProblemWrongType
 					case v.Text != string(pt):
 						problem = ProblemDifferent
+					}
+				}
+				if problem == "" && c.HasIndex() && pt != nil {
+					idx := ix.For(t.QualifiedName(), c.Name)
+					want = idx.Terms(want[:0], string(pt))
+					stored = stored[:0]
+					if terms == nil {
+						problem = ProblemNoTerms
+					} else if err := typeMap.Scan(pgtype.Int8ArrayOID, rows.FieldDescriptions()[nk+3*i+2].Format, terms, &stored); err != nil || !slices.Equal(stored, want) {
+						problem = ProblemWrongTerms
 					}
 				}
 				if problem != "" {

@@ -257,3 +257,13 @@ func (r *Keyring) Opener(table, column string) *envelope.Opener {
 func (r *Keyring) PurposeKey(p Purpose, context ...string) ([]byte, error) {
 	return DeriveKey(r.roots[r.active], p, context...)
 }
+
+// PurposeKeyFor derives a purpose key from the data key with the given id;
+// blind indexes stay on the key they were built with until re-indexed.
+func (r *Keyring) PurposeKeyFor(id uint32, p Purpose, context ...string) ([]byte, error) {
+	root, ok := r.roots[id]
+	if !ok {
+		return nil, fmt.Errorf("keys: unknown key id %d", id)
+	}
+	return DeriveKey(root, p, context...)
+}

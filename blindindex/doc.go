@@ -1,0 +1,26 @@
+// Package blindindex owns pgphi's blind index terms: the normalization of
+// values, the term kinds of each search kind, their keyed and truncated
+// encoding, query terms with exact match predicates, and the truncation
+// planner.
+//
+// A protected column stores, next to its randomized ciphertext, a bigint[]
+// of terms. A term is a 64-bit integer: an 8-bit tag naming its sub-kind
+// (Tag) and the first bits (1..56) of HMAC-SHA256 under a key of its own
+// (one key per table, column and sub-kind) over a normalized token. Terms are
+// deliberately short, so many values share each term: a search finds
+// candidate rows through a GIN index on the terms (Plan.Groups), decrypts
+// them and keeps exactly the rows whose plaintext satisfies Plan.Match. The
+// result has neither false positives nor false negatives.
+//
+// Search kinds and their sub-kinds:
+//
+//	exact     exact                           the whole normalized value
+//	prefix    prefix/3, prefix/4, prefix/5    its first N runes (PrefixMin..PrefixMax)
+//	contains  contains                        every distinct n-gram of runes (TokenSize)
+//	phonetic  phonetic                        phonetic keys of each word (package phonetic)
+//	phone     phone/e164, phone/last4, phone/area
+//	date      date/day, date/year, date/month  (age ranges are computed at query time)
+//
+// docs/SEARCH.md specifies the terms byte for byte and the leakage of each
+// kind.
+package blindindex

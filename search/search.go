@@ -1,0 +1,198 @@
+// Package search answers questions about encrypted columns exactly: it finds
+// candidate rows through a column's blind index (a GIN index over truncated,
+// keyed terms), decrypts each candidate and keeps only true matches, so the
+// result has neither the false positives of truncated terms nor false
+// negatives. Query values never appear in errors or logs.
+package search
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgphi/pgphi/blindindex"
+	"github.com/pgphi/pgphi/engine"
+	"github.com/pgphi/pgphi/envelope"
+	"github.com/pgphi/pgphi/keys"
+)
+
+// Result lists the primary keys of the matching rows, in key order.
+type Result struct {
+	Table      string     `json:"table"`
+	Column     string     `json:"column"`
+	KeyColumns []string   `json:"key_columns"`
+	Keys       [][]string `json:"keys"`
+	Candidates int        `json:"candidates"` // rows the index returned before exact filtering
+}
+
+// ErrNotSearchable is returned for a column without the asked-for blind index.
+var ErrNotSearchable = errors.New("column is not searchable that way")
+
+// Searcher runs searches against one database with loaded keys.
+type Searcher struct {
+	Pool     *pgxpool.Pool
+	Keys     *keys.Keyring
+	Plan     *engine.Plan
+	indexers engine.Indexers
+}
+
+// New loads the blind index sizing and keys of the plan.
+func New(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, p *engine.Plan) (*Searcher, error) {
+	ix, err := engine.LoadIndexers(ctx, pool, ring, p)
+	if err != nil {
+		return nil, err
+	}
+	return &Searcher{Pool: pool, Keys: ring, Plan: p, indexers: ix}, nil
+}
+
+// Find returns the rows of table whose column matches q.
+func (s *Searcher) Find(ctx context.Context, table, column string, q blindindex.Query) (*Result, error) {
+	t, c, err := s.target(table, column)
+	if err != nil {
+		return nil, err
+	}
+	idx := s.indexers.For(t.QualifiedName(), c.Name)
+	plan, err := idx.Query(q)
+	if err != nil {
+		return nil, err
+	}
+	sql, args := candidateSQL(t, c, plan.Groups)
+	res := &Result{Table: t.QualifiedName(), Column: c.Name}
+	for _, k := range t.PrimaryKey {
+		res.KeyColumns = append(res.KeyColumns, k.Name)
+	}
+	opener := s.Keys.Opener(t.QualifiedName(), c.Name)
+	nk := len(t.PrimaryKey)
+	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		// The candidate query must use the GIN and pending indexes, whatever
+		// the table's size; a sequential scan would read every ciphertext.
+		if _, err := tx.Exec(ctx, "SET LOCAL enable_seqscan = off"); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, sql, args...)
+		if err != nil {
+			return fmt.Errorf("searching %s.%s: %w", t.QualifiedName(), c.Name, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			raw := rows.RawValues()
+			res.Candidates++
+			key := make([]string, nk)
+			for i := range nk {
+				key[i] = string(raw[i])
+			}
+			ct, pt, pending := raw[nk], raw[nk+1], raw[nk+2]
+			var text string
+			switch {
+			case len(pending) == 1 && (pending[0] == 1 || pending[0] == 't'):
+				// Changed by the application since it was encrypted: its
+				// ciphertext and terms are cleared, the plaintext is current.
+				if pt == nil {
+					continue
+				}
+				text = string(pt)
+			case ct == nil:
+				continue
+			default:
+				v, err := opener.Open(ct, envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: key})
+				if err != nil {
+					return fmt.Errorf("%s.%s at key (%s): ciphertext does not decrypt: %w", t.QualifiedName(), c.Name, strings.Join(key, ", "), err)
+				}
+				text = v.Text
+			}
+			if plan.Match(text) {
+				res.Keys = append(res.Keys, key)
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// ExplainCandidates returns PostgreSQL's plan of the candidate query, for
+// checking that every kind of search is index-backed.
+func (s *Searcher) ExplainCandidates(ctx context.Context, table, column string, q blindindex.Query) (string, error) {
+	t, c, err := s.target(table, column)
+	if err != nil {
+		return "", err
+	}
+	plan, err := s.indexers.For(t.QualifiedName(), c.Name).Query(q)
+	if err != nil {
+		return "", err
+	}
+	sql, args := candidateSQL(t, c, plan.Groups)
+	var lines []string
+	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL enable_seqscan = off"); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, "EXPLAIN "+sql, args...)
+		if err != nil {
+			return err
+		}
+		lines, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	return strings.Join(lines, "\n"), err
+}
+
+func (s *Searcher) target(table, column string) (*engine.Target, *engine.TargetColumn, error) {
+	for _, t := range s.Plan.Tables {
+		if t.QualifiedName() != table && !(t.Schema == "public" && t.Name == table) {
+			continue
+		}
+		for i := range t.Columns {
+			c := &t.Columns[i]
+			if c.Name != column {
+				continue
+			}
+			if !c.HasIndex() {
+				return nil, nil, fmt.Errorf("%s.%s: %w: no search kinds are configured for it", t.QualifiedName(), c.Name, ErrNotSearchable)
+			}
+			return t, c, nil
+		}
+		var names []string
+		for _, c := range t.Columns {
+			if c.HasIndex() {
+				names = append(names, c.Name)
+			}
+		}
+		return nil, nil, fmt.Errorf("%s has no protected column %q (searchable columns: %s)", t.QualifiedName(), column, strings.Join(names, ", "))
+	}
+	var names []string
+	for _, t := range s.Plan.Tables {
+		names = append(names, t.QualifiedName())
+	}
+	return nil, nil, fmt.Errorf("table %q is not in the config (protected tables: %s)", table, strings.Join(names, ", "))
+}
+
+// candidateSQL selects rows whose terms overlap every group, plus rows the
+// application changed since they were indexed (their terms are cleared).
+func candidateSQL(t *engine.Target, c *engine.TargetColumn, groups [][]int64) (string, []any) {
+	var conds []string
+	var args []any
+	for _, g := range groups {
+		args = append(args, slices.Clone(g))
+		conds = append(conds, fmt.Sprintf("%s && $%d::bigint[]", pgx.Identifier{c.Index}.Sanitize(), len(args)))
+	}
+	var sel []string
+	for i, k := range t.PrimaryKey {
+		sel = append(sel, fmt.Sprintf("%s::text AS pgphi_key_%d", pgx.Identifier{k.Name}.Sanitize(), i))
+	}
+	marker := pgx.Identifier{engine.MarkerColumn}.Sanitize()
+	sel = append(sel, pgx.Identifier{c.Encrypted}.Sanitize(), pgx.Identifier{c.Name}.Sanitize()+"::text AS pgphi_plain", marker+" IS TRUE")
+	var order []string
+	for _, k := range t.PrimaryKey {
+		order = append(order, pgx.Identifier{k.Name}.Sanitize())
+	}
+	return fmt.Sprintf("SELECT %s FROM %s WHERE (%s) OR %s ORDER BY %s",
+		strings.Join(sel, ", "), t.Ident(), strings.Join(conds, " AND "), marker, strings.Join(order, ", ")), args
+}
