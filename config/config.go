@@ -68,9 +68,9 @@ func (t Table) QualifiedName() string { return t.Schema + "." + t.Name }
 
 // Column is one protected column.
 type Column struct {
-	Name     string
-	Class    string   // "pii" or "phi"
-	Search   []string // blind index kinds (see SearchKinds)
+	Name   string
+	Class  string   // "pii" or "phi"
+	Search []string // blind index kinds (see SearchKinds)
 	// SearchOptions tune this column's blind indexes; unset fields take the
 	// config-wide defaults in Config.Search.
 	SearchOptions SearchOptions

@@ -427,7 +427,7 @@ func TestHardCases(t *testing.T) {
 		{"last_name", blindindex.Query{Kind: blindindex.QExact, Value: "فاطمة"}, []string{"sp-05"}},
 		{"first_name", blindindex.Query{Kind: blindindex.QPrefix, Value: "😀 sm"}, []string{"sp-06"}},
 		{"last_name", blindindex.Query{Kind: blindindex.QContains, Value: "ji 🎉"}, []string{"sp-06"}},
-		{"first_name", blindindex.Query{Kind: blindindex.QPhonetic, Value: "Jon"}, nil},   // checked below against the oracle
+		{"first_name", blindindex.Query{Kind: blindindex.QPhonetic, Value: "Jon"}, nil}, // checked below against the oracle
 		{"phone_mobile", blindindex.Query{Kind: blindindex.QPhone, Value: "415-555-0132"}, []string{"sp-01", "sp-02"}},
 		{"phone_mobile", blindindex.Query{Kind: blindindex.QPhone, Value: "+44 (0)20 7946 0958"}, []string{"sp-04"}},
 		{"phone_mobile", blindindex.Query{Kind: blindindex.QLast4, Value: "0188"}, []string{"sp-09", "sp-10"}},
