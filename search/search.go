@@ -30,8 +30,9 @@ type Result struct {
 	Candidates int        `json:"candidates"` // rows the index returned before exact filtering
 }
 
-// ErrNotSearchable is returned for a column without the asked-for blind index.
-var ErrNotSearchable = errors.New("column is not searchable that way")
+// ErrNotSearchable is returned for a table or column that is not configured
+// for search, or not that way.
+var ErrNotSearchable = errors.New("not searchable")
 
 // Searcher runs searches against one database with loaded keys.
 type Searcher struct {
@@ -155,7 +156,7 @@ func (s *Searcher) target(table, column string) (*engine.Target, *engine.TargetC
 				continue
 			}
 			if !c.HasIndex() {
-				return nil, nil, fmt.Errorf("%s.%s: %w: no search kinds are configured for it", t.QualifiedName(), c.Name, ErrNotSearchable)
+				return nil, nil, fmt.Errorf("%w: %s.%s has no search kinds configured", ErrNotSearchable, t.QualifiedName(), c.Name)
 			}
 			return t, c, nil
 		}
@@ -165,13 +166,13 @@ func (s *Searcher) target(table, column string) (*engine.Target, *engine.TargetC
 				names = append(names, c.Name)
 			}
 		}
-		return nil, nil, fmt.Errorf("%s has no protected column %q (searchable columns: %s)", t.QualifiedName(), column, strings.Join(names, ", "))
+		return nil, nil, fmt.Errorf("%w: %s has no protected column %q (searchable columns: %s)", ErrNotSearchable, t.QualifiedName(), column, strings.Join(names, ", "))
 	}
 	var names []string
 	for _, t := range s.Plan.Tables {
 		names = append(names, t.QualifiedName())
 	}
-	return nil, nil, fmt.Errorf("table %q is not in the config (protected tables: %s)", table, strings.Join(names, ", "))
+	return nil, nil, fmt.Errorf("%w: table %q is not in the config (protected tables: %s)", ErrNotSearchable, table, strings.Join(names, ", "))
 }
 
 // candidateSQL selects rows whose terms overlap every group, plus rows the
