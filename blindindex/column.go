@@ -141,8 +141,9 @@ func (c *Column) termString(s SubKind, msg string) int64 { return c.fams[s].term
 // one: a query needs at least one term of its kind.
 func (c *Column) Terms(dst []int64, value string) []int64 {
 	start := len(dst)
+	var n, folded string
 	if c.kinds[Exact] || c.kinds[Prefix] || c.kinds[Contains] {
-		n := Normalize(value, c.opt.FoldAccents)
+		n = Normalize(value, c.opt.FoldAccents)
 		if c.kinds[Exact] && n != "" {
 			dst = append(dst, c.termString(SubExact, n))
 		}
@@ -162,7 +163,12 @@ func (c *Column) Terms(dst []int64, value string) []int64 {
 		}
 	}
 	if c.kinds[Phonetic] {
-		for _, w := range valueWords(value) {
+		if c.opt.FoldAccents && (c.kinds[Exact] || c.kinds[Prefix] || c.kinds[Contains]) {
+			folded = n
+		} else {
+			folded = Normalize(value, true)
+		}
+		for _, w := range valueWords(folded) {
 			for _, k := range wordKeys(w) {
 				dst = append(dst, c.termString(SubPhonetic, k))
 			}

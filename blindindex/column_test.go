@@ -109,6 +109,41 @@ func TestVector(t *testing.T) {
 	if want := "0x1000000000f7897 72057594038941847"; got != want {
 		t.Fatalf("vector: got %s, want %s", got, want)
 	}
+	// prefix/4 of "Ｏ’Brien" (full-width O, typographic apostrophe) is "o'br".
+	for i := range key {
+		key[i] = byte(0x20 + i)
+	}
+	o := Defaults()
+	o.PrefixMin, o.PrefixMax = 4, 4
+	c, err = NewColumn([]Kind{Prefix}, o, map[SubKind][]byte{SubPrefix4: key}, map[SubKind]int{SubPrefix4: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = fmt.Sprintf("%#x %d", c.Terms(nil, "Ｏ’Brien")[0], c.Terms(nil, "Ｏ’Brien")[0])
+	if want := "0x1400000000487d35 1441151880763309365"; got != want {
+		t.Fatalf("vector: got %s, want %s", got, want)
+	}
+}
+
+func TestFoldAccentsOff(t *testing.T) {
+	o := Defaults()
+	o.FoldAccents = false
+	c := newTestColumn(t, "k", []Kind{Exact, Prefix, Phonetic}, o, 56)
+	p, err := c.Query(Query{Kind: QExact, Value: "JOSÉ"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Match("josé") || p.Match("Jose") || !p.Candidate(c.Terms(nil, "Jose\u0301")) || p.Candidate(c.Terms(nil, "Jose")) {
+		t.Fatal("exact without accent folding")
+	}
+	// Phonetic search always folds accents.
+	p, err = c.Query(Query{Kind: QPhonetic, Value: "Jose"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Match("José García") || !p.Candidate(c.Terms(nil, "José García")) {
+		t.Fatal("phonetic must fold accents")
+	}
 }
 
 func TestTermsDomainSeparation(t *testing.T) {

@@ -6,7 +6,9 @@
 // A protected column stores, next to its randomized ciphertext, a bigint[]
 // of terms. A term is a 64-bit integer: an 8-bit tag naming its sub-kind
 // (Tag) and the first bits (1..56) of HMAC-SHA256 under a key of its own
-// (one key per table, column and sub-kind) over a normalized token. Terms are
+// over a normalized token. Callers derive one key per table, column and
+// sub-kind: HKDF with purpose "blind-index" and contexts table, column,
+// sub-kind (docs/FORMAT.md section 1.4). Terms are
 // deliberately short, so many values share each term: a search finds
 // candidate rows through a GIN index on the terms (Plan.Groups), decrypts
 // them and keeps exactly the rows whose plaintext satisfies Plan.Match. The

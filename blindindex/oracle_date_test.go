@@ -103,16 +103,25 @@ func TestCoverInterval(t *testing.T) {
 		// The cover is exactly the interval, without overlap.
 		covered := map[string]int{}
 		for _, dt := range cover {
-			for d := day(1990, 1, 1); d.Before(day(2010, 1, 1)); d = d.AddDate(0, 0, 1) {
-				c := fromTime(d)
-				if (dt.sub == SubYear && c.yearText() == dt.msg) || (dt.sub == SubYearMonth && c.monthText() == dt.msg) || (dt.sub == SubDate && c.dayText() == dt.msg) {
-					covered[c.dayText()]++
-				}
+			var from, to time.Time
+			switch dt.sub {
+			case SubYear:
+				from, _ = time.Parse("2006", dt.msg)
+				to = from.AddDate(1, 0, 0)
+			case SubYearMonth:
+				from, _ = time.Parse("2006-01", dt.msg)
+				to = from.AddDate(0, 1, 0)
+			case SubDate:
+				from, _ = time.Parse(time.DateOnly, dt.msg)
+				to = from.AddDate(0, 0, 1)
+			}
+			for d := from; d.Before(to); d = d.AddDate(0, 0, 1) {
+				covered[d.Format(time.DateOnly)]++
 			}
 		}
 		for d := day(1990, 1, 1); d.Before(day(2010, 1, 1)); d = d.AddDate(0, 0, 1) {
 			in := !d.Before(lo) && !d.After(hi)
-			if n := covered[fromTime(d).dayText()]; (in && n != 1) || (!in && n != 0) {
+			if n := covered[d.Format(time.DateOnly)]; (in && n != 1) || (!in && n != 0) {
 				t.Fatalf("[%v, %v]: %v covered %d times", lo, hi, d, n)
 			}
 		}

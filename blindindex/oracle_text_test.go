@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"unicode/utf8"
 
@@ -174,9 +175,20 @@ func oracleWords(base string, query bool) []string {
 	return out
 }
 
+var oracleKeys sync.Map // word -> []string, to keep the test fast
+
+func keysOf(w string) []string {
+	if k, ok := oracleKeys.Load(w); ok {
+		return k.([]string)
+	}
+	k := phonetic.Keys(w)
+	oracleKeys.Store(w, k)
+	return k
+}
+
 func soundAlike(a, b string) bool {
-	for _, k := range phonetic.Keys(a) {
-		if slices.Contains(phonetic.Keys(b), k) {
+	for _, k := range keysOf(a) {
+		if slices.Contains(keysOf(b), k) {
 			return true
 		}
 	}

@@ -32,6 +32,15 @@ type Column struct {
 	NotNull   bool
 	Default   string // pg_get_expr of the default, "" when none
 	Generated bool
+	Cleaned   *Cleaned // set when cleanup dropped the plaintext column
+}
+
+// baseType strips type modifiers: "character varying(36)" -> "character varying".
+func baseType(t string) string {
+	if i := strings.IndexByte(t, '('); i >= 0 {
+		return strings.TrimSpace(t[:i]) + t[strings.IndexByte(t, ')')+1:]
+	}
+	return t
 }
 
 // Table is a protected table resolved against the catalog.
@@ -54,11 +63,26 @@ func (t *Table) Ident() string { return pgx.Identifier{t.Schema, t.Name}.Sanitiz
 // Column returns any column of the table by name.
 func (t *Table) Column(name string) (Column, bool) { c, ok := t.all[name]; return c, ok }
 
+// Cleaned describes a protected column whose plaintext pgphi has dropped:
+// the catalog no longer shows its type, pgphi's state does.
+type Cleaned struct {
+	OriginalType string // format_type of the plaintext column before cleanup
+	Encrypted    string // the ciphertext column now
+	Index        string // the blind index column, "" when none
+}
+
 // Resolve checks every configured table and column against the catalog.
-func Resolve(ctx context.Context, q Querier, cfg *config.Config) ([]*Table, error) {
+// cleaned (keyed "schema.table.column") supplies the columns cleanup dropped.
+func Resolve(ctx context.Context, q Querier, cfg *config.Config, cleaned ...map[string]Cleaned) ([]*Table, error) {
 	var out []*Table
+	gone := map[string]Cleaned{}
+	for _, m := range cleaned {
+		for k, v := range m {
+			gone[k] = v
+		}
+	}
 	for i := range cfg.Tables {
-		t, err := resolveTable(ctx, q, cfg, &cfg.Tables[i])
+		t, err := resolveTable(ctx, q, cfg, &cfg.Tables[i], gone)
 		if err != nil {
 			return nil, err
 		}
@@ -67,7 +91,7 @@ func Resolve(ctx context.Context, q Querier, cfg *config.Config) ([]*Table, erro
 	return out, nil
 }
 
-func resolveTable(ctx context.Context, q Querier, cfg *config.Config, ct *config.Table) (*Table, error) {
+func resolveTable(ctx context.Context, q Querier, cfg *config.Config, ct *config.Table, gone map[string]Cleaned) (*Table, error) {
 	var oid uint32
 	var kind string
 	var estimate float64
@@ -123,6 +147,10 @@ func resolveTable(ctx context.Context, q Querier, cfg *config.Config, ct *config
 	}
 
 	for _, cc := range ct.Columns {
+		if g, ok := gone[ct.QualifiedName()+"."+cc.Name]; ok {
+			t.Protected = append(t.Protected, Column{Name: cc.Name, Type: g.OriginalType, BaseType: baseType(g.OriginalType), Cleaned: &g})
+			continue
+		}
 		c, ok := t.all[cc.Name]
 		if !ok {
 			return nil, cfg.Errorf(cc.Line, "columns of "+ct.QualifiedName()+": "+strings.Join(names, ", "),

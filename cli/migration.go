@@ -159,6 +159,11 @@ func (a *app) verifyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			r := &engine.Runner{Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan}
+			counter, err := engine.WriteCounter(ctx, r)
+			if err != nil {
+				return err
+			}
 			start := time.Now()
 			res, err := engine.Verify(ctx, s.pool, ring, s.plan, 0)
 			if errors.Is(err, engine.ErrNotExpanded) {
@@ -166,6 +171,11 @@ func (a *app) verifyCommand() *cobra.Command {
 			}
 			if err != nil {
 				return err
+			}
+			if hasState, _ := state.Exists(ctx, s.pool); hasState {
+				if err := engine.RecordVerification(ctx, r, res, start, counter); err != nil {
+					return err
+				}
 			}
 			if asJSON {
 				if err := json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.plan.ID, "ok": res.OK(), "result": res}); err != nil {

@@ -139,7 +139,7 @@ Exit codes: 0 success, 1 operation failed, 2 usage or configuration error,
 		return withCode(ExitUsage, fmt.Errorf("usage: %w", err))
 	})
 	root.AddCommand(a.initCommand(), a.keysCommand(), a.planCommand(), a.applyCommand(),
-		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.demoCommand())
+		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.demoCommand())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}
@@ -199,7 +199,12 @@ func (a *app) open(ctx context.Context, maxConns int) (*session, error) {
 		return nil, err
 	}
 	s := &session{cfg: cfg, pool: pool}
-	tables, err := catalog.Resolve(ctx, pool, cfg)
+	cleaned, err := engine.LoadCleaned(ctx, pool)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	tables, err := catalog.Resolve(ctx, pool, cfg, cleaned)
 	if err != nil {
 		s.Close()
 		return nil, err

@@ -80,9 +80,11 @@ func setup(t *testing.T, ddl, cfgYAML string) *fixture {
 	return f
 }
 
-func (f *fixture) replan(t *testing.T) {
+func (f *fixture) replan(t *testing.T) { f.replanWith(t, nil) }
+
+func (f *fixture) replanWith(t *testing.T, cleaned map[string]catalog.Cleaned) {
 	t.Helper()
-	tables, err := catalog.Resolve(context.Background(), f.pool, f.cfg)
+	tables, err := catalog.Resolve(context.Background(), f.pool, f.cfg, cleaned)
 	if err != nil {
 		t.Fatal(err)
 	}

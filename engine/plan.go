@@ -110,12 +110,24 @@ type Target struct {
 	Columns []TargetColumn
 }
 
+// Cleaned reports whether cleanup has dropped the table's plaintext columns.
+func (t *Target) Cleaned() bool {
+	for _, c := range t.Columns {
+		if !c.Cleaned {
+			return false
+		}
+	}
+	return len(t.Columns) > 0
+}
+
 // TargetColumn is one protected column and where its ciphertext goes.
 type TargetColumn struct {
 	catalog.Column
 	Class     string
 	Encrypted string
 	ValueType envelope.ValueType
+
+	Cleaned bool // cleanup dropped the plaintext; only the ciphertext (and terms) remain
 
 	Search        []blindindex.Kind  // configured search kinds; empty: no blind index
 	SearchOptions blindindex.Options // normalization and token options
@@ -143,13 +155,21 @@ func NewPlan(cfg *config.Config, tables []*catalog.Table) (*Plan, error) {
 				if len(tc.Index) > 63 {
 					return nil, cfg.Errorf(cc.Line, "shorten the column name", "blind index column name %q is longer than 63 bytes", tc.Index)
 				}
-				if existing, clash := t.Column(tc.Index); clash && existing.BaseType != "bigint[]" {
+				if existing, clash := t.Column(tc.Index); clash && existing.BaseType != "bigint[]" && c.Cleaned == nil {
 					return nil, cfg.Errorf(cc.Line, "rename that column", "table %s already has a column %q of type %s, where pgphi would put the blind index", t.QualifiedName(), tc.Index, existing.Type)
 				}
 				if err := checkKindsForType(cfg, cc, c.BaseType); err != nil {
 					return nil, err
 				}
 				cs.Index, cs.Options = tc.Index, &tc.SearchOptions
+			}
+			if c.Cleaned != nil {
+				// The spec keeps the names the plan was made with, so the plan
+				// id survives cleanup; the target follows what is there now.
+				tc.Cleaned, tc.Encrypted = true, c.Cleaned.Encrypted
+				if c.Cleaned.Index != "" {
+					tc.Index = c.Cleaned.Index
+				}
 			}
 			tg.Columns = append(tg.Columns, tc)
 			ts.Columns = append(ts.Columns, cs)

@@ -31,23 +31,30 @@ type Step interface {
 func buildSteps(p *Plan) []Step {
 	var steps []Step
 	steps = append(steps, stateStep{}, indexPlanStep{})
+	// Tables already cleaned up have nothing left to encrypt.
+	var live []*Target
 	for _, t := range p.Tables {
+		if !t.Cleaned() {
+			live = append(live, t)
+		}
+	}
+	for _, t := range live {
 		steps = append(steps, expandStep{t})
 	}
-	for _, t := range p.Tables {
+	for _, t := range live {
 		steps = append(steps, pendingIndexStep{t})
 	}
-	for _, t := range p.Tables {
+	for _, t := range live {
 		steps = append(steps, backfillStep{t})
 	}
-	for _, t := range p.Tables {
+	for _, t := range live {
 		for i := range t.Columns {
 			if t.Columns[i].HasIndex() {
 				steps = append(steps, searchIndexStep{t, &t.Columns[i]})
 			}
 		}
 	}
-	for _, t := range p.Tables {
+	for _, t := range live {
 		steps = append(steps, catchUpStep{t})
 	}
 	steps = append(steps, verifyStep{})
@@ -217,9 +224,15 @@ func (s expandStep) Run(ctx context.Context, r *Runner) error {
 			}
 		}
 		for _, c := range t.Columns {
-			if _, err := tx.Exec(ctx, `INSERT INTO pgphi.protected_columns (table_name, column_name, encrypted_column, original_type, class, plan_id)
-				VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (table_name, column_name) DO NOTHING`,
-				t.QualifiedName(), c.Name, c.Encrypted, c.Type, c.Class, r.Plan.ID); err != nil {
+			var index *string
+			if c.HasIndex() {
+				index = &c.Index
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO pgphi.protected_columns (table_name, column_name, encrypted_column, original_type, class, plan_id, index_column)
+				VALUES ($1, $2, $3, $4, $5, $6, $7)
+				ON CONFLICT (table_name, column_name) DO UPDATE SET index_column = EXCLUDED.index_column, plan_id = EXCLUDED.plan_id
+				WHERE pgphi.protected_columns.phase = 'expanded'`,
+				t.QualifiedName(), c.Name, c.Encrypted, c.Type, c.Class, r.Plan.ID, index); err != nil {
 				return err
 			}
 		}

@@ -118,6 +118,16 @@ func (t *Target) catchUpQuery() string {
 
 // addedColumns are the columns expand adds to the table.
 func (t *Target) addedColumns() []string {
+	if t.Cleaned() {
+		var out []string
+		for _, c := range t.Columns {
+			out = append(out, c.Encrypted)
+			if c.HasIndex() {
+				out = append(out, c.Index)
+			}
+		}
+		return out
+	}
 	out := []string{MarkerColumn}
 	for _, c := range t.Columns {
 		out = append(out, c.Encrypted)
@@ -162,10 +172,13 @@ func (t *Target) batchColumns() []string {
 // ctid: the rows are locked by this transaction, so their ctids cannot move.
 func (t *Target) applyBatch() string {
 	var sets []string
+	// A NULL plaintext keeps whatever ciphertext the row has: NULL when the
+	// application cleared the value (the trigger cleared the ciphertext), or
+	// the ciphertext an application wrote itself after cutover.
 	for i, c := range t.Columns {
-		sets = append(sets, fmt.Sprintf("%s = b.c%d", ident(c.Encrypted), i))
+		sets = append(sets, fmt.Sprintf("%[1]s = CASE WHEN t.%[2]s IS NULL THEN t.%[1]s ELSE b.c%[3]d END", ident(c.Encrypted), ident(c.Name), i))
 		if c.HasIndex() {
-			sets = append(sets, fmt.Sprintf("%s = b.i%d", ident(c.Index), i))
+			sets = append(sets, fmt.Sprintf("%[1]s = CASE WHEN t.%[2]s IS NULL THEN t.%[1]s ELSE b.i%[3]d END", ident(c.Index), ident(c.Name), i))
 		}
 	}
 	sets = append(sets, ident(MarkerColumn)+" = false")
@@ -180,7 +193,21 @@ func (t *Target) applyBatch() string {
 // json (which has no equality operator) works.
 func (t *Target) markFunctionSQL() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $pgphi$\nBEGIN\n", t.markFunctionIdent())
+	// SECURITY DEFINER: application roles need no rights on the pgphi schema
+	// for the trigger to read the flags and count writes.
+	fmt.Fprintf(&b, "CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgphi$\nBEGIN\n", t.markFunctionIdent())
+	b.WriteString("  PERFORM nextval('pgphi.write_seq');\n")
+	// After cutover (flag require_encryption) applications write ciphertext
+	// only; a plaintext value written to a protected column is refused.
+	var newPlain, changedPlain []string
+	for _, c := range t.Columns {
+		newPlain = append(newPlain, fmt.Sprintf("NEW.%s IS NOT NULL", ident(c.Name)))
+		changedPlain = append(changedPlain, fmt.Sprintf("(NEW.%[1]s IS NOT NULL AND NEW.%[1]s::text IS DISTINCT FROM OLD.%[1]s::text)", ident(c.Name)))
+	}
+	fmt.Fprintf(&b, "  IF pgphi.flag('require_encryption') AND ((TG_OP = 'INSERT' AND (%s)) OR (TG_OP = 'UPDATE' AND (%s))) THEN\n",
+		strings.Join(newPlain, " OR "), strings.Join(changedPlain, " OR "))
+	fmt.Fprintf(&b, "    RAISE EXCEPTION 'pgphi: plaintext write to a protected column of %s refused: require_encryption is on' USING ERRCODE = 'insufficient_privilege', HINT = 'write the ciphertext column instead (pgphi flags)';\n  END IF;\n",
+		strings.ReplaceAll(t.QualifiedName(), "'", "''"))
 	fmt.Fprintf(&b, "  IF TG_OP = 'INSERT' THEN\n    NEW.%s := true;\n    RETURN NEW;\n  END IF;\n", ident(MarkerColumn))
 	var keyDiff []string
 	for _, k := range t.PrimaryKey {
@@ -211,14 +238,14 @@ func (t *Target) createTriggerSQL() string {
 		ident(triggerName), t.Ident(), t.markFunctionIdent())
 }
 
-// incompleteRowsPredicate is true for a row whose ciphertexts do not match the
-// presence of its plaintexts: the sweep marks such rows whatever the reason.
+// incompleteRowsPredicate is true for a row with a plaintext but no
+// ciphertext (or no terms): the sweep marks such rows whatever the reason.
 func (t *Target) incompleteRowsPredicate() string {
 	var parts []string
 	for _, c := range t.Columns {
-		parts = append(parts, fmt.Sprintf("(%s IS NULL) <> (%s IS NULL)", ident(c.Name), ident(c.Encrypted)))
+		parts = append(parts, fmt.Sprintf("(%s IS NOT NULL AND %s IS NULL)", ident(c.Name), ident(c.Encrypted)))
 		if c.HasIndex() {
-			parts = append(parts, fmt.Sprintf("(%s IS NULL) <> (%s IS NULL)", ident(c.Name), ident(c.Index)))
+			parts = append(parts, fmt.Sprintf("(%s IS NOT NULL AND %s IS NULL)", ident(c.Name), ident(c.Index)))
 		}
 	}
 	return strings.Join(parts, " OR ")

@@ -76,6 +76,11 @@ func GetStatus(ctx context.Context, pool *pgxpool.Pool, p *Plan) (*Status, error
 		var sel []string
 		sel = append(sel, "count(*)")
 		for _, c := range t.Columns {
+			if c.Cleaned {
+				sel = append(sel, fmt.Sprintf("count(%s)", ident(c.Encrypted)), "0::bigint",
+					fmt.Sprintf("count(*) FILTER (WHERE %s IS NULL)", ident(c.Encrypted)))
+				continue
+			}
 			if expanded {
 				sel = append(sel,
 					fmt.Sprintf("count(*) FILTER (WHERE %s IS NOT NULL AND %s IS NOT TRUE)", ident(c.Encrypted), ident(MarkerColumn)),

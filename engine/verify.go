@@ -47,7 +47,6 @@ const MaxExamples = 50
 // Problems a verification can find.
 const (
 	ProblemMissing    = "plaintext has no ciphertext"
-	ProblemExtra      = "ciphertext present but plaintext is NULL"
 	ProblemUndecrypt  = "ciphertext does not decrypt for this row and column (moved, altered or wrong key)"
 	ProblemDifferent  = "ciphertext decrypts to a different value than the plaintext"
 	ProblemWrongType  = "ciphertext holds a value of another type"
@@ -130,9 +129,17 @@ func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, ix
 		if c.HasIndex() {
 			idx = ident(c.Index)
 		}
-		fmt.Fprintf(&sel, "%s::text AS pgphi_value_%d, %s, %s, ", ident(c.Name), i, ident(c.Encrypted), idx)
+		plain := ident(c.Name) + "::text"
+		if c.Cleaned {
+			plain = "NULL::text"
+		}
+		fmt.Fprintf(&sel, "%s AS pgphi_value_%d, %s, %s, ", plain, i, ident(c.Encrypted), idx)
 	}
-	sel.WriteString(ident(MarkerColumn) + " IS TRUE")
+	if t.Cleaned() {
+		sel.WriteString("false")
+	} else {
+		sel.WriteString(ident(MarkerColumn) + " IS TRUE")
+	}
 	first := fmt.Sprintf("SELECT %s FROM %s ORDER BY %s LIMIT $1", sel.String(), t.Ident(), t.keyList(""))
 	next := fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT $%d", sel.String(), t.Ident(), t.keyCompare(">", 1), t.keyList(""), nk+1)
 
@@ -173,10 +180,12 @@ func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, ix
 				pt, ct, terms := raw[nk+3*i], raw[nk+3*i+1], raw[nk+3*i+2]
 				res.Values++
 				problem := ""
+				// text is the value the terms must match: the plaintext, or,
+				// for a value the application wrote encrypted (no plaintext),
+				// the decrypted ciphertext.
+				text, hasValue := string(pt), pt != nil
 				switch {
 				case pt == nil && ct == nil:
-				case pt == nil:
-					problem = ProblemExtra
 				case ct == nil:
 					problem = ProblemMissing
 				default:
@@ -186,13 +195,14 @@ func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, ix
 						problem = ProblemUndecrypt
 					case v.Type != c.ValueType:
 						problem = ProblemWrongType
-					case v.Text != string(pt):
+					case pt != nil && v.Text != string(pt):
 						problem = ProblemDifferent
 					}
+					text, hasValue = v.Text, err == nil
 				}
-				if problem == "" && c.HasIndex() && pt != nil {
+				if problem == "" && c.HasIndex() && hasValue {
 					idx := ix.For(t.QualifiedName(), c.Name)
-					want = idx.Terms(want[:0], string(pt))
+					want = idx.Terms(want[:0], text)
 					stored = stored[:0]
 					if terms == nil {
 						problem = ProblemNoTerms

@@ -188,12 +188,19 @@ func candidateSQL(t *engine.Target, c *engine.TargetColumn, groups [][]int64) (s
 	for i, k := range t.PrimaryKey {
 		sel = append(sel, fmt.Sprintf("%s::text AS pgphi_key_%d", pgx.Identifier{k.Name}.Sanitize(), i))
 	}
-	marker := pgx.Identifier{engine.MarkerColumn}.Sanitize()
-	sel = append(sel, pgx.Identifier{c.Encrypted}.Sanitize(), pgx.Identifier{c.Name}.Sanitize()+"::text AS pgphi_plain", marker+" IS TRUE")
 	var order []string
 	for _, k := range t.PrimaryKey {
 		order = append(order, pgx.Identifier{k.Name}.Sanitize())
 	}
+	if c.Cleaned {
+		// After cleanup there is no plaintext and no marker: applications
+		// write ciphertext and terms together.
+		sel = append(sel, pgx.Identifier{c.Encrypted}.Sanitize(), "NULL::text", "false")
+		return fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s",
+			strings.Join(sel, ", "), t.Ident(), strings.Join(conds, " AND "), strings.Join(order, ", ")), args
+	}
+	marker := pgx.Identifier{engine.MarkerColumn}.Sanitize()
+	sel = append(sel, pgx.Identifier{c.Encrypted}.Sanitize(), pgx.Identifier{c.Name}.Sanitize()+"::text AS pgphi_plain", marker+" IS TRUE")
 	return fmt.Sprintf("SELECT %s FROM %s WHERE (%s) OR %s ORDER BY %s",
 		strings.Join(sel, ", "), t.Ident(), strings.Join(conds, " AND "), marker, strings.Join(order, ", ")), args
 }

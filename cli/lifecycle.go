@@ -1,0 +1,93 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgphi/pgphi/engine"
+)
+
+func (a *app) cleanupCommand() *cobra.Command {
+	var confirm, purge string
+	var rename bool
+	cmd := &cobra.Command{
+		Use:   "cleanup --confirm PLAN_ID",
+		Short: "Drop the plaintext, purge it from the table files, keep the ciphertext",
+		Long: `cleanup is the irreversible end of a migration (rollback can still restore the
+plaintext from the ciphertext). It refuses unless --confirm names the current
+plan, the flags use_encrypted_search and require_encryption are on, and a full
+` + "`pgphi verify`" + ` passed after the last write to the protected tables.
+
+It catches up the last changes while writes are briefly blocked, drops the
+plaintext columns, the trigger and the marker, then rewrites each table so no
+old row version keeps plaintext on disk (pg_repack when installed, otherwise
+VACUUM FULL, which locks the table for the rewrite).`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if confirm == "" {
+				return withCode(ExitUsage, errors.New("usage: cleanup needs --confirm PLAN_ID (see `pgphi plan`)"))
+			}
+			if purge != "auto" && purge != "repack" && purge != "vacuum-full" {
+				return withCode(ExitUsage, errors.New("usage: --purge is auto, repack or vacuum-full"))
+			}
+			ctx := cmd.Context()
+			s, err := a.open(ctx, 0)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ring, err := loadKeys(ctx, s.pool)
+			if err != nil {
+				return err
+			}
+			r := &engine.Runner{Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan, Log: a.stderr}
+			start := time.Now()
+			if err := r.Cleanup(ctx, confirm, engine.CleanupOptions{Rename: rename, Purge: purge}); err != nil {
+				if errors.Is(err, engine.ErrRefused) {
+					return withCode(ExitRefused, err)
+				}
+				return err
+			}
+			fmt.Fprintf(a.stdout, "cleaned up %s in %s: plaintext dropped and purged from the table files; flag migration_complete is on\n",
+				s.plan.ID, time.Since(start).Round(time.Millisecond))
+			fmt.Fprintln(a.stdout, "plaintext may still exist outside the tables; expire it:")
+			for _, l := range engine.Leftovers(ctx, r) {
+				fmt.Fprintf(a.stdout, "  - %s\n", l)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&confirm, "confirm", "", "the plan id being cleaned up (required)")
+	cmd.Flags().BoolVar(&rename, "rename", false, "rename <column>_encrypted to <column> after dropping the plaintext")
+	cmd.Flags().StringVar(&purge, "purge", "auto", "how to purge old row versions: auto, repack or vacuum-full")
+	return cmd
+}
+
+func (a *app) rollbackCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rollback",
+		Short: "Back to plaintext: remove what pgphi added (after cleanup: decrypt into the original columns first)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			s, err := a.open(ctx, 0)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			ring, err := loadKeys(ctx, s.pool)
+			if err != nil {
+				return err
+			}
+			r := &engine.Runner{Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan, Log: a.stderr}
+			start := time.Now()
+			if err := r.Rollback(ctx); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "rolled back %s in %s: the protected tables hold plaintext only, as before apply\n", s.plan.ID, time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	return cmd
+}

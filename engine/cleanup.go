@@ -1,0 +1,252 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrRefused marks a lifecycle step that policy refuses (exit code 4).
+var ErrRefused = errors.New("refused")
+
+// CleanupOptions tune cleanup.
+type CleanupOptions struct {
+	Rename bool // rename <col>_encrypted to <col> once the plaintext is gone
+	// Purge chooses how old row versions are rewritten: "auto" (pg_repack when
+	// installed, else VACUUM FULL), "repack", "vacuum-full".
+	Purge string
+}
+
+// RecordVerification stores a verify run, with the write counters of the
+// protected tables at its start, so cleanup can tell whether the application
+// wrote after it.
+func RecordVerification(ctx context.Context, r *Runner, res *VerifyResult, started time.Time, counter float64) error {
+	_, err := r.Pool.Exec(ctx, `INSERT INTO pgphi.verifications (plan_id, started_at, ok, rows_checked, values_checked, mismatches, pending, write_counter)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, r.Plan.ID, started, res.OK(), res.Rows, res.Values, res.Mismatches, res.Pending, counter)
+	return err
+}
+
+// WriteCounter is the position of pgphi.write_seq, which the trigger advances
+// on every insert and update of a protected table.
+func WriteCounter(ctx context.Context, r *Runner) (float64, error) {
+	var n float64
+	err := r.Pool.QueryRow(ctx, "SELECT (last_value + is_called::int)::float8 FROM pgphi.write_seq").Scan(&n)
+	return n, err
+}
+
+// Cleanup drops the plaintext of every table of the plan and purges it from
+// the table's files. It refuses unless the plan id is confirmed, applications
+// have cut over, and a full verification passed after the last write.
+func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions) error {
+	r.defaults()
+	if confirm != r.Plan.ID {
+		return fmt.Errorf("%w: --confirm %q is not the current plan %s (run `pgphi plan`)", ErrRefused, confirm, r.Plan.ID)
+	}
+	pending := false
+	for _, t := range r.Plan.Tables {
+		if !t.Cleaned() {
+			pending = true
+		}
+	}
+	if pending {
+		if err := r.checkCleanupAllowed(ctx); err != nil {
+			return err
+		}
+		if r.indexers == nil {
+			var err error
+			if r.indexers, err = LoadIndexers(ctx, r.Pool, r.Keys, r.Plan); err != nil {
+				return err
+			}
+		}
+	}
+	for _, t := range r.Plan.Tables {
+		if !t.Cleaned() {
+			r.logf("==> cleanup %s: final catch-up under a brief lock, drop plaintext columns, trigger and marker", t.QualifiedName())
+			if err := r.dropPlaintext(ctx, t, opt); err != nil {
+				return err
+			}
+		}
+		if err := r.purge(ctx, t, opt); err != nil {
+			return err
+		}
+	}
+	if err := SetFlag(ctx, r.Pool, FlagMigrationComplete, true); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (r *Runner) checkCleanupAllowed(ctx context.Context) error {
+	flags, err := GetFlags(ctx, r.Pool)
+	if err != nil {
+		return err
+	}
+	for _, f := range flags {
+		if (f.Name == FlagUseEncryptedSearch || f.Name == FlagRequireEncryption) && !f.Enabled {
+			return fmt.Errorf("%w: applications have not cut over: flag %s is off (pgphi flags set %s on, once they read and write ciphertext)", ErrRefused, f.Name, f.Name)
+		}
+	}
+	var ok *bool
+	var counter float64
+	err = r.Pool.QueryRow(ctx, `SELECT ok, write_counter::float8 FROM pgphi.verifications WHERE plan_id = $1 ORDER BY id DESC LIMIT 1`, r.Plan.ID).Scan(&ok, &counter)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%w: no verification of plan %s on record: run `pgphi verify` first", ErrRefused, r.Plan.ID)
+	}
+	if err != nil {
+		return err
+	}
+	if !*ok {
+		return fmt.Errorf("%w: the last verification failed: fix it and run `pgphi verify` again", ErrRefused)
+	}
+	now, err := WriteCounter(ctx, r)
+	if err != nil {
+		return err
+	}
+	if now != counter {
+		return fmt.Errorf("%w: the protected tables were written since the last verification (%.0f writes): run `pgphi verify` again", ErrRefused, now-counter)
+	}
+	return nil
+}
+
+// dropPlaintext does the irreversible part in one transaction: catch up what
+// is still marked while writes are blocked, check that every plaintext has its
+// ciphertext and terms, then drop the plaintext, the trigger and the marker.
+// A crash before commit leaves everything as it was.
+func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOptions) error {
+	return r.ddl(ctx, "cleanup "+t.QualifiedName(), func(tx pgx.Tx) error {
+		// EXCLUSIVE blocks writers, not readers, for the few statements below.
+		if _, err := tx.Exec(ctx, "LOCK TABLE "+t.Ident()+" IN EXCLUSIVE MODE"); err != nil {
+			return err
+		}
+		for {
+			n, _, err := r.encryptBatch(ctx, tx, t, t.catchUpQuery(), []any{r.BatchSize})
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				break
+			}
+		}
+		var incomplete int64
+		if err := tx.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s IS TRUE OR %s", t.Ident(), ident(MarkerColumn), t.incompleteRowsPredicate())).Scan(&incomplete); err != nil {
+			return err
+		}
+		if incomplete > 0 {
+			return fmt.Errorf("%w: %s has %d rows without a current ciphertext; run `pgphi apply`", ErrRefused, t.QualifiedName(), incomplete)
+		}
+		var drops []string
+		for _, c := range t.Columns {
+			drops = append(drops, "DROP COLUMN "+ident(c.Name))
+		}
+		drops = append(drops, "DROP COLUMN "+ident(MarkerColumn))
+		stmts := []string{
+			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", ident(triggerName), t.Ident()),
+			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")),
+			fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", t.markFunctionIdent()),
+		}
+		for _, c := range t.Columns {
+			enc := c.Encrypted
+			if opt.Rename {
+				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s RENAME COLUMN %s TO %s", t.Ident(), ident(c.Encrypted), ident(c.Name)))
+				enc = c.Name
+			}
+			stmts = append(stmts, fmt.Sprintf(`UPDATE pgphi.protected_columns SET phase = 'cleaned', cleaned_at = now(), encrypted_column = %s
+				WHERE table_name = %s AND column_name = %s`, quoteLiteral(enc), quoteLiteral(t.QualifiedName()), quoteLiteral(c.Name)))
+		}
+		for _, st := range stmts {
+			if _, err := tx.Exec(ctx, st); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// purge rewrites the table so that no old row version with plaintext stays in
+// its files: DROP COLUMN only hides the values. pg_repack rewrites online;
+// VACUUM FULL holds an ACCESS EXCLUSIVE lock for the whole rewrite.
+func (r *Runner) purge(ctx context.Context, t *Target, opt CleanupOptions) error {
+	var purged bool
+	if err := r.Pool.QueryRow(ctx, `SELECT bool_and(purged_at IS NOT NULL) FROM pgphi.protected_columns WHERE table_name = $1`, t.QualifiedName()).Scan(&purged); err != nil {
+		return err
+	}
+	if purged {
+		return nil
+	}
+	method := opt.Purge
+	if method == "" || method == "auto" {
+		method = "vacuum-full"
+		if repackAvailable(ctx, r) {
+			method = "repack"
+		}
+	}
+	switch method {
+	case "repack":
+		r.logf("    purge %s with pg_repack (online rewrite)", t.QualifiedName())
+		if err := r.runRepack(ctx, t); err != nil {
+			return err
+		}
+	default:
+		r.logf("    purge %s with VACUUM FULL: WARNING: it locks the table against reads and writes until the rewrite ends (install pg_repack for an online purge)", t.QualifiedName())
+		if _, err := r.Pool.Exec(ctx, "VACUUM (FULL, ANALYZE) "+t.Ident()); err != nil {
+			return fmt.Errorf("purging %s: %w", t.QualifiedName(), err)
+		}
+	}
+	if _, err := r.Pool.Exec(ctx, "ANALYZE "+t.Ident()); err != nil {
+		return err
+	}
+	_, err := r.Pool.Exec(ctx, `UPDATE pgphi.protected_columns SET purged_at = now() WHERE table_name = $1`, t.QualifiedName())
+	return err
+}
+
+func repackAvailable(ctx context.Context, r *Runner) bool {
+	if _, err := exec.LookPath("pg_repack"); err != nil {
+		return false
+	}
+	var ok bool
+	err := r.Pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_repack')").Scan(&ok)
+	return err == nil && ok
+}
+
+func (r *Runner) runRepack(ctx context.Context, t *Target) error {
+	cfg := r.Pool.Config().ConnConfig
+	cmd := exec.CommandContext(ctx, "pg_repack", "--no-superuser-check", "-h", cfg.Host, "-p", fmt.Sprint(cfg.Port), "-U", cfg.User, "-d", cfg.Database, "-t", t.QualifiedName())
+	if cfg.Password != "" {
+		cmd.Env = append(cmd.Environ(), "PGPASSWORD="+cfg.Password)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		// pg_repack's output names tables, never values; keep its last line.
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		return fmt.Errorf("pg_repack of %s failed: %v: %s", t.QualifiedName(), err, lines[len(lines)-1])
+	}
+	return nil
+}
+
+// Leftovers lists where plaintext may still live outside the table after
+// cleanup, with what this server says about each, for the operator to expire.
+func Leftovers(ctx context.Context, r *Runner) []string {
+	setting := func(name string) string {
+		var v string
+		if err := r.Pool.QueryRow(ctx, "SELECT current_setting($1, true)", name).Scan(&v); err != nil {
+			return "unknown"
+		}
+		return v
+	}
+	var replicas, slots int
+	r.Pool.QueryRow(ctx, "SELECT count(*) FROM pg_stat_replication").Scan(&replicas)
+	r.Pool.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots").Scan(&slots)
+	return []string{
+		fmt.Sprintf("WAL: segments written before cleanup hold the old row versions (wal_level=%s); they recycle after checkpoints, but archived copies stay (archive_mode=%s) until you expire them", setting("wal_level"), setting("archive_mode")),
+		"base backups and snapshots taken before cleanup: expire them under your retention policy, or re-take them now",
+		fmt.Sprintf("replicas: %d streaming now, %d replication slots; physical replicas were purged by the same rewrite, logical subscribers keep their own copies", replicas, slots),
+		"pg_dump files, CSV exports and test or staging copies made before cleanup",
+		"server logs, if statements with values were logged (log_statement, log_min_duration_statement)",
+	}
+}

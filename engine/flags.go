@@ -1,0 +1,91 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/user"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgphi/pgphi/catalog"
+)
+
+// Flags applications read during cutover (SELECT pgphi.flag('name')).
+const (
+	FlagUseEncryptedSearch = "use_encrypted_search"
+	FlagMigrationComplete  = "migration_complete"
+	FlagRequireEncryption  = "require_encryption"
+)
+
+// FlagNames lists the flags in display order.
+var FlagNames = []string{FlagUseEncryptedSearch, FlagMigrationComplete, FlagRequireEncryption}
+
+// Flag is one cutover flag.
+type Flag struct {
+	Name      string     `json:"name"`
+	Enabled   bool       `json:"enabled"`
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+	UpdatedBy *string    `json:"updated_by,omitempty"`
+}
+
+// GetFlags reads every flag.
+func GetFlags(ctx context.Context, q Querier) ([]Flag, error) {
+	rows, err := q.Query(ctx, "SELECT name, enabled, updated_at, updated_by FROM pgphi.flags")
+	if err != nil {
+		return nil, fmt.Errorf("reading flags: %w", err)
+	}
+	defer rows.Close()
+	var out []Flag
+	for rows.Next() {
+		var f Flag
+		if err := rows.Scan(&f.Name, &f.Enabled, &f.UpdatedAt, &f.UpdatedBy); err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	slices.SortFunc(out, func(a, b Flag) int { return slices.Index(FlagNames, a.Name) - slices.Index(FlagNames, b.Name) })
+	return out, rows.Err()
+}
+
+// SetFlag turns a flag on or off, recording who did it.
+func SetFlag(ctx context.Context, q *pgxpool.Pool, name string, on bool) error {
+	if !slices.Contains(FlagNames, name) {
+		return fmt.Errorf("unknown flag %q (flags: %v)", name, FlagNames)
+	}
+	who := "unknown"
+	if u, err := user.Current(); err == nil {
+		who = u.Username
+	}
+	var n int
+	return q.QueryRow(ctx, `WITH u AS (UPDATE pgphi.flags SET enabled = $2, updated_at = now(), updated_by = $3 || ' as ' || current_user WHERE name = $1 RETURNING 1)
+		SELECT count(*) FROM u`, name, on, who).Scan(&n)
+}
+
+// LoadCleaned reads which protected columns cleanup has dropped, keyed
+// "schema.table.column", for catalog.Resolve. No state yet means none.
+func LoadCleaned(ctx context.Context, q Querier) (map[string]catalog.Cleaned, error) {
+	out := map[string]catalog.Cleaned{}
+	rows, err := q.Query(ctx, `SELECT table_name, column_name, original_type, encrypted_column, COALESCE(index_column, '')
+		FROM pgphi.protected_columns WHERE phase = 'cleaned'`)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "42703" || pgErr.Code == "3F000") {
+			return out, nil // no pgphi state (or an older one): nothing cleaned
+		}
+		return nil, fmt.Errorf("reading cleanup state: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var table, column string
+		var c catalog.Cleaned
+		if err := rows.Scan(&table, &column, &c.OriginalType, &c.Encrypted, &c.Index); err != nil {
+			return nil, err
+		}
+		out[table+"."+column] = c
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,244 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/pgphi/pgphi/envelope"
+)
+
+// Rollback returns every table of the plan to plaintext and removes what pgphi
+// added. Before cleanup that is a catalog change only (the plaintext is still
+// there); after cleanup the plaintext columns are recreated with their
+// original names and types and filled by decryption, in resumable batches.
+func (r *Runner) Rollback(ctx context.Context) error {
+	r.defaults()
+	for _, t := range r.Plan.Tables {
+		if t.Cleaned() {
+			r.logf("==> rollback %s: restore plaintext columns from the ciphertext", t.QualifiedName())
+			if err := r.restorePlaintext(ctx, t); err != nil {
+				return err
+			}
+		} else {
+			r.logf("==> rollback %s: remove ciphertext, blind index, marker and trigger", t.QualifiedName())
+		}
+		if err := r.removeExpansion(ctx, t); err != nil {
+			return err
+		}
+	}
+	for _, f := range FlagNames {
+		if err := SetFlag(ctx, r.Pool, f, false); err != nil {
+			return err
+		}
+	}
+	_, err := r.Pool.Exec(ctx, "DELETE FROM pgphi.verifications WHERE plan_id = $1", r.Plan.ID)
+	return err
+}
+
+// removeExpansion drops everything expand added, and the plan's state for the
+// table, in one transaction: a crash leaves all or nothing to redo.
+func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
+	return r.ddl(ctx, "rollback "+t.QualifiedName(), func(tx pgx.Tx) error {
+		var drops []string
+		for _, c := range t.Columns {
+			drops = append(drops, "DROP COLUMN IF EXISTS "+ident(c.Encrypted))
+			if c.Index != "" {
+				drops = append(drops, "DROP COLUMN IF EXISTS "+ident(c.Index))
+			}
+		}
+		drops = append(drops, "DROP COLUMN IF EXISTS "+ident(MarkerColumn))
+		stmts := []string{
+			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", ident(triggerName), t.Ident()),
+			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")),
+			fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", t.markFunctionIdent()),
+		}
+		for _, st := range stmts {
+			if _, err := tx.Exec(ctx, st); err != nil {
+				return err
+			}
+		}
+		for _, q := range []string{
+			"DELETE FROM pgphi.protected_columns WHERE table_name = $1",
+			"DELETE FROM pgphi.blind_indexes WHERE table_name = $1",
+			"DELETE FROM pgphi.chunks WHERE table_name = $1",
+			"DELETE FROM pgphi.plan_tables WHERE table_name = $1",
+			"DELETE FROM pgphi.failures WHERE table_name = $1",
+		} {
+			if _, err := tx.Exec(ctx, q, t.QualifiedName()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// restorePlaintext recreates the plaintext columns and decrypts into them.
+// Rows already restored are skipped, so an interrupted restore resumes.
+func (r *Runner) restorePlaintext(ctx context.Context, t *Target) error {
+	// A rename at cleanup gave the ciphertext the plaintext's name; give it
+	// back its own first.
+	err := r.ddl(ctx, "restore columns of "+t.QualifiedName(), func(tx pgx.Tx) error {
+		for _, c := range t.Columns {
+			if c.Encrypted == c.Name {
+				own := c.Name + r.Config.Encryption.ColumnSuffix
+				if _, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s RENAME COLUMN %s TO %s", t.Ident(), ident(c.Name), ident(own))); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, "UPDATE pgphi.protected_columns SET encrypted_column = $3 WHERE table_name = $1 AND column_name = $2",
+					t.QualifiedName(), c.Name, own); err != nil {
+					return err
+				}
+			}
+		}
+		var adds []string
+		for _, c := range t.Columns {
+			adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s %s", ident(c.Name), c.Type))
+		}
+		_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(adds, ", ")))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for i := range t.Columns {
+		c := &t.Columns[i]
+		if c.Encrypted == c.Name {
+			c.Encrypted = c.Name + r.Config.Encryption.ColumnSuffix
+		}
+	}
+	var done int64
+	var last []string
+	for {
+		n, lastKey, err := r.restoreBatch(ctx, t, last)
+		if err != nil {
+			return err
+		}
+		done += int64(n)
+		if n == 0 {
+			break
+		}
+		last = lastKey
+	}
+	r.logf("    %s: %d rows restored", t.QualifiedName(), done)
+	var missing int64
+	var preds []string
+	for _, c := range t.Columns {
+		preds = append(preds, fmt.Sprintf("(%s IS NULL) <> (%s IS NULL)", ident(c.Name), ident(c.Encrypted)))
+	}
+	if err := r.Pool.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s", t.Ident(), strings.Join(preds, " OR "))).Scan(&missing); err != nil {
+		return err
+	}
+	if missing > 0 {
+		return fmt.Errorf("rollback of %s: %d rows still lack their plaintext; ciphertexts are kept, run `pgphi rollback` again", t.QualifiedName(), missing)
+	}
+	return nil
+}
+
+// restoreBatch decrypts the next batch of rows (in key order after last) that
+// have a ciphertext but no plaintext yet.
+func (r *Runner) restoreBatch(ctx context.Context, t *Target, last []string) (int, []string, error) {
+	nk := len(t.PrimaryKey)
+	var sel, need []string
+	sel = append(sel, "ctid")
+	for i, k := range t.PrimaryKey {
+		sel = append(sel, fmt.Sprintf("%s::text AS pgphi_key_%d", ident(k.Name), i))
+	}
+	for _, c := range t.Columns {
+		sel = append(sel, ident(c.Encrypted))
+		need = append(need, fmt.Sprintf("(%s IS NULL AND %s IS NOT NULL)", ident(c.Name), ident(c.Encrypted)))
+	}
+	where := "(" + strings.Join(need, " OR ") + ")"
+	var args []any
+	if last != nil {
+		where = t.keyCompare(">", 1) + " AND " + where
+		for _, v := range last {
+			args = append(args, v)
+		}
+	}
+	args = append(args, r.BatchSize)
+	query := fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT $%d FOR NO KEY UPDATE",
+		strings.Join(sel, ", "), t.Ident(), where, t.keyList(""), len(args))
+
+	var n int
+	var lastKey []string
+	err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		type restored struct {
+			ctid  any
+			texts []*string
+		}
+		var batch []restored
+		for rows.Next() {
+			raw := rows.RawValues()
+			var rr restored
+			var tid = new(tidValue)
+			if err := decodeTID(rows.FieldDescriptions()[0].Format, raw[0], &tid.TID); err != nil {
+				rows.Close()
+				return err
+			}
+			rr.ctid = tid.TID
+			key := make([]string, nk)
+			for i := range nk {
+				key[i] = string(raw[1+i])
+			}
+			lastKey = key
+			for i, c := range t.Columns {
+				ct := raw[1+nk+i]
+				if ct == nil {
+					rr.texts = append(rr.texts, nil)
+					continue
+				}
+				v, err := r.Keys.Opener(t.QualifiedName(), c.Name).Open(ct, envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: key})
+				if err != nil {
+					rows.Close()
+					return fmt.Errorf("rollback of %s.%s at key (%s): ciphertext does not decrypt: %w", t.QualifiedName(), c.Name, strings.Join(key, ", "), err)
+				}
+				text := v.Text
+				rr.texts = append(rr.texts, &text)
+			}
+			batch = append(batch, rr)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		n = len(batch)
+		if n == 0 {
+			return nil
+		}
+		tmp := t.batchTable() + "_restore"
+		cols := []string{"row_ctid tid"}
+		names := []string{"row_ctid"}
+		var sets []string
+		for i, c := range t.Columns {
+			cols = append(cols, fmt.Sprintf("v%d text", i))
+			names = append(names, fmt.Sprintf("v%d", i))
+			sets = append(sets, fmt.Sprintf("%[1]s = COALESCE(t.%[1]s, b.v%[2]d::%[3]s)", ident(c.Name), i, c.Type))
+		}
+		if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TEMP TABLE IF NOT EXISTS %s (%s) ON COMMIT DELETE ROWS; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
+			ident(tmp), strings.Join(cols, ", "))); err != nil {
+			return err
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{tmp}, names, pgx.CopyFromSlice(len(batch), func(i int) ([]any, error) {
+			vals := []any{batch[i].ctid}
+			for _, s := range batch[i].texts {
+				vals = append(vals, s)
+			}
+			return vals, nil
+		})); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, fmt.Sprintf("UPDATE %s AS t SET %s FROM %s AS b WHERE t.ctid = b.row_ctid", t.Ident(), strings.Join(sets, ", "), ident(tmp)))
+		return err
+	})
+	return n, lastKey, err
+}
+
+type tidValue struct{ TID pgtype.TID }
