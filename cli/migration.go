@@ -57,6 +57,8 @@ func (a *app) planCommand() *cobra.Command {
 
 func (a *app) applyCommand() *cobra.Command {
 	var workers, batch int
+	var maxRate float64
+	var noAdaptive bool
 	cmd := &cobra.Command{
 		Use:   "apply",
 		Short: "Expand, backfill, catch up and verify; resumable and safe to run again",
@@ -77,11 +79,19 @@ func (a *app) applyCommand() *cobra.Command {
 			}
 			a.logf("applying %s to %d tables with %d workers", s.plan.ID, len(s.plan.Tables), cfgWorkers)
 			start := time.Now()
+			if maxRate < 0 {
+				return withCode(ExitUsage, errors.New("usage: --max-rate must be positive"))
+			}
+			th := &engine.Throttle{MaxRate: s.cfg.Apply.MaxRate, Adaptive: s.cfg.Apply.Adaptive && !noAdaptive,
+				CanaryQuery: s.cfg.Apply.CanaryQuery, MaxLag: s.cfg.Apply.MaxReplicationLag}
+			if maxRate > 0 {
+				th.MaxRate = maxRate
+			}
 			r := &engine.Runner{
 				Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan,
-				Workers: cfgWorkers, BatchSize: batch, Log: a.stderr,
+				Workers: cfgWorkers, BatchSize: batch, Log: a.stderr, Throttle: th,
 				Progress: func(label string, total int64, poll func(context.Context) (int64, error)) interface{ Stop() } {
-					return progress.Start(a.stderr, label, total, poll, progress.Options{})
+					return progress.Start(a.stderr, label, total, poll, progress.Options{StatusSuffix: th.Status})
 				},
 			}
 			if err := r.Apply(ctx); err != nil {
@@ -98,6 +108,8 @@ func (a *app) applyCommand() *cobra.Command {
 	}
 	cmd.Flags().IntVar(&workers, "workers", 0, "concurrent workers in this process (default apply.workers)")
 	cmd.Flags().IntVar(&batch, "batch-size", 0, "rows per batch transaction (default apply.batch_size)")
+	cmd.Flags().Float64Var(&maxRate, "max-rate", 0, "at most this many rows per second (default apply.max_rate; none)")
+	cmd.Flags().BoolVar(&noAdaptive, "no-adaptive", false, "do not slow down when the canary query slows (apply.adaptive)")
 	return cmd
 }
 

@@ -52,6 +52,11 @@ type Apply struct {
 	Workers     int           // concurrent workers in one process
 	LockTimeout time.Duration // lock_timeout for DDL; DDL retries with backoff after it
 	DDLRetries  int
+
+	MaxRate           float64       // rows per second cap; 0: none
+	Adaptive          bool          // slow down while the canary query is slow
+	CanaryQuery       string        // "" : a keyed read of the first protected table
+	MaxReplicationLag time.Duration // pause while replicas lag more; 0: ignore
 }
 
 // Table is one protected table.
@@ -112,11 +117,13 @@ func Defaults() Config {
 		},
 		Search: SearchOptions{PrefixMin: 3, PrefixMax: 5, TokenSize: 3, FoldAccents: ptr(true), PhoneRegion: "US"},
 		Apply: Apply{
-			BatchSize:   2000,
-			ChunkRows:   50000,
-			Workers:     2,
-			LockTimeout: 2 * time.Second,
-			DDLRetries:  30,
+			BatchSize:         2000,
+			ChunkRows:         50000,
+			Workers:           2,
+			LockTimeout:       2 * time.Second,
+			DDLRetries:        30,
+			Adaptive:          true,
+			MaxReplicationLag: 30 * time.Second,
 		},
 	}
 }

@@ -74,9 +74,19 @@ func Parse(path string, data []byte) (*Config, error) {
 				return nil
 			})
 		case "apply":
-			return p.mapping(v, "apply", []string{"batch_size", "chunk_rows", "workers", "lock_timeout", "ddl_retries"}, func(key string, k, v *yaml.Node) error {
+			return p.mapping(v, "apply", []string{"batch_size", "chunk_rows", "workers", "lock_timeout", "ddl_retries", "max_rate", "adaptive", "canary_query", "max_replication_lag"}, func(key string, k, v *yaml.Node) error {
 				var err error
 				switch key {
+				case "max_rate":
+					var n int
+					n, err = p.positive(v, key)
+					cfg.Apply.MaxRate = float64(n)
+				case "adaptive":
+					cfg.Apply.Adaptive, err = p.boolean(v, key)
+				case "canary_query":
+					cfg.Apply.CanaryQuery, err = p.str(v, key)
+				case "max_replication_lag":
+					cfg.Apply.MaxReplicationLag, err = p.duration(v, key)
 				case "batch_size":
 					cfg.Apply.BatchSize, err = p.positive(v, key)
 				case "chunk_rows":

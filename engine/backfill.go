@@ -63,9 +63,25 @@ func (s backfillStep) Run(ctx context.Context, r *Runner) error {
 	for {
 		err := runWorkers(ctx, r.Workers, func(ctx context.Context, _ int) error {
 			for {
-				more, err := r.backfillBatch(ctx, t)
+				if err := r.Throttle.Wait(ctx, r.BatchSize); err != nil {
+					return err
+				}
+				more, n, err := r.backfillBatch(ctx, t)
+				if err != nil && transient(err) {
+					// Lock timeouts and the like: the batch rolled back whole;
+					// count it, back off, and take the chunk again.
+					if terr := r.Throttle.Done(-1); terr != nil {
+						return terr
+					}
+					r.logf("    %s: batch retried after a transient error: %v", t.QualifiedName(), err)
+					time.Sleep(200 * time.Millisecond)
+					continue
+				}
 				if err != nil {
 					return r.noteFailure(ctx, err)
+				}
+				if err := r.Throttle.Done(n); err != nil {
+					return err
 				}
 				if !more {
 					return nil
@@ -163,9 +179,8 @@ func (r *Runner) chunkTable(ctx context.Context, t *Target) (int64, error) {
 // backfillBatch leases an open chunk, encrypts its next batch and moves the
 // chunk's checkpoint, all in one transaction. It reports whether work remains
 // that this worker could take.
-func (r *Runner) backfillBatch(ctx context.Context, t *Target) (bool, error) {
-	more := false
-	err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+func (r *Runner) backfillBatch(ctx context.Context, t *Target) (more bool, rows int, err error) {
+	err = pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
 		var chunkNo int
 		var lower, upper, checkpoint []string
 		err := tx.QueryRow(ctx, `SELECT chunk_no, lower_key, upper_key, checkpoint FROM pgphi.chunks
@@ -194,6 +209,7 @@ func (r *Runner) backfillBatch(ctx context.Context, t *Target) (bool, error) {
 		if err != nil {
 			return err
 		}
+		rows = n
 		if n > 0 {
 			checkpoint = last
 		}
@@ -202,7 +218,7 @@ func (r *Runner) backfillBatch(ctx context.Context, t *Target) (bool, error) {
 			r.Plan.ID, t.QualifiedName(), chunkNo, checkpoint, n, n < r.BatchSize, r.WorkerID)
 		return err
 	})
-	return more, err
+	return more, rows, err
 }
 
 // batchRow is one locked row of a batch.

@@ -62,14 +62,26 @@ func (r *Runner) catchUp(ctx context.Context, t *Target) (int64, error) {
 	counts := make([]int64, r.Workers)
 	err := runWorkers(ctx, r.Workers, func(ctx context.Context, w int) error {
 		for {
+			if err := r.Throttle.Wait(ctx, r.BatchSize); err != nil {
+				return err
+			}
 			var n int
 			err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
 				var err error
 				n, _, err = r.encryptBatch(ctx, tx, t, t.catchUpQuery(), []any{r.BatchSize})
 				return err
 			})
+			if err != nil && transient(err) {
+				if terr := r.Throttle.Done(-1); terr != nil {
+					return terr
+				}
+				continue
+			}
 			if err != nil {
 				return r.noteFailure(ctx, err)
+			}
+			if err := r.Throttle.Done(n); err != nil {
+				return err
 			}
 			counts[w] += int64(n)
 			if n == 0 {

@@ -297,3 +297,48 @@ func (f *fixture) replanCleaned(t *testing.T) {
 	f.replanWith(t, cleaned)
 	fmt.Fprint(f.log, "")
 }
+
+// With an artificial load that multiplies the canary's latency, apply slows down.
+func TestThrottleSlowsDownWhileTheCanaryIsSlow(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t, `CREATE TABLE p (uid varchar PRIMARY KEY, nm text);
+		INSERT INTO p SELECT 'u' || lpad(g::text, 7, '0'), 'n' || g FROM generate_series(1, 150000) g;
+		CREATE TABLE canary_delay (ms int); INSERT INTO canary_delay VALUES (2);`,
+		"version: 1\napply: { batch_size: 100, chunk_rows: 5000, workers: 1 }\ntables:\n  p:\n    columns:\n      nm: { class: pii }\n")
+	th := &Throttle{Adaptive: true, Interval: 100 * time.Millisecond,
+		CanaryQuery: "SELECT 1 FROM canary_delay, pg_sleep(canary_delay.ms / 1000.0)"}
+	f.runner.Throttle = th
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- f.runner.Apply(runCtx) }()
+	rowsDone := func() int64 {
+		var n int64
+		f.pool.QueryRow(ctx, "SELECT COALESCE(sum(rows_done), 0)::bigint FROM pgphi.chunks").Scan(&n)
+		return n
+	}
+	rate := func(d time.Duration) float64 {
+		a := rowsDone()
+		time.Sleep(d)
+		return float64(rowsDone()-a) / d.Seconds()
+	}
+	for rowsDone() == 0 {
+		time.Sleep(50 * time.Millisecond)
+	}
+	before := rate(time.Second)
+	if _, err := f.pool.Exec(ctx, "UPDATE canary_delay SET ms = 12"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	during := rate(time.Second)
+	status := th.Status()
+	cancel()
+	<-errc
+	t.Logf("rows/s before %.0f, under load %.0f; status %q", before, during, status)
+	if th.Slowdowns() == 0 || during > before/2 {
+		t.Fatalf("did not slow down: %.0f rows/s before, %.0f under load, %d slowdowns", before, during, th.Slowdowns())
+	}
+	if !strings.Contains(status, "canary") {
+		t.Fatalf("status does not say why: %q", status)
+	}
+}

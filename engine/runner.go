@@ -73,6 +73,9 @@ type Runner struct {
 	Progress  ProgressFactory
 	WorkerID  string
 
+	// Throttle paces the backfill and catch-up; nil: full speed.
+	Throttle *Throttle
+
 	remaining atomic.Int64 // rows still marked after the last catch-up round
 	indexers  Indexers     // blind index term computers, set by indexPlanStep
 }
@@ -115,6 +118,16 @@ func (nopStop) Stop() {}
 func (r *Runner) Apply(ctx context.Context) error {
 	r.defaults()
 	r.remaining.Store(0)
+	if r.Throttle != nil {
+		if r.Throttle.CanaryQuery == "" && len(r.Plan.Tables) > 0 {
+			t := r.Plan.Tables[0]
+			r.Throttle.CanaryQuery = fmt.Sprintf("SELECT %s FROM %s ORDER BY %s LIMIT 10", t.keyList(""), t.Ident(), t.keyList(""))
+		}
+		if err := r.Throttle.Start(ctx, r.Pool); err != nil {
+			return err
+		}
+		defer r.Throttle.Stop()
+	}
 	for _, s := range r.Plan.Steps {
 		r.logf("==> %s", s.Describe())
 		if err := s.Run(ctx, r); err != nil {
