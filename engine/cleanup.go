@@ -206,18 +206,51 @@ func (r *Runner) purge(ctx context.Context, t *Target, opt CleanupOptions) error
 	return err
 }
 
+// repackBinary finds pg_repack: on PATH, else beside the server's own
+// binaries in Debian's layout.
+func repackBinary(ctx context.Context, r *Runner) string {
+	if p, err := exec.LookPath("pg_repack"); err == nil {
+		return p
+	}
+	var num int
+	if err := r.Pool.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&num); err != nil {
+		return ""
+	}
+	p := fmt.Sprintf("/usr/lib/postgresql/%d/bin/pg_repack", num/10000)
+	if _, err := exec.LookPath(p); err == nil {
+		return p
+	}
+	return ""
+}
+
+// repackAvailable reports whether pg_repack can run here: the client binary
+// and the extension (created when the server offers it and we may).
 func repackAvailable(ctx context.Context, r *Runner) bool {
-	if _, err := exec.LookPath("pg_repack"); err != nil {
+	if repackBinary(ctx, r) == "" {
 		return false
 	}
-	var ok bool
-	err := r.Pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_repack')").Scan(&ok)
-	return err == nil && ok
+	var installed, offered bool
+	err := r.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_repack'),
+		EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_repack')`).Scan(&installed, &offered)
+	if err != nil || (!installed && !offered) {
+		return false
+	}
+	if !installed {
+		if _, err := r.Pool.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_repack"); err != nil {
+			r.logf("    pg_repack is installed but its extension cannot be created here (%v)", err)
+			return false
+		}
+	}
+	return true
 }
 
 func (r *Runner) runRepack(ctx context.Context, t *Target) error {
+	bin := repackBinary(ctx, r)
+	if bin == "" || !repackAvailable(ctx, r) {
+		return fmt.Errorf("pg_repack is not available: install the postgresql-NN-repack package or use --purge vacuum-full")
+	}
 	cfg := r.Pool.Config().ConnConfig
-	cmd := exec.CommandContext(ctx, "pg_repack", "--no-superuser-check", "-h", cfg.Host, "-p", fmt.Sprint(cfg.Port), "-U", cfg.User, "-d", cfg.Database, "-t", t.QualifiedName())
+	cmd := exec.CommandContext(ctx, bin, "--no-superuser-check", "-h", cfg.Host, "-p", fmt.Sprint(cfg.Port), "-U", cfg.User, "-d", cfg.Database, "-t", t.QualifiedName())
 	if cfg.Password != "" {
 		cmd.Env = append(cmd.Environ(), "PGPASSWORD="+cfg.Password)
 	}

@@ -211,6 +211,16 @@ func tableRelations(t *testing.T, f *fixture) []string {
 }
 
 func TestCleanupPurgesPlaintextAndRollbackRestoresIt(t *testing.T) {
+	t.Run("vacuum-full", func(t *testing.T) { testPurge(t, "vacuum-full") })
+	t.Run("repack", func(t *testing.T) {
+		if _, err := os.Stat("/usr/lib/postgresql/15/bin/pg_repack"); err != nil && os.Getenv("CI") == "" {
+			t.Skip("pg_repack not installed (scripts/ensure-postgres.sh installs it)")
+		}
+		testPurge(t, "repack")
+	})
+}
+
+func testPurge(t *testing.T, method string) {
 	if pgtest.Cluster() == nil {
 		t.Skip("reads relation files: needs the harness's own cluster")
 	}
@@ -235,8 +245,11 @@ func TestCleanupPurgesPlaintextAndRollbackRestoresIt(t *testing.T) {
 
 	f.apply(t)
 	f.cutOver(t)
-	if err := f.runner.Cleanup(ctx, f.plan.ID, CleanupOptions{Purge: "vacuum-full"}); err != nil {
+	if err := f.runner.Cleanup(ctx, f.plan.ID, CleanupOptions{Purge: method}); err != nil {
 		t.Fatalf("cleanup: %v\n%s", err, f.log.String())
+	}
+	if want := map[string]string{"repack": "with pg_repack", "vacuum-full": "with VACUUM FULL"}[method]; !strings.Contains(f.log.String(), want) {
+		t.Fatalf("purge did not use %s:\n%s", method, f.log.String())
 	}
 	if _, err := f.pool.Exec(ctx, "CHECKPOINT"); err != nil {
 		t.Fatal(err)

@@ -39,9 +39,35 @@ ensure_postgres_user() {
 	fi
 }
 
+# pg_repack lets cleanup purge old row versions online instead of with
+# VACUUM FULL. Optional: failure to install it is not an error.
+ensure_repack() {
+	local bindir major
+	bindir="$(dirname "$(readlink -f "$initdb_path")")"
+	if [[ -x "$bindir/pg_repack" ]]; then
+		return 0
+	fi
+	major="$("$initdb_path" --version 2>/dev/null | grep -oE '[0-9]+' | head -n 1)"
+	[[ -n "$major" ]] || return 0
+	local sudo=()
+	if [[ "$(id -u)" -ne 0 ]]; then
+		command -v sudo >/dev/null 2>&1 || { log "pg_repack not installed (no root): cleanup will use VACUUM FULL"; return 0; }
+		sudo=(sudo -n)
+	fi
+	command -v apt-get >/dev/null 2>&1 || return 0
+	log "installing postgresql-$major-repack (optional)"
+	if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "postgresql-$major-repack" >/dev/null 2>&1; then
+		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null 2>&1 || true
+		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "postgresql-$major-repack" >/dev/null 2>&1 \
+			|| log "pg_repack could not be installed: cleanup will use VACUUM FULL"
+	fi
+	return 0
+}
+
 if initdb_path="$(find_initdb)"; then
 	log "PostgreSQL server binaries found: $("$initdb_path" --version 2>/dev/null || echo "$initdb_path")"
 	ensure_postgres_user
+	ensure_repack
 	exit 0
 fi
 
@@ -73,3 +99,4 @@ if ! initdb_path="$(find_initdb)"; then
 fi
 log "installed: $("$initdb_path" --version 2>/dev/null || echo "$initdb_path")"
 ensure_postgres_user
+ensure_repack
