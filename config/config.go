@@ -24,7 +24,13 @@ type Config struct {
 	Path        string // file it was read from
 	Version     int
 	Environment string
+	Actor       string // configured actor name recorded in the audit trail
 	Database    Database
+	Audit       Audit
+	Approvals   Approvals
+	Access      Access
+	Hooks       Hooks
+	Validation  Validation
 	Encryption  Encryption
 	Apply       Apply
 	Search      SearchOptions // defaults for every column's search_options
@@ -34,6 +40,46 @@ type Config struct {
 // Database says where the database is. Empty URL means: $DATABASE_URL, else libpq PG* variables.
 type Database struct {
 	URL string
+	TLS TLS
+}
+
+// TLS says how to secure the database connection.
+type TLS struct {
+	Mode      string   // disable, require, verify-ca, verify-full; "" keeps the connection string's sslmode
+	CA        string   // CA certificates (PEM), path relative to the config file
+	Cert, Key string   // client certificate and key (PEM)
+	PinSHA256 []string // SHA-256 of the server's public key (SubjectPublicKeyInfo), base64 or hex
+}
+
+// Audit says where the audit trail is mirrored and how checkpoints are signed.
+type Audit struct {
+	File       string // JSON-lines mirror of pgphi.audit_log
+	SigningKey string // Ed25519 private key file for checkpoints (optional)
+	PublicKey  string // "ssh-ed25519 AAAA..." the auditor verifies checkpoints with
+}
+
+// Approvals lists who may approve plans and how many approvals each environment needs.
+type Approvals struct {
+	Signers string                    // allowed signers file: NAME ROLE ssh-ed25519 KEY
+	Require map[string]map[string]int // environment -> role -> count
+	Line    int
+}
+
+// Access maps pgphi's roles to PostgreSQL group roles.
+type Access struct {
+	Roles          map[string]string // dba, healthcare_admin, audit_officer -> group role
+	AllowSuperuser *bool             // default: true except in production
+}
+
+// Hooks are operator executables run at lifecycle phases.
+type Hooks struct {
+	Timeout time.Duration
+	Phases  map[string][]string
+}
+
+// Validation says what a pre-migration validation failure does.
+type Validation struct {
+	OnViolation string // fail or warn; default fail in production, warn elsewhere
 }
 
 // Encryption holds the knobs of the encrypted columns pgphi adds.
@@ -115,6 +161,8 @@ func Defaults() Config {
 			ColumnSuffix:  "_encrypted",
 			MaxValueBytes: 16 << 20,
 		},
+		Audit:  Audit{File: "pgphi-audit.jsonl"},
+		Hooks:  Hooks{Timeout: 30 * time.Second},
 		Search: SearchOptions{PrefixMin: 3, PrefixMax: 5, TokenSize: 3, FoldAccents: ptr(true), PhoneRegion: "US"},
 		Apply: Apply{
 			BatchSize:         2000,
@@ -220,3 +268,39 @@ func (c *Config) EffectiveSearch(col Column) SearchOptions {
 	o.Bits = s.Bits
 	return o
 }
+
+// Resolve makes a path from the config relative to the config file's folder.
+func (c *Config) Resolve(path string) string {
+	if path == "" || filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(filepath.Dir(c.Path), path)
+}
+
+// IsProduction reports whether the stricter production policy applies.
+func (c *Config) IsProduction() bool { return c.Environment == "production" || c.Environment == "prod" }
+
+// SuperuserAllowed reports whether a superuser connection passes the role check.
+func (c *Config) SuperuserAllowed() bool {
+	if c.Access.AllowSuperuser != nil {
+		return *c.Access.AllowSuperuser
+	}
+	return !c.IsProduction()
+}
+
+// ValidationFails reports whether a validation violation stops the run.
+func (c *Config) ValidationFails() bool {
+	switch c.Validation.OnViolation {
+	case "fail":
+		return true
+	case "warn":
+		return false
+	}
+	return c.IsProduction()
+}
+
+// HookPhases are the phases hooks may be configured for.
+var HookPhases = []string{"pre_validate", "pre_execute", "post_execute", "on_error", "pre_cleanup", "post_cleanup", "pre_rollback", "post_rollback"}
+
+// Roles are pgphi's roles.
+var Roles = []string{"dba", "healthcare_admin", "audit_officer"}

@@ -27,7 +27,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	}
 	root := doc.Content[0]
 	sawVersion, sawTables := false, false
-	err := p.mapping(root, "top level", []string{"version", "environment", "database", "encryption", "apply", "search", "tables"}, func(key string, k, v *yaml.Node) error {
+	err := p.mapping(root, "top level", []string{"version", "environment", "actor", "database", "encryption", "apply", "search", "audit", "approvals", "access", "hooks", "validation", "tables"}, func(key string, k, v *yaml.Node) error {
 		switch key {
 		case "version":
 			sawVersion = true
@@ -48,10 +48,86 @@ func Parse(path string, data []byte) (*Config, error) {
 				return p.errorf(v, "use letters, digits, '-' and '_', e.g. production", "invalid environment name %q", s)
 			}
 			cfg.Environment = s
+		case "actor":
+			var err error
+			cfg.Actor, err = p.str(v, key)
+			return err
 		case "database":
-			return p.mapping(v, "database", []string{"url"}, func(key string, k, v *yaml.Node) error {
+			return p.mapping(v, "database", []string{"url", "tls"}, func(key string, k, v *yaml.Node) error {
+				if key == "tls" {
+					return p.tls(v, &cfg.Database.TLS)
+				}
 				s, err := p.str(v, "database.url")
 				cfg.Database.URL = s
+				return err
+			})
+		case "audit":
+			return p.mapping(v, "audit", []string{"file", "signing_key", "public_key"}, func(key string, k, v *yaml.Node) error {
+				s, err := p.str(v, "audit."+key)
+				switch key {
+				case "file":
+					cfg.Audit.File = s
+				case "signing_key":
+					cfg.Audit.SigningKey = s
+				case "public_key":
+					cfg.Audit.PublicKey = s
+					if err == nil && !strings.HasPrefix(s, "ssh-ed25519 ") {
+						err = p.errorf(v, "paste the auditor's key as `ssh-ed25519 AAAA...`", "audit.public_key is not an ssh-ed25519 public key")
+					}
+				}
+				return err
+			})
+		case "approvals":
+			cfg.Approvals.Line = k.Line
+			return p.mapping(v, "approvals", []string{"signers", "require"}, func(key string, k, v *yaml.Node) error {
+				if key == "signers" {
+					s, err := p.str(v, "approvals.signers")
+					cfg.Approvals.Signers = s
+					return err
+				}
+				cfg.Approvals.Require = map[string]map[string]int{}
+				return p.mapping(v, "approvals.require", nil, func(env string, k, v *yaml.Node) error {
+					cfg.Approvals.Require[env] = map[string]int{}
+					return p.mapping(v, "approvals.require."+env, Roles, func(role string, k, v *yaml.Node) error {
+						n, err := p.positive(v, role)
+						cfg.Approvals.Require[env][role] = n
+						return err
+					})
+				})
+			})
+		case "access":
+			return p.mapping(v, "access", []string{"roles", "allow_superuser"}, func(key string, k, v *yaml.Node) error {
+				if key == "allow_superuser" {
+					b, err := p.boolean(v, key)
+					cfg.Access.AllowSuperuser = &b
+					return err
+				}
+				cfg.Access.Roles = map[string]string{}
+				return p.mapping(v, "access.roles", Roles, func(role string, k, v *yaml.Node) error {
+					s, err := p.str(v, role)
+					cfg.Access.Roles[role] = s
+					return err
+				})
+			})
+		case "hooks":
+			cfg.Hooks.Phases = map[string][]string{}
+			return p.mapping(v, "hooks", append([]string{"timeout"}, HookPhases...), func(key string, k, v *yaml.Node) error {
+				if key == "timeout" {
+					d, err := p.duration(v, key)
+					cfg.Hooks.Timeout = d
+					return err
+				}
+				cmds, _, err := p.stringList(v, "hooks."+key)
+				cfg.Hooks.Phases[key] = cmds
+				return err
+			})
+		case "validation":
+			return p.mapping(v, "validation", []string{"on_violation"}, func(key string, k, v *yaml.Node) error {
+				s, err := p.str(v, key)
+				if err == nil && s != "fail" && s != "warn" {
+					err = p.errorf(v, "use fail or warn", "validation.on_violation must be fail or warn")
+				}
+				cfg.Validation.OnViolation = s
 				return err
 			})
 		case "encryption":
@@ -397,6 +473,31 @@ func editDistance(a, b string) int {
 }
 
 var regionRe = regexp.MustCompile(`^[A-Z]{2}$`)
+
+func (p *parser) tls(n *yaml.Node, t *TLS) error {
+	return p.mapping(n, "database.tls", []string{"mode", "ca", "cert", "key", "pin_sha256"}, func(key string, k, v *yaml.Node) error {
+		if key == "pin_sha256" {
+			pins, _, err := p.stringList(v, "pin_sha256")
+			t.PinSHA256 = pins
+			return err
+		}
+		s, err := p.str(v, "database.tls."+key)
+		switch key {
+		case "mode":
+			if err == nil && !slices.Contains([]string{"disable", "require", "verify-ca", "verify-full"}, s) {
+				err = p.errorf(v, "use disable, require, verify-ca or verify-full", "unknown TLS mode %q", s)
+			}
+			t.Mode = s
+		case "ca":
+			t.CA = s
+		case "cert":
+			t.Cert = s
+		case "key":
+			t.Key = s
+		}
+		return err
+	})
+}
 
 func (p *parser) searchOptions(n *yaml.Node, where string, o *SearchOptions, column bool) error {
 	allowed := []string{"prefix_min", "prefix_max", "token_size", "fold_accents", "phone_region"}

@@ -339,7 +339,7 @@ func TestThrottleSlowsDownWhileTheCanaryIsSlow(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	before := rate(time.Second)
-	if _, err := f.pool.Exec(ctx, "UPDATE canary_delay SET ms = 12"); err != nil {
+	if _, err := f.pool.Exec(ctx, "UPDATE canary_delay SET ms = 30"); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
@@ -348,7 +348,7 @@ func TestThrottleSlowsDownWhileTheCanaryIsSlow(t *testing.T) {
 	cancel()
 	<-errc
 	t.Logf("rows/s before %.0f, under load %.0f; status %q", before, during, status)
-	if th.Slowdowns() == 0 || during > before/2 {
+	if th.Slowdowns() == 0 || during > before/3 {
 		t.Fatalf("did not slow down: %.0f rows/s before, %.0f under load, %d slowdowns", before, during, th.Slowdowns())
 	}
 	if !strings.Contains(status, "canary") {

@@ -19,10 +19,13 @@ import (
 // above MaxLag, and stops the run when more than MaxFailureRate of batches
 // fail.
 type Throttle struct {
-	MaxRate        float64       // rows per second; 0: no fixed cap
-	Adaptive       bool          // follow the canary query
-	CanaryQuery    string        // a cheap, representative query
-	SlowFactor     float64       // canary latency / baseline that means "production is slowing"; default 2
+	MaxRate     float64 // rows per second; 0: no fixed cap
+	Adaptive    bool    // follow the canary query
+	CanaryQuery string  // a cheap, representative query
+	SlowFactor  float64 // canary latency / baseline that means "production is slowing"; default 2
+	// MinSlack ignores slowdowns smaller than this in absolute terms: a 0.3 ms
+	// query taking 0.7 ms is noise, not a production problem. Default 10ms.
+	MinSlack       time.Duration
 	MaxLag         time.Duration // pause while replication lag exceeds it; 0: ignore lag
 	MaxFailureRate float64       // default 0.05
 	Interval       time.Duration // how often to measure; default 500ms
@@ -32,6 +35,7 @@ type Throttle struct {
 	latency   time.Duration
 	limit     float64 // current adaptive limit, rows/s; 0: none
 	observed  float64 // recent rows/s
+	peak      float64 // highest observed rows/s
 	next      time.Time
 	paused    bool
 	reason    string
@@ -48,8 +52,8 @@ type rowsAt struct {
 	rows int
 }
 
-// minAdaptiveRate is the floor the adaptive limit never goes below, so that
-// a run under heavy load still finishes.
+// minAdaptiveRate is the absolute floor of the adaptive limit (the other is a
+// tenth of the best rate seen), so that a run under heavy load still finishes.
 const minAdaptiveRate = 20
 
 // Start measures the canary's baseline and starts monitoring.
@@ -62,6 +66,9 @@ func (th *Throttle) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	if th.Interval <= 0 {
 		th.Interval = 500 * time.Millisecond
+	}
+	if th.MinSlack <= 0 {
+		th.MinSlack = 10 * time.Millisecond
 	}
 	if th.Adaptive && th.CanaryQuery != "" {
 		var samples []time.Duration
@@ -105,6 +112,7 @@ func (th *Throttle) monitor(ctx context.Context, pool *pgxpool.Pool) {
 	defer close(th.done)
 	tick := time.NewTicker(th.Interval)
 	defer tick.Stop()
+	var recent []time.Duration
 	for {
 		select {
 		case <-ctx.Done():
@@ -118,7 +126,15 @@ func (th *Throttle) monitor(ctx context.Context, pool *pgxpool.Pool) {
 		var lat time.Duration
 		if th.Adaptive && th.baseline > 0 {
 			if d, err := th.canary(ctx, pool); err == nil {
-				lat = d
+				// The median of the last three readings: one slow reading is
+				// not a trend.
+				recent = append(recent, d)
+				if len(recent) > 3 {
+					recent = recent[1:]
+				}
+				sorted := slices.Clone(recent)
+				slices.Sort(sorted)
+				lat = sorted[len(sorted)/2]
 			}
 		}
 		th.mu.Lock()
@@ -126,13 +142,14 @@ func (th *Throttle) monitor(ctx context.Context, pool *pgxpool.Pool) {
 		switch {
 		case th.paused:
 			th.reason = fmt.Sprintf("paused: replication lag %.1fs > %s", lag, th.MaxLag)
-		case lat > 0 && float64(lat) > th.SlowFactor*float64(th.baseline):
+		case lat > 0 && float64(lat) > th.SlowFactor*float64(th.baseline) && lat > th.baseline+th.MinSlack:
 			// Multiplicative decrease while production is slow...
 			base := th.limit
 			if base == 0 {
 				base = max(th.observed, minAdaptiveRate)
 			}
-			th.limit = max(base/2, minAdaptiveRate)
+			// The floor keeps a long run moving: a tenth of the best rate seen.
+			th.limit = max(base/2, minAdaptiveRate, th.peak/10)
 			th.slowdowns++
 			th.reason = fmt.Sprintf("throttled to %.0f rows/s: canary %.1fx its baseline %s", th.limit, float64(lat)/float64(th.baseline), th.baseline.Round(time.Microsecond))
 		case th.limit > 0:
@@ -220,6 +237,7 @@ func (th *Throttle) Done(n int) error {
 				total += r.rows
 			}
 			th.observed = float64(total) / span
+			th.peak = max(th.peak, th.observed)
 		}
 	}
 	if th.attempts >= 20 && float64(th.failures) > th.MaxFailureRate*float64(th.attempts) {

@@ -1,0 +1,403 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Role is one of pgphi's roles.
+type Role string
+
+// pgphi's roles.
+const (
+	DBA             Role = "dba"
+	HealthcareAdmin Role = "healthcare_admin"
+	AuditOfficer    Role = "audit_officer"
+)
+
+// Roles returns pgphi's roles in a fixed order: dba, healthcare_admin,
+// audit_officer.
+func Roles() []Role { return []Role{DBA, HealthcareAdmin, AuditOfficer} }
+
+// Valid reports whether r is one of pgphi's roles.
+func (r Role) Valid() bool { return slices.Contains(Roles(), r) }
+
+// ParseRole returns the role named s, or an error listing the roles.
+func ParseRole(s string) (Role, error) {
+	if r := Role(s); r.Valid() {
+		return r, nil
+	}
+	return "", fmt.Errorf("unknown role %q (use dba, healthcare_admin or audit_officer)", s)
+}
+
+// RoleNames maps each pgphi role to the PostgreSQL group role that grants it.
+// A role missing from the map uses its default name.
+type RoleNames map[Role]string
+
+// DefaultRoleNames returns pgphi_dba, pgphi_healthcare_admin and
+// pgphi_audit_officer.
+func DefaultRoleNames() RoleNames {
+	return RoleNames{
+		DBA:             "pgphi_dba",
+		HealthcareAdmin: "pgphi_healthcare_admin",
+		AuditOfficer:    "pgphi_audit_officer",
+	}
+}
+
+// Group returns the PostgreSQL group role of r: names[r] when set, else the
+// default name.
+func (n RoleNames) Group(r Role) string {
+	if g := n[r]; g != "" {
+		return g
+	}
+	return DefaultRoleNames()[r]
+}
+
+// Validate checks that every entry names a known pgphi role and that the
+// group role names are valid and distinct.
+func (n RoleNames) Validate() error {
+	for r := range n {
+		if !r.Valid() {
+			return fmt.Errorf("policy: role names: %w", errUnknownRole(r))
+		}
+	}
+	seen := map[string]Role{}
+	for _, r := range Roles() {
+		g := n.Group(r)
+		if len(g) > 63 || strings.ContainsRune(g, 0) {
+			return fmt.Errorf("policy: role names: group role %q for %s is not a valid PostgreSQL role name", g, r)
+		}
+		if o, dup := seen[g]; dup {
+			return fmt.Errorf("policy: role names: %s and %s both map to group role %q; each pgphi role needs its own group", o, r, g)
+		}
+		seen[g] = r
+	}
+	return nil
+}
+
+func errUnknownRole(r Role) error {
+	_, err := ParseRole(string(r))
+	return err
+}
+
+// allowed is the access table (documented in README.md).
+var allowed = map[string][]Role{
+	"init":      {DBA, HealthcareAdmin, AuditOfficer},
+	"plan":      {DBA, HealthcareAdmin, AuditOfficer},
+	"status":    {DBA, HealthcareAdmin, AuditOfficer},
+	"check":     {DBA, HealthcareAdmin, AuditOfficer},
+	"flags":     {DBA, HealthcareAdmin, AuditOfficer},
+	"flags set": {DBA},
+	"keys":      {DBA},
+	"apply":     {DBA},
+	"cleanup":   {DBA},
+	"rollback":  {DBA},
+	"migrate":   {DBA},
+	"roles":     {DBA},
+	"approve":   {DBA, HealthcareAdmin},
+	"search":    {DBA, HealthcareAdmin},
+	"verify":    {DBA, HealthcareAdmin},
+	"audit":     {AuditOfficer, DBA},
+	"report":    {AuditOfficer, DBA},
+}
+
+// Allowed returns the roles that may run command, in order of preference.
+// The command is the command path without "pgphi" and without flags or
+// arguments, e.g. "apply", "flags set", "keys rotate"; a subcommand with no
+// entry of its own takes its parent's entry ("keys rotate" is "keys",
+// "flags" without "set" only reads). An unknown command yields nil: nobody
+// may run it.
+func Allowed(command string) []Role {
+	words := strings.Fields(command)
+	for n := len(words); n > 0; n-- {
+		if roles, ok := allowed[strings.Join(words[:n], " ")]; ok {
+			return slices.Clone(roles)
+		}
+	}
+	return nil
+}
+
+// ErrAccessDenied wraps every refusal by CheckAccess.
+var ErrAccessDenied = errors.New("access denied")
+
+// CheckAccess lets command run only when the connected role (current_user)
+// is a member, directly or through other roles, of the group role of at
+// least one role allowed for command, and returns that pgphi role (the first
+// in Allowed's order). A superuser is a member of every role in PostgreSQL's
+// eyes, so a superuser connection passes only when allowSuperuser is true
+// (tests and the demo run as superuser; production configurations should set
+// it to false), and then takes the first allowed role.
+//
+// A refusal wraps ErrAccessDenied and names the command, the connected role
+// and the roles allowed, nothing else. Other errors are failures to ask the
+// database.
+func CheckAccess(ctx context.Context, pool *pgxpool.Pool, names RoleNames, command string, allowSuperuser bool) (role Role, err error) {
+	if err := names.Validate(); err != nil {
+		return "", err
+	}
+	roles := Allowed(command)
+	var user string
+	var super bool
+	if err := pool.QueryRow(ctx, `SELECT current_user::text,
+		COALESCE((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)`).Scan(&user, &super); err != nil {
+		return "", fmt.Errorf("policy: checking access for %q: %w", command, err)
+	}
+	if len(roles) > 0 && super {
+		if allowSuperuser {
+			return roles[0], nil
+		}
+		return "", denied(command, user, roles, names)
+	}
+	if len(roles) == 0 {
+		return "", denied(command, user, nil, names)
+	}
+	groups := make([]string, len(roles))
+	for i, r := range roles {
+		groups[i] = names.Group(r)
+	}
+	// Only existing roles are joined, so pg_has_role never sees a missing name.
+	rows, err := pool.Query(ctx, `SELECT rolname::text FROM pg_roles
+		WHERE rolname = ANY($1) AND pg_has_role(current_user, oid, 'MEMBER')`, groups)
+	if err != nil {
+		return "", fmt.Errorf("policy: checking access for %q: %w", command, err)
+	}
+	member, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", fmt.Errorf("policy: checking access for %q: %w", command, err)
+	}
+	for i, r := range roles {
+		if slices.Contains(member, groups[i]) {
+			return r, nil
+		}
+	}
+	return "", denied(command, user, roles, names)
+}
+
+func denied(command, user string, roles []Role, names RoleNames) error {
+	if len(roles) == 0 {
+		return fmt.Errorf("%w: %q is not a command pgphi knows (connected as database role %q; allowed roles: none)", ErrAccessDenied, command, user)
+	}
+	parts := make([]string, len(roles))
+	for i, r := range roles {
+		parts[i] = fmt.Sprintf("%s (member of %s)", r, names.Group(r))
+	}
+	return fmt.Errorf("%w: %q needs role %s; connected as database role %q", ErrAccessDenied, command, strings.Join(parts, " or "), user)
+}
+
+// rolesLockKey serializes concurrent InitRoles calls on one database.
+const rolesLockKey = 0x70677072 // "pgpr"
+
+// Tables of schema pgphi each role may read. kek and data_keys (wrapped keys)
+// go to those who decrypt: dba and healthcare_admin.
+var (
+	stateTables = []string{"schema_version", "plans", "plan_tables", "chunks", "failures",
+		"protected_columns", "blind_indexes", "flags", "verifications"}
+	haSelect    = append(slices.Clone(stateTables), "kek", "data_keys", "approvals")
+	haInsert    = []string{"approvals", "audit_log", "verifications"}
+	aoSelect    = append(slices.Clone(stateTables), "audit_log", "audit_checkpoints", "approvals")
+	aoInsert    = []string{"audit_log"}
+	readSeqs    = []string{"write_seq"} // verify reads the write counter
+	appTablePrv = map[Role]string{DBA: "SELECT, UPDATE, TRIGGER", HealthcareAdmin: "SELECT"}
+)
+
+// InitRoles creates the group roles of names (NOLOGIN) that do not exist and
+// grants each what its commands need; it is idempotent and runs in one
+// transaction. The pgphi schema must exist (state.Ensure). Tables of pgphi
+// that do not exist yet are skipped and reported: running InitRoles again
+// after they are created grants the rest, as does running it after a pgphi
+// upgrade added tables.
+//
+//   - dba: CONNECT, TEMPORARY on the database; USAGE, CREATE on schema
+//     pgphi; ALL on its tables and sequences; EXECUTE on its functions;
+//     SELECT, UPDATE, TRIGGER on the protected tables recorded in
+//     pgphi.protected_columns. Adding and dropping columns, triggers and
+//     indexes on application tables needs ownership, which GRANT cannot give:
+//     see README.md.
+//   - healthcare_admin: CONNECT; USAGE on schema pgphi; SELECT on pgphi's
+//     state tables, kek, data_keys and approvals, and on pgphi.write_seq;
+//     INSERT on approvals, audit_log and verifications; SELECT on the
+//     protected tables (search and verify decrypt).
+//   - audit_officer: CONNECT; USAGE on schema pgphi; SELECT on pgphi's state
+//     tables, audit_log, audit_checkpoints and approvals; INSERT on
+//     audit_log. No key tables, no application tables.
+//
+// INSERT also grants USAGE on the table's serial sequences. It returns one
+// line per action, for printing.
+func InitRoles(ctx context.Context, pool *pgxpool.Pool, names RoleNames) ([]string, error) {
+	if err := names.Validate(); err != nil {
+		return nil, err
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("policy: roles: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	var out []string
+	if err := initRoles(ctx, tx, names, &out); err != nil {
+		return nil, fmt.Errorf("policy: roles: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("policy: roles: %w", err)
+	}
+	return out, nil
+}
+
+func initRoles(ctx context.Context, tx pgx.Tx, names RoleNames, out *[]string) error {
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", rolesLockKey); err != nil {
+		return err
+	}
+	var schema bool
+	var db string
+	if err := tx.QueryRow(ctx, "SELECT to_regnamespace('pgphi') IS NOT NULL, current_database()::text").Scan(&schema, &db); err != nil {
+		return err
+	}
+	if !schema {
+		return errors.New("schema pgphi does not exist yet: create pgphi's state first (any pgphi command that writes state does)")
+	}
+	for _, r := range Roles() {
+		g := names.Group(r)
+		var canLogin bool
+		err := tx.QueryRow(ctx, "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", g).Scan(&canLogin)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			if _, err := tx.Exec(ctx, "CREATE ROLE "+ident(g)+" NOLOGIN"); err != nil {
+				return fmt.Errorf("creating group role %s: %w", g, err)
+			}
+			*out = append(*out, fmt.Sprintf("created group role %s (NOLOGIN) for %s", g, r))
+		case err != nil:
+			return err
+		case canLogin:
+			*out = append(*out, fmt.Sprintf("group role %s for %s exists (warning: it can log in; pgphi expects a NOLOGIN group whose members log in)", g, r))
+		default:
+			*out = append(*out, fmt.Sprintf("group role %s for %s exists", g, r))
+		}
+	}
+
+	dba, ha, ao := ident(names.Group(DBA)), ident(names.Group(HealthcareAdmin)), ident(names.Group(AuditOfficer))
+	exec := func(sql, what string) error {
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		*out = append(*out, what)
+		return nil
+	}
+	dbIdent := ident(db)
+	steps := []struct{ sql, what string }{
+		{"GRANT CONNECT, TEMPORARY ON DATABASE " + dbIdent + " TO " + dba, "granted " + names.Group(DBA) + ": CONNECT, TEMPORARY on database " + db},
+		{"GRANT CONNECT ON DATABASE " + dbIdent + " TO " + ha + ", " + ao, "granted " + names.Group(HealthcareAdmin) + ", " + names.Group(AuditOfficer) + ": CONNECT on database " + db},
+		{"GRANT USAGE, CREATE ON SCHEMA pgphi TO " + dba, "granted " + names.Group(DBA) + ": USAGE, CREATE on schema pgphi"},
+		{"GRANT ALL ON ALL TABLES IN SCHEMA pgphi TO " + dba, "granted " + names.Group(DBA) + ": ALL on all tables in schema pgphi"},
+		{"GRANT ALL ON ALL SEQUENCES IN SCHEMA pgphi TO " + dba, "granted " + names.Group(DBA) + ": ALL on all sequences in schema pgphi"},
+		{"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA pgphi TO " + dba, "granted " + names.Group(DBA) + ": EXECUTE on all functions in schema pgphi"},
+		{"GRANT USAGE ON SCHEMA pgphi TO " + ha + ", " + ao, "granted " + names.Group(HealthcareAdmin) + ", " + names.Group(AuditOfficer) + ": USAGE on schema pgphi"},
+	}
+	for _, s := range steps {
+		if err := exec(s.sql, s.what); err != nil {
+			return err
+		}
+	}
+
+	grantTables := func(r Role, privs string, tables []string, sequence bool) error {
+		var have, missing []string
+		for _, t := range tables {
+			var ok bool
+			if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", "pgphi."+t).Scan(&ok); err != nil {
+				return err
+			}
+			if ok {
+				have = append(have, "pgphi."+t)
+			} else {
+				missing = append(missing, "pgphi."+t)
+			}
+		}
+		g := names.Group(r)
+		if len(have) > 0 {
+			kind := "TABLE"
+			if sequence {
+				kind = "SEQUENCE"
+			}
+			if err := exec(fmt.Sprintf("GRANT %s ON %s %s TO %s", privs, kind, strings.Join(have, ", "), ident(g)),
+				fmt.Sprintf("granted %s: %s on %s", g, privs, strings.Join(have, ", "))); err != nil {
+				return err
+			}
+		}
+		if len(missing) > 0 {
+			*out = append(*out, fmt.Sprintf("skipped %s for %s: %s does not exist yet (run roles init again once it does)",
+				privs, g, strings.Join(missing, ", ")))
+		}
+		if privs != "INSERT" {
+			return nil
+		}
+		// INSERT into a serial column needs USAGE on its sequence.
+		for _, t := range have {
+			rows, err := tx.Query(ctx, `SELECT s.oid::regclass::text FROM pg_depend d JOIN pg_class s ON s.oid = d.objid
+				WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+				  AND d.refobjid = $1::regclass AND d.deptype = 'a' AND s.relkind = 'S' ORDER BY 1`, t)
+			if err != nil {
+				return err
+			}
+			seqs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return err
+			}
+			if len(seqs) > 0 {
+				if err := exec(fmt.Sprintf("GRANT USAGE ON SEQUENCE %s TO %s", strings.Join(seqs, ", "), ident(g)),
+					fmt.Sprintf("granted %s: USAGE on %s (to insert into %s)", g, strings.Join(seqs, ", "), t)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	for _, s := range []struct {
+		r      Role
+		privs  string
+		tables []string
+		seq    bool
+	}{
+		{HealthcareAdmin, "SELECT", haSelect, false},
+		{HealthcareAdmin, "INSERT", haInsert, false},
+		{HealthcareAdmin, "SELECT", readSeqs, true},
+		{AuditOfficer, "SELECT", aoSelect, false},
+		{AuditOfficer, "INSERT", aoInsert, false},
+	} {
+		if err := grantTables(s.r, s.privs, s.tables, s.seq); err != nil {
+			return err
+		}
+	}
+
+	// Application tables pgphi protects, as recorded by apply.
+	rows, err := tx.Query(ctx, `SELECT DISTINCT c.oid::regclass::text FROM pgphi.protected_columns p
+		JOIN pg_namespace n ON true JOIN pg_class c ON c.relnamespace = n.oid AND n.nspname || '.' || c.relname = p.table_name
+		ORDER BY 1`)
+	if err != nil {
+		return err
+	}
+	apps, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	if len(apps) > 0 {
+		for _, r := range []Role{DBA, HealthcareAdmin} {
+			g := names.Group(r)
+			if err := exec(fmt.Sprintf("GRANT %s ON TABLE %s TO %s", appTablePrv[r], strings.Join(apps, ", "), ident(g)),
+				fmt.Sprintf("granted %s: %s on protected tables %s", g, appTablePrv[r], strings.Join(apps, ", "))); err != nil {
+				return err
+			}
+		}
+		*out = append(*out, fmt.Sprintf("note: %s can expand, clean up and roll back %s only as their owner: ALTER TABLE ... OWNER TO %s, or GRANT the owning role to %s",
+			names.Group(DBA), strings.Join(apps, ", "), names.Group(DBA), names.Group(DBA)))
+	} else {
+		*out = append(*out, fmt.Sprintf("note: no protected tables recorded yet; %s needs to own the tables pgphi will protect (ALTER TABLE ... OWNER TO %s, or GRANT the owning role to %s); run roles init again after apply to grant access to them",
+			names.Group(DBA), names.Group(DBA), names.Group(DBA)))
+	}
+	return nil
+}
+
+func ident(s string) string { return pgx.Identifier{s}.Sanitize() }
