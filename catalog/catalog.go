@@ -69,6 +69,7 @@ type Cleaned struct {
 	OriginalType string // format_type of the plaintext column before cleanup
 	Encrypted    string // the ciphertext column now
 	Index        string // the blind index column, "" when none
+	Restoring    bool   // a rollback is putting the plaintext back
 }
 
 // Resolve checks every configured table and column against the catalog.

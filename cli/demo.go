@@ -170,7 +170,7 @@ func (a *app) runDemo(ctx context.Context, patients, workers int, keep bool) err
 	var wg sync.WaitGroup
 	wg.Go(func() { app.run(appCtx) })
 	applyStart := time.Now()
-	err = run("apply", "--config", cfgPath, "--workers", fmt.Sprint(workers))
+	err = run("apply", "--config", cfgPath, "--workers", fmt.Sprint(workers), "--reason", "demo: encrypt PHI columns")
 	applyTook := time.Since(applyStart)
 	stopApp()
 	wg.Wait()
@@ -181,7 +181,7 @@ func (a *app) runDemo(ctx context.Context, patients, workers int, keep bool) err
 		app.inserts.Load()+app.updates.Load()+app.deletes.Load(), app.inserts.Load(), app.updates.Load(), app.deletes.Load(), app.errors.Load())
 	// Rows the application wrote after apply's last pass are re-encrypted by a
 	// second, quick apply: exactly what an operator does before cutover.
-	if err := run("apply", "--config", cfgPath); err != nil {
+	if err := run("apply", "--config", cfgPath, "--reason", "demo: catch up"); err != nil {
 		return err
 	}
 	if err := run("verify", "--config", cfgPath); err != nil {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -11,7 +12,7 @@ import (
 )
 
 func (a *app) cleanupCommand() *cobra.Command {
-	var confirm, purge string
+	var confirm, purge, reason string
 	var rename bool
 	cmd := &cobra.Command{
 		Use:   "cleanup --confirm PLAN_ID",
@@ -33,61 +34,58 @@ VACUUM FULL, which locks the table for the rewrite).`,
 				return withCode(ExitUsage, errors.New("usage: --purge is auto, repack or vacuum-full"))
 			}
 			ctx := cmd.Context()
-			s, err := a.open(ctx, 0)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			ring, err := loadKeys(ctx, s.pool)
-			if err != nil {
-				return err
-			}
-			r := &engine.Runner{Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan, Log: a.stderr}
-			start := time.Now()
-			if err := r.Cleanup(ctx, confirm, engine.CleanupOptions{Rename: rename, Purge: purge}); err != nil {
-				if errors.Is(err, engine.ErrRefused) {
-					return withCode(ExitRefused, err)
+			return a.guarded(ctx, guardSpec{command: "cleanup", reason: true, approvals: true, pre: []string{"pre_cleanup"}, post: "post_cleanup"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
+				ring, err := loadKeys(ctx, s.pool)
+				if err != nil {
+					return err
 				}
-				return err
-			}
-			fmt.Fprintf(a.stdout, "cleaned up %s in %s: plaintext dropped and purged from the table files; flag migration_complete is on\n",
-				s.plan.ID, time.Since(start).Round(time.Millisecond))
-			fmt.Fprintln(a.stdout, "plaintext may still exist outside the tables; expire it:")
-			for _, l := range engine.Leftovers(ctx, r) {
-				fmt.Fprintf(a.stdout, "  - %s\n", l)
-			}
-			return nil
+				r := &engine.Runner{Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan, Log: a.stderr}
+				start := time.Now()
+				if err := r.Cleanup(ctx, confirm, engine.CleanupOptions{Rename: rename, Purge: purge}); err != nil {
+					if errors.Is(err, engine.ErrRefused) {
+						return withCode(ExitRefused, err)
+					}
+					return err
+				}
+				fmt.Fprintf(a.stdout, "cleaned up %s in %s: plaintext dropped and purged from the table files; flag migration_complete is on\n",
+					s.plan.ID, time.Since(start).Round(time.Millisecond))
+				fmt.Fprintln(a.stdout, "plaintext may still exist outside the tables; expire it:")
+				for _, l := range engine.Leftovers(ctx, r) {
+					fmt.Fprintf(a.stdout, "  - %s\n", l)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&confirm, "confirm", "", "the plan id being cleaned up (required)")
 	cmd.Flags().BoolVar(&rename, "rename", false, "rename <column>_encrypted to <column> after dropping the plaintext")
 	cmd.Flags().StringVar(&purge, "purge", "auto", "how to purge old row versions: auto, repack or vacuum-full")
+	cmd.Flags().StringVar(&reason, "reason", "", "why (required, audited; default $PGPHI_REASON)")
 	return cmd
 }
 
 func (a *app) rollbackCommand() *cobra.Command {
+	var reason string
 	cmd := &cobra.Command{
 		Use:   "rollback",
 		Short: "Back to plaintext: remove what pgphi added (after cleanup: decrypt into the original columns first)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			s, err := a.open(ctx, 0)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			ring, err := loadKeys(ctx, s.pool)
-			if err != nil {
-				return err
-			}
-			r := &engine.Runner{Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan, Log: a.stderr}
-			start := time.Now()
-			if err := r.Rollback(ctx); err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "rolled back %s in %s: the protected tables hold plaintext only, as before apply\n", s.plan.ID, time.Since(start).Round(time.Millisecond))
-			return nil
+			return a.guarded(ctx, guardSpec{command: "rollback", reason: true, approvals: true, pre: []string{"pre_rollback"}, post: "post_rollback"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
+				ring, err := loadKeys(ctx, s.pool)
+				if err != nil {
+					return err
+				}
+				r := &engine.Runner{Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan, Log: a.stderr}
+				start := time.Now()
+				if err := r.Rollback(ctx); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "rolled back %s in %s: the protected tables hold plaintext only, as before apply\n", s.plan.ID, time.Since(start).Round(time.Millisecond))
+				return nil
+			})
 		},
 	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why (required, audited; default $PGPHI_REASON)")
 	return cmd
 }

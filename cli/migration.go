@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,33 +23,23 @@ func (a *app) planCommand() *cobra.Command {
 		Use:   "plan",
 		Short: "Print the plan and its id; change nothing",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := a.open(cmd.Context(), 2)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			hasState, err := state.Exists(cmd.Context(), s.pool)
-			if err != nil {
-				return err
-			}
-			var q engine.Querier
-			if hasState {
-				q = s.pool
-			}
-			specs, err := engine.IndexSpecs(cmd.Context(), q, s.plan)
-			if err != nil {
-				return err
-			}
-			s.plan.AttachIndexSpecs(specs)
-			if asJSON {
-				var steps []string
-				for _, st := range s.plan.Steps {
-					steps = append(steps, st.Describe())
+			ctx := cmd.Context()
+			return a.guarded(ctx, guardSpec{command: "plan", conns: 2}, "", func(ctx context.Context, s *session, out *outcome) error {
+				specs, err := engine.IndexSpecs(ctx, s.pool, s.plan)
+				if err != nil {
+					return err
 				}
-				return json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.plan.ID, "spec": s.plan.Spec, "steps": steps, "blind_indexes": s.plan.IndexReport()})
-			}
-			s.plan.Print(a.stdout)
-			return nil
+				s.plan.AttachIndexSpecs(specs)
+				if asJSON {
+					var steps []string
+					for _, st := range s.plan.Steps {
+						steps = append(steps, st.Describe())
+					}
+					return json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.plan.ID, "spec": s.plan.Spec, "steps": steps, "blind_indexes": s.plan.IndexReport()})
+				}
+				s.plan.Print(a.stdout)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"plan_id": ..., "spec": ..., "steps": [...]}`)
@@ -59,57 +50,56 @@ func (a *app) applyCommand() *cobra.Command {
 	var workers, batch int
 	var maxRate float64
 	var noAdaptive bool
+	var reason string
 	cmd := &cobra.Command{
 		Use:   "apply",
 		Short: "Expand, backfill, catch up and verify; resumable and safe to run again",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			cfgWorkers := workers
-			s, err := a.open(ctx, 0)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			if cfgWorkers <= 0 {
-				cfgWorkers = s.cfg.Apply.Workers
-			}
-			ring, err := loadKeys(ctx, s.pool)
-			if err != nil {
-				return err
-			}
-			a.logf("applying %s to %d tables with %d workers", s.plan.ID, len(s.plan.Tables), cfgWorkers)
-			start := time.Now()
-			if maxRate < 0 {
-				return withCode(ExitUsage, errors.New("usage: --max-rate must be positive"))
-			}
-			th := &engine.Throttle{MaxRate: s.cfg.Apply.MaxRate, Adaptive: s.cfg.Apply.Adaptive && !noAdaptive,
-				CanaryQuery: s.cfg.Apply.CanaryQuery, MaxLag: s.cfg.Apply.MaxReplicationLag}
-			if maxRate > 0 {
-				th.MaxRate = maxRate
-			}
-			r := &engine.Runner{
-				Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan,
-				Workers: cfgWorkers, BatchSize: batch, Log: a.stderr, Throttle: th,
-				Progress: func(label string, total int64, poll func(context.Context) (int64, error)) interface{ Stop() } {
-					return progress.Start(a.stderr, label, total, poll, progress.Options{StatusSuffix: th.Status})
-				},
-			}
-			if err := r.Apply(ctx); err != nil {
-				return err
-			}
-			if n := r.Remaining(); n > 0 {
-				fmt.Fprintf(a.stdout, "applied %s in %s: every row encrypted and verified, except %d rows the application changed during the last pass; run `pgphi apply` again to encrypt them\n",
-					s.plan.ID, time.Since(start).Round(time.Millisecond), n)
+			return a.guarded(ctx, guardSpec{command: "apply", reason: true, approvals: true, validate: true, pre: []string{"pre_validate", "pre_execute"}, post: "post_execute"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
+				if cfgWorkers <= 0 {
+					cfgWorkers = s.cfg.Apply.Workers
+				}
+				ring, err := loadKeys(ctx, s.pool)
+				if err != nil {
+					return err
+				}
+				a.logf("applying %s to %d tables with %d workers", s.plan.ID, len(s.plan.Tables), cfgWorkers)
+				start := time.Now()
+				if maxRate < 0 {
+					return withCode(ExitUsage, errors.New("usage: --max-rate must be positive"))
+				}
+				th := &engine.Throttle{MaxRate: s.cfg.Apply.MaxRate, Adaptive: s.cfg.Apply.Adaptive && !noAdaptive && os.Getenv("PGPHI_ADAPTIVE") != "off",
+					CanaryQuery: s.cfg.Apply.CanaryQuery, MaxLag: s.cfg.Apply.MaxReplicationLag}
+				if maxRate > 0 {
+					th.MaxRate = maxRate
+				}
+				r := &engine.Runner{
+					Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan,
+					Workers: cfgWorkers, BatchSize: batch, Log: a.stderr, Throttle: th,
+					Progress: func(label string, total int64, poll func(context.Context) (int64, error)) interface{ Stop() } {
+						return progress.Start(a.stderr, label, total, poll, progress.Options{StatusSuffix: th.Status})
+					},
+				}
+				if err := r.Apply(ctx); err != nil {
+					return err
+				}
+				if n := r.Remaining(); n > 0 {
+					fmt.Fprintf(a.stdout, "applied %s in %s: every row encrypted and verified, except %d rows the application changed during the last pass; run `pgphi apply` again to encrypt them\n",
+						s.plan.ID, time.Since(start).Round(time.Millisecond), n)
+					return nil
+				}
+				fmt.Fprintf(a.stdout, "applied %s in %s: every configured column is encrypted and verified\n", s.plan.ID, time.Since(start).Round(time.Millisecond))
 				return nil
-			}
-			fmt.Fprintf(a.stdout, "applied %s in %s: every configured column is encrypted and verified\n", s.plan.ID, time.Since(start).Round(time.Millisecond))
-			return nil
+			})
 		},
 	}
 	cmd.Flags().IntVar(&workers, "workers", 0, "concurrent workers in this process (default apply.workers)")
 	cmd.Flags().IntVar(&batch, "batch-size", 0, "rows per batch transaction (default apply.batch_size)")
 	cmd.Flags().Float64Var(&maxRate, "max-rate", 0, "at most this many rows per second (default apply.max_rate; none)")
 	cmd.Flags().BoolVar(&noAdaptive, "no-adaptive", false, "do not slow down when the canary query slows (apply.adaptive)")
+	cmd.Flags().StringVar(&reason, "reason", "", "why this migration runs (required, audited; default $PGPHI_REASON)")
 	return cmd
 }
 
@@ -119,36 +109,34 @@ func (a *app) statusCommand() *cobra.Command {
 		Use:   "status",
 		Short: "Per table and column: total, encrypted, pending, failed",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := a.open(cmd.Context(), 2)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			st, err := engine.GetStatus(cmd.Context(), s.pool, s.plan)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return json.NewEncoder(a.stdout).Encode(st)
-			}
-			state := "not applied"
-			switch {
-			case st.Complete:
-				state = "complete"
-			case st.Applied:
-				state = "in progress"
-			}
-			fmt.Fprintf(a.stdout, "plan %s: %s\n\n", st.PlanID, state)
-			tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "TABLE\tCOLUMN\tTOTAL\tENCRYPTED\tPENDING\tNULL\tFAILED\t")
-			for _, c := range st.Columns {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t\n", c.Table, c.Column, c.Total, c.Encrypted, c.Pending, c.Null, c.Failed)
-			}
-			tw.Flush()
-			for _, f := range st.Failures {
-				fmt.Fprintf(a.stdout, "failed: %s.%s at key (%s): %s\n", f.Table, f.Column, strings.Join(f.PrimaryKey, ", "), f.Reason)
-			}
-			return nil
+			ctx := cmd.Context()
+			return a.guarded(ctx, guardSpec{command: "status", conns: 2}, "", func(ctx context.Context, s *session, out *outcome) error {
+				st, err := engine.GetStatus(ctx, s.pool, s.plan)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return json.NewEncoder(a.stdout).Encode(st)
+				}
+				state := "not applied"
+				switch {
+				case st.Complete:
+					state = "complete"
+				case st.Applied:
+					state = "in progress"
+				}
+				fmt.Fprintf(a.stdout, "plan %s: %s\n\n", st.PlanID, state)
+				tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
+				fmt.Fprintln(tw, "TABLE\tCOLUMN\tTOTAL\tENCRYPTED\tPENDING\tNULL\tFAILED\t")
+				for _, c := range st.Columns {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t\n", c.Table, c.Column, c.Total, c.Encrypted, c.Pending, c.Null, c.Failed)
+				}
+				tw.Flush()
+				for _, f := range st.Failures {
+					fmt.Fprintf(a.stdout, "failed: %s.%s at key (%s): %s\n", f.Table, f.Column, strings.Join(f.PrimaryKey, ", "), f.Reason)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -157,61 +145,60 @@ func (a *app) statusCommand() *cobra.Command {
 
 func (a *app) verifyCommand() *cobra.Command {
 	var asJSON bool
+	var reason string
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Decrypt every ciphertext and compare it with the plaintext; non-zero exit on any mismatch",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			s, err := a.open(ctx, 6)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			ring, err := loadKeys(ctx, s.pool)
-			if err != nil {
-				return err
-			}
-			r := &engine.Runner{Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan}
-			counter, err := engine.WriteCounter(ctx, r)
-			if err != nil {
-				return err
-			}
-			start := time.Now()
-			res, err := engine.Verify(ctx, s.pool, ring, s.plan, 0)
-			if errors.Is(err, engine.ErrNotExpanded) {
-				return withCode(ExitFailed, err)
-			}
-			if err != nil {
-				return err
-			}
-			if hasState, _ := state.Exists(ctx, s.pool); hasState {
-				if err := engine.RecordVerification(ctx, r, res, start, counter); err != nil {
+			return a.guarded(ctx, guardSpec{command: "verify", conns: 6}, reason, func(ctx context.Context, s *session, out *outcome) error {
+				ring, err := loadKeys(ctx, s.pool)
+				if err != nil {
 					return err
 				}
-			}
-			if asJSON {
-				if err := json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.plan.ID, "ok": res.OK(), "result": res}); err != nil {
+				r := &engine.Runner{Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan}
+				counter, err := engine.WriteCounter(ctx, r)
+				if err != nil {
 					return err
 				}
-			} else {
-				for _, m := range res.Examples {
-					fmt.Fprintf(a.stdout, "MISMATCH %s\n", m)
+				start := time.Now()
+				res, err := engine.Verify(ctx, s.pool, ring, s.plan, 0)
+				if errors.Is(err, engine.ErrNotExpanded) {
+					return withCode(ExitFailed, err)
 				}
-				if res.Mismatches > int64(len(res.Examples)) {
-					fmt.Fprintf(a.stdout, "... and %d more\n", res.Mismatches-int64(len(res.Examples)))
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(a.stdout, "verified %d values in %d rows in %s: %d mismatches, %d rows pending re-encryption\n",
-					res.Values, res.Rows, time.Since(start).Round(time.Millisecond), res.Mismatches, res.Pending)
-			}
-			switch {
-			case res.Mismatches > 0:
-				return withCode(ExitFailed, fmt.Errorf("verification failed: %d values do not match their plaintext", res.Mismatches))
-			case res.Pending > 0:
-				return withCode(ExitFailed, fmt.Errorf("verification incomplete: %d rows changed since they were encrypted; run `pgphi apply`", res.Pending))
-			}
-			return nil
+				if hasState, _ := state.Exists(ctx, s.pool); hasState {
+					if err := engine.RecordVerification(ctx, r, res, start, counter); err != nil {
+						return err
+					}
+				}
+				if asJSON {
+					if err := json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.plan.ID, "ok": res.OK(), "result": res}); err != nil {
+						return err
+					}
+				} else {
+					for _, m := range res.Examples {
+						fmt.Fprintf(a.stdout, "MISMATCH %s\n", m)
+					}
+					if res.Mismatches > int64(len(res.Examples)) {
+						fmt.Fprintf(a.stdout, "... and %d more\n", res.Mismatches-int64(len(res.Examples)))
+					}
+					fmt.Fprintf(a.stdout, "verified %d values in %d rows in %s: %d mismatches, %d rows pending re-encryption\n",
+						res.Values, res.Rows, time.Since(start).Round(time.Millisecond), res.Mismatches, res.Pending)
+				}
+				switch {
+				case res.Mismatches > 0:
+					return withCode(ExitFailed, fmt.Errorf("verification failed: %d values do not match their plaintext", res.Mismatches))
+				case res.Pending > 0:
+					return withCode(ExitFailed, fmt.Errorf("verification incomplete: %d rows changed since they were encrypted; run `pgphi apply`", res.Pending))
+				}
+				return nil
+			})
 		},
 	}
+	cmd.Flags().StringVar(&reason, "reason", "verification", "why (audited)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

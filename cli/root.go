@@ -20,7 +20,9 @@ import (
 	"github.com/pgphi/pgphi/config"
 	"github.com/pgphi/pgphi/dbconn"
 	"github.com/pgphi/pgphi/engine"
+	"github.com/pgphi/pgphi/hooks"
 	"github.com/pgphi/pgphi/keys"
+	"github.com/pgphi/pgphi/policy"
 	"github.com/pgphi/pgphi/redact"
 )
 
@@ -65,6 +67,9 @@ func ExitCode(err error) int {
 		return ExitConnect
 	case errors.Is(err, keys.ErrWrongKEK), errors.Is(err, keys.ErrNotInitialized):
 		return ExitUsage
+	case errors.Is(err, policy.ErrAccessDenied), errors.Is(err, policy.ErrApprovalRequired), errors.Is(err, policy.ErrApprovalRejected),
+		errors.Is(err, hooks.ErrHookFailed), errors.Is(err, engine.ErrRefused), errors.Is(err, dbconn.ErrTLSVerify), errors.Is(err, dbconn.ErrTLSPolicy):
+		return ExitRefused
 	}
 	return ExitFailed
 }
@@ -139,7 +144,7 @@ Exit codes: 0 success, 1 operation failed, 2 usage or configuration error,
 		return withCode(ExitUsage, fmt.Errorf("usage: %w", err))
 	})
 	root.AddCommand(a.initCommand(), a.keysCommand(), a.planCommand(), a.applyCommand(),
-		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.demoCommand())
+		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.approveCommand(), a.rolesCommand(), a.auditCommand(), a.checkCommand(), a.reportCommand(), a.demoCommand())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}
@@ -181,11 +186,19 @@ func (a *app) loadConfig() (*config.Config, error) {
 }
 
 func (a *app) connect(ctx context.Context, cfg *config.Config, maxConns int) (*pgxpool.Pool, error) {
-	url := ""
-	if cfg != nil {
-		url = cfg.Database.URL
+	if cfg == nil {
+		return dbconn.Open(ctx, dbconn.Resolve(a.dbFlag, ""), maxConns)
 	}
-	return dbconn.Open(ctx, dbconn.Resolve(a.dbFlag, url), maxConns)
+	t := cfg.Database.TLS
+	tc := dbconn.TLSConfig{Mode: t.Mode, CA: cfg.Resolve(t.CA), Cert: cfg.Resolve(t.Cert), Key: cfg.Resolve(t.Key), PinSHA256: t.PinSHA256}
+	pool, err := dbconn.OpenWithTLS(ctx, dbconn.Resolve(a.dbFlag, cfg.Database.URL), maxConns, tc, cfg.Environment)
+	switch {
+	case errors.Is(err, dbconn.ErrTLSVerify), errors.Is(err, dbconn.ErrTLSPolicy):
+		return nil, withCode(ExitRefused, err)
+	case errors.Is(err, dbconn.ErrTLSConfig):
+		return nil, withCode(ExitUsage, err)
+	}
+	return pool, err
 }
 
 // open loads the config, connects and builds the plan from the catalog.

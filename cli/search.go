@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,36 +72,33 @@ The search value is never printed or logged.`,
 				return withCode(ExitUsage, errors.New("usage: --reason is required: say why you are looking up patient data (it is audited)"))
 			}
 			ctx := cmd.Context()
-			s, err := a.open(ctx, 4)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			ring, err := loadKeys(ctx, s.pool)
-			if err != nil {
-				return err
-			}
-			searcher, err := search.New(ctx, s.pool, ring, s.plan)
-			if err != nil {
-				return err
-			}
-			res, err := searcher.Find(ctx, args[0], args[1], q)
-			if err != nil {
-				if errors.Is(err, search.ErrNotSearchable) || isQueryError(err) {
-					return withCode(ExitUsage, err)
+			return a.guarded(ctx, guardSpec{command: "search", reason: true, conns: 4}, reason, func(ctx context.Context, s *session, out *outcome) error {
+				ring, err := loadKeys(ctx, s.pool)
+				if err != nil {
+					return err
 				}
-				return err
-			}
-			if asJSON {
-				if res.Keys == nil {
-					res.Keys = [][]string{}
+				searcher, err := search.New(ctx, s.pool, ring, s.plan)
+				if err != nil {
+					return err
 				}
-				return json.NewEncoder(a.stdout).Encode(res)
-			}
-			for _, k := range res.Keys {
-				fmt.Fprintln(a.stdout, strings.Join(k, "\t"))
-			}
-			return nil
+				res, err := searcher.Find(ctx, args[0], args[1], q)
+				if err != nil {
+					if errors.Is(err, search.ErrNotSearchable) || isQueryError(err) {
+						return withCode(ExitUsage, err)
+					}
+					return err
+				}
+				if asJSON {
+					if res.Keys == nil {
+						res.Keys = [][]string{}
+					}
+					return json.NewEncoder(a.stdout).Encode(res)
+				}
+				for _, k := range res.Keys {
+					fmt.Fprintln(a.stdout, strings.Join(k, "\t"))
+				}
+				return nil
+			})
 		},
 	}
 	for _, k := range kinds {

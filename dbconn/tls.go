@@ -487,7 +487,7 @@ func (t TLSConfig) CheckPolicy(environment string, cfg *pgconn.Config) error {
 		}
 		return fmt.Errorf("%w: in %s, the connection to %s must verify the server (it is %s): "+
 			"set database.tls.mode: verify-full with database.tls.ca (or sslmode=verify-full&sslrootcert=FILE in the URL), "+
-			"or pin the server's key with database.tls.pin_sha256 (pgphi check shows it); "+
+			"or pin the server's key with database.tls.pin_sha256 (a connection with a wrong pin reports the server's key); "+
 			"Unix sockets and loopback addresses are exempt",
 			ErrTLSPolicy, environment, e.host, describeMode(mode))
 	}

@@ -376,6 +376,7 @@ func wantTLSVerify(t *testing.T, err error) {
 	if !errors.Is(err, ErrTLSVerify) || !errors.Is(err, ErrConnect) || errors.Is(err, ErrTLSPolicy) {
 		t.Fatalf("err = %v, want ErrTLSVerify and ErrConnect", err)
 	}
+	t.Logf("error: %v", err)
 }
 
 func TestTLSAgainstPostgres(t *testing.T) {

@@ -32,9 +32,12 @@ import (
 // lcProtected are the protected columns of the lifecycle tests' patient table.
 var lcProtected = []string{"last_name", "notes", "dob", "info"}
 
+// The configs turn the adaptive throttle off: it follows a canary query that
+// the other tests running in parallel slow down, and it is not under test
+// here. Apply runs at full speed, the worst case for application writes.
 const lcKillConfig = `version: 1
 environment: test
-apply: { batch_size: 500, chunk_rows: 5000 }
+apply: { batch_size: 500, chunk_rows: 5000, adaptive: false }
 tables:
   patient:
     columns:
@@ -101,7 +104,7 @@ func lcCatalog(t testing.TB, c *pgx.Conn, table string) string {
 		 WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
 		`SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = $1::regclass ORDER BY conname`,
 		`SELECT pg_get_indexdef(indexrelid) || ' valid=' || indisvalid FROM pg_index WHERE indrelid = $1::regclass ORDER BY 1`,
-		`SELECT tgname || ' ' || pg_get_triggerdef(oid) || ' enabled=' || tgenabled FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal ORDER BY tgname`,
+		`SELECT tgname || ' ' || pg_get_triggerdef(oid) || ' enabled=' || tgenabled::text FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal ORDER BY tgname`,
 	} {
 		b.WriteString(lcQueryLines(t, c, q, table))
 		b.WriteString("--\n")
@@ -371,6 +374,7 @@ func TestCleanupAndRollbackSurviveSIGKILL(t *testing.T) {
 	c := f.conn()
 	columnsBefore := lcColumns(t, c, "patient")
 	digest := lcDigest(t, c)
+	f.exec(`CREATE TABLE patient_before AS SELECT * FROM patient`) // for diagnostics
 	wantExact := lcIDs(t, c, `SELECT id::text FROM patient WHERE last_name = 'Last42'`)
 	wantPrefix := lcIDs(t, c, `SELECT id::text FROM patient WHERE last_name LIKE 'Last99%'`)
 	nulls := map[string]int64{}
@@ -391,53 +395,76 @@ func TestCleanupAndRollbackSurviveSIGKILL(t *testing.T) {
 	}
 
 	// Cleanup, killed at several points. Between runs the table is either
-	// untouched or completely cleaned: the drop is one transaction.
+	// untouched or completely cleaned: the drop is one transaction. The
+	// kill points follow the state: first during start-up, then right
+	// after cleanup announces the drop (until a run gets the drop
+	// committed), then during the purge (until a run finishes it).
 	cleanupArgs := []string{"cleanup", "--confirm", planID, "--purge", "vacuum-full"}
-	killedRuns := 0
-	sawCleanedUnpurged := false
-	for _, k := range []lcKill{
-		{"", 0},
-		{"", 100 * time.Millisecond},
-		{"", 300 * time.Millisecond},
-		{"==> cleanup", 0},
-		{"==> cleanup", 5 * time.Millisecond},
-		{"==> cleanup", 30 * time.Millisecond},
-		{"purge", 0},
-		{"purge", 50 * time.Millisecond},
-		{"", time.Second},
-	} {
+	startKills := []lcKill{{"", 0}, {"", 100 * time.Millisecond}}
+	ms := func(ds ...int) []time.Duration {
+		var out []time.Duration
+		for _, d := range ds {
+			out = append(out, time.Duration(d)*time.Millisecond)
+		}
+		return out
+	}
+	dropDelays := ms(0, 5, 20, 60, 150, 400, 1000)
+	purgeDelays := ms(0, 20, 60, 150, 400)
+	killedRuns, killedBeforeDrop, killedInPurge := 0, 0, 0
+	st := lcReadCleanupState(t, c)
+	for {
+		untouched := st.cleaned == 0
+		var k lcKill
+		switch {
+		case len(startKills) > 0:
+			k, startKills = startKills[0], startKills[1:]
+		case untouched && len(dropDelays) > 0:
+			k, dropDelays = lcKill{"==> cleanup", dropDelays[0]}, dropDelays[1:]
+		case !untouched && st.purged == 0 && len(purgeDelays) > 0:
+			k, purgeDelays = lcKill{"purge", purgeDelays[0]}, purgeDelays[1:]
+		default:
+			k.match = "done" // the cleanup is done, or every kill point was tried
+		}
+		if k.match == "done" {
+			break
+		}
 		r := lcRunKilled(t, f, k, cleanupArgs...)
 		if !r.killed && r.code != 0 {
 			t.Fatalf("cleanup (kill %s) exited %d on its own:\nstdout:\n%s\nstderr:\n%s", k, r.code, r.stdout, r.stderr)
 		}
-		if r.killed {
-			killedRuns++
-		}
-		st := lcReadCleanupState(t, c)
+		prev := st
+		st = lcReadCleanupState(t, c)
 		t.Logf("cleanup killed %s: killed=%v after %s, last line %q; %s", k, r.killed, r.elapsed.Round(time.Millisecond), lcLastLine(r.stderr), st)
-		untouched := st.plain == 4 && st.encrypted == 4 && st.marker && st.trigger && st.fn && st.cleaned == 0 && st.purged == 0
+		untouched = st.plain == 4 && st.encrypted == 4 && st.marker && st.trigger && st.fn && st.cleaned == 0 && st.purged == 0
 		cleaned := st.plain == 0 && st.encrypted == 4 && !st.marker && !st.trigger && !st.fn && st.cleaned == 4 && (st.purged == 0 || st.purged == 4)
 		if !untouched && !cleaned {
 			t.Fatalf("after a cleanup killed %s the table is half cleaned: %s", k, st)
 		}
-		if cleaned && st.purged == 0 {
-			sawCleanedUnpurged = true
-		}
 		if st.migrationComplete && (!cleaned || st.purged != 4) {
 			t.Fatalf("migration_complete is on before the purge finished: %s", st)
 		}
+		if r.killed {
+			killedRuns++
+			switch {
+			case k.match == "==> cleanup" && untouched:
+				killedBeforeDrop++
+			case k.match == "purge" && prev.cleaned == 4 && st.purged == 0:
+				killedInPurge++
+			}
+		}
 	}
+	t.Logf("cleanup: %d runs killed, %d of them after announcing the drop and before it committed, %d during the purge", killedRuns, killedBeforeDrop, killedInPurge)
 	if killedRuns == 0 {
 		t.Fatal("no cleanup run was killed: cleanup is too fast for this test's kill points")
 	}
-	if !sawCleanedUnpurged {
-		t.Log("note: no kill landed between the drop and the end of the purge on this machine")
+	if killedBeforeDrop == 0 || killedInPurge == 0 {
+		t.Log("note: on this machine no kill landed in the drop transaction or in the purge")
 	}
 	r := f.mustRun(cleanupArgs...)
 	if !strings.Contains(r.stdout, "cleaned up "+planID) || !strings.Contains(r.stdout, "WAL") || !strings.Contains(r.stdout, "backups") {
 		t.Errorf("cleanup output does not confirm the cleanup and list where plaintext may remain:\n%s", r.stdout)
 	}
-	st := lcReadCleanupState(t, c)
+	st = lcReadCleanupState(t, c)
 	if st.plain != 0 || st.encrypted != 4 || st.marker || st.trigger || st.fn || st.cleaned != 4 || st.purged != 4 || !st.migrationComplete {
 		t.Fatalf("after cleanup: %s", st)
 	}
@@ -537,7 +564,10 @@ func TestCleanupAndRollbackSurviveSIGKILL(t *testing.T) {
 	}
 	if got := lcDigest(t, c); got != digest {
 		t.Errorf("data after rollback differs from the original (md5 %s, want %s)", got, digest)
-		logQuery(t, c, `SELECT id, last_name, left(notes, 30), dob, info FROM patient ORDER BY id LIMIT 5`)
+		logQuery(t, c, `SELECT b.id, p.id, b.last_name, p.last_name, left(b.notes, 20), left(p.notes, 20), b.dob, p.dob, b.info, p.info, b.ward, p.ward
+			FROM patient_before b FULL JOIN patient p ON p.id = b.id
+			WHERE ROW(b.id, b.last_name, b.notes, b.dob, b.info, b.ward)::text IS DISTINCT FROM ROW(p.id, p.last_name, p.notes, p.dob, p.info, p.ward)::text
+			ORDER BY COALESCE(b.id, p.id) LIMIT 5`)
 	}
 	if n := queryInt(t, c, `SELECT count(*) FROM patient`); n != rows {
 		t.Errorf("patient has %d rows after rollback, want %d", n, rows)
@@ -598,7 +628,7 @@ FROM generate_series(1, 3000) g;`
 
 const lcCatalogConfig = `version: 1
 environment: test
-apply: { batch_size: 250 }
+apply: { batch_size: 250, adaptive: false }
 tables:
   patient:
     columns:
@@ -687,7 +717,7 @@ func TestRollbackBeforeCleanupCLI(t *testing.T) {
 
 const lcSmallConfig = `version: 1
 environment: test
-apply: { batch_size: 100 }
+apply: { batch_size: 100, adaptive: false }
 tables:
   patient:
     columns:
@@ -705,7 +735,6 @@ func TestCleanupRefusals(t *testing.T) {
 	f := newFixture(t, lcSmallConfig)
 	lcCreatePatient(f, rows)
 	c := f.conn()
-	digest := lcDigest(t, c)
 	columnsBefore := lcColumns(t, c, "patient")
 	f.mustRun("keys", "init")
 	f.mustRun("apply")
@@ -763,6 +792,7 @@ func TestCleanupRefusals(t *testing.T) {
 
 	// A fresh verification, then cleanup goes through (renaming the
 	// ciphertext columns to the plaintext names).
+	digest := lcDigest(t, c) // what the application wrote last
 	f.verifyOK(rows)
 	f.mustRun("cleanup", "--confirm", planID, "--rename")
 	types := lcQueryLines(t, c, `SELECT attname || ' ' || format_type(atttypid, atttypmod) FROM pg_attribute
@@ -941,7 +971,7 @@ func TestWritesDuringApplyAndCleanup(t *testing.T) {
 	const rows = 20000
 	f := newFixture(t, `version: 1
 environment: test
-apply: { batch_size: 200, chunk_rows: 2000, lock_timeout: 500ms }
+apply: { batch_size: 200, chunk_rows: 2000, lock_timeout: 500ms, adaptive: false }
 tables:
   patient:
     columns:
@@ -1252,5 +1282,41 @@ func TestFlagsCommand(t *testing.T) {
 	}
 	if _, err := appConn.Exec(ctx, `RESET ROLE`); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCleanupAfterInterruptedRollback: a rollback after cleanup that stopped
+// half way (here: a ciphertext that does not decrypt, as deterministic as a
+// crash) has put plaintext back into some rows. A cleanup run then must not
+// report the plaintext dropped and purged while the table holds it: it must
+// either refuse or drop it again.
+func TestCleanupAfterInterruptedRollback(t *testing.T) {
+	t.Parallel()
+	const rows = 300
+	f := newFixture(t, lcSmallConfig)
+	lcCreatePatient(f, rows)
+	c := f.conn()
+	f.mustRun("keys", "init")
+	f.mustRun("apply")
+	planID := lcPlanID(f)
+	lcCutOver(f)
+	f.verifyOK(rows)
+	f.mustRun("cleanup", "--confirm", planID)
+	// Row 250's ciphertext is row 2's: it does not decrypt for row 250, so
+	// the restore stops there, after committing the batches before it.
+	f.exec(`UPDATE patient SET notes_encrypted = (SELECT notes_encrypted FROM patient WHERE id = 2) WHERE id = 250`)
+	if r := f.run("rollback"); r.code != 1 || !strings.Contains(r.stderr, "does not decrypt") {
+		t.Fatalf("rollback over an undecryptable ciphertext: want exit 1 saying so, got %s", r)
+	}
+	restored := queryInt(t, c, `SELECT count(*) FROM patient WHERE notes IS NOT NULL`)
+	if st := lcReadCleanupState(t, c); st.plain != 4 || restored == 0 {
+		t.Fatalf("test setup: the interrupted rollback restored %d plaintexts: %s", restored, st)
+	}
+
+	r := f.run("cleanup", "--confirm", planID)
+	st := lcReadCleanupState(t, c)
+	if r.code == 0 && st.plain != 0 {
+		t.Errorf("cleanup after an interrupted rollback exits 0 and says %q, but the table still has its %d plaintext columns (%d rows of notes in plaintext)",
+			firstLine(r.stdout), st.plain, queryInt(t, c, `SELECT count(*) FROM patient WHERE notes IS NOT NULL`))
 	}
 }

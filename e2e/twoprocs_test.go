@@ -99,7 +99,7 @@ func twoAppliesShareTheWork(t *testing.T, f *fixture) {
 		if err != nil {
 			t.Errorf("apply process %d: %v\nstdout:\n%s\nstderr:\n%s", i, err, p.out.String(), p.err.String())
 		} else {
-			t.Logf("apply process %d: exit 0 (%s)", i, time.Since(start).Round(time.Millisecond))
+			t.Logf("apply process %d: exit 0 (%s)\nstderr:\n%s", i, time.Since(start).Round(time.Millisecond), p.err.String())
 		}
 	}
 	if t.Failed() {

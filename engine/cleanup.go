@@ -49,6 +49,9 @@ func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions
 	}
 	pending := false
 	for _, t := range r.Plan.Tables {
+		if t.Restoring() {
+			return fmt.Errorf("%w: a rollback of %s is under way: run `pgphi rollback` to finish it first", ErrRefused, t.QualifiedName())
+		}
 		if !t.Cleaned() {
 			pending = true
 		}

@@ -69,8 +69,8 @@ func SetFlag(ctx context.Context, q *pgxpool.Pool, name string, on bool) error {
 // "schema.table.column", for catalog.Resolve. No state yet means none.
 func LoadCleaned(ctx context.Context, q Querier) (map[string]catalog.Cleaned, error) {
 	out := map[string]catalog.Cleaned{}
-	rows, err := q.Query(ctx, `SELECT table_name, column_name, original_type, encrypted_column, COALESCE(index_column, '')
-		FROM pgphi.protected_columns WHERE phase = 'cleaned'`)
+	rows, err := q.Query(ctx, `SELECT table_name, column_name, original_type, encrypted_column, COALESCE(index_column, ''), phase = 'restoring'
+		FROM pgphi.protected_columns WHERE phase IN ('cleaned', 'restoring')`)
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "42703" || pgErr.Code == "3F000") {
@@ -82,7 +82,7 @@ func LoadCleaned(ctx context.Context, q Querier) (map[string]catalog.Cleaned, er
 	for rows.Next() {
 		var table, column string
 		var c catalog.Cleaned
-		if err := rows.Scan(&table, &column, &c.OriginalType, &c.Encrypted, &c.Index); err != nil {
+		if err := rows.Scan(&table, &column, &c.OriginalType, &c.Encrypted, &c.Index, &c.Restoring); err != nil {
 			return nil, err
 		}
 		out[table+"."+column] = c

@@ -120,6 +120,16 @@ func (t *Target) Cleaned() bool {
 	return len(t.Columns) > 0
 }
 
+// Restoring reports whether a rollback after cleanup is under way.
+func (t *Target) Restoring() bool {
+	for _, c := range t.Columns {
+		if c.Restoring {
+			return true
+		}
+	}
+	return false
+}
+
 // TargetColumn is one protected column and where its ciphertext goes.
 type TargetColumn struct {
 	catalog.Column
@@ -127,7 +137,8 @@ type TargetColumn struct {
 	Encrypted string
 	ValueType envelope.ValueType
 
-	Cleaned bool // cleanup dropped the plaintext; only the ciphertext (and terms) remain
+	Cleaned   bool // cleanup dropped the plaintext; only the ciphertext (and terms) remain
+	Restoring bool // a rollback after cleanup has started putting the plaintext back
 
 	Search        []blindindex.Kind  // configured search kinds; empty: no blind index
 	SearchOptions blindindex.Options // normalization and token options
@@ -166,7 +177,7 @@ func NewPlan(cfg *config.Config, tables []*catalog.Table) (*Plan, error) {
 			if c.Cleaned != nil {
 				// The spec keeps the names the plan was made with, so the plan
 				// id survives cleanup; the target follows what is there now.
-				tc.Cleaned, tc.Encrypted = true, c.Cleaned.Encrypted
+				tc.Cleaned, tc.Restoring, tc.Encrypted = true, c.Cleaned.Restoring, c.Cleaned.Encrypted
 				if c.Cleaned.Index != "" {
 					tc.Index = c.Cleaned.Index
 				}

@@ -98,7 +98,12 @@ func (r *Runner) restorePlaintext(ctx context.Context, t *Target) error {
 		for _, c := range t.Columns {
 			adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s %s", ident(c.Name), c.Type))
 		}
-		_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(adds, ", ")))
+		if _, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(adds, ", "))); err != nil {
+			return err
+		}
+		// From here until the rollback ends, the table is neither cleaned nor
+		// expanded: cleanup and apply refuse, rollback resumes.
+		_, err := tx.Exec(ctx, "UPDATE pgphi.protected_columns SET phase = 'restoring' WHERE table_name = $1", t.QualifiedName())
 		return err
 	})
 	if err != nil {

@@ -118,6 +118,11 @@ func (nopStop) Stop() {}
 func (r *Runner) Apply(ctx context.Context) error {
 	r.defaults()
 	r.remaining.Store(0)
+	for _, t := range r.Plan.Tables {
+		if t.Restoring() {
+			return fmt.Errorf("%w: a rollback of %s is under way: run `pgphi rollback` to finish it first", ErrRefused, t.QualifiedName())
+		}
+	}
 	if r.Throttle != nil {
 		if r.Throttle.CanaryQuery == "" && len(r.Plan.Tables) > 0 {
 			t := r.Plan.Tables[0]

@@ -196,7 +196,7 @@ func (t *Target) markFunctionSQL() string {
 	// SECURITY DEFINER: application roles need no rights on the pgphi schema
 	// for the trigger to read the flags and count writes.
 	fmt.Fprintf(&b, "CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgphi$\nBEGIN\n", t.markFunctionIdent())
-	b.WriteString("  PERFORM nextval('pgphi.write_seq');\n")
+
 	// After cutover (flag require_encryption) applications write ciphertext
 	// only; a plaintext value written to a protected column is refused.
 	var newPlain, changedPlain []string
@@ -208,7 +208,11 @@ func (t *Target) markFunctionSQL() string {
 		strings.Join(newPlain, " OR "), strings.Join(changedPlain, " OR "))
 	fmt.Fprintf(&b, "    RAISE EXCEPTION 'pgphi: plaintext write to a protected column of %s refused: require_encryption is on' USING ERRCODE = 'insufficient_privilege', HINT = 'write the ciphertext column instead (pgphi flags)';\n  END IF;\n",
 		strings.ReplaceAll(t.QualifiedName(), "'", "''"))
-	fmt.Fprintf(&b, "  IF TG_OP = 'INSERT' THEN\n    NEW.%s := true;\n    RETURN NEW;\n  END IF;\n", ident(MarkerColumn))
+	// Counted after the refusal above: a refused write changed nothing.
+	b.WriteString("  PERFORM nextval('pgphi.write_seq');\n")
+	// An insert needs encryption when it brings a plaintext value; a row an
+	// application wrote with ciphertext only (after cutover) does not.
+	fmt.Fprintf(&b, "  IF TG_OP = 'INSERT' THEN\n    NEW.%s := %s;\n    RETURN NEW;\n  END IF;\n", ident(MarkerColumn), strings.Join(newPlain, " OR "))
 	var keyDiff []string
 	for _, k := range t.PrimaryKey {
 		keyDiff = append(keyDiff, fmt.Sprintf("NEW.%[1]s::text IS DISTINCT FROM OLD.%[1]s::text", ident(k.Name)))

@@ -91,7 +91,7 @@ var allowed = map[string][]Role{
 	"init":      {DBA, HealthcareAdmin, AuditOfficer},
 	"plan":      {DBA, HealthcareAdmin, AuditOfficer},
 	"status":    {DBA, HealthcareAdmin, AuditOfficer},
-	"check":     {DBA, HealthcareAdmin, AuditOfficer},
+	"check":     {DBA, HealthcareAdmin},
 	"flags":     {DBA, HealthcareAdmin, AuditOfficer},
 	"flags set": {DBA},
 	"keys":      {DBA},
@@ -197,11 +197,12 @@ const rolesLockKey = 0x70677072 // "pgpr"
 // go to those who decrypt: dba and healthcare_admin.
 var (
 	stateTables = []string{"schema_version", "plans", "plan_tables", "chunks", "failures",
-		"protected_columns", "blind_indexes", "flags", "verifications"}
-	haSelect    = append(slices.Clone(stateTables), "kek", "data_keys", "approvals")
-	haInsert    = []string{"approvals", "audit_log", "verifications"}
+		"protected_columns", "blind_indexes", "flags", "verifications", "checks"}
+	haSelect    = append(slices.Clone(stateTables), "kek", "data_keys", "approvals", "audit_log")
+	haInsert    = []string{"approvals", "audit_log", "verifications", "checks"}
 	aoSelect    = append(slices.Clone(stateTables), "audit_log", "audit_checkpoints", "approvals")
-	aoInsert    = []string{"audit_log"}
+	aoInsert    = []string{"audit_log", "audit_checkpoints"}
+	appendOnly  = []string{"audit_log", "audit_checkpoints"}
 	readSeqs    = []string{"write_seq"} // verify reads the write counter
 	appTablePrv = map[Role]string{DBA: "SELECT, UPDATE, TRIGGER", HealthcareAdmin: "SELECT"}
 )
@@ -213,19 +214,22 @@ var (
 // after they are created grants the rest, as does running it after a pgphi
 // upgrade added tables.
 //
-//   - dba: CONNECT, TEMPORARY on the database; USAGE, CREATE on schema
-//     pgphi; ALL on its tables and sequences; EXECUTE on its functions;
-//     SELECT, UPDATE, TRIGGER on the protected tables recorded in
-//     pgphi.protected_columns. Adding and dropping columns, triggers and
-//     indexes on application tables needs ownership, which GRANT cannot give:
-//     see README.md.
+//   - dba: CONNECT, CREATE (state.Ensure runs CREATE SCHEMA IF NOT EXISTS),
+//     TEMPORARY on the database; USAGE, CREATE on schema
+//     pgphi; ALL on its tables (but UPDATE, DELETE, TRUNCATE revoked on the
+//     append-only audit_log and audit_checkpoints) and sequences; EXECUTE on
+//     its functions; SELECT, UPDATE, TRIGGER on the protected tables recorded
+//     in pgphi.protected_columns. Adding and dropping columns, triggers and
+//     indexes on application tables needs ownership, which GRANT cannot
+//     give: see README.md.
 //   - healthcare_admin: CONNECT; USAGE on schema pgphi; SELECT on pgphi's
-//     state tables, kek, data_keys and approvals, and on pgphi.write_seq;
-//     INSERT on approvals, audit_log and verifications; SELECT on the
-//     protected tables (search and verify decrypt).
+//     state tables, kek, data_keys, approvals and audit_log (appending to
+//     the hash chain reads its head), and on pgphi.write_seq; INSERT on
+//     approvals, audit_log, verifications and checks; SELECT on the protected
+//     tables (search and verify decrypt).
 //   - audit_officer: CONNECT; USAGE on schema pgphi; SELECT on pgphi's state
 //     tables, audit_log, audit_checkpoints and approvals; INSERT on
-//     audit_log. No key tables, no application tables.
+//     audit_log and audit_checkpoints. No key tables, no application tables.
 //
 // INSERT also grants USAGE on the table's serial sequences. It returns one
 // line per action, for printing.
@@ -289,7 +293,7 @@ func initRoles(ctx context.Context, tx pgx.Tx, names RoleNames, out *[]string) e
 	}
 	dbIdent := ident(db)
 	steps := []struct{ sql, what string }{
-		{"GRANT CONNECT, TEMPORARY ON DATABASE " + dbIdent + " TO " + dba, "granted " + names.Group(DBA) + ": CONNECT, TEMPORARY on database " + db},
+		{"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE " + dbIdent + " TO " + dba, "granted " + names.Group(DBA) + ": CONNECT, CREATE, TEMPORARY on database " + db},
 		{"GRANT CONNECT ON DATABASE " + dbIdent + " TO " + ha + ", " + ao, "granted " + names.Group(HealthcareAdmin) + ", " + names.Group(AuditOfficer) + ": CONNECT on database " + db},
 		{"GRANT USAGE, CREATE ON SCHEMA pgphi TO " + dba, "granted " + names.Group(DBA) + ": USAGE, CREATE on schema pgphi"},
 		{"GRANT ALL ON ALL TABLES IN SCHEMA pgphi TO " + dba, "granted " + names.Group(DBA) + ": ALL on all tables in schema pgphi"},
@@ -355,6 +359,20 @@ func initRoles(ctx context.Context, tx pgx.Tx, names RoleNames, out *[]string) e
 		}
 		return nil
 	}
+	// The audit trail is append-only, for the dba too.
+	for _, t := range appendOnly {
+		var ok bool
+		if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", "pgphi."+t).Scan(&ok); err != nil {
+			return err
+		}
+		if ok {
+			g := names.Group(DBA)
+			if err := exec(fmt.Sprintf("REVOKE UPDATE, DELETE, TRUNCATE ON pgphi.%s FROM %s", t, ident(g)),
+				fmt.Sprintf("revoked %s: UPDATE, DELETE, TRUNCATE on pgphi.%s (append-only)", g, t)); err != nil {
+				return err
+			}
+		}
+	}
 	for _, s := range []struct {
 		r      Role
 		privs  string
@@ -401,3 +419,20 @@ func initRoles(ctx context.Context, tx pgx.Tx, names RoleNames, out *[]string) e
 }
 
 func ident(s string) string { return pgx.Identifier{s}.Sanitize() }
+
+// ParseRoleNames converts the configuration's role -> group role mapping,
+// checking role names; roles it omits keep their default group.
+func ParseRoleNames(m map[string]string) (RoleNames, error) {
+	n := DefaultRoleNames()
+	for role, group := range m {
+		r, err := ParseRole(role)
+		if err != nil {
+			return nil, fmt.Errorf("policy: role names: %w", err)
+		}
+		if group == "" {
+			return nil, fmt.Errorf("policy: role names: empty group role name for %s", r)
+		}
+		n[r] = group
+	}
+	return n, n.Validate()
+}

@@ -125,7 +125,7 @@ func signerByKey(signers []Signer, pub ed25519.PublicKey) (Signer, bool) {
 // signerByFingerprint returns the signer whose key has fingerprint fp.
 func signerByFingerprint(signers []Signer, fp string) (Signer, bool) {
 	for _, s := range signers {
-		if s.Fingerprint == fp || Fingerprint(s.Key) == fp {
+		if Fingerprint(s.Key) == fp {
 			return s, true
 		}
 	}

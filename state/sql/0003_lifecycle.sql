@@ -14,7 +14,7 @@ CREATE FUNCTION pgphi.flag(flag_name text) RETURNS boolean
 -- Lifecycle of each protected column: expanded (plaintext and ciphertext side
 -- by side) or cleaned (plaintext dropped and purged).
 ALTER TABLE pgphi.protected_columns
-    ADD COLUMN phase text NOT NULL DEFAULT 'expanded' CHECK (phase IN ('expanded', 'cleaned')),
+    ADD COLUMN phase text NOT NULL DEFAULT 'expanded' CHECK (phase IN ('expanded', 'cleaned', 'restoring')),
     ADD COLUMN index_column text,
     ADD COLUMN cleaned_at timestamptz,
     ADD COLUMN purged_at timestamptz;

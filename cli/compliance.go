@@ -1,0 +1,475 @@
+package cli
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgphi/pgphi/audit"
+	"github.com/pgphi/pgphi/dbconn"
+	"github.com/pgphi/pgphi/engine"
+	"github.com/pgphi/pgphi/keys"
+	"github.com/pgphi/pgphi/policy"
+	"github.com/pgphi/pgphi/report"
+)
+
+func (a *app) approveCommand() *cobra.Command {
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "approve PLAN_ID --key FILE",
+		Short: "Sign a plan id as an approver (Ed25519 key, PKCS#8 PEM or OpenSSH)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if keyFile == "" {
+				return withCode(ExitUsage, errors.New("usage: pgphi approve PLAN_ID --key FILE (your Ed25519 private key)"))
+			}
+			ctx := cmd.Context()
+			return a.guarded(ctx, guardSpec{command: "approve", conns: 2}, "approve "+args[0], func(ctx context.Context, s *session, out *outcome) error {
+				signers, err := loadSigners(s.cfg)
+				if err != nil {
+					return withCode(ExitUsage, err)
+				}
+				if signers == nil {
+					return withCode(ExitUsage, errors.New("approvals.signers is not set in the config: list the approvers and their keys there"))
+				}
+				priv, err := policy.LoadPrivateKey(keyFile)
+				if err != nil {
+					return withCode(ExitUsage, err)
+				}
+				sig := policy.Sign(priv, args[0], s.cfg.Environment)
+				ap, err := policy.Record(ctx, s.pool, signers, args[0], s.cfg.Environment, sig, priv.Public().(ed25519.PublicKey))
+				if err != nil {
+					if errors.Is(err, policy.ErrApprovalRejected) {
+						return withCode(ExitRefused, err)
+					}
+					return err
+				}
+				out.details["approver"] = ap.Signer
+				out.details["role"] = string(ap.Role)
+				fmt.Fprintf(a.stdout, "approved %s for %s as %s (%s, key %s)\n", ap.PlanID, ap.Environment, ap.Signer, ap.Role, ap.Fingerprint)
+				if args[0] != s.plan.ID {
+					a.logf("note: the current config's plan is %s; this approval is for %s", s.plan.ID, args[0])
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&keyFile, "key", "", "your Ed25519 private key file")
+	return cmd
+}
+
+func (a *app) rolesCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "roles", Short: "PostgreSQL group roles for dba, healthcare_admin, audit_officer"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "init",
+		Short: "Create the group roles and grant each what it needs (idempotent)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			return a.guarded(ctx, guardSpec{command: "roles", conns: 2}, "roles init", func(ctx context.Context, s *session, out *outcome) error {
+				lines, err := policy.InitRoles(ctx, s.pool, roleNames(s.cfg))
+				if err != nil {
+					return err
+				}
+				for _, l := range lines {
+					fmt.Fprintln(a.stdout, l)
+				}
+				return nil
+			})
+		},
+	})
+	for _, c := range cmd.Commands() {
+		c.Args = wrapArgs(c.Args)
+	}
+	return cmd
+}
+
+func (a *app) auditCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "audit", Short: "Verify, export, archive and checkpoint the tamper-evident audit trail"}
+	var cpFile string
+	verify := &cobra.Command{
+		Use:   "verify",
+		Short: "Recompute the hash chain in the table and the file; prove a kept checkpoint is still in the log",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			return a.guarded(ctx, guardSpec{command: "audit", conns: 2}, "audit verify", func(ctx context.Context, s *session, out *outcome) error {
+				rep, err := audit.Verify(ctx, s.pool)
+				if err != nil {
+					return err
+				}
+				bad := len(rep.Problems) > 0
+				fmt.Fprintf(a.stdout, "table: %d records, head #%d %s\n", rep.Records, rep.HeadSeq, rep.Head)
+				for _, p := range rep.Problems {
+					fmt.Fprintf(a.stdout, "TAMPERED table record #%d: %s %s\n", p.Seq, p.Kind, p.Detail)
+				}
+				if path := s.cfg.Resolve(s.cfg.Audit.File); path != "" {
+					frep, err := audit.VerifyFile(path)
+					if err != nil {
+						return err
+					}
+					for _, p := range frep.Problems {
+						fmt.Fprintf(a.stdout, "TAMPERED file record #%d: %s %s\n", p.Seq, p.Kind, p.Detail)
+					}
+					bad = bad || len(frep.Problems) > 0
+					if p, err := audit.CompareFileAndTable(ctx, s.pool, path); err != nil {
+						return err
+					} else if p != nil {
+						fmt.Fprintf(a.stdout, "MISMATCH file and table differ at record #%d: %s %s\n", p.Seq, p.Kind, p.Detail)
+						bad = true
+					}
+				}
+				if cpFile != "" {
+					data, err := os.ReadFile(cpFile)
+					if err != nil {
+						return withCode(ExitUsage, err)
+					}
+					var cp audit.Checkpoint
+					if err := json.Unmarshal(data, &cp); err != nil {
+						return withCode(ExitUsage, fmt.Errorf("%s is not a checkpoint: %w", cpFile, err))
+					}
+					if s.cfg.Audit.PublicKey != "" {
+						pub, err := audit.ParsePublicKey(s.cfg.Audit.PublicKey)
+						if err != nil {
+							return withCode(ExitUsage, err)
+						}
+						if err := audit.VerifyCheckpoint(&cp, pub); err != nil {
+							fmt.Fprintf(a.stdout, "CHECKPOINT signature invalid: %v\n", err)
+							bad = true
+						}
+					}
+					if err := audit.ProveExtends(ctx, s.pool, &cp); err != nil {
+						fmt.Fprintf(a.stdout, "CHECKPOINT #%d not in the log any more: %v\n", cp.Seq, err)
+						bad = true
+					} else {
+						fmt.Fprintf(a.stdout, "checkpoint #%d: the log still contains it and only grew since\n", cp.Seq)
+					}
+				}
+				if bad {
+					return withCode(ExitFailed, errors.New("audit trail verification failed"))
+				}
+				fmt.Fprintln(a.stdout, "audit trail verified")
+				return nil
+			})
+		},
+	}
+	verify.Flags().StringVar(&cpFile, "checkpoint", "", "a checkpoint JSON file kept from `pgphi audit checkpoint`")
+	var from, to int64
+	export := &cobra.Command{
+		Use:   "export",
+		Short: "Write audit records as JSON lines to stdout",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			return a.guarded(ctx, guardSpec{command: "audit", conns: 2}, "audit export", func(ctx context.Context, s *session, out *outcome) error {
+				n, err := audit.Export(ctx, s.pool, a.stdout, from, to)
+				out.rows = n
+				return err
+			})
+		},
+	}
+	export.Flags().Int64Var(&from, "from", 0, "first record (0: the first)")
+	export.Flags().Int64Var(&to, "to", 0, "last record (0: the last)")
+	var dir string
+	var olderThan time.Duration
+	archive := &cobra.Command{
+		Use:   "archive",
+		Short: "Write records older than --older-than to a checksummed archive (the table keeps them: 6-year retention)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			return a.guarded(ctx, guardSpec{command: "audit", conns: 2}, "audit archive", func(ctx context.Context, s *session, out *outcome) error {
+				path, n, err := audit.Archive(ctx, s.pool, dir, time.Now().Add(-olderThan))
+				if err != nil {
+					return err
+				}
+				out.rows = n
+				fmt.Fprintf(a.stdout, "archived %d records to %s (checksum in %s.sha256)\n", n, path, path)
+				return nil
+			})
+		},
+	}
+	archive.Flags().StringVar(&dir, "dir", ".", "directory for the archive")
+	archive.Flags().DurationVar(&olderThan, "older-than", 0, "archive records older than this (e.g. 720h)")
+	checkpoint := &cobra.Command{
+		Use:   "checkpoint",
+		Short: "Sign the head of the log with audit.signing_key and print the checkpoint (keep it outside the database)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			return a.guarded(ctx, guardSpec{command: "audit", conns: 2}, "audit checkpoint", func(ctx context.Context, s *session, out *outcome) error {
+				if s.cfg.Audit.SigningKey == "" {
+					return withCode(ExitUsage, errors.New("audit.signing_key is not set in the config"))
+				}
+				key, err := policy.LoadPrivateKey(s.cfg.Resolve(s.cfg.Audit.SigningKey))
+				if err != nil {
+					return withCode(ExitUsage, err)
+				}
+				cp, err := audit.SignCheckpoint(ctx, s.pool, key)
+				if err != nil {
+					return err
+				}
+				return json.NewEncoder(a.stdout).Encode(cp)
+			})
+		},
+	}
+	cmd.AddCommand(verify, export, archive, checkpoint)
+	for _, c := range cmd.Commands() {
+		c.Args = wrapArgs(c.Args)
+	}
+	return cmd
+}
+
+// checkCommand runs the pre-flight checklist and records it.
+func (a *app) checkCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Pre-flight checks with evidence; non-zero exit if any required check fails",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			return a.guarded(ctx, guardSpec{command: "check", conns: 4}, "pre-flight check", func(ctx context.Context, s *session, out *outcome) error {
+				cl := a.runChecks(ctx, s)
+				if err := report.Save(ctx, s.pool, cl); err != nil {
+					return err
+				}
+				if asJSON {
+					if err := json.NewEncoder(a.stdout).Encode(cl); err != nil {
+						return err
+					}
+				} else {
+					for _, c := range cl.Items {
+						mark := "PASS"
+						if !c.Passed {
+							mark = "FAIL"
+							if !c.Required {
+								mark = "WARN"
+							}
+						}
+						fmt.Fprintf(a.stdout, "%-4s %-45s %s\n", mark, c.Title, c.Evidence)
+					}
+				}
+				if !cl.OK() {
+					return withCode(ExitRefused, errors.New("pre-flight check failed: fix the FAIL items"))
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
+	cl := &report.Checklist{PlanID: s.plan.ID}
+	add := func(c report.Check) { cl.Items = append(cl.Items, c) }
+
+	// TLS: the connection as it is, and the policy for this environment.
+	tlsCheck := report.Check{ID: "tls", Title: "connection encrypted as the environment requires", Required: true, Passed: true}
+	if conn, err := s.pool.Acquire(ctx); err == nil {
+		tlsCheck.Evidence = dbconn.DescribeConn(conn.Conn().PgConn())
+		conn.Release()
+	}
+	tlsCheck.Evidence += fmt.Sprintf("; environment %s (production requires verify-full or a pinned key off loopback)", s.cfg.Environment)
+	add(tlsCheck)
+
+	// Audit sink.
+	ac := report.Check{ID: "audit", Title: "audit trail writable and chain valid", Required: true}
+	if rep, err := audit.Verify(ctx, s.pool); err != nil {
+		ac.Evidence = "cannot verify: " + err.Error()
+	} else {
+		ac.Passed = len(rep.Problems) == 0
+		ac.Evidence = fmt.Sprintf("%d records, head #%d, %d problems; mirror %s", rep.Records, rep.HeadSeq, len(rep.Problems), s.cfg.Resolve(s.cfg.Audit.File))
+	}
+	add(ac)
+
+	// Role.
+	rc := report.Check{ID: "role", Title: "connected role may run apply", Required: true}
+	if role, err := policy.CheckAccess(ctx, s.pool, roleNames(s.cfg), "apply", s.cfg.SuperuserAllowed()); err != nil {
+		rc.Evidence = err.Error()
+	} else {
+		rc.Passed, rc.Evidence = true, "acts as "+string(role)
+	}
+	add(rc)
+
+	// Keys.
+	kc := report.Check{ID: "keys", Title: "keys loadable", Required: true}
+	if ring, err := loadKeys(ctx, s.pool); err != nil {
+		kc.Evidence = err.Error()
+	} else {
+		kc.Passed, kc.Evidence = true, fmt.Sprintf("data key %d active (key material not shown)", ring.ActiveKeyID())
+	}
+	add(kc)
+
+	// Approvals.
+	apc := report.Check{ID: "approvals", Title: "approvals present for this plan", Required: true}
+	if err := a.checkApprovals(ctx, s, actorName(s)); err != nil {
+		apc.Evidence = err.Error()
+	} else {
+		req, _ := requirements(s.cfg)
+		apc.Passed = true
+		if len(req[s.cfg.Environment]) == 0 {
+			apc.Evidence = "environment " + s.cfg.Environment + " requires no approvals"
+		} else {
+			list, _ := policy.List(ctx, s.pool, s.plan.ID)
+			var who []string
+			for _, ap := range list {
+				who = append(who, ap.Signer+" ("+string(ap.Role)+")")
+			}
+			apc.Evidence = "approved by " + strings.Join(who, ", ")
+		}
+	}
+	add(apc)
+
+	// Validation.
+	vc := report.Check{ID: "validation", Title: "PHI validation rules hold", Required: s.cfg.ValidationFails()}
+	if res, err := engine.Validate(ctx, s.pool, s.cfg, s.plan); err != nil {
+		vc.Evidence = err.Error()
+	} else {
+		vc.Passed = len(res.Violations) == 0
+		var v []string
+		for _, x := range res.Violations {
+			v = append(v, fmt.Sprintf("%s.%s %s: %d rows", x.Table, x.Column, x.Rule, x.Rows))
+		}
+		vc.Evidence = fmt.Sprintf("%d rules checked", len(res.Checked))
+		if len(v) > 0 {
+			vc.Evidence += "; violations: " + strings.Join(v, "; ")
+		}
+	}
+	add(vc)
+
+	add(report.ServerLogSettings(ctx, s.pool))
+	add(report.Pgaudit(ctx, s.pool))
+	var tables []string
+	for _, t := range s.plan.Tables {
+		tables = append(tables, t.QualifiedName())
+	}
+	add(report.Disk(ctx, s.pool, tables, freeBytes))
+	return cl
+}
+
+func freeBytes(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+func actorName(s *session) string {
+	a := audit.LocalActor(s.cfg.Actor)
+	if a.Name != "" {
+		return a.Name
+	}
+	return a.OSUser
+}
+
+// reportCommand builds the sign-off report from recorded facts.
+func (a *app) reportCommand() *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "report",
+		Short: "The compliance report from recorded facts (md, html or json); APPROVED only when every item has evidence",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "md" && format != "html" && format != "json" {
+				return withCode(ExitUsage, errors.New("usage: --format md, html or json"))
+			}
+			ctx := cmd.Context()
+			return a.guarded(ctx, guardSpec{command: "report", conns: 2}, "compliance report", func(ctx context.Context, s *session, out *outcome) error {
+				f, err := a.gatherFacts(ctx, s)
+				if err != nil {
+					return err
+				}
+				out.details["verdict"] = f.Verdict()
+				return report.Render(a.stdout, format, f)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "md", "md, html or json")
+	return cmd
+}
+
+func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error) {
+	f := &report.Facts{PlanID: s.plan.ID, Environment: s.cfg.Environment, GeneratedAt: time.Now().UTC()}
+	_ = s.pool.QueryRow(ctx, "SELECT current_database()").Scan(&f.Database)
+	_ = s.pool.QueryRow(ctx, "SELECT created_at, completed_at FROM pgphi.plans WHERE plan_id = $1", s.plan.ID).Scan(&f.PlanCreated, &f.Completed)
+	_ = s.pool.QueryRow(ctx, "SELECT max(cleaned_at) FROM pgphi.protected_columns").Scan(&f.CleanedUp)
+
+	st, err := engine.GetStatus(ctx, s.pool, s.plan)
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range st.Columns {
+		phase := "planned"
+		if st.Applied {
+			phase = "expanded"
+		}
+		var search []string
+		for _, t := range s.plan.Tables {
+			for _, tc := range t.Columns {
+				if t.QualifiedName() == c.Table && tc.Name == c.Column {
+					if tc.Cleaned {
+						phase = "cleaned"
+					}
+					for _, k := range tc.Search {
+						search = append(search, string(k))
+					}
+				}
+			}
+		}
+		_ = i
+		f.Columns = append(f.Columns, report.ColumnFact{Table: c.Table, Column: c.Column, Phase: phase, Encrypted: c.Encrypted, Pending: c.Pending, Search: strings.Join(search, ", ")})
+	}
+	for i := range f.Columns {
+		for _, t := range s.plan.Tables {
+			for _, tc := range t.Columns {
+				if t.QualifiedName() == f.Columns[i].Table && tc.Name == f.Columns[i].Column {
+					f.Columns[i].Class = tc.Class
+				}
+			}
+		}
+	}
+	if f.Checklist, err = report.Latest(ctx, s.pool, s.plan.ID); err != nil {
+		return nil, err
+	}
+	// Approvals: valid ones only (Check re-verifies every signature).
+	req, _ := requirements(s.cfg)
+	signers, _ := loadSigners(s.cfg)
+	if len(req[s.cfg.Environment]) == 0 {
+		f.ApprovalsOK, f.ApprovalNote = true, "environment "+s.cfg.Environment+" requires no approvals"
+	}
+	if signers != nil {
+		aps, err := policy.Check(ctx, s.pool, signers, req, s.plan.ID, s.cfg.Environment, actorName(s))
+		if err != nil {
+			f.ApprovalsOK, f.ApprovalNote = false, err.Error()
+		} else if len(req[s.cfg.Environment]) > 0 {
+			f.ApprovalsOK, f.ApprovalNote = true, "the environment's approval policy is met"
+		}
+		for _, ap := range aps {
+			f.Approvals = append(f.Approvals, report.ApprovalFact{Signer: ap.Signer, Role: string(ap.Role), SignedAt: ap.SignedAt, Fingerprint: ap.Fingerprint})
+		}
+	} else if len(req[s.cfg.Environment]) > 0 {
+		f.ApprovalNote = "approvals.signers is not configured"
+	}
+	if res, err := engine.Validate(ctx, s.pool, s.cfg, s.plan); err == nil {
+		vf := &report.ValidationFact{Rules: len(res.Checked)}
+		for _, x := range res.Violations {
+			vf.Violations = append(vf.Violations, fmt.Sprintf("%s.%s %s: %d rows", x.Table, x.Column, x.Rule, x.Rows))
+		}
+		f.Validation = vf
+	}
+	var v report.VerifyFact
+	if err := s.pool.QueryRow(ctx, `SELECT finished_at, ok, rows_checked, values_checked, mismatches, pending FROM pgphi.verifications
+		WHERE plan_id = $1 ORDER BY id DESC LIMIT 1`, s.plan.ID).Scan(&v.At, &v.OK, &v.Rows, &v.Values, &v.Mismatches, &v.Pending); err == nil {
+		f.Verification = &v
+	}
+	if rep, err := audit.Verify(ctx, s.pool); err == nil {
+		f.Audit = report.AuditFact{Records: rep.Records, HeadSeq: rep.HeadSeq, Head: rep.Head, Valid: len(rep.Problems) == 0, Problems: len(rep.Problems)}
+	}
+	return f, nil
+}
+
+var _ = keys.ErrWrongKEK

@@ -1,0 +1,8 @@
+-- Pre-flight checklists, as evidence for the compliance report.
+CREATE TABLE pgphi.checks (
+    id         bigserial PRIMARY KEY,
+    plan_id    text NOT NULL,
+    checked_at timestamptz NOT NULL DEFAULT now(),
+    ok         boolean NOT NULL,
+    items      jsonb NOT NULL   -- [{id, title, required, passed, evidence}]; evidence never holds values
+);
