@@ -326,6 +326,7 @@ func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
 
 	// Validation.
 	vc := report.Check{ID: "validation", Title: "PHI validation rules hold", Required: s.cfg.ValidationFails()}
+	cl.ValidationRules = -1
 	if res, err := engine.Validate(ctx, s.pool, s.cfg, s.plan); err != nil {
 		vc.Evidence = err.Error()
 	} else {
@@ -334,6 +335,7 @@ func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
 		for _, x := range res.Violations {
 			v = append(v, fmt.Sprintf("%s.%s %s: %d rows", x.Table, x.Column, x.Rule, x.Rows))
 		}
+		cl.ValidationRules, cl.ValidationViolations = len(res.Checked), v
 		vc.Evidence = fmt.Sprintf("%d rules checked", len(res.Checked))
 		if len(v) > 0 {
 			vc.Evidence += "; violations: " + strings.Join(v, "; ")
@@ -454,8 +456,14 @@ func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error
 	} else if len(req[s.cfg.Environment]) > 0 {
 		f.ApprovalNote = "approvals.signers is not configured"
 	}
-	if res, err := engine.Validate(ctx, s.pool, s.cfg, s.plan); err == nil {
-		vf := &report.ValidationFact{Rules: len(res.Checked)}
+	// Validation evidence comes from the pre-flight checklist when there is
+	// one: after cleanup there is no plaintext left to validate.
+	if f.Checklist != nil && f.Checklist.ValidationRules >= 0 {
+		vf := &report.ValidationFact{Rules: f.Checklist.ValidationRules, Violations: f.Checklist.ValidationViolations,
+			Source: "pre-flight check " + f.Checklist.CheckedAt.UTC().Format(time.RFC3339)}
+		f.Validation = vf
+	} else if res, err := engine.Validate(ctx, s.pool, s.cfg, s.plan); err == nil {
+		vf := &report.ValidationFact{Rules: len(res.Checked), Source: "live"}
 		for _, x := range res.Violations {
 			vf.Violations = append(vf.Violations, fmt.Sprintf("%s.%s %s: %d rows", x.Table, x.Column, x.Rule, x.Rows))
 		}

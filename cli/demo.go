@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/big"
@@ -211,7 +212,41 @@ func (a *app) runDemo(ctx context.Context, patients, workers int, keep bool) err
 		fmt.Fprintf(a.stdout, "%d matching patients in %s (first keys: %s)\n", len(lines), time.Since(start).Round(time.Millisecond), strings.Join(shown, ", "))
 	}
 
-	fmt.Fprintf(a.stdout, "\n== summary: %d rows in 5 tables, 16 PHI columns encrypted with AES-256-GCM while the application wrote; first apply took %s (%.0f rows/s); verified; whole demo %s\n",
+	// Cutover and the end of the migration: flags, a fresh verification,
+	// cleanup (drop and purge the plaintext), search from ciphertext only,
+	// the pre-flight evidence, the audit trail and the sign-off report.
+	var planJSON bytes.Buffer
+	if err := runTo(&planJSON, "plan", "--config", cfgPath, "--json"); err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout, "(plan JSON not shown)")
+	var planOut struct {
+		PlanID string `json:"plan_id"`
+	}
+	if err := json.Unmarshal(planJSON.Bytes(), &planOut); err != nil {
+		return err
+	}
+	for _, step := range [][]string{
+		{"check", "--config", cfgPath},
+		{"flags", "set", "use_encrypted_search", "on", "--config", cfgPath},
+		{"flags", "set", "require_encryption", "on", "--config", cfgPath},
+		{"verify", "--config", cfgPath},
+		{"cleanup", "--config", cfgPath, "--confirm", planOut.PlanID, "--reason", "demo: cutover complete"},
+		{"status", "--config", cfgPath},
+		{"audit", "verify", "--config", cfgPath},
+		{"report", "--config", cfgPath, "--format", "md"},
+	} {
+		if err := run(step...); err != nil {
+			return err
+		}
+	}
+	var keys bytes.Buffer
+	if err := runTo(&keys, "search", "--config", cfgPath, "patient", "last_name", "--phonetic", "Smith", "--reason", "demo lookup after cleanup"); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "%d matching patients, found from ciphertext and blind indexes only\n", len(strings.Fields(keys.String())))
+
+	fmt.Fprintf(a.stdout, "\n== summary: %d rows in 5 tables, 16 PHI columns encrypted with AES-256-GCM while the application wrote; first apply took %s (%.0f rows/s); verified, plaintext dropped and purged; whole demo %s\n",
 		totalRows, applyTook.Round(time.Millisecond), float64(totalRows)/applyTook.Seconds(), time.Since(started).Round(time.Second))
 	return nil
 }

@@ -30,6 +30,10 @@ type Checklist struct {
 	PlanID    string    `json:"plan_id"`
 	CheckedAt time.Time `json:"checked_at"`
 	Items     []Check   `json:"items"`
+
+	// Validation counts, kept for the report (-1: not evaluated).
+	ValidationRules      int      `json:"validation_rules"`
+	ValidationViolations []string `json:"validation_violations,omitempty"`
 }
 
 // OK reports whether every required item passed.
@@ -44,7 +48,11 @@ func (c *Checklist) OK() bool {
 
 // Save records the checklist in pgphi.checks.
 func Save(ctx context.Context, pool *pgxpool.Pool, c *Checklist) error {
-	items, err := json.Marshal(c.Items)
+	items, err := json.Marshal(struct {
+		Items                []Check  `json:"items"`
+		ValidationRules      int      `json:"validation_rules"`
+		ValidationViolations []string `json:"validation_violations"`
+	}{c.Items, c.ValidationRules, c.ValidationViolations})
 	if err != nil {
 		return err
 	}
@@ -63,7 +71,16 @@ func Latest(ctx context.Context, pool *pgxpool.Pool, planID string) (*Checklist,
 	if err != nil {
 		return nil, err
 	}
-	return c, json.Unmarshal(items, &c.Items)
+	var stored struct {
+		Items                []Check  `json:"items"`
+		ValidationRules      int      `json:"validation_rules"`
+		ValidationViolations []string `json:"validation_violations"`
+	}
+	if err := json.Unmarshal(items, &stored); err != nil {
+		return nil, err
+	}
+	c.Items, c.ValidationRules, c.ValidationViolations = stored.Items, stored.ValidationRules, stored.ValidationViolations
+	return c, nil
 }
 
 // ServerLogSettings checks the settings that would copy PHI into the server's

@@ -52,6 +52,7 @@ type ApprovalFact struct {
 type ValidationFact struct {
 	Rules      int      `json:"rules_checked"`
 	Violations []string `json:"violations"` // "table.column rule: N rows"
+	Source     string   `json:"source"`     // "checklist <time>" or "live"
 }
 
 // VerifyFact is the last recorded verification.
@@ -104,7 +105,7 @@ func (f *Facts) Assess() []Item {
 	if f.Validation == nil {
 		add("PHI validation before migration", false, "no validation on record")
 	} else {
-		ev := fmt.Sprintf("%d rules checked, %d violated", f.Validation.Rules, len(f.Validation.Violations))
+		ev := fmt.Sprintf("%d rules checked (%s), %d violated", f.Validation.Rules, f.Validation.Source, len(f.Validation.Violations))
 		if len(f.Validation.Violations) > 0 {
 			ev += ": " + strings.Join(f.Validation.Violations, "; ")
 		}

@@ -4,5 +4,5 @@ CREATE TABLE pgphi.checks (
     plan_id    text NOT NULL,
     checked_at timestamptz NOT NULL DEFAULT now(),
     ok         boolean NOT NULL,
-    items      jsonb NOT NULL   -- [{id, title, required, passed, evidence}]; evidence never holds values
+    items      jsonb NOT NULL   -- {items: [{id, title, required, passed, evidence}], validation_rules, validation_violations}; never values
 );
