@@ -1,14 +1,15 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
 	"github.com/pgphi/pgphi/engine"
-	"github.com/pgphi/pgphi/state"
 )
 
 func (a *app) flagsCommand() *cobra.Command {
@@ -30,45 +31,33 @@ func (a *app) flagsCommand() *cobra.Command {
 			if len(args) == 3 && !slices.Contains(engine.FlagNames, args[1]) {
 				return withCode(ExitUsage, fmt.Errorf("usage: unknown flag %q; flags: %v", args[1], engine.FlagNames))
 			}
-			cfg, err := a.loadConfigOptional()
-			if err != nil {
-				return err
-			}
-			pool, err := a.connect(ctx, cfg, 2)
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
-			conn, err := pool.Acquire(ctx)
-			if err != nil {
-				return err
-			}
-			_, err = state.Ensure(ctx, conn)
-			conn.Release()
-			if err != nil {
-				return err
-			}
+			command := "flags"
 			if len(args) == 3 {
-				if err := engine.SetFlag(ctx, pool, args[1], args[2] == "on"); err != nil {
+				command = "flags set"
+			}
+			return a.dbRun(ctx, command, func(ctx context.Context, pool *pgxpool.Pool) error {
+				if len(args) == 3 {
+					if err := engine.SetFlag(ctx, pool, args[1], args[2] == "on"); err != nil {
+						return err
+					}
+				}
+				flags, err := engine.GetFlags(ctx, pool)
+				if err != nil {
 					return err
 				}
-			}
-			flags, err := engine.GetFlags(ctx, pool)
-			if err != nil {
-				return err
-			}
-			for _, f := range flags {
-				v := "off"
-				if f.Enabled {
-					v = "on"
+				for _, f := range flags {
+					v := "off"
+					if f.Enabled {
+						v = "on"
+					}
+					by := ""
+					if f.UpdatedAt != nil && f.UpdatedBy != nil {
+						by = fmt.Sprintf("  (set %s by %s)", f.UpdatedAt.UTC().Format("2006-01-02 15:04:05Z"), *f.UpdatedBy)
+					}
+					fmt.Fprintf(a.stdout, "%-22s %-3s%s\n", f.Name, v, by)
 				}
-				by := ""
-				if f.UpdatedAt != nil && f.UpdatedBy != nil {
-					by = fmt.Sprintf("  (set %s by %s)", f.UpdatedAt.UTC().Format("2006-01-02 15:04:05Z"), *f.UpdatedBy)
-				}
-				fmt.Fprintf(a.stdout, "%-22s %-3s%s\n", f.Name, v, by)
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	return cmd
