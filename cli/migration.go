@@ -82,9 +82,16 @@ func (a *app) applyCommand() *cobra.Command {
 						return progress.Start(a.stderr, label, total, poll, progress.Options{StatusSuffix: th.Status})
 					},
 				}
+				// Row counts before and after, as audit evidence that the
+				// migration itself lost nothing (the application may still
+				// insert and delete meanwhile).
+				before := countRows(ctx, s)
 				if err := r.Apply(ctx); err != nil {
 					return err
 				}
+				after := countRows(ctx, s)
+				out.rows = after
+				out.details["rows_before"], out.details["rows_after"] = fmt.Sprint(before), fmt.Sprint(after)
 				if n := r.Remaining(); n > 0 {
 					fmt.Fprintf(a.stdout, "applied %s in %s: every row encrypted and verified, except %d rows the application changed during the last pass; run `pgphi apply` again to encrypt them\n",
 						s.plan.ID, time.Since(start).Round(time.Millisecond), n)
@@ -201,4 +208,16 @@ func (a *app) verifyCommand() *cobra.Command {
 	cmd.Flags().StringVar(&reason, "reason", "verification", "why (audited)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// countRows is the total row count of the plan's tables.
+func countRows(ctx context.Context, s *session) int64 {
+	var total int64
+	for _, t := range s.plan.Tables {
+		var n int64
+		if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM "+t.Ident()).Scan(&n); err == nil {
+			total += n
+		}
+	}
+	return total
 }
