@@ -201,6 +201,10 @@ func (l *Log) syncTo(ctx context.Context, upTo int64) (err error) {
 		if err != nil {
 			return fmt.Errorf("%w: %s: the last line is not a valid record", ErrMirror, l.mirror)
 		}
+		// An edit that kept the stored hash is caught here, not only by verify.
+		if last.ComputeHash() != last.Hash {
+			return fmt.Errorf("%w: %s: the last line (seq %d) does not match its own hash (run pgphi audit verify)", ErrMirror, l.mirror, last.Seq)
+		}
 		lastSeq, prev = last.Seq, last.Hash
 		var tableHash string
 		err = l.pool.QueryRow(ctx, "SELECT hash FROM pgphi.audit_log WHERE seq = $1", lastSeq).Scan(&tableHash)

@@ -44,7 +44,9 @@ func (a *app) guarded(ctx context.Context, spec guardSpec, reason string, body f
 	if spec.reason && strings.TrimSpace(reason) == "" {
 		return withCode(ExitUsage, fmt.Errorf("usage: %s needs --reason TEXT: say why (it is recorded in the audit trail)", spec.command))
 	}
-	s, err := a.open(ctx, spec.conns)
+	// The role check comes before anything reads application tables: an
+	// unauthorized attempt is refused and audited, not failed on a privilege.
+	s, err := a.openConn(ctx, spec.conns)
 	if err != nil {
 		return err
 	}
@@ -70,6 +72,7 @@ func (a *app) guarded(ctx context.Context, spec guardSpec, reason string, body f
 	}
 	rec := a.baseRecord(ctx, s, spec.command, reason)
 	rec.RunID = audit.NewRunID()
+	started := false
 	start := time.Now()
 	finish := func(event string, err error, out *outcome) error {
 		r := rec
@@ -86,18 +89,41 @@ func (a *app) guarded(ctx context.Context, spec guardSpec, reason string, body f
 		}
 		return err
 	}
-	refuse := func(err error) error { return finish("refused", withCode(ExitRefused, err), nil) }
+	// Every run writes a start record and exactly one end record.
+	begin := func() error {
+		if started {
+			return nil
+		}
+		started = true
+		if _, err := alog.Append(ctx, withEvent(rec, "start")); err != nil && !a.mirrorTolerated(spec, err) {
+			return fmt.Errorf("writing the audit record: %w", err)
+		}
+		return nil
+	}
+	refuse := func(err error) error {
+		if berr := begin(); berr != nil {
+			return berr
+		}
+		return finish("refused", withCode(ExitRefused, err), nil)
+	}
 
 	if _, err := policy.CheckAccess(ctx, s.pool, roleNames(s.cfg), spec.command, s.cfg.SuperuserAllowed()); err != nil {
 		return refuse(err)
 	}
+	if err := a.resolvePlan(ctx, s); err != nil {
+		if berr := begin(); berr != nil {
+			return berr
+		}
+		return finish("failure", err, nil)
+	}
+	a.describePlan(s, &rec)
 	if spec.approvals {
 		if err := a.checkApprovals(ctx, s, rec.Actor.Name); err != nil {
 			return refuse(err)
 		}
 	}
-	if _, err := alog.Append(ctx, withEvent(rec, "start")); err != nil && !a.mirrorTolerated(spec, err) {
-		return fmt.Errorf("writing the audit record: %w", err)
+	if err := begin(); err != nil {
+		return err
 	}
 	hc := hooks.Context{Command: spec.command, PlanID: s.plan.ID, Environment: s.cfg.Environment, Database: rec.DBName, Actor: rec.Actor.Name, Reason: reason, Tables: rec.Tables}
 	hcfg := hookConfig(s.cfg)
@@ -144,17 +170,21 @@ func (a *app) baseRecord(ctx context.Context, s *session, command, reason string
 	var dbName string
 	_ = s.pool.QueryRow(ctx, "SELECT current_user, current_database()").Scan(&actor.DBRole, &dbName)
 	cc := s.pool.Config().ConnConfig
-	r := audit.Record{
-		Command: command, PlanID: s.plan.ID, Environment: s.cfg.Environment, Reason: reason,
+	return audit.Record{
+		Command: command, Environment: s.cfg.Environment, Reason: reason,
 		Actor: actor, DBHost: cc.Host, DBName: dbName,
 	}
+}
+
+// describePlan adds the plan id, tables and columns to the audit record.
+func (a *app) describePlan(s *session, r *audit.Record) {
+	r.PlanID = s.plan.ID
 	for _, t := range s.plan.Tables {
 		r.Tables = append(r.Tables, t.QualifiedName())
 		for _, c := range t.Columns {
 			r.Columns = append(r.Columns, t.QualifiedName()+"."+c.Name)
 		}
 	}
-	return r
 }
 
 // errorClass names what went wrong without any value: SQLSTATE, a policy

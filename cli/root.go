@@ -203,6 +203,19 @@ func (a *app) connect(ctx context.Context, cfg *config.Config, maxConns int) (*p
 
 // open loads the config, connects and builds the plan from the catalog.
 func (a *app) open(ctx context.Context, maxConns int) (*session, error) {
+	s, err := a.openConn(ctx, maxConns)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.resolvePlan(ctx, s); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// openConn loads the config and connects, without reading any application table.
+func (a *app) openConn(ctx context.Context, maxConns int) (*session, error) {
 	cfg, err := a.loadConfig()
 	if err != nil {
 		return nil, err
@@ -211,16 +224,19 @@ func (a *app) open(ctx context.Context, maxConns int) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &session{cfg: cfg, pool: pool}
+	return &session{cfg: cfg, pool: pool}, nil
+}
+
+// resolvePlan reads the catalog and builds the session's plan.
+func (a *app) resolvePlan(ctx context.Context, s *session) error {
+	cfg, pool := s.cfg, s.pool
 	cleaned, err := engine.LoadCleaned(ctx, pool)
 	if err != nil {
-		s.Close()
-		return nil, err
+		return err
 	}
 	tables, err := catalog.Resolve(ctx, pool, cfg, cleaned)
 	if err != nil {
-		s.Close()
-		return nil, err
+		return err
 	}
 	for _, t := range tables {
 		names := []string{t.Schema, t.Name}
@@ -232,11 +248,8 @@ func (a *app) open(ctx context.Context, maxConns int) (*session, error) {
 		}
 		redact.AllowIdentifiers(names...)
 	}
-	if s.plan, err = engine.NewPlan(cfg, tables); err != nil {
-		s.Close()
-		return nil, err
-	}
-	return s, nil
+	s.plan, err = engine.NewPlan(cfg, tables)
+	return err
 }
 
 func loadKeys(ctx context.Context, pool *pgxpool.Pool) (*keys.Keyring, error) {
