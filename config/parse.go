@@ -293,8 +293,10 @@ func (p *parser) boolean(n *yaml.Node, key string) (bool, error) {
 		return false, p.errorf(n, "write true or false", "%s must be true or false", key)
 	}
 	var b bool
-	err := n.Decode(&b)
-	return b, err
+	if err := n.Decode(&b); err != nil {
+		return false, p.errorf(n, "write true or false", "%s must be true or false", key)
+	}
+	return b, nil
 }
 
 func (p *parser) duration(n *yaml.Node, key string) (time.Duration, error) {
