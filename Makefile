@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 
-.PHONY: all build demo test test-fips vet clean
+.PHONY: all build demo test test-fips vet clean bench
 
 all: build
 
@@ -28,6 +28,11 @@ test-fips:
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+
+# Benchmarks of issue 6 on a throwaway cluster; records the results in BENCHMARKS.md.
+bench:
+	bash scripts/ensure-postgres.sh
+	$(GO) run ./bench -write $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

@@ -1,0 +1,32 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"syscall"
+)
+
+// fsType names the file system holding path (the data directory): fsync
+// costs depend on it.
+func fsType(path string) string {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return "unknown"
+	}
+	switch uint64(st.Type) {
+	case 0xEF53:
+		return "ext4"
+	case 0x58465342:
+		return "xfs"
+	case 0x9123683E:
+		return "btrfs"
+	case 0x01021994:
+		return "tmpfs (memory: fsync is free)"
+	case 0x794C7630:
+		return "overlayfs"
+	case 0x2FC12FC1:
+		return "zfs"
+	}
+	return fmt.Sprintf("type 0x%x", uint64(st.Type))
+}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgphi/pgphi/dbconn"
+	"github.com/pgphi/pgphi/demo"
+	"github.com/pgphi/pgphi/internal/pgcluster"
+)
+
+// phiColumns are the seven PHI columns of patient in the demo config.
+var phiColumns = []string{"first_name", "middle_name", "last_name", "phone_mobile", "phone_home", "email", "date_of_birth"}
+
+// results is everything one run measured.
+type results struct {
+	machine   machineInfo
+	patients  int
+	load      time.Duration
+	tableSize string
+
+	a, b, c baseline
+
+	plain, indexed *applyRun // pgphi apply without / with search kinds
+	small          *applyRun // with search kinds on a quarter of the rows (-memcheck)
+	cleanup        *applyRun
+
+	searches []searchResult
+	notes    []string
+}
+
+func (r *results) note(format string, args ...any) {
+	r.notes = append(r.notes, fmt.Sprintf(format, args...))
+	logf("note: "+format, args...)
+}
+
+// env is the working state of a run.
+type env struct {
+	o       options
+	cl      *pgcluster.Cluster
+	admin   *pgx.Conn
+	dir     string // configs, key file, logs
+	bin     string // the pgphi binary
+	keyFile string
+	copies  int
+}
+
+func run(ctx context.Context, o options) (*results, error) {
+	res := &results{patients: o.patients, machine: readMachine()}
+	e := &env{o: o}
+	var err error
+	if e.dir, err = os.MkdirTemp("", "pgphi-bench-"); err != nil {
+		return nil, err
+	}
+	if o.keepLogs {
+		logf("working directory (kept): %s", e.dir)
+	} else {
+		defer os.RemoveAll(e.dir)
+	}
+
+	logf("building pgphi")
+	e.bin = filepath.Join(e.dir, "pgphi")
+	build := exec.CommandContext(ctx, "go", "build", "-o", e.bin, "./cmd/pgphi")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return nil, fmt.Errorf("go build ./cmd/pgphi (run the benchmark from the repository root): %w", err)
+	}
+	e.keyFile = filepath.Join(e.dir, "kek")
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(e.keyFile, k, 0o600); err != nil {
+		return nil, err
+	}
+
+	logf("starting a throwaway PostgreSQL cluster (durable settings)")
+	if e.cl, err = pgcluster.Start(ctx, pgcluster.Options{Settings: o.serverSetting}); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := e.cl.Stop(); err != nil {
+			logf("stopping the cluster: %v", err)
+		}
+	}()
+	if e.admin, err = dbconn.Conn(ctx, e.cl.URL("postgres")); err != nil {
+		return nil, err
+	}
+	defer e.admin.Close(context.Background())
+	res.machine.readServer(ctx, e.admin, e.cl.DataDir())
+
+	t0 := time.Now()
+	if res.tableSize, err = e.makeTemplate(ctx, "bench_template", o.patients); err != nil {
+		return nil, err
+	}
+	res.load = time.Since(t0)
+	logf("patient table: %d rows, %s, loaded in %s", o.patients, res.tableSize, res.load.Round(time.Millisecond))
+
+	if res.a, err = e.baselineA(ctx); err != nil {
+		return nil, fmt.Errorf("baseline A: %w", err)
+	}
+	if res.b, err = e.baselineB(ctx); err != nil {
+		return nil, fmt.Errorf("baseline B: %w", err)
+	}
+	if res.c, err = e.baselineC(ctx); err != nil {
+		return nil, fmt.Errorf("baseline C: %w", err)
+	}
+
+	res.plain = e.apply(ctx, res, "pgphi apply, no search kinds", "bench_template", false)
+	res.indexed = e.apply(ctx, res, "pgphi apply, default search kinds", "bench_template", true)
+	if o.memCheck {
+		small := o.patients / 4
+		if _, err := e.makeTemplate(ctx, "bench_small", small); err != nil {
+			return nil, err
+		}
+		res.small = e.apply(ctx, res, fmt.Sprintf("pgphi apply, default search kinds, %d rows", small), "bench_small", true)
+		if res.small.db != "" {
+			e.drop(ctx, res.small.db)
+		}
+		e.drop(ctx, "bench_small")
+	}
+
+	if res.indexed.err == nil {
+		if res.searches, err = e.searchBench(ctx, res, res.indexed); err != nil {
+			res.note("search benchmark failed: %v", err)
+		}
+		if o.cleanup {
+			res.cleanup = e.cleanupRun(ctx, res, res.indexed)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	res.machine.loadEnd = readLoadavg()
+	return res, nil
+}
+
+// makeTemplate creates database name with the demo schema and data for
+// patients, keeps only the patient table (the benchmark's subject) and
+// freezes it, so that every copy starts from the same, settled state. It
+// returns the table's size.
+func (e *env) makeTemplate(ctx context.Context, name string, patients int) (string, error) {
+	logf("creating %s: demo data for %d patients", name, patients)
+	if _, err := e.admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", err
+	}
+	conn, err := dbconn.Conn(ctx, e.cl.URL(name))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.Background())
+	if err := demo.CreateSchema(ctx, conn); err != nil {
+		return "", err
+	}
+	if _, err := demo.Populate(ctx, conn, demo.Options{Patients: patients, Seed: 1}); err != nil {
+		return "", err
+	}
+	for _, q := range []string{
+		"DROP TABLE patient_identification, analysis_result, result_mutation, clinical_data CASCADE",
+		"VACUUM (FREEZE, ANALYZE) patient",
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return "", fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	var size string
+	err = conn.QueryRow(ctx, "SELECT pg_size_pretty(pg_total_relation_size('patient'))").Scan(&size)
+	return size, err
+}
+
+// copyOf creates a fresh database from a template: a byte-for-byte copy of
+// the table, so every measurement starts from the same state. FILE_COPY
+// checkpoints first, so no run pays for the previous run's dirty buffers.
+func (e *env) copyOf(ctx context.Context, template, purpose string) (string, error) {
+	e.copies++
+	name := fmt.Sprintf("bench_%d", e.copies)
+	logf("fresh copy %s of %s for %s", name, template, purpose)
+	_, err := e.admin.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s STRATEGY FILE_COPY",
+		pgx.Identifier{name}.Sanitize(), pgx.Identifier{template}.Sanitize()))
+	return name, err
+}
+
+// drop removes a database that is no longer needed (disk space at 4M rows).
+func (e *env) drop(ctx context.Context, name string) {
+	if _, err := e.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		logf("dropping %s: %v", name, err)
+	}
+}
+
+// connect opens one connection to a database of the cluster.
+func (e *env) connect(ctx context.Context, db string) (*pgx.Conn, error) {
+	return dbconn.Conn(ctx, e.cl.URL(db))
+}
