@@ -36,7 +36,8 @@ type Throttle struct {
 	limit     float64 // current adaptive limit, rows/s; 0: none
 	observed  float64 // recent rows/s
 	peak      float64 // highest observed rows/s
-	next      time.Time
+	tokens    float64   // rows that may start now
+	refilled  time.Time // when tokens were last topped up
 	paused    bool
 	reason    string
 	attempts  int
@@ -169,7 +170,9 @@ func (th *Throttle) monitor(ctx context.Context, pool *pgxpool.Pool) {
 	}
 }
 
-// Wait blocks until a batch of n rows may start.
+// Wait blocks until a batch of n rows may start. It is a token bucket
+// re-evaluated at least every 100ms, so a changed limit (slower or faster)
+// applies to batches already waiting, not only to later ones.
 func (th *Throttle) Wait(ctx context.Context, n int) error {
 	if th == nil {
 		return nil
@@ -177,40 +180,39 @@ func (th *Throttle) Wait(ctx context.Context, n int) error {
 	for {
 		th.mu.Lock()
 		paused := th.paused
-		th.mu.Unlock()
-		if !paused {
-			break
+		rate := th.MaxRate
+		if th.limit > 0 && (rate == 0 || th.limit < rate) {
+			rate = th.limit
 		}
+		now := time.Now()
+		var wait time.Duration
+		switch {
+		case paused:
+			wait = th.Interval
+		case rate <= 0:
+			th.tokens, th.refilled = 0, time.Time{}
+			th.mu.Unlock()
+			return nil
+		default:
+			if th.refilled.IsZero() {
+				th.tokens, th.refilled = float64(n), now // the first batch starts at once
+			}
+			// Tokens accrue at the current rate, up to one batch or one second's worth.
+			th.tokens = min(th.tokens+now.Sub(th.refilled).Seconds()*rate, max(float64(n), rate))
+			th.refilled = now
+			if th.tokens >= float64(n) {
+				th.tokens -= float64(n)
+				th.mu.Unlock()
+				return nil
+			}
+			wait = time.Duration((float64(n) - th.tokens) / rate * float64(time.Second))
+		}
+		th.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(th.Interval):
+		case <-time.After(min(wait, 100*time.Millisecond)):
 		}
-	}
-	th.mu.Lock()
-	rate := th.MaxRate
-	if th.limit > 0 && (rate == 0 || th.limit < rate) {
-		rate = th.limit
-	}
-	var wait time.Duration
-	if rate > 0 {
-		now := time.Now()
-		start := th.next
-		if start.Before(now) {
-			start = now
-		}
-		th.next = start.Add(time.Duration(float64(n) / rate * float64(time.Second)))
-		wait = start.Sub(now)
-	}
-	th.mu.Unlock()
-	if wait <= 0 {
-		return nil
-	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(wait):
-		return nil
 	}
 }
 
