@@ -33,9 +33,9 @@ type Throttle struct {
 	mu        sync.Mutex
 	baseline  time.Duration
 	latency   time.Duration
-	limit     float64 // current adaptive limit, rows/s; 0: none
-	observed  float64 // recent rows/s
-	peak      float64 // highest observed rows/s
+	limit     float64   // current adaptive limit, rows/s; 0: none
+	observed  float64   // recent rows/s
+	peak      float64   // highest observed rows/s
 	tokens    float64   // rows that may start now
 	refilled  time.Time // when tokens were last topped up
 	paused    bool
