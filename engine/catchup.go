@@ -84,7 +84,10 @@ func (r *Runner) catchUp(ctx context.Context, t *Target) (int64, error) {
 				return err
 			}
 			counts[w] += int64(n)
-			if n == 0 {
+			// A short batch means the backlog is drained; under a steady
+			// write rate waiting for an empty one could last for ever. The
+			// rounds in Run decide whether to go again.
+			if n < r.BatchSize {
 				return nil
 			}
 		}
