@@ -45,15 +45,9 @@ func Resolve(flag, fromConfig string) string {
 
 // Open connects a pool of up to maxConns connections and checks it with a ping.
 func Open(ctx context.Context, connString string, maxConns int) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(connString)
+	cfg, err := poolConfig(connString, maxConns)
 	if err != nil {
-		return nil, fmt.Errorf("%w: invalid connection string %s: %v", ErrConnect, Safe(connString), scrub(err, connString))
-	}
-	for k, v := range CanonicalSettings {
-		cfg.ConnConfig.RuntimeParams[k] = v
-	}
-	if maxConns > 0 {
-		cfg.MaxConns = int32(maxConns)
+		return nil, err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -64,6 +58,22 @@ func Open(ctx context.Context, connString string, maxConns int) (*pgxpool.Pool, 
 		return nil, fmt.Errorf("%w (%s): %v", ErrConnect, describe(cfg.ConnConfig), scrub(err, connString))
 	}
 	return pool, nil
+}
+
+// poolConfig parses a connection string and sets the canonical session
+// settings and the pool size.
+func poolConfig(connString string, maxConns int) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(connString)
+	if err != nil {
+		return nil, fmt.Errorf("%w: invalid connection string %s: %v", ErrConnect, Safe(connString), scrub(err, connString))
+	}
+	for k, v := range CanonicalSettings {
+		cfg.ConnConfig.RuntimeParams[k] = v
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = int32(maxConns)
+	}
+	return cfg, nil
 }
 
 // Conn opens a single connection with the canonical settings.

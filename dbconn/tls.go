@@ -593,15 +593,9 @@ func connectError(err error, cfg *pgconn.Config, connString string) error {
 // ErrTLSVerify wins: callers test it before ErrConnect and exit 4
 // ("refused by policy"), not 3.
 func OpenWithTLS(ctx context.Context, connString string, maxConns int, t TLSConfig, environment string) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(connString)
+	cfg, err := poolConfig(connString, maxConns)
 	if err != nil {
-		return nil, fmt.Errorf("%w: invalid connection string %s: %v", ErrConnect, Safe(connString), scrub(err, connString))
-	}
-	for k, v := range CanonicalSettings {
-		cfg.ConnConfig.RuntimeParams[k] = v
-	}
-	if maxConns > 0 {
-		cfg.MaxConns = int32(maxConns)
+		return nil, err
 	}
 	pc := &cfg.ConnConfig.Config
 	if err := t.Apply(pc); err != nil {
