@@ -16,7 +16,6 @@ import (
 	"github.com/pgphi/pgphi/audit"
 	"github.com/pgphi/pgphi/dbconn"
 	"github.com/pgphi/pgphi/engine"
-	"github.com/pgphi/pgphi/keys"
 	"github.com/pgphi/pgphi/policy"
 	"github.com/pgphi/pgphi/report"
 )
@@ -404,35 +403,27 @@ func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error
 	if err != nil {
 		return nil, err
 	}
-	for i, c := range st.Columns {
-		phase := "planned"
+	for _, c := range st.Columns {
+		cf := report.ColumnFact{Table: c.Table, Column: c.Column, Phase: "planned", Encrypted: c.Encrypted, Pending: c.Pending}
 		if st.Applied {
-			phase = "expanded"
+			cf.Phase = "expanded"
 		}
-		var search []string
 		for _, t := range s.plan.Tables {
 			for _, tc := range t.Columns {
-				if t.QualifiedName() == c.Table && tc.Name == c.Column {
-					if tc.Cleaned {
-						phase = "cleaned"
-					}
-					for _, k := range tc.Search {
-						search = append(search, string(k))
-					}
+				if t.QualifiedName() != c.Table || tc.Name != c.Column {
+					continue
 				}
+				if tc.Cleaned {
+					cf.Phase = "cleaned"
+				}
+				var search []string
+				for _, k := range tc.Search {
+					search = append(search, string(k))
+				}
+				cf.Class, cf.Search = tc.Class, strings.Join(search, ", ")
 			}
 		}
-		_ = i
-		f.Columns = append(f.Columns, report.ColumnFact{Table: c.Table, Column: c.Column, Phase: phase, Encrypted: c.Encrypted, Pending: c.Pending, Search: strings.Join(search, ", ")})
-	}
-	for i := range f.Columns {
-		for _, t := range s.plan.Tables {
-			for _, tc := range t.Columns {
-				if t.QualifiedName() == f.Columns[i].Table && tc.Name == f.Columns[i].Column {
-					f.Columns[i].Class = tc.Class
-				}
-			}
-		}
+		f.Columns = append(f.Columns, cf)
 	}
 	if f.Checklist, err = report.Latest(ctx, s.pool, s.plan.ID); err != nil {
 		return nil, err
@@ -479,5 +470,3 @@ func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error
 	}
 	return f, nil
 }
-
-var _ = keys.ErrWrongKEK

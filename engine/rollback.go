@@ -149,9 +149,7 @@ func (r *Runner) restoreBatch(ctx context.Context, t *Target, last []string) (in
 	nk := len(t.PrimaryKey)
 	var sel, need []string
 	sel = append(sel, "ctid")
-	for i, k := range t.PrimaryKey {
-		sel = append(sel, fmt.Sprintf("%s::text AS pgphi_key_%d", ident(k.Name), i))
-	}
+	sel = append(sel, t.KeyTexts()...)
 	for _, c := range t.Columns {
 		sel = append(sel, ident(c.Encrypted))
 		need = append(need, fmt.Sprintf("(%s IS NULL AND %s IS NOT NULL)", ident(c.Name), ident(c.Encrypted)))
@@ -183,12 +181,12 @@ func (r *Runner) restoreBatch(ctx context.Context, t *Target, last []string) (in
 		for rows.Next() {
 			raw := rows.RawValues()
 			var rr restored
-			var tid = new(tidValue)
-			if err := decodeTID(rows.FieldDescriptions()[0].Format, raw[0], &tid.TID); err != nil {
+			var tid pgtype.TID
+			if err := decodeTID(rows.FieldDescriptions()[0].Format, raw[0], &tid); err != nil {
 				rows.Close()
 				return err
 			}
-			rr.ctid = tid.TID
+			rr.ctid = tid
 			key := make([]string, nk)
 			for i := range nk {
 				key[i] = string(raw[1+i])
@@ -245,5 +243,3 @@ func (r *Runner) restoreBatch(ctx context.Context, t *Target, last []string) (in
 	})
 	return n, lastKey, err
 }
-
-type tidValue struct{ TID pgtype.TID }

@@ -73,15 +73,24 @@ func (t *Target) keyCompare(op string, firstArg int) string {
 	return fmt.Sprintf("(%s) %s (%s)", t.keyList(""), op, strings.Join(params, ", "))
 }
 
+// KeyTexts is the select list of the key columns' canonical text, each under
+// a name of its own: an ORDER BY on a key name would otherwise bind to the
+// text output column and sort 10 before 9.
+func (t *Target) KeyTexts() []string {
+	out := make([]string, len(t.PrimaryKey))
+	for i, k := range t.PrimaryKey {
+		out[i] = fmt.Sprintf("%s::text AS pgphi_key_%d", ident(k.Name), i)
+	}
+	return out
+}
+
 // selectColumns is "ctid, key::text..., col::text..." — the canonical text of
 // every key and protected value, under the session settings of canonicalParams.
 func (t *Target) selectColumns() string {
 	var b strings.Builder
-	// Output columns get names of their own: an ORDER BY on a key name would
-	// otherwise bind to the text output column and sort 10 before 9.
 	b.WriteString("ctid")
-	for i, k := range t.PrimaryKey {
-		fmt.Fprintf(&b, ", %s::text AS pgphi_key_%d", ident(k.Name), i)
+	for _, k := range t.KeyTexts() {
+		b.WriteString(", " + k)
 	}
 	for i, c := range t.Columns {
 		fmt.Fprintf(&b, ", %s::text AS pgphi_value_%d", ident(c.Name), i)

@@ -120,8 +120,8 @@ func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, ix
 		openers[i] = ring.Opener(t.QualifiedName(), c.Name)
 	}
 	var sel strings.Builder
-	for i, k := range t.PrimaryKey {
-		fmt.Fprintf(&sel, "%s::text AS pgphi_key_%d, ", ident(k.Name), i)
+	for _, k := range t.KeyTexts() {
+		sel.WriteString(k + ", ")
 	}
 	// Per column: plaintext, ciphertext, and terms (NULL when not indexed).
 	for i, c := range t.Columns {

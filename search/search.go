@@ -184,10 +184,7 @@ func candidateSQL(t *engine.Target, c *engine.TargetColumn, groups [][]int64) (s
 		args = append(args, slices.Clone(g))
 		conds = append(conds, fmt.Sprintf("%s && $%d::bigint[]", pgx.Identifier{c.Index}.Sanitize(), len(args)))
 	}
-	var sel []string
-	for i, k := range t.PrimaryKey {
-		sel = append(sel, fmt.Sprintf("%s::text AS pgphi_key_%d", pgx.Identifier{k.Name}.Sanitize(), i))
-	}
+	sel := t.KeyTexts()
 	var order []string
 	for _, k := range t.PrimaryKey {
 		order = append(order, pgx.Identifier{k.Name}.Sanitize())
