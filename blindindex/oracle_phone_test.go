@@ -3,6 +3,7 @@ package blindindex
 import (
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -288,6 +289,49 @@ func TestPhoneFormats(t *testing.T) {
 		got, ok := parseAreaQuery(a.in, a.region)
 		if !slices.Equal(got, a.want) || ok != (a.want != nil) {
 			t.Errorf("area %s %q: got %q %v, want %q", a.region, a.in, got, ok, a.want)
+		}
+	}
+}
+
+// TestNDCLengthMatchesLibphonenumber holds ndcLength equal to
+// phonenumbers.GetLengthOfNationalDestinationCode on every valid number the
+// demo writes and on libphonenumber's example numbers of every region and
+// type, including Argentina's mobile token.
+func TestNDCLengthMatchesLibphonenumber(t *testing.T) {
+	var nums []*phonenumbers.PhoneNumber
+	for reg := range phonenumbers.GetSupportedRegions() {
+		for _, typ := range []phonenumbers.PhoneNumberType{phonenumbers.FIXED_LINE, phonenumbers.MOBILE,
+			phonenumbers.TOLL_FREE, phonenumbers.VOIP, phonenumbers.PREMIUM_RATE, phonenumbers.PAGER, phonenumbers.UAN} {
+			if ex := phonenumbers.GetExampleNumberForType(reg, typ); ex != nil {
+				nums = append(nums, ex)
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, p := range validNumbers(r, 2000) {
+		n, err := phonenumbers.Parse("+"+strconv.Itoa(p.cc)+p.nsn, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nums = append(nums, n)
+	}
+	ext, _ := phonenumbers.Parse("+1 415 555 0123 ext. 77", "US")
+	nums = append(nums, ext)
+	if len(nums) < 1000 {
+		t.Fatalf("only %d numbers", len(nums))
+	}
+	for _, n := range nums {
+		if got, want := ndcLength(n), phonenumbers.GetLengthOfNationalDestinationCode(n); got != want {
+			t.Errorf("+%d %d: ndcLength = %d, libphonenumber %d", n.GetCountryCode(), n.GetNationalNumber(), got, want)
+		}
+	}
+}
+
+func TestDigitGroups(t *testing.T) {
+	for _, s := range []string{"", "+1 415-555-0123", "12", "+", "1 2", "a", "12a", "a12", "+54 9 11 1234-5678", "--1--"} {
+		want := regexp.MustCompile(`(\D+)`).Split(s, -1)
+		if got := digitGroups(s); !slices.Equal(got, want) {
+			t.Errorf("digitGroups(%q) = %q, want %q", s, got, want)
 		}
 	}
 }

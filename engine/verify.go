@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgphi/pgphi/blindindex"
 	"github.com/pgphi/pgphi/envelope"
 	"github.com/pgphi/pgphi/keys"
 )
@@ -110,20 +112,75 @@ func checkExpanded(ctx context.Context, pool *pgxpool.Pool, t *Target) error {
 	return nil
 }
 
+// verifyChunk is one batch of rows read for verification, copied out of
+// pgx's buffers so that a checker can work on it while the next is read.
+type verifyChunk struct {
+	seq     int
+	rows    [][][]byte // per row, the raw values of the select list
+	formats []int16    // per field, the wire format
+}
+
+// verifyTable reads the table in key order on one connection and checks the
+// rows on several goroutines: decrypting and recomputing blind index terms
+// is the expensive part, and reading the next batch overlaps with it.
 func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, ix Indexers, t *Target, batch int) (*VerifyResult, error) {
-	res := &VerifyResult{}
-	typeMap := pgtype.NewMap()
-	var stored, want []int64
-	nk := len(t.PrimaryKey)
-	openers := make([]*envelope.Opener, len(t.Columns))
-	for i, c := range t.Columns {
-		openers[i] = ring.Opener(t.QualifiedName(), c.Name)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	checkers := max(1, runtime.GOMAXPROCS(0))
+	chunks := make(chan verifyChunk, checkers)
+	results := make([]*VerifyResult, 0, 64)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range checkers {
+		wg.Go(func() {
+			c := newRowChecker(ring, ix, t)
+			for ch := range chunks {
+				part := &VerifyResult{}
+				for _, raw := range ch.rows {
+					c.check(part, raw, ch.formats)
+				}
+				mu.Lock()
+				for len(results) <= ch.seq {
+					results = append(results, nil)
+				}
+				results[ch.seq] = part
+				mu.Unlock()
+			}
+		})
 	}
+	readErr := readForVerify(ctx, pool, t, batch, chunks)
+	close(chunks)
+	wg.Wait()
+	if readErr != nil {
+		return nil, readErr
+	}
+	// Merge in read order, so the examples are the first mismatches in key order.
+	res := &VerifyResult{}
+	for _, part := range results {
+		if part == nil {
+			continue
+		}
+		res.Rows += part.Rows
+		res.Values += part.Values
+		res.Pending += part.Pending
+		res.Mismatches += part.Mismatches
+		for _, m := range part.Examples {
+			if len(res.Examples) < MaxExamples {
+				res.Examples = append(res.Examples, m)
+			}
+		}
+	}
+	return res, nil
+}
+
+// verifySelect is the select list of verification: the key as text, then per
+// column the plaintext as text, the ciphertext and the terms (NULL when the
+// column has no index), then whether the row is pending.
+func verifySelect(t *Target) string {
 	var sel strings.Builder
 	for _, k := range t.KeyTexts() {
 		sel.WriteString(k + ", ")
 	}
-	// Per column: plaintext, ciphertext, and terms (NULL when not indexed).
 	for i, c := range t.Columns {
 		idx := "NULL::bigint[]"
 		if c.HasIndex() {
@@ -140,11 +197,18 @@ func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, ix
 	} else {
 		sel.WriteString(ident(MarkerColumn) + " IS TRUE")
 	}
-	first := fmt.Sprintf("SELECT %s FROM %s ORDER BY %s LIMIT $1", sel.String(), t.Ident(), t.keyList(""))
-	next := fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT $%d", sel.String(), t.Ident(), t.keyCompare(">", 1), t.keyList(""), nk+1)
+	return sel.String()
+}
 
+// readForVerify pages through the table in key order and hands each page to
+// the checkers.
+func readForVerify(ctx context.Context, pool *pgxpool.Pool, t *Target, batch int, out chan<- verifyChunk) error {
+	nk := len(t.PrimaryKey)
+	sel := verifySelect(t)
+	first := fmt.Sprintf("SELECT %s FROM %s ORDER BY %s LIMIT $1", sel, t.Ident(), t.keyList(""))
+	next := fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT $%d", sel, t.Ident(), t.keyCompare(">", 1), t.keyList(""), nk+1)
 	var last []string
-	for {
+	for seq := 0; ; seq++ {
 		var rows pgx.Rows
 		var err error
 		if last == nil {
@@ -157,70 +221,123 @@ func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, ix
 			rows, err = pool.Query(ctx, next, append(args, batch)...)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", t.QualifiedName(), err)
+			return fmt.Errorf("reading %s: %w", t.QualifiedName(), err)
 		}
-		n := 0
+		ch := verifyChunk{seq: seq}
+		for _, fd := range rows.FieldDescriptions() {
+			ch.formats = append(ch.formats, fd.Format)
+		}
 		for rows.Next() {
 			raw := rows.RawValues()
-			n++
-			key := make([]string, nk)
-			for i := range nk {
-				key[i] = string(raw[i])
+			// One allocation per row holds all of its values.
+			size := 0
+			for _, v := range raw {
+				size += len(v)
 			}
-			last = key
-			res.Rows++
-			flag := raw[len(raw)-1]
-			if len(flag) == 1 && (flag[0] == 1 || flag[0] == 't') {
-				// The application changed this row since it was encrypted; the
-				// next apply re-encrypts it. Its stale ciphertext was cleared.
-				res.Pending++
-				continue
-			}
-			for i, c := range t.Columns {
-				pt, ct, terms := raw[nk+3*i], raw[nk+3*i+1], raw[nk+3*i+2]
-				res.Values++
-				problem := ""
-				// text is the value the terms must match: the plaintext, or,
-				// for a value the application wrote encrypted (no plaintext),
-				// the decrypted ciphertext.
-				text, hasValue := string(pt), pt != nil
-				switch {
-				case pt == nil && ct == nil:
-				case ct == nil:
-					problem = ProblemMissing
-				default:
-					v, err := openers[i].Open(ct, envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: key})
-					switch {
-					case err != nil:
-						problem = ProblemUndecrypt
-					case v.Type != c.ValueType:
-						problem = ProblemWrongType
-					case pt != nil && v.Text != string(pt):
-						problem = ProblemDifferent
-					}
-					text, hasValue = v.Text, err == nil
-				}
-				if problem == "" && c.HasIndex() && hasValue {
-					idx := ix.For(t.QualifiedName(), c.Name)
-					want = idx.Terms(want[:0], text)
-					stored = stored[:0]
-					if terms == nil {
-						problem = ProblemNoTerms
-					} else if err := typeMap.Scan(pgtype.Int8ArrayOID, rows.FieldDescriptions()[nk+3*i+2].Format, terms, &stored); err != nil || !slices.Equal(stored, want) {
-						problem = ProblemWrongTerms
-					}
-				}
-				if problem != "" {
-					res.add(Mismatch{Table: t.QualifiedName(), Column: c.Name, KeyColumns: t.keyNames(), Key: key, Problem: problem})
+			slab := make([]byte, 0, size)
+			row := make([][]byte, len(raw))
+			for i, v := range raw {
+				if v != nil {
+					slab = append(slab, v...)
+					row[i] = slab[len(slab)-len(v) : len(slab) : len(slab)]
 				}
 			}
+			ch.rows = append(ch.rows, row)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("reading %s: %w", t.QualifiedName(), err)
+			return fmt.Errorf("reading %s: %w", t.QualifiedName(), err)
+		}
+		n := len(ch.rows)
+		if n > 0 {
+			last = make([]string, nk)
+			for i := range nk {
+				last[i] = string(ch.rows[n-1][i])
+			}
+			select {
+			case out <- ch:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 		if n < batch {
-			return res, nil
+			return nil
+		}
+	}
+}
+
+// rowChecker checks rows of one table; each checker goroutine has its own.
+type rowChecker struct {
+	t       *Target
+	typeMap *pgtype.Map
+	openers []*envelope.Opener
+	index   []*blindindex.Column
+	stored  []int64
+	want    []int64
+}
+
+func newRowChecker(ring *keys.Keyring, ix Indexers, t *Target) *rowChecker {
+	c := &rowChecker{t: t, typeMap: pgtype.NewMap(), openers: make([]*envelope.Opener, len(t.Columns)), index: make([]*blindindex.Column, len(t.Columns))}
+	for i, col := range t.Columns {
+		c.openers[i] = ring.Opener(t.QualifiedName(), col.Name)
+		if col.HasIndex() {
+			c.index[i] = ix.For(t.QualifiedName(), col.Name)
+		}
+	}
+	return c
+}
+
+// check verifies one row and records the outcome in res.
+func (c *rowChecker) check(res *VerifyResult, raw [][]byte, formats []int16) {
+	t := c.t
+	nk := len(t.PrimaryKey)
+	key := make([]string, nk)
+	for i := range nk {
+		key[i] = string(raw[i])
+	}
+	res.Rows++
+	flag := raw[len(raw)-1]
+	if len(flag) == 1 && (flag[0] == 1 || flag[0] == 't') {
+		// The application changed this row since it was encrypted; the
+		// next apply re-encrypts it. Its stale ciphertext was cleared.
+		res.Pending++
+		return
+	}
+	for i, col := range t.Columns {
+		pt, ct, terms := raw[nk+3*i], raw[nk+3*i+1], raw[nk+3*i+2]
+		res.Values++
+		problem := ""
+		// text is the value the terms must match: the plaintext, or, for a
+		// value the application wrote encrypted (no plaintext), the
+		// decrypted ciphertext.
+		text, hasValue := string(pt), pt != nil
+		switch {
+		case pt == nil && ct == nil:
+		case ct == nil:
+			problem = ProblemMissing
+		default:
+			v, err := c.openers[i].Open(ct, envelope.Binding{Table: t.QualifiedName(), Column: col.Name, PrimaryKey: key})
+			switch {
+			case err != nil:
+				problem = ProblemUndecrypt
+			case v.Type != col.ValueType:
+				problem = ProblemWrongType
+			case pt != nil && v.Text != string(pt):
+				problem = ProblemDifferent
+			}
+			text, hasValue = v.Text, err == nil
+		}
+		if problem == "" && c.index[i] != nil && hasValue {
+			c.want = c.index[i].Terms(c.want[:0], text)
+			c.stored = c.stored[:0]
+			if terms == nil {
+				problem = ProblemNoTerms
+			} else if err := c.typeMap.Scan(pgtype.Int8ArrayOID, formats[nk+3*i+2], terms, &c.stored); err != nil || !slices.Equal(c.stored, c.want) {
+				problem = ProblemWrongTerms
+			}
+		}
+		if problem != "" {
+			res.add(Mismatch{Table: t.QualifiedName(), Column: col.Name, KeyColumns: t.keyNames(), Key: key, Problem: problem})
 		}
 	}
 }
