@@ -49,6 +49,7 @@ type options struct {
 	write         bool
 	out           string
 	keepLogs      bool
+	only          string
 	commandLine   string
 	serverSetting map[string]string
 }
@@ -69,7 +70,12 @@ func main() {
 	flag.BoolVar(&o.write, "write", false, "record the results in BENCHMARKS.md")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "the file -write updates")
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "keep the working directory (configs, pgphi output) after the run")
+	flag.StringVar(&o.only, "only", "", "development loop: run baseline A and one apply, \"plain\" or \"search\", print a summary and record nothing")
 	flag.Parse()
+	if o.only != "" && o.only != "plain" && o.only != "search" {
+		fmt.Fprintln(os.Stderr, "bench: -only takes plain or search")
+		os.Exit(2)
+	}
 	if o.patients < 1000 {
 		fmt.Fprintln(os.Stderr, "bench: -patients must be at least 1000")
 		os.Exit(2)
@@ -91,12 +97,20 @@ func main() {
 		"max_parallel_workers_per_gather": "2",
 	}
 
+	if os.Getenv("PGPHI_BENCH_STATEMENTS") != "" {
+		// Development aid with -only: the statements that took the server's time.
+		o.serverSetting["shared_preload_libraries"] = "pg_stat_statements"
+		o.serverSetting["pg_stat_statements.track"] = "all"
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := run(ctx, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
+	}
+	if res == nil {
+		return // -only printed its summary
 	}
 	md := res.markdown(o)
 	fmt.Print(md)

@@ -97,6 +97,11 @@ func run(ctx context.Context, o options) (*results, error) {
 	res.machine.readServer(ctx, e.admin, e.cl.DataDir())
 
 	t0 := time.Now()
+	if os.Getenv("PGPHI_BENCH_STATEMENTS") != "" {
+		if _, err := e.admin.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"); err != nil {
+			return nil, err
+		}
+	}
 	if res.tableSize, err = e.makeTemplate(ctx, "bench_template", o.patients); err != nil {
 		return nil, err
 	}
@@ -105,6 +110,34 @@ func run(ctx context.Context, o options) (*results, error) {
 
 	if res.a, err = e.baselineA(ctx); err != nil {
 		return nil, fmt.Errorf("baseline A: %w", err)
+	}
+	if o.only != "" {
+		// A development loop: baseline A and one apply, summarized on stderr.
+		a := e.apply(ctx, res, "pgphi apply ("+o.only+")", "bench_template", o.only == "search")
+		if a.err != nil {
+			return nil, a.err
+		}
+		logf("baseline A %.0f rows/s; %s %.0f rows/s = %.2fx A; max RSS %d MiB", res.a.rate(), a.name, a.rate(), a.rate()/res.a.rate(), a.maxRSS/1024)
+		for _, s := range a.steps {
+			logf("  %-50s %s", s.name, s.took.Round(time.Millisecond))
+		}
+		if os.Getenv("PGPHI_BENCH_STATEMENTS") != "" {
+			rows, err := e.admin.Query(ctx, `SELECT calls, round(total_exec_time)::bigint, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+				FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15`)
+			if err != nil {
+				return nil, err
+			}
+			for rows.Next() {
+				var calls, ms int64
+				var q string
+				if err := rows.Scan(&calls, &ms, &q); err != nil {
+					return nil, err
+				}
+				logf("  %7d calls %7d ms  %s", calls, ms, q)
+			}
+			rows.Close()
+		}
+		return nil, nil
 	}
 	if res.b, err = e.baselineB(ctx); err != nil {
 		return nil, fmt.Errorf("baseline B: %w", err)

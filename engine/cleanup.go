@@ -147,11 +147,10 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 			drops = append(drops, "DROP COLUMN "+ident(c.Name))
 		}
 		drops = append(drops, "DROP COLUMN "+ident(MarkerColumn))
-		stmts := []string{
-			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", ident(triggerName), t.Ident()),
+		stmts := append(t.dropTriggersSQL(),
 			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")),
 			fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", t.markFunctionIdent()),
-		}
+		)
 		for _, c := range t.Columns {
 			enc := c.Encrypted
 			if opt.Rename {

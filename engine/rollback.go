@@ -51,11 +51,10 @@ func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 			}
 		}
 		drops = append(drops, "DROP COLUMN IF EXISTS "+ident(MarkerColumn))
-		stmts := []string{
-			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", ident(triggerName), t.Ident()),
+		stmts := append(t.dropTriggersSQL(),
 			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")),
 			fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", t.markFunctionIdent()),
-		}
+		)
 		for _, st := range stmts {
 			if _, err := tx.Exec(ctx, st); err != nil {
 				return err

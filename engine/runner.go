@@ -210,7 +210,7 @@ func (s expandStep) Describe() string {
 	for _, c := range s.t.Columns {
 		cols = append(cols, c.Encrypted)
 	}
-	return fmt.Sprintf("expand %s: add %s, marker %s, trigger %s", s.t.QualifiedName(), strings.Join(cols, ", "), MarkerColumn, triggerName)
+	return fmt.Sprintf("expand %s: add %s, marker %s, triggers %s", s.t.QualifiedName(), strings.Join(cols, ", "), MarkerColumn, strings.Join(triggerNames, ", "))
 }
 
 func (s expandStep) Run(ctx context.Context, r *Runner) error {
@@ -231,11 +231,10 @@ func (s expandStep) Run(ctx context.Context, r *Runner) error {
 			}
 		}
 		adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s boolean", ident(MarkerColumn)))
-		stmts := []string{
+		stmts := append([]string{
 			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(adds, ", ")),
 			t.markFunctionSQL(),
-			t.createTriggerSQL(),
-		}
+		}, t.createTriggerSQL()...)
 		for _, st := range stmts {
 			if _, err := tx.Exec(ctx, st); err != nil {
 				return err
@@ -265,16 +264,16 @@ func (s expandStep) alreadyDone(ctx context.Context, r *Runner) (bool, error) {
 	want := t.addedColumns()
 	var nCols int
 	var fnSrc *string
-	var hasTrigger bool
+	var triggers int
 	err := r.Pool.QueryRow(ctx, `
 		SELECT (SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass AND attname = ANY($2) AND NOT attisdropped),
 		       (SELECT prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgphi' AND p.proname = $3),
-		       EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $4)`,
-		t.Ident(), want, t.markFunction(), triggerName).Scan(&nCols, &fnSrc, &hasTrigger)
+		       (SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = ANY($4))`,
+		t.Ident(), want, t.markFunction(), triggerNames).Scan(&nCols, &fnSrc, &triggers)
 	if err != nil {
 		return false, fmt.Errorf("inspecting %s: %w", t.QualifiedName(), err)
 	}
-	if nCols != len(want) || fnSrc == nil || !hasTrigger {
+	if nCols != len(want) || fnSrc == nil || triggers != len(triggerNames) {
 		return false, nil
 	}
 	full := t.markFunctionSQL()

@@ -38,7 +38,6 @@ func (t *Target) markFunctionIdent() string {
 // The trigger is named to sort last: PostgreSQL fires BEFORE triggers in name
 // order, and ours must see the plaintext after any application trigger has
 // changed it.
-const triggerName = "zz_pgphi_mark"
 
 func (t *Target) pendingIndex() string { return objectName("pgphi_pending_", t.QualifiedName()) }
 func (t *Target) batchTable() string   { return objectName("pgphi_batch_", t.QualifiedName()) }
@@ -217,8 +216,6 @@ func (t *Target) markFunctionSQL() string {
 		strings.Join(newPlain, " OR "), strings.Join(changedPlain, " OR "))
 	fmt.Fprintf(&b, "    RAISE EXCEPTION 'pgphi: plaintext write to a protected column of %s refused: require_encryption is on' USING ERRCODE = 'insufficient_privilege', HINT = 'write the ciphertext column instead (pgphi flags)';\n  END IF;\n",
 		strings.ReplaceAll(t.QualifiedName(), "'", "''"))
-	// Counted after the refusal above: a refused write changed nothing.
-	b.WriteString("  PERFORM nextval('pgphi.write_seq');\n")
 	// An insert needs encryption when it brings a plaintext value; a row an
 	// application wrote with ciphertext only (after cutover) does not.
 	fmt.Fprintf(&b, "  IF TG_OP = 'INSERT' THEN\n    NEW.%s := %s;\n    RETURN NEW;\n  END IF;\n", ident(MarkerColumn), strings.Join(newPlain, " OR "))
@@ -246,9 +243,51 @@ func (t *Target) markFunctionSQL() string {
 	return b.String()
 }
 
-func (t *Target) createTriggerSQL() string {
-	return fmt.Sprintf("CREATE OR REPLACE TRIGGER %s BEFORE INSERT OR UPDATE ON %s FOR EACH ROW EXECUTE FUNCTION %s()",
-		ident(triggerName), t.Ident(), t.markFunctionIdent())
+// The row trigger runs the mark function on an insert, and on an update only
+// when a key or a plaintext value changed (the WHEN clause is evaluated
+// without entering PL/pgSQL): pgphi's own writes of ciphertexts, and the
+// application's updates of other columns, cost no function call per row.
+// A statement trigger advances pgphi.write_seq once per writing statement.
+const (
+	triggerName       = "zz_pgphi_mark"
+	insertTriggerName = "zz_pgphi_mark_insert"
+	countTriggerName  = "zz_pgphi_count"
+)
+
+// triggerNames are every trigger pgphi puts on a protected table.
+var triggerNames = []string{triggerName, insertTriggerName, countTriggerName}
+
+// changedCondition is true when an update changes a key or a plaintext value.
+// Values are compared as text in the "C" collation, as the mark function does.
+func (t *Target) changedCondition() string {
+	var parts []string
+	for _, k := range t.PrimaryKey {
+		parts = append(parts, fmt.Sprintf("OLD.%[1]s::text IS DISTINCT FROM NEW.%[1]s::text", ident(k.Name)))
+	}
+	for _, c := range t.Columns {
+		parts = append(parts, fmt.Sprintf("OLD.%[1]s::text COLLATE \"C\" IS DISTINCT FROM NEW.%[1]s::text COLLATE \"C\"", ident(c.Name)))
+	}
+	return strings.Join(parts, " OR ")
+}
+
+func (t *Target) createTriggerSQL() []string {
+	return []string{
+		fmt.Sprintf("CREATE OR REPLACE TRIGGER %s BEFORE UPDATE ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION %s()",
+			ident(triggerName), t.Ident(), t.changedCondition(), t.markFunctionIdent()),
+		fmt.Sprintf("CREATE OR REPLACE TRIGGER %s BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION %s()",
+			ident(insertTriggerName), t.Ident(), t.markFunctionIdent()),
+		fmt.Sprintf("CREATE OR REPLACE TRIGGER %s AFTER INSERT OR UPDATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION pgphi.count_write()",
+			ident(countTriggerName), t.Ident()),
+	}
+}
+
+// dropTriggersSQL removes the triggers of createTriggerSQL.
+func (t *Target) dropTriggersSQL() []string {
+	var out []string
+	for _, n := range triggerNames {
+		out = append(out, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", ident(n), t.Ident()))
+	}
+	return out
 }
 
 // incompleteRowsPredicate is true for a row with a plaintext but no
