@@ -63,7 +63,9 @@ var ErrNotExpanded = errors.New("the ciphertext columns do not exist yet: run `p
 // the plaintext still present. It reads in key order without locking.
 func Verify(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, p *Plan, batch int) (*VerifyResult, error) {
 	if batch <= 0 {
-		batch = 5000
+		// Pages of a thousand rows: a few are in memory at once (one being
+		// read, one per checker, one queued), whatever the table's size.
+		batch = 1000
 	}
 	res := &VerifyResult{}
 	var mu sync.Mutex
@@ -127,7 +129,7 @@ func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, ix
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	checkers := max(1, runtime.GOMAXPROCS(0))
-	chunks := make(chan verifyChunk, checkers)
+	chunks := make(chan verifyChunk, 1)
 	results := make([]*VerifyResult, 0, 64)
 	var mu sync.Mutex
 	var wg sync.WaitGroup

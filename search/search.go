@@ -69,17 +69,15 @@ func (s *Searcher) Find(ctx context.Context, table, column string, q blindindex.
 	}
 	opener := s.Keys.Opener(t.QualifiedName(), c.Name)
 	nk := len(t.PrimaryKey)
-	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		// The candidate query must use the GIN and pending indexes, whatever
-		// the table's size; a sequential scan would read every ciphertext.
-		if _, err := tx.Exec(ctx, "SET LOCAL enable_seqscan = off"); err != nil {
-			return err
-		}
-		rows, err := tx.Query(ctx, sql, args...)
-		if err != nil {
-			return fmt.Errorf("searching %s.%s: %w", t.QualifiedName(), c.Name, err)
-		}
-		defer rows.Close()
+	// The candidate query must use the GIN and pending indexes, whatever the
+	// table's size (a sequential scan would read every ciphertext), so it runs
+	// with enable_seqscan off in its own transaction. The four statements go
+	// in one batch: one round trip, as a plaintext lookup has.
+	batch := &pgx.Batch{}
+	batch.Queue("BEGIN READ ONLY")
+	batch.Queue("SET LOCAL enable_seqscan = off")
+	var scanErr error
+	batch.Queue(sql, args...).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			raw := rows.RawValues()
 			res.Candidates++
@@ -102,7 +100,10 @@ func (s *Searcher) Find(ctx context.Context, table, column string, q blindindex.
 			default:
 				v, err := opener.Open(ct, envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: key})
 				if err != nil {
-					return fmt.Errorf("%s.%s at key (%s): ciphertext does not decrypt: %w", t.QualifiedName(), c.Name, strings.Join(key, ", "), err)
+					if scanErr == nil {
+						scanErr = fmt.Errorf("%s.%s at key (%s): ciphertext does not decrypt: %w", t.QualifiedName(), c.Name, strings.Join(key, ", "), err)
+					}
+					continue
 				}
 				text = v.Text
 			}
@@ -110,8 +111,16 @@ func (s *Searcher) Find(ctx context.Context, table, column string, q blindindex.
 				res.Keys = append(res.Keys, key)
 			}
 		}
-		return rows.Err()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("searching %s.%s: %w", t.QualifiedName(), c.Name, err)
+		}
+		return nil
 	})
+	batch.Queue("COMMIT")
+	err = s.Pool.SendBatch(ctx, batch).Close()
+	if err == nil {
+		err = scanErr
+	}
 	if err != nil {
 		return nil, err
 	}
