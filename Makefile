@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 
-.PHONY: all build demo test test-fips vet clean bench
+.PHONY: all build demo test test-fips vet clean bench faults
 
 all: build
 
@@ -33,6 +33,12 @@ vet:
 bench:
 	bash scripts/ensure-postgres.sh
 	$(GO) run ./bench -write $(BENCH_FLAGS)
+
+# Fault campaign of issue 6 (kills, restarts, dropped connections, locks, a full
+# disk, under a concurrent writer) on a throwaway cluster; records RELIABILITY.md.
+faults:
+	bash scripts/ensure-postgres.sh
+	$(GO) run ./faults -write $(FAULTS_FLAGS)
 
 clean:
 	rm -rf bin
