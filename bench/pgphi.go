@@ -47,23 +47,33 @@ type step struct {
 	took time.Duration
 }
 
-// benchConfig is the patient section of cli.DemoConfig; without search
-// kinds when search is false.
-func benchConfig(search bool) string {
+// Search configurations of the apply runs.
+const (
+	searchNone    = ""        // the seven columns encrypted, no search kinds
+	searchDefault = "default" // the default indexes: exact, prefix, phonetic on names; phone; date
+	searchDemo    = "demo"    // cli.DemoConfig: the default plus contains on last_name and exact on email
+)
+
+// benchConfig is the patient section of the configuration of a search mode.
+func benchConfig(mode string) string {
 	kinds := map[string]string{
 		"first_name":    "[exact, prefix, phonetic]",
-		"middle_name":   "[exact]",
-		"last_name":     "[exact, prefix, contains, phonetic]",
+		"middle_name":   "[exact, prefix, phonetic]",
+		"last_name":     "[exact, prefix, phonetic]",
 		"phone_mobile":  "[phone]",
 		"phone_home":    "[phone]",
-		"email":         "[exact]",
 		"date_of_birth": "[date]",
+	}
+	if mode == searchDemo {
+		kinds["middle_name"] = "[exact]"
+		kinds["last_name"] = "[exact, prefix, contains, phonetic]"
+		kinds["email"] = "[exact]"
 	}
 	var b strings.Builder
 	b.WriteString("version: 1\nenvironment: bench\ntables:\n  patient:\n    primary_key: uid\n    columns:\n")
 	for _, c := range phiColumns {
-		if search {
-			fmt.Fprintf(&b, "      %s: { class: pii, search: %s }\n", c, kinds[c])
+		if k := kinds[c]; mode != searchNone && k != "" {
+			fmt.Fprintf(&b, "      %s: { class: pii, search: %s }\n", c, k)
 		} else {
 			fmt.Fprintf(&b, "      %s: { class: pii }\n", c)
 		}
@@ -172,7 +182,7 @@ func tail(s string, n int) string {
 
 // apply runs keys init and apply on a fresh copy of template with the
 // writer running during apply.
-func (e *env) apply(ctx context.Context, res *results, name, template string, search bool) *applyRun {
+func (e *env) apply(ctx context.Context, res *results, name, template, mode string) *applyRun {
 	a := &applyRun{name: name}
 	a.err = func() error {
 		db, err := e.copyOf(ctx, template, name)
@@ -195,7 +205,7 @@ func (e *env) apply(ctx context.Context, res *results, name, template string, se
 			return err
 		}
 		a.config = filepath.Join(e.dir, db, "pgphi.yaml")
-		if err := os.WriteFile(a.config, []byte(benchConfig(search)), 0o644); err != nil {
+		if err := os.WriteFile(a.config, []byte(benchConfig(mode)), 0o644); err != nil {
 			return err
 		}
 		if _, err := e.runPgphi(ctx, db, "keys", nil, "keys", "init", "--config", a.config); err != nil {
@@ -227,7 +237,7 @@ func (e *env) apply(ctx context.Context, res *results, name, template string, se
 	if a.err != nil {
 		res.note("%s failed: %v", name, a.err)
 	}
-	if !search && a.db != "" {
+	if mode != searchDemo && a.db != "" {
 		e.drop(ctx, a.db)
 	}
 	return a

@@ -28,7 +28,8 @@ type results struct {
 
 	a, b, c baseline
 
-	plain, indexed *applyRun // pgphi apply without / with search kinds
+	plain, indexed *applyRun // pgphi apply without / with the default search kinds
+	demo           *applyRun // with the demo's search kinds; searched and cleaned up
 	small          *applyRun // with search kinds on a quarter of the rows (-memcheck)
 	cleanup        *applyRun
 
@@ -113,7 +114,8 @@ func run(ctx context.Context, o options) (*results, error) {
 	}
 	if o.only != "" {
 		// A development loop: baseline A and one apply, summarized on stderr.
-		a := e.apply(ctx, res, "pgphi apply ("+o.only+")", "bench_template", o.only == "search")
+		mode := map[string]string{"plain": searchNone, "search": searchDefault, "demo": searchDemo}[o.only]
+		a := e.apply(ctx, res, "pgphi apply ("+o.only+")", "bench_template", mode)
 		if a.err != nil {
 			return nil, a.err
 		}
@@ -146,26 +148,27 @@ func run(ctx context.Context, o options) (*results, error) {
 		return nil, fmt.Errorf("baseline C: %w", err)
 	}
 
-	res.plain = e.apply(ctx, res, "pgphi apply, no search kinds", "bench_template", false)
-	res.indexed = e.apply(ctx, res, "pgphi apply, default search kinds", "bench_template", true)
+	res.plain = e.apply(ctx, res, "pgphi apply, no search kinds", "bench_template", searchNone)
+	res.indexed = e.apply(ctx, res, "pgphi apply, default search kinds", "bench_template", searchDefault)
+	res.demo = e.apply(ctx, res, "pgphi apply, demo search kinds (default + contains on last_name, exact on email)", "bench_template", searchDemo)
 	if o.memCheck {
 		small := o.patients / 4
 		if _, err := e.makeTemplate(ctx, "bench_small", small); err != nil {
 			return nil, err
 		}
-		res.small = e.apply(ctx, res, fmt.Sprintf("pgphi apply, default search kinds, %d rows", small), "bench_small", true)
+		res.small = e.apply(ctx, res, fmt.Sprintf("pgphi apply, default search kinds, %d rows", small), "bench_small", searchDefault)
 		if res.small.db != "" {
 			e.drop(ctx, res.small.db)
 		}
 		e.drop(ctx, "bench_small")
 	}
 
-	if res.indexed.err == nil {
-		if res.searches, err = e.searchBench(ctx, res, res.indexed); err != nil {
+	if res.demo.err == nil {
+		if res.searches, err = e.searchBench(ctx, res, res.demo); err != nil {
 			res.note("search benchmark failed: %v", err)
 		}
 		if o.cleanup {
-			res.cleanup = e.cleanupRun(ctx, res, res.indexed)
+			res.cleanup = e.cleanupRun(ctx, res, res.demo)
 		}
 	}
 	if ctx.Err() != nil {

@@ -74,6 +74,9 @@ var searchKinds = []searchKind{
 	{kind: blindindex.QExact, column: "last_name", plainLabel: "`last_name = $1`, B-tree",
 		plainSQL: "SELECT uid FROM patient WHERE last_name = $1",
 		build:    func(v string) (string, any, bool) { return v, v, strings.TrimSpace(v) != "" }},
+	{kind: blindindex.QExact, column: "email", plainLabel: "`email = $1`, B-tree",
+		plainSQL: "SELECT uid FROM patient WHERE email = $1",
+		build:    func(v string) (string, any, bool) { return v, v, strings.TrimSpace(v) != "" }},
 	{kind: blindindex.QPhone, column: "phone_mobile", plainLabel: "`phone_mobile = $1`, B-tree",
 		plainSQL: "SELECT uid FROM patient WHERE phone_mobile = $1",
 		build:    func(v string) (string, any, bool) { return v, v, true }},
@@ -120,6 +123,7 @@ func (e *env) searchBench(ctx context.Context, res *results, from *applyRun) ([]
 		"CREATE INDEX bench_last_name ON patient (last_name)",
 		"CREATE INDEX bench_phone_mobile ON patient (phone_mobile)",
 		"CREATE INDEX bench_date_of_birth ON patient (date_of_birth)",
+		"CREATE INDEX bench_email ON patient (email)",
 		"CREATE EXTENSION IF NOT EXISTS fuzzystrmatch",
 		"VACUUM ANALYZE patient",
 	} {
