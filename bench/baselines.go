@@ -18,6 +18,7 @@ type baseline struct {
 	rows    int           // rows processed
 	took    time.Duration // wall time of the processing (commit included)
 	sampled bool          // rows < table size: the rate is extrapolated
+	server  time.Duration // CPU time of the PostgreSQL server during the processing
 }
 
 func (b baseline) rate() float64 {
@@ -86,9 +87,13 @@ func (e *env) baselineA(ctx context.Context) (baseline, error) {
 		sets = append(sets, fmt.Sprintf("%s = %s", pgx.Identifier{c + "_copy"}.Sanitize(), pgx.Identifier{c}.Sanitize()))
 	}
 	logf("baseline A: UPDATE of %d rows", b.rows)
+	cpu0, _ := serverCPU(e.cl.DataDir())
 	start := time.Now()
 	tag, err := conn.Exec(ctx, "UPDATE patient SET "+strings.Join(sets, ", "))
 	b.took = time.Since(start)
+	if cpu1, ok := serverCPU(e.cl.DataDir()); ok {
+		b.server = cpu1 - cpu0
+	}
 	if err != nil {
 		return b, err
 	}

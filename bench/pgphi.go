@@ -27,7 +27,9 @@ type applyRun struct {
 	config  string
 	rows    int
 	took    time.Duration
-	maxRSS  int64 // KiB
+	maxRSS  int64         // KiB
+	cpu     time.Duration // pgphi's CPU time (user + system)
+	server  time.Duration // the server's CPU time during the run (0: unknown)
 	steps   []step
 	writer  writerStats
 	err     error
@@ -98,6 +100,8 @@ func (e *env) pgphiEnv() []string {
 type pgphiResult struct {
 	took   time.Duration
 	maxRSS int64
+	cpu    time.Duration
+	server time.Duration
 	steps  []step
 	output string
 }
@@ -148,6 +152,7 @@ func (e *env) runPgphi(ctx context.Context, db, logName string, onLine func(stri
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
+	cpu0, cpuOK := serverCPU(e.cl.DataDir())
 	start := time.Now()
 	runErr := cmd.Run()
 	end := time.Now()
@@ -155,6 +160,17 @@ func (e *env) runPgphi(ctx context.Context, db, logName string, onLine func(stri
 	readWG.Wait()
 	res.took = end.Sub(start)
 	res.maxRSS = maxRSS(cmd.ProcessState)
+	if cmd.ProcessState != nil {
+		res.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
+	if cpuOK {
+		// pgphi's backends exit just after it does; let the postmaster reap
+		// them so their time is counted.
+		time.Sleep(300 * time.Millisecond)
+		if cpu1, ok := serverCPU(e.cl.DataDir()); ok {
+			res.server = cpu1 - cpu0
+		}
+	}
 	if len(marks) > 0 {
 		res.steps = append(res.steps, step{name: "start: connect, checks, audit record, keys", took: marks[0].Sub(start)})
 	}
@@ -225,7 +241,7 @@ func (e *env) apply(ctx context.Context, res *results, name, template, mode stri
 		logf("%s: %d rows, concurrent writer every %s", name, a.rows, e.o.writerEvery)
 		r, err := e.runPgphi(ctx, db, "apply", nil, args...)
 		a.writer = w.stop()
-		a.took, a.maxRSS, a.steps = r.took, r.maxRSS, r.steps
+		a.took, a.maxRSS, a.steps, a.cpu, a.server = r.took, r.maxRSS, r.steps, r.cpu, r.server
 		a.logTail = tail(r.output, 25)
 		if err != nil {
 			return err

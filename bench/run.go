@@ -120,6 +120,7 @@ func run(ctx context.Context, o options) (*results, error) {
 			return nil, a.err
 		}
 		logf("baseline A %.0f rows/s; %s %.0f rows/s = %.2fx A; max RSS %d MiB", res.a.rate(), a.name, a.rate(), a.rate()/res.a.rate(), a.maxRSS/1024)
+		logf("CPU per 1,000 rows: baseline A server %s; pgphi client %s + server %s", perK(res.a.server, res.a.rows), perK(a.cpu, a.rows), perK(a.server, a.rows))
 		for _, s := range a.steps {
 			logf("  %-50s %s", s.name, s.took.Round(time.Millisecond))
 		}
@@ -233,4 +234,12 @@ func (e *env) drop(ctx context.Context, name string) {
 // connect opens one connection to a database of the cluster.
 func (e *env) connect(ctx context.Context, db string) (*pgx.Conn, error) {
 	return dbconn.Conn(ctx, e.cl.URL(db))
+}
+
+// perK is a CPU time per 1,000 rows.
+func perK(d time.Duration, rows int) time.Duration {
+	if rows <= 0 {
+		return 0
+	}
+	return (d * 1000 / time.Duration(rows)).Round(10 * time.Microsecond)
 }
