@@ -299,9 +299,30 @@ func TestTriggerKeepsCiphertextsHonest(t *testing.T) {
 		}
 		return
 	}
+	counter := func() float64 {
+		t.Helper()
+		n, err := WriteCounter(ctx, f.runner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := counter()
 	exec("UPDATE p SET other = 0 WHERE uid = 'u1'")
 	if ct, pend := state("u1"); !ct || (pend != nil && *pend) {
 		t.Fatal("an update of an unprotected column disturbed the ciphertext")
+	}
+	// Writes are counted per statement, whatever they touch: cleanup needs
+	// to know that something was written after the last verification.
+	exec("UPDATE p SET other = other + 1")
+	if got := counter() - before; got != 2 {
+		t.Fatalf("two writing statements advanced the write counter by %v", got)
+	}
+	// A ciphertext written without a plaintext change (as pgphi's backfill
+	// and a cut-over application do) does not mark the row.
+	exec("UPDATE p SET nm_encrypted = nm_encrypted WHERE uid = 'u1'")
+	if ct, pend := state("u1"); !ct || (pend != nil && *pend) {
+		t.Fatal("rewriting the ciphertext alone marked the row or cleared the ciphertext")
 	}
 	exec("UPDATE p SET nm = 'changed' WHERE uid = 'u2'")
 	if ct, pend := state("u2"); ct || pend == nil || !*pend {
