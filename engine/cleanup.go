@@ -135,6 +135,12 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 				break
 			}
 		}
+		// The batches above turned synchronous_commit off for this
+		// transaction; dropping the plaintext is reported done only once it
+		// is durable.
+		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = on"); err != nil {
+			return err
+		}
 		var incomplete int64
 		if err := tx.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s IS TRUE OR %s", t.Ident(), ident(MarkerColumn), t.incompleteRowsPredicate())).Scan(&incomplete); err != nil {
 			return err
