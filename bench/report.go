@@ -101,26 +101,34 @@ func (r *results) markdown(o options) string {
 
 	// Throughput.
 	b.WriteString("#### Throughput: rows of `patient` per second\n\n")
-	b.WriteString("| method | rows | time | rows/s | × A | × B | × C |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| method | rows | time | rows/s | × A | × B | × C | CPU per 1,000 rows: client + server |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	aR, bR, cR := r.a.rate(), r.b.rate(), r.c.rate()
 	for _, bl := range []baseline{r.a, r.b, r.c} {
 		name := bl.name
 		if bl.sampled {
 			name += fmt.Sprintf(" — sample of %s rows, rate extrapolated", thousands(int64(bl.rows)))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", name, thousands(int64(bl.rows)), fmtDur(bl.took), fmtRate(bl.rate()),
-			ratio(bl.rate(), aR), ratio(bl.rate(), bR), ratio(bl.rate(), cR))
+		cpu := ""
+		if bl.server > 0 {
+			cpu = "server " + fmtDur(perK(bl.server, bl.rows))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", name, thousands(int64(bl.rows)), fmtDur(bl.took), fmtRate(bl.rate()),
+			ratio(bl.rate(), aR), ratio(bl.rate(), bR), ratio(bl.rate(), cR), cpu)
 	}
 	for _, a := range []*applyRun{r.plain, r.indexed, r.demo, r.small} {
 		if a == nil {
 			continue
 		}
 		if a.err != nil {
-			fmt.Fprintf(&b, "| %s | %s | failed | | | | |\n", a.name, thousands(int64(a.rows)))
+			fmt.Fprintf(&b, "| %s | %s | failed | | | | | |\n", a.name, thousands(int64(a.rows)))
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", a.name, thousands(int64(a.rows)), fmtDur(a.took), fmtRate(a.rate()),
-			ratio(a.rate(), aR), ratio(a.rate(), bR), ratio(a.rate(), cR))
+		cpu := fmtDur(perK(a.cpu, a.rows))
+		if a.server > 0 {
+			cpu += " + " + fmtDur(perK(a.server, a.rows))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", a.name, thousands(int64(a.rows)), fmtDur(a.took), fmtRate(a.rate()),
+			ratio(a.rate(), aR), ratio(a.rate(), bR), ratio(a.rate(), cR), cpu)
 	}
 	for _, a := range []*applyRun{r.plain, r.indexed, r.demo} {
 		if a == nil || a.err != nil {
@@ -129,7 +137,7 @@ func (r *results) markdown(o options) string {
 		for _, st := range a.steps {
 			if strings.HasPrefix(st.name, "backfill") && st.took > 0 {
 				rate := float64(a.rows) / st.took.Seconds()
-				fmt.Fprintf(&b, "| *%s: its backfill step alone* | %s | %s | %s | %s | %s | %s |\n", a.name, thousands(int64(a.rows)), fmtDur(st.took), fmtRate(rate),
+				fmt.Fprintf(&b, "| *%s: its backfill step alone* | %s | %s | %s | %s | %s | %s | |\n", a.name, thousands(int64(a.rows)), fmtDur(st.took), fmtRate(rate),
 					ratio(rate, aR), ratio(rate, bR), ratio(rate, cR))
 			}
 		}
