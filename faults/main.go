@@ -86,7 +86,7 @@ func main() {
 	var o options
 	var scen string
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of every random draw (kill moments, writer operations)")
-	flag.IntVar(&o.patients, "patients", 40_000, "rows of the patient table")
+	flag.IntVar(&o.patients, "patients", 50_000, "rows of the patient table")
 	flag.IntVar(&o.poolSize, "pool", 3000, "existing rows the writer may update and delete (the rest must stay untouched)")
 	flag.IntVar(&o.canaries, "canaries", 300, "rows whose names and e-mail are replaced with planted values that must never appear in pgphi's output")
 	flag.StringVar(&scen, "scenario", strings.Join(allScenarios, ","), "comma-separated scenarios to run (control trials always run): "+strings.Join(allScenarios, ", "))

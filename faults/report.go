@@ -107,7 +107,7 @@ func (r *results) markdown(o options) string {
 			thousands(r.base.rows), len(r.base.canaryKeys), r.base.size)
 	}
 	fmt.Fprintf(&b, "- Application writer: one insert, update or delete every %s on a pool of %s rows and its own rows\n", o.writerEvery, thousands(int64(o.poolSize)))
-	fmt.Fprintf(&b, "- Uninterrupted durations under the writer (the random moments are drawn within them): %s\n", r.durations)
+	fmt.Fprintf(&b, "- Durations the random moments were drawn within, at the end of the campaign (the control runs under the writer, lowered to a faster uninterrupted run after a missed kill): %s\n", r.durations)
 	fmt.Fprintf(&b, "- Campaign duration: %s\n\n", time.Since(started).Round(time.Second))
 
 	b.WriteString("| scenario | trials | faults injected | missed (run ended first) | reruns needed | failed trials |\n")
