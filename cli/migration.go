@@ -164,11 +164,11 @@ func (a *app) verifyCommand() *cobra.Command {
 					return err
 				}
 				r := &engine.Runner{Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan}
-				counter, err := engine.WriteCounter(ctx, r)
+				mark, err := engine.MarkVerification(ctx, r)
 				if err != nil {
 					return err
 				}
-				start := time.Now()
+				start := mark.Started
 				res, err := engine.Verify(ctx, s.pool, ring, s.plan, 0)
 				if errors.Is(err, engine.ErrNotExpanded) {
 					return withCode(ExitFailed, err)
@@ -177,7 +177,7 @@ func (a *app) verifyCommand() *cobra.Command {
 					return err
 				}
 				if hasState, _ := state.Exists(ctx, s.pool); hasState {
-					if err := engine.RecordVerification(ctx, r, res, start, counter); err != nil {
+					if err := engine.RecordVerification(ctx, r, res, mark); err != nil {
 						return err
 					}
 				}

@@ -780,10 +780,13 @@ func TestCleanupRefusals(t *testing.T) {
 	f.exec(`UPDATE patient SET notes_encrypted = $1 WHERE id = 1`, ct)
 	f.verifyOK(rows)
 
-	// Any write to a protected table after the verification, even one with
-	// no plaintext in it, makes cleanup ask for a new one.
+	// A wrong ciphertext written after the verification is found when
+	// cleanup re-verifies, under its lock, the rows written since; the
+	// refusal names the row and the column.
 	f.exec(`UPDATE patient SET ward = ward + 1 WHERE id = 3`)
-	refused("written since verification", []string{"written since the last verification", "pgphi verify"}, "cleanup", "--confirm", planID)
+	f.exec(`UPDATE patient SET notes_encrypted = (SELECT notes_encrypted FROM patient WHERE id = 2) WHERE id = 1`)
+	refused("wrong ciphertext written since verification", []string{"do not verify", "public.patient.notes at (id)=(1)", "pgphi apply"}, "cleanup", "--confirm", planID)
+	f.exec(`UPDATE patient SET notes_encrypted = $1 WHERE id = 1`, ct)
 	// Turning a flag off after the verification refuses too.
 	f.verifyOK(rows)
 	f.mustRun("flags", "set", "require_encryption", "off")
@@ -1055,8 +1058,8 @@ tables:
 	f.verifyOK(total)
 
 	// Phase 3: cleanup. The application resumes as soon as cleanup has
-	// checked that nothing was written since the verification (a write
-	// before that check rightly makes it refuse).
+	// passed its checks; the rows it writes meanwhile are re-verified under
+	// cleanup's lock.
 	cleanupStats := &lcWriteStats{name: "cleanup"}
 	var resumed atomic.Bool
 	_, _, wait = lcStart(t, f, func(line string) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,17 +23,41 @@ type CleanupOptions struct {
 	Purge string
 }
 
-// RecordVerification stores a verify run, with the write counters of the
-// protected tables at its start, so cleanup can tell whether the application
-// wrote after it.
-func RecordVerification(ctx context.Context, r *Runner, res *VerifyResult, started time.Time, counter float64) error {
-	_, err := r.Pool.Exec(ctx, `INSERT INTO pgphi.verifications (plan_id, started_at, ok, rows_checked, values_checked, mismatches, pending, write_counter)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, r.Plan.ID, started, res.OK(), res.Rows, res.Values, res.Mismatches, res.Pending, counter)
+// VerifyMark is where a verification began.
+type VerifyMark struct {
+	Started time.Time
+	// SnapshotXmin is the xmin of a snapshot taken before the verification
+	// read anything: every transaction below it had ended, so the
+	// verification saw its writes. Rows written at or after it are the ones
+	// cleanup checks again.
+	SnapshotXmin uint64
+	// Counter is pgphi.write_seq, advanced once per writing statement on a
+	// protected table: how much the application wrote since, for the record.
+	Counter float64
+}
+
+// MarkVerification is called just before Verify.
+func MarkVerification(ctx context.Context, r *Runner) (VerifyMark, error) {
+	m := VerifyMark{Started: time.Now()}
+	var xmin string
+	err := r.Pool.QueryRow(ctx, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, (last_value + is_called::int)::float8 FROM pgphi.write_seq").Scan(&xmin, &m.Counter)
+	if err != nil {
+		return m, err
+	}
+	m.SnapshotXmin, err = strconv.ParseUint(xmin, 10, 64)
+	return m, err
+}
+
+// RecordVerification stores a verify run and where it began, for cleanup.
+func RecordVerification(ctx context.Context, r *Runner, res *VerifyResult, m VerifyMark) error {
+	_, err := r.Pool.Exec(ctx, `INSERT INTO pgphi.verifications (plan_id, started_at, ok, rows_checked, values_checked, mismatches, pending, write_counter, snapshot_xmin)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::numeric)`, r.Plan.ID, m.Started, res.OK(), res.Rows, res.Values, res.Mismatches, res.Pending, m.Counter,
+		strconv.FormatUint(m.SnapshotXmin, 10))
 	return err
 }
 
-// WriteCounter is the position of pgphi.write_seq, which the trigger advances
-// on every insert and update of a protected table.
+// WriteCounter is the position of pgphi.write_seq, which a statement trigger
+// advances once per insert or update statement on a protected table.
 func WriteCounter(ctx context.Context, r *Runner) (float64, error) {
 	var n float64
 	err := r.Pool.QueryRow(ctx, "SELECT (last_value + is_called::int)::float8 FROM pgphi.write_seq").Scan(&n)
@@ -96,7 +121,9 @@ func (r *Runner) checkCleanupAllowed(ctx context.Context) error {
 	}
 	var ok *bool
 	var counter float64
-	err = r.Pool.QueryRow(ctx, `SELECT ok, write_counter::float8 FROM pgphi.verifications WHERE plan_id = $1 ORDER BY id DESC LIMIT 1`, r.Plan.ID).Scan(&ok, &counter)
+	var xmin *string
+	err = r.Pool.QueryRow(ctx, `SELECT ok, write_counter::float8, snapshot_xmin::text FROM pgphi.verifications WHERE plan_id = $1 ORDER BY id DESC LIMIT 1`,
+		r.Plan.ID).Scan(&ok, &counter, &xmin)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("%w: no verification of plan %s on record: run `pgphi verify` first", ErrRefused, r.Plan.ID)
 	}
@@ -106,12 +133,14 @@ func (r *Runner) checkCleanupAllowed(ctx context.Context) error {
 	if !*ok {
 		return fmt.Errorf("%w: the last verification failed: fix it and run `pgphi verify` again", ErrRefused)
 	}
-	now, err := WriteCounter(ctx, r)
-	if err != nil {
-		return err
+	if xmin == nil {
+		return fmt.Errorf("%w: the last verification was recorded by an older pgphi without its starting point: run `pgphi verify` again", ErrRefused)
 	}
-	if now != counter {
-		return fmt.Errorf("%w: the protected tables were written since the last verification (%.0f writes): run `pgphi verify` again", ErrRefused, now-counter)
+	if r.verifiedFrom, err = strconv.ParseUint(*xmin, 10, 64); err != nil {
+		return fmt.Errorf("reading the last verification: %w", err)
+	}
+	if now, err := WriteCounter(ctx, r); err == nil && now > counter {
+		r.logf("    %.0f writing statements since the last verification: the rows they wrote are verified again under the lock", now-counter)
 	}
 	return nil
 }
@@ -141,12 +170,8 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = on"); err != nil {
 			return err
 		}
-		var incomplete int64
-		if err := tx.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s IS TRUE OR %s", t.Ident(), ident(MarkerColumn), t.incompleteRowsPredicate())).Scan(&incomplete); err != nil {
+		if err := r.reverifyUnderLock(ctx, tx, t); err != nil {
 			return err
-		}
-		if incomplete > 0 {
-			return fmt.Errorf("%w: %s has %d rows without a current ciphertext; run `pgphi apply`", ErrRefused, t.QualifiedName(), incomplete)
 		}
 		var drops []string
 		for _, c := range t.Columns {
@@ -173,6 +198,51 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 		}
 		return nil
 	})
+}
+
+// reverifyUnderLock checks, while writers are blocked, every row that the
+// last verification may not have seen (written by a transaction at or after
+// its starting snapshot, including the catch-up just above) and every row
+// still marked or missing a ciphertext or its terms. Any problem refuses the
+// cleanup; nothing has been dropped yet.
+func (r *Runner) reverifyUnderLock(ctx context.Context, tx pgx.Tx, t *Target) error {
+	var span int64
+	if err := tx.QueryRow(ctx, "SELECT (pg_current_xact_id()::text::numeric - $1::text::numeric)::bigint", strconv.FormatUint(r.verifiedFrom, 10)).Scan(&span); err != nil {
+		return err
+	}
+	// age(xmin) counts back from this transaction's id and saturates for
+	// frozen rows; a verification this far back is too old to compare with.
+	if span < 0 || span > 1<<30 {
+		return fmt.Errorf("%w: the last verification is %d transactions old: run `pgphi verify` again", ErrRefused, span)
+	}
+	rows, err := tx.Query(ctx, fmt.Sprintf("SELECT %s FROM %s WHERE age(xmin) <= $1 OR %s IS TRUE OR %s",
+		verifySelect(t), t.Ident(), ident(MarkerColumn), t.incompleteRowsPredicate()), span+1)
+	if err != nil {
+		return fmt.Errorf("re-verifying %s: %w", t.QualifiedName(), err)
+	}
+	defer rows.Close()
+	var formats []int16
+	for _, fd := range rows.FieldDescriptions() {
+		formats = append(formats, fd.Format)
+	}
+	check := newRowChecker(r.Keys, r.indexers, t)
+	res := &VerifyResult{}
+	for rows.Next() {
+		check.check(res, rows.RawValues(), formats)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("re-verifying %s: %w", t.QualifiedName(), err)
+	}
+	r.logf("    %s: %d rows written since the last verification or still incomplete, re-verified under the lock", t.QualifiedName(), res.Rows)
+	if res.Pending > 0 || res.Mismatches > 0 {
+		first := ""
+		if len(res.Examples) > 0 {
+			first = "; first: " + res.Examples[0].String()
+		}
+		return fmt.Errorf("%w: %s has %d rows without a current ciphertext and %d values that do not verify%s; run `pgphi apply`, then `pgphi verify`",
+			ErrRefused, t.QualifiedName(), res.Pending, res.Mismatches, first)
+	}
+	return nil
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
@@ -258,17 +328,39 @@ func (r *Runner) runRepack(ctx context.Context, t *Target) error {
 		return fmt.Errorf("pg_repack is not available: install the postgresql-NN-repack package or use --purge vacuum-full")
 	}
 	cfg := r.Pool.Config().ConnConfig
-	cmd := exec.CommandContext(ctx, bin, "--no-superuser-check", "-h", cfg.Host, "-p", fmt.Sprint(cfg.Port), "-U", cfg.User, "-d", cfg.Database, "-t", t.QualifiedName())
-	if cfg.Password != "" {
-		cmd.Env = append(cmd.Environ(), "PGPASSWORD="+cfg.Password)
-	}
-	if out, err := cmd.CombinedOutput(); err != nil {
+	for attempt := 1; ; attempt++ {
+		cmd := exec.CommandContext(ctx, bin, "--no-superuser-check", "-h", cfg.Host, "-p", fmt.Sprint(cfg.Port), "-U", cfg.User, "-d", cfg.Database, "-t", t.QualifiedName())
+		if cfg.Password != "" {
+			cmd.Env = append(cmd.Environ(), "PGPASSWORD="+cfg.Password)
+		}
+		dieWithPgphi(cmd)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			return nil
+		}
 		// pg_repack's output names tables, never values; keep its last line.
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		return fmt.Errorf("pg_repack of %s failed: %v: %s", t.QualifiedName(), err, lines[len(lines)-1])
+		last := lines[len(lines)-1]
+		// The pg_repack of an interrupted cleanup may still be winding down
+		// (or, where it cannot be told to die with pgphi, still running).
+		if strings.Contains(string(out), "Another pg_repack command may be running") && attempt < repackAttempts {
+			r.logf("    another pg_repack is working on %s (an interrupted cleanup's?); waiting for it to finish", t.QualifiedName())
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(repackWait):
+			}
+			continue
+		}
+		return fmt.Errorf("pg_repack of %s failed: %v: %s", t.QualifiedName(), err, last)
 	}
-	return nil
 }
+
+// How long runRepack waits for another pg_repack of the same table.
+const (
+	repackAttempts = 60
+	repackWait     = 5 * time.Second
+)
 
 // Leftovers lists where plaintext may still live outside the table after
 // cleanup, with what this server says about each, for the operator to expire.

@@ -128,13 +128,12 @@ func (f *fixture) cutOver(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	counter, err := WriteCounter(ctx, f.runner)
+	mark, err := MarkVerification(ctx, f.runner)
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
 	res := f.verify(t)
-	if err := RecordVerification(ctx, f.runner, res, start, counter); err != nil {
+	if err := RecordVerification(ctx, f.runner, res, mark); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -165,7 +164,31 @@ func TestCleanupRefusesUntilItIsSafe(t *testing.T) {
 	if _, err := f.pool.Exec(ctx, "UPDATE patient SET mrn = 'MRN-1b' WHERE uid = 'u00001'"); err != nil {
 		t.Fatalf("unprotected write refused: %v", err)
 	}
-	expectRefused("written since the last verification", f.plan.ID)
+	// A ciphertext the application wrote after the verification, bound to
+	// another row, is found by the re-verification under cleanup's lock.
+	var saved []byte
+	if err := f.pool.QueryRow(ctx, "SELECT last_name_encrypted FROM patient WHERE uid = 'u00003'").Scan(&saved); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pool.Exec(ctx, "UPDATE patient SET last_name_encrypted = (SELECT last_name_encrypted FROM patient WHERE uid = 'u00002') WHERE uid = 'u00003'"); err != nil {
+		t.Fatal(err)
+	}
+	err = f.runner.Cleanup(ctx, f.plan.ID, CleanupOptions{Purge: "vacuum-full"})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "u00003") || !strings.Contains(err.Error(), "last_name") {
+		t.Fatalf("a wrong ciphertext written after the verification: cleanup said %v", err)
+	}
+	// Put right, the writes since the verification (an unprotected column,
+	// the restored ciphertext) do not stand in the way: they are re-verified.
+	if _, err := f.pool.Exec(ctx, "UPDATE patient SET last_name_encrypted = $1 WHERE uid = 'u00003'", saved); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.runner.Cleanup(ctx, f.plan.ID, CleanupOptions{Purge: "vacuum-full"}); err != nil {
+		t.Fatalf("cleanup after writes that verify: %v", err)
+	}
+	var plain int
+	if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'patient'::regclass AND attname = 'last_name' AND NOT attisdropped").Scan(&plain); err != nil || plain != 0 {
+		t.Fatalf("plaintext column still there after cleanup (%d, %v)", plain, err)
+	}
 }
 
 // fileHas reports whether any file of the relation (all segments) contains needle.
