@@ -104,7 +104,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "RELIABILITY.md", "the file -write updates")
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "keep the working directory (configs, every pgphi output)")
 	flag.StringVar(&o.pgphiBin, "pgphi", "", "test this pgphi binary instead of building ./cmd/pgphi from the working tree")
-	flag.BoolVar(&o.touchWrites, "cleanup-touch", false, "in the cleanup trials the application also updates an unprotected column (updated_at) now and then; cleanup is then resumed with verify && cleanup")
+	flag.BoolVar(&o.touchWrites, "cleanup-touch", true, "in the cleanup trials the application also updates an unprotected column (updated_at) now and then; cleanup is then resumed with verify && cleanup")
 	flag.BoolVar(&o.sabotage, "sabotage", false, "check the checks: damage the first control trial's table and directory behind pgphi's back; that trial must fail")
 	flag.Parse()
 	if o.patients < 5000 || o.poolSize < 100 || o.poolSize+o.canaries > o.patients/2 {
