@@ -88,7 +88,7 @@ func benchConfig(mode string) string {
 func (e *env) pgphiEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "PG") || strings.HasPrefix(kv, "DATABASE_URL=") {
+		if (strings.HasPrefix(kv, "PG") && !strings.HasPrefix(kv, "PGPHI_CPUPROFILE=")) || strings.HasPrefix(kv, "DATABASE_URL=") {
 			continue
 		}
 		out = append(out, kv)

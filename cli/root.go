@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -91,6 +92,12 @@ func Main(args []string, stdout, stderr io.Writer) (code int) {
 			code = ExitFailed
 		}
 	}()
+	if path := os.Getenv("PGPHI_CPUPROFILE"); path != "" {
+		// A development aid (go tool pprof): where a run spends its CPU.
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	a := &app{stdout: stdout, stderr: stderr}
