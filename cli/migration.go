@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/pgphi/pgphi/engine"
@@ -210,14 +211,25 @@ func (a *app) verifyCommand() *cobra.Command {
 	return cmd
 }
 
-// countRows is the total row count of the plan's tables.
+// countRows is the total row count of the plan's tables, or -1 when a table
+// could not be counted. It waits for a lock on a table no longer than DDL
+// would (apply.lock_timeout): behind a session holding ACCESS EXCLUSIVE,
+// apply goes on to its expand step, which retries and then fails with a
+// clear message, instead of waiting here without end.
 func countRows(ctx context.Context, s *session) int64 {
 	var total int64
 	for _, t := range s.plan.Tables {
 		var n int64
-		if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM "+t.Ident()).Scan(&n); err == nil {
-			total += n
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", s.cfg.Apply.LockTimeout.Milliseconds())); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, "SELECT count(*) FROM "+t.Ident()).Scan(&n)
+		})
+		if err != nil {
+			return -1
 		}
+		total += n
 	}
 	return total
 }
