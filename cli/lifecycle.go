@@ -19,11 +19,13 @@ func (a *app) cleanupCommand() *cobra.Command {
 		Short: "Drop the plaintext, purge it from the table files, keep the ciphertext",
 		Long: `cleanup is the irreversible end of a migration (rollback can still restore the
 plaintext from the ciphertext). It refuses unless --confirm names the current
-plan, the flags use_encrypted_search and require_encryption are on, and a full
-` + "`pgphi verify`" + ` passed after the last write to the protected tables.
+plan, the flags use_encrypted_search and require_encryption are on, and the
+last full ` + "`pgphi verify`" + ` of the plan passed.
 
-It catches up the last changes while writes are briefly blocked, drops the
-plaintext columns, the trigger and the marker, then rewrites each table so no
+While writes are briefly blocked it catches up the last changes, verifies
+again every row written since that verification began (refusing, with the
+row named, if one does not verify), drops the plaintext columns, the
+triggers and the marker, then rewrites each table so no
 old row version keeps plaintext on disk (pg_repack when installed, otherwise
 VACUUM FULL, which locks the table for the rewrite).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -66,7 +66,8 @@ func WriteCounter(ctx context.Context, r *Runner) (float64, error) {
 
 // Cleanup drops the plaintext of every table of the plan and purges it from
 // the table's files. It refuses unless the plan id is confirmed, applications
-// have cut over, and a full verification passed after the last write.
+// have cut over, and the last full verification passed; rows written since
+// it began are verified again under the lock that blocks writes.
 func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions) error {
 	r.defaults()
 	if confirm != r.Plan.ID {
