@@ -91,11 +91,11 @@ func fmtMiB(kib int64) string {
 func (r *results) markdown(o options) string {
 	var b strings.Builder
 	m := r.machine
-	fmt.Fprintf(&b, "### %s patient rows (%s)\n\n", thousands(int64(r.patients)), m.date.Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "### %s patient rows (%s)\n\n", thousands(int64(r.patients)), m.Date.Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "- Command: `%s`\n", o.commandLine)
-	fmt.Fprintf(&b, "- Machine: %d CPUs (`nproc`), %s, %s, %s; data directory on %s\n", m.cpus, m.cpuModel, m.memory, m.goVersion, m.filesystem)
-	fmt.Fprintf(&b, "- Load average at start %s, at end %s (other work on the machine shares the CPUs)\n", m.loadStart, m.loadEnd)
-	fmt.Fprintf(&b, "- PostgreSQL %s: %s\n", m.pgVersion, m.settings)
+	fmt.Fprintf(&b, "- Machine: %d CPUs (`nproc`), %s, %s, %s; data directory on %s\n", m.CPUs, m.CPUModel, m.Memory, m.GoVersion, m.Filesystem)
+	fmt.Fprintf(&b, "- Load average at start %s, at end %s (other work on the machine shares the CPUs)\n", m.LoadStart, m.LoadEnd)
+	fmt.Fprintf(&b, "- PostgreSQL %s: %s\n", m.PGVersion, m.Settings)
 	fmt.Fprintf(&b, "- Table: `patient`, %s rows, 7 PHI columns, %s; demo data generated and loaded in %s\n\n",
 		thousands(int64(r.patients)), r.tableSize, fmtDur(r.load))
 

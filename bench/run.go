@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgphi/pgphi/dbconn"
 	"github.com/pgphi/pgphi/demo"
+	"github.com/pgphi/pgphi/internal/machine"
 	"github.com/pgphi/pgphi/internal/pgcluster"
 )
 
@@ -21,7 +22,7 @@ var phiColumns = []string{"first_name", "middle_name", "last_name", "phone_mobil
 
 // results is everything one run measured.
 type results struct {
-	machine   machineInfo
+	machine   machine.Info
 	patients  int
 	load      time.Duration
 	tableSize string
@@ -54,7 +55,7 @@ type env struct {
 }
 
 func run(ctx context.Context, o options) (*results, error) {
-	res := &results{patients: o.patients, machine: readMachine()}
+	res := &results{patients: o.patients, machine: machine.Read()}
 	e := &env{o: o}
 	var err error
 	if e.dir, err = os.MkdirTemp("", "pgphi-bench-"); err != nil {
@@ -95,7 +96,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		return nil, err
 	}
 	defer e.admin.Close(context.Background())
-	res.machine.readServer(ctx, e.admin, e.cl.DataDir())
+	res.machine.ReadServer(ctx, e.admin, e.cl.DataDir(), []string{"fsync", "synchronous_commit", "full_page_writes", "shared_buffers", "max_wal_size", "checkpoint_timeout", "work_mem", "maintenance_work_mem", "jit"})
 
 	t0 := time.Now()
 	if os.Getenv("PGPHI_BENCH_STATEMENTS") != "" {
@@ -175,7 +176,7 @@ func run(ctx context.Context, o options) (*results, error) {
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	res.machine.loadEnd = readLoadavg()
+	res.machine.LoadEnd = machine.Loadavg()
 	return res, nil
 }
 

@@ -123,24 +123,3 @@ func unmount(dir string) {
 		}
 	}
 }
-
-// fsType names the file system holding path (the data directory).
-func fsType(path string) string {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(path, &st); err != nil {
-		return "unknown"
-	}
-	switch uint64(st.Type) {
-	case 0xEF53:
-		return "ext4"
-	case 0x58465342:
-		return "xfs"
-	case 0x9123683E:
-		return "btrfs"
-	case 0x01021994:
-		return "tmpfs"
-	case 0x794C7630:
-		return "overlayfs"
-	}
-	return fmt.Sprintf("type 0x%x", uint64(st.Type))
-}

@@ -9,5 +9,3 @@ func (e *env) diskFullTrial(context.Context, int) (*trial, string) {
 }
 
 func unmount(string) {}
-
-func fsType(string) string { return "unknown" }

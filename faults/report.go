@@ -1,23 +1,20 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/pgphi/pgphi/internal/machine"
 )
 
 // results is everything one campaign saw.
 type results struct {
-	machine   machineInfo
+	machine   machine.Info
 	base      *baseline
 	trials    []*trial
 	skipped   map[string]string
@@ -96,12 +93,12 @@ func mdEscape(s string) string {
 func (r *results) markdown(o options) string {
 	var b strings.Builder
 	m := r.machine
-	fmt.Fprintf(&b, "### Campaign of %s\n\n", m.date.Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "### Campaign of %s\n\n", m.Date.Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "- Command: `%s` (seed %d; `go run ./faults -scenario NAME -seed %d` repeats one scenario's draws)\n", o.commandLine, o.seed, o.seed)
 	fmt.Fprintf(&b, "- pgphi: %s\n", r.binInfo)
-	fmt.Fprintf(&b, "- Machine: %d CPUs, %s, %s, %s; data directory on %s\n", m.cpus, m.cpuModel, m.memory, m.goVersion, m.filesystem)
-	fmt.Fprintf(&b, "- Load average at start %s, at end %s\n", m.loadStart, m.loadEnd)
-	fmt.Fprintf(&b, "- PostgreSQL %s: %s\n", m.pgVersion, m.settings)
+	fmt.Fprintf(&b, "- Machine: %d CPUs, %s, %s, %s; data directory on %s\n", m.CPUs, m.CPUModel, m.Memory, m.GoVersion, m.Filesystem)
+	fmt.Fprintf(&b, "- Load average at start %s, at end %s\n", m.LoadStart, m.LoadEnd)
+	fmt.Fprintf(&b, "- PostgreSQL %s: %s\n", m.PGVersion, m.Settings)
 	if r.base != nil {
 		fmt.Fprintf(&b, "- Table: `patient`, %s rows (%d with planted values), %s, 7 protected columns with the demo config's search kinds; batches of 500, chunks of 5,000 rows, 2 workers\n",
 			thousands(r.base.rows), len(r.base.canaryKeys), r.base.size)
@@ -198,71 +195,4 @@ func thousands(n int64) string {
 		b.WriteRune(c)
 	}
 	return b.String()
-}
-
-// machineInfo describes where a campaign ran.
-type machineInfo struct {
-	date       time.Time
-	cpus       int
-	cpuModel   string
-	memory     string
-	goVersion  string
-	pgVersion  string
-	settings   string
-	filesystem string
-	loadStart  string
-	loadEnd    string
-}
-
-func readMachine() machineInfo {
-	m := machineInfo{date: time.Now().UTC(), cpus: runtime.NumCPU(), goVersion: runtime.Version(), loadStart: readLoadavg()}
-	m.cpuModel = procField("/proc/cpuinfo", "model name")
-	if kb, err := strconv.ParseInt(strings.TrimSuffix(procField("/proc/meminfo", "MemTotal"), " kB"), 10, 64); err == nil {
-		m.memory = strconv.FormatFloat(float64(kb)/(1<<20), 'f', 1, 64) + " GiB"
-	}
-	if m.cpuModel == "" {
-		m.cpuModel = "unknown (" + runtime.GOOS + "/" + runtime.GOARCH + ")"
-	}
-	return m
-}
-
-func procField(path, name string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == name {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
-func readLoadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "n/a"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "n/a"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func (m *machineInfo) readServer(ctx context.Context, conn *pgx.Conn, dataDir string) {
-	_ = conn.QueryRow(ctx, "SELECT current_setting('server_version')").Scan(&m.pgVersion)
-	var parts []string
-	for _, s := range []string{"fsync", "synchronous_commit", "full_page_writes", "shared_buffers", "max_wal_size"} {
-		var v string
-		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", s).Scan(&v); err == nil {
-			parts = append(parts, s+"="+v)
-		}
-	}
-	m.settings = strings.Join(parts, ", ")
-	m.filesystem = fsType(dataDir)
 }

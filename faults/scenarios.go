@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/pgphi/pgphi/internal/machine"
 	"os"
 	"slices"
 	"strings"
@@ -12,13 +13,13 @@ import (
 
 // run is the whole campaign.
 func run(ctx context.Context, o options) (*results, error) {
-	res := &results{machine: readMachine()}
+	res := &results{machine: machine.Read()}
 	e, err := newEnv(ctx, o)
 	if err != nil {
 		return nil, err
 	}
 	defer e.close()
-	res.machine.readServer(ctx, e.admin, e.cl.DataDir())
+	res.machine.ReadServer(ctx, e.admin, e.cl.DataDir(), []string{"fsync", "synchronous_commit", "full_page_writes", "shared_buffers", "max_wal_size"})
 	if err := e.makeT0(ctx); err != nil {
 		return nil, err
 	}
@@ -107,7 +108,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		return nil, ctx.Err()
 	}
 	res.durations = e.durationSummary()
-	res.machine.loadEnd = readLoadavg()
+	res.machine.LoadEnd = machine.Loadavg()
 	return res, nil
 }
 

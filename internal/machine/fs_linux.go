@@ -1,15 +1,14 @@
 //go:build linux
 
-package main
+package machine
 
 import (
 	"fmt"
 	"syscall"
 )
 
-// fsType names the file system holding path (the data directory): fsync
-// costs depend on it.
-func fsType(path string) string {
+// FSType names the file system holding path: fsync costs depend on it.
+func FSType(path string) string {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(path, &st); err != nil {
 		return "unknown"
