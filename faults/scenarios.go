@@ -3,12 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/pgphi/pgphi/internal/machine"
 	"os"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pgphi/pgphi/internal/machine"
 )
 
 // run is the whole campaign.
