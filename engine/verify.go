@@ -85,15 +85,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, p *Plan
 				return err
 			}
 			mu.Lock()
-			res.Rows += part.Rows
-			res.Values += part.Values
-			res.Mismatches += part.Mismatches
-			res.Pending += part.Pending
-			for _, m := range part.Examples {
-				if len(res.Examples) < MaxExamples {
-					res.Examples = append(res.Examples, m)
-				}
-			}
+			res.merge(part)
 			mu.Unlock()
 		}
 		return nil
@@ -159,17 +151,8 @@ func verifyTable(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, ix
 	// Merge in read order, so the examples are the first mismatches in key order.
 	res := &VerifyResult{}
 	for _, part := range results {
-		if part == nil {
-			continue
-		}
-		res.Rows += part.Rows
-		res.Values += part.Values
-		res.Pending += part.Pending
-		res.Mismatches += part.Mismatches
-		for _, m := range part.Examples {
-			if len(res.Examples) < MaxExamples {
-				res.Examples = append(res.Examples, m)
-			}
+		if part != nil {
+			res.merge(part)
 		}
 	}
 	return res, nil
@@ -340,6 +323,19 @@ func (c *rowChecker) check(res *VerifyResult, raw [][]byte, formats []int16) {
 		}
 		if problem != "" {
 			res.add(Mismatch{Table: t.QualifiedName(), Column: col.Name, KeyColumns: t.keyNames(), Key: key, Problem: problem})
+		}
+	}
+}
+
+// merge adds the counts of part, and its examples while there is room.
+func (v *VerifyResult) merge(part *VerifyResult) {
+	v.Rows += part.Rows
+	v.Values += part.Values
+	v.Mismatches += part.Mismatches
+	v.Pending += part.Pending
+	for _, m := range part.Examples {
+		if len(v.Examples) < MaxExamples {
+			v.Examples = append(v.Examples, m)
 		}
 	}
 }
