@@ -334,7 +334,6 @@ func (r *Runner) runRepack(ctx context.Context, t *Target) error {
 		if cfg.Password != "" {
 			cmd.Env = append(cmd.Environ(), "PGPASSWORD="+cfg.Password)
 		}
-		dieWithPgphi(cmd)
 		out, err := cmd.CombinedOutput()
 		if err == nil {
 			return nil
@@ -342,8 +341,10 @@ func (r *Runner) runRepack(ctx context.Context, t *Target) error {
 		// pg_repack's output names tables, never values; keep its last line.
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		last := lines[len(lines)-1]
-		// The pg_repack of an interrupted cleanup may still be winding down
-		// (or, where it cannot be told to die with pgphi, still running).
+		// The pg_repack of an interrupted cleanup may still be running: it
+		// is not killed with pgphi on purpose, because an interrupted
+		// pg_repack leaves its trigger and log table behind, while one that
+		// finishes leaves the table clean (rewritten once more by this run).
 		if strings.Contains(string(out), "Another pg_repack command may be running") && attempt < repackAttempts {
 			r.logf("    another pg_repack is working on %s (an interrupted cleanup's?); waiting for it to finish", t.QualifiedName())
 			select {
