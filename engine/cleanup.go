@@ -95,7 +95,7 @@ func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions
 	}
 	for _, t := range r.Plan.Tables {
 		if !t.Cleaned() {
-			r.logf("==> cleanup %s: final catch-up under a brief lock, drop plaintext columns, trigger and marker", t.QualifiedName())
+			r.logf("==> cleanup %s: under a brief lock catch up, re-verify what changed since the verification, drop plaintext columns, triggers and marker", t.QualifiedName())
 			if err := r.dropPlaintext(ctx, t, opt); err != nil {
 				return err
 			}
