@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgphi/pgphi/envelope"
 	"github.com/pgphi/pgphi/internal/pgtest"
 )
 
@@ -163,6 +164,30 @@ func TestCleanupRefusesUntilItIsSafe(t *testing.T) {
 	// Writes that do not touch protected plaintext still work.
 	if _, err := f.pool.Exec(ctx, "UPDATE patient SET mrn = 'MRN-1b' WHERE uid = 'u00001'"); err != nil {
 		t.Fatalf("unprotected write refused: %v", err)
+	}
+	// A cut-over application replaces a value with a ciphertext of its own
+	// and clears the plaintext: nothing is left to encrypt, so the row is
+	// not pending, and the ciphertext verifies.
+	var notes *TargetColumn
+	for i := range f.plan.Tables[0].Columns {
+		if f.plan.Tables[0].Columns[i].Name == "notes" {
+			notes = &f.plan.Tables[0].Columns[i]
+		}
+	}
+	sealer, err := f.ring.Sealer("public.patient", "notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct4, err := sealer.Seal(nil, envelope.Value{Type: notes.ValueType, Text: "written encrypted by the application"},
+		envelope.Binding{Table: "public.patient", Column: "notes", PrimaryKey: []string{"u00004"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pool.Exec(ctx, "UPDATE patient SET notes = NULL, notes_encrypted = $1 WHERE uid = 'u00004'", ct4); err != nil {
+		t.Fatalf("a ciphertext-only write after cutover: %v", err)
+	}
+	if res := f.verify(t); res.Pending != 0 || res.Mismatches != 0 {
+		t.Fatalf("after a ciphertext-only write by the application: %d pending, %d mismatches", res.Pending, res.Mismatches)
 	}
 	// A ciphertext the application wrote after the verification, bound to
 	// another row, is found by the re-verification under cleanup's lock.

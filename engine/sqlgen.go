@@ -243,7 +243,11 @@ func (t *Target) markFunctionSQL() string {
 		if c.HasIndex() {
 			fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; END IF;\n", ident(c.Index))
 		}
-		fmt.Fprintf(&b, "    NEW.%s := true;\n  END IF;\n", ident(MarkerColumn))
+		// Only a new plaintext needs encrypting: a value the application
+		// cleared, or replaced by a ciphertext of its own after cutover
+		// (plaintext NULL), leaves nothing for the catch-up to do, and a
+		// marked row would count as pending in every verification.
+		fmt.Fprintf(&b, "    IF NEW.%s IS NOT NULL THEN NEW.%s := true; END IF;\n  END IF;\n", ident(c.Name), ident(MarkerColumn))
 	}
 	b.WriteString("  RETURN NEW;\nEND\n$pgphi$")
 	return b.String()
