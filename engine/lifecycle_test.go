@@ -189,6 +189,27 @@ func TestCleanupRefusesUntilItIsSafe(t *testing.T) {
 	if res := f.verify(t); res.Pending != 0 || res.Mismatches != 0 {
 		t.Fatalf("after a ciphertext-only write by the application: %d pending, %d mismatches", res.Pending, res.Mismatches)
 	}
+	// Its key changes: the ciphertext is bound to the old key and there is no
+	// plaintext to encrypt again, so the change is refused unless the
+	// application writes the ciphertext for the new key with it.
+	_, err = f.pool.Exec(ctx, "UPDATE patient SET uid = 'u00004b' WHERE uid = 'u00004'")
+	if err == nil || !strings.Contains(err.Error(), "exists only as a ciphertext") {
+		t.Fatalf("a key change that would lose a ciphertext-only value: %v", err)
+	}
+	ct4b, err := sealer.Seal(nil, envelope.Value{Type: notes.ValueType, Text: "written encrypted by the application"},
+		envelope.Binding{Table: "public.patient", Column: "notes", PrimaryKey: []string{"u00004b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pool.Exec(ctx, "UPDATE patient SET uid = 'u00004b', notes_encrypted = $1 WHERE uid = 'u00004'", ct4b); err != nil {
+		t.Fatalf("a key change with the ciphertext for the new key: %v", err)
+	}
+	if res := f.verify(t); res.Mismatches != 0 {
+		t.Fatalf("after the key change: %d mismatches (%v)", res.Mismatches, res.Examples)
+	}
+	if _, err := f.pool.Exec(ctx, "UPDATE patient SET uid = 'u00004' WHERE uid = 'u00004b'"); err == nil {
+		t.Fatal("a second key change without a new ciphertext was not refused")
+	}
 	// A ciphertext the application wrote after the verification, bound to
 	// another row, is found by the re-verification under cleanup's lock.
 	var saved []byte

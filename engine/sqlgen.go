@@ -229,14 +229,22 @@ func (t *Target) markFunctionSQL() string {
 	for _, k := range t.PrimaryKey {
 		keyDiff = append(keyDiff, fmt.Sprintf("NEW.%[1]s::text IS DISTINCT FROM OLD.%[1]s::text", ident(k.Name)))
 	}
+	// A key change: ciphertexts are bound to the key, so one the writer did
+	// not replace is stale and is cleared, to be encrypted again from the
+	// plaintext. Where the value exists only as a ciphertext (the
+	// application wrote it encrypted after cutover), clearing it would lose
+	// the value: the change is refused unless the writer supplies the
+	// ciphertext for the new key. Blind index terms do not depend on the key;
+	// the plaintext changes below still clear stale ones.
 	fmt.Fprintf(&b, "  IF %s THEN\n", strings.Join(keyDiff, " OR "))
 	for _, c := range t.Columns {
-		fmt.Fprintf(&b, "    NEW.%s := NULL;\n", ident(c.Encrypted))
-		if c.HasIndex() {
-			fmt.Fprintf(&b, "    NEW.%s := NULL;\n", ident(c.Index))
-		}
+		fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s AND OLD.%[1]s IS NOT NULL THEN\n", ident(c.Encrypted))
+		fmt.Fprintf(&b, "      IF OLD.%[1]s IS NULL AND NEW.%[1]s IS NULL THEN\n", ident(c.Name))
+		fmt.Fprintf(&b, "        RAISE EXCEPTION 'pgphi: the key of a row of %s changed, but its %s exists only as a ciphertext bound to the old key' USING ERRCODE = 'integrity_constraint_violation', HINT = 'write %s for the new key in the same statement';\n",
+			strings.ReplaceAll(t.QualifiedName(), "'", "''"), strings.ReplaceAll(c.Name, "'", "''"), strings.ReplaceAll(c.Encrypted, "'", "''"))
+		fmt.Fprintf(&b, "      END IF;\n      NEW.%s := NULL;\n    END IF;\n", ident(c.Encrypted))
 	}
-	fmt.Fprintf(&b, "    NEW.%s := true;\n    RETURN NEW;\n  END IF;\n", ident(MarkerColumn))
+	fmt.Fprintf(&b, "    NEW.%s := %s;\n  END IF;\n", ident(MarkerColumn), strings.Join(newPlain, " OR "))
 	for _, c := range t.Columns {
 		fmt.Fprintf(&b, "  IF NEW.%[1]s::text COLLATE \"C\" IS DISTINCT FROM OLD.%[1]s::text COLLATE \"C\" THEN\n", ident(c.Name))
 		fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; END IF;\n", ident(c.Encrypted))
