@@ -74,6 +74,7 @@ func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions
 		return fmt.Errorf("%w: --confirm %q is not the current plan %s (run `pgphi plan`)", ErrRefused, confirm, r.Plan.ID)
 	}
 	pending := false
+	var verifiedFrom uint64
 	for _, t := range r.Plan.Tables {
 		if t.Restoring() {
 			return fmt.Errorf("%w: a rollback of %s is under way: run `pgphi rollback` to finish it first", ErrRefused, t.QualifiedName())
@@ -83,11 +84,11 @@ func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions
 		}
 	}
 	if pending {
-		if err := r.checkCleanupAllowed(ctx); err != nil {
+		var err error
+		if verifiedFrom, err = r.checkCleanupAllowed(ctx); err != nil {
 			return err
 		}
 		if r.indexers == nil {
-			var err error
 			if r.indexers, err = LoadIndexers(ctx, r.Pool, r.Keys, r.Plan); err != nil {
 				return err
 			}
@@ -96,7 +97,7 @@ func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions
 	for _, t := range r.Plan.Tables {
 		if !t.Cleaned() {
 			r.logf("==> cleanup %s: under a brief lock catch up, re-verify what changed since the verification, drop plaintext columns, triggers and marker", t.QualifiedName())
-			if err := r.dropPlaintext(ctx, t, opt); err != nil {
+			if err := r.dropPlaintext(ctx, t, opt, verifiedFrom); err != nil {
 				return err
 			}
 		}
@@ -110,14 +111,17 @@ func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions
 	return nil
 }
 
-func (r *Runner) checkCleanupAllowed(ctx context.Context) error {
+// checkCleanupAllowed refuses unless applications have cut over and the last
+// verification of the plan passed; it returns where that verification began
+// (the xmin of its starting snapshot).
+func (r *Runner) checkCleanupAllowed(ctx context.Context) (verifiedFrom uint64, err error) {
 	flags, err := GetFlags(ctx, r.Pool)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for _, f := range flags {
 		if (f.Name == FlagUseEncryptedSearch || f.Name == FlagRequireEncryption) && !f.Enabled {
-			return fmt.Errorf("%w: applications have not cut over: flag %s is off (pgphi flags set %s on, once they read and write ciphertext)", ErrRefused, f.Name, f.Name)
+			return 0, fmt.Errorf("%w: applications have not cut over: flag %s is off (pgphi flags set %s on, once they read and write ciphertext)", ErrRefused, f.Name, f.Name)
 		}
 	}
 	var ok *bool
@@ -126,31 +130,31 @@ func (r *Runner) checkCleanupAllowed(ctx context.Context) error {
 	err = r.Pool.QueryRow(ctx, `SELECT ok, write_counter::float8, snapshot_xmin::text FROM pgphi.verifications WHERE plan_id = $1 ORDER BY id DESC LIMIT 1`,
 		r.Plan.ID).Scan(&ok, &counter, &xmin)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("%w: no verification of plan %s on record: run `pgphi verify` first", ErrRefused, r.Plan.ID)
+		return 0, fmt.Errorf("%w: no verification of plan %s on record: run `pgphi verify` first", ErrRefused, r.Plan.ID)
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if !*ok {
-		return fmt.Errorf("%w: the last verification failed: fix it and run `pgphi verify` again", ErrRefused)
+		return 0, fmt.Errorf("%w: the last verification failed: fix it and run `pgphi verify` again", ErrRefused)
 	}
 	if xmin == nil {
-		return fmt.Errorf("%w: the last verification was recorded by an older pgphi without its starting point: run `pgphi verify` again", ErrRefused)
+		return 0, fmt.Errorf("%w: the last verification was recorded by an older pgphi without its starting point: run `pgphi verify` again", ErrRefused)
 	}
-	if r.verifiedFrom, err = strconv.ParseUint(*xmin, 10, 64); err != nil {
-		return fmt.Errorf("reading the last verification: %w", err)
+	if verifiedFrom, err = strconv.ParseUint(*xmin, 10, 64); err != nil {
+		return 0, fmt.Errorf("reading the last verification: %w", err)
 	}
 	if now, err := WriteCounter(ctx, r); err == nil && now > counter {
 		r.logf("    %.0f writing statements since the last verification: the rows they wrote are verified again under the lock", now-counter)
 	}
-	return nil
+	return verifiedFrom, nil
 }
 
 // dropPlaintext does the irreversible part in one transaction: catch up what
 // is still marked while writes are blocked, check that every plaintext has its
 // ciphertext and terms, then drop the plaintext, the trigger and the marker.
 // A crash before commit leaves everything as it was.
-func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOptions) error {
+func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOptions, verifiedFrom uint64) error {
 	return r.ddl(ctx, "cleanup "+t.QualifiedName(), func(tx pgx.Tx) error {
 		// EXCLUSIVE blocks writers, not readers, for the few statements below.
 		if _, err := tx.Exec(ctx, "LOCK TABLE "+t.Ident()+" IN EXCLUSIVE MODE"); err != nil {
@@ -171,7 +175,7 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = on"); err != nil {
 			return err
 		}
-		if err := r.reverifyUnderLock(ctx, tx, t); err != nil {
+		if err := r.reverifyUnderLock(ctx, tx, t, verifiedFrom); err != nil {
 			return err
 		}
 		var drops []string
@@ -206,9 +210,9 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 // its starting snapshot, including the catch-up just above) and every row
 // still marked or missing a ciphertext or its terms. Any problem refuses the
 // cleanup; nothing has been dropped yet.
-func (r *Runner) reverifyUnderLock(ctx context.Context, tx pgx.Tx, t *Target) error {
+func (r *Runner) reverifyUnderLock(ctx context.Context, tx pgx.Tx, t *Target, verifiedFrom uint64) error {
 	var span int64
-	if err := tx.QueryRow(ctx, "SELECT (pg_current_xact_id()::text::numeric - $1::text::numeric)::bigint", strconv.FormatUint(r.verifiedFrom, 10)).Scan(&span); err != nil {
+	if err := tx.QueryRow(ctx, "SELECT (pg_current_xact_id()::text::numeric - $1::text::numeric)::bigint", strconv.FormatUint(verifiedFrom, 10)).Scan(&span); err != nil {
 		return err
 	}
 	// age(xmin) counts back from this transaction's id and saturates for

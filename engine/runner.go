@@ -78,9 +78,6 @@ type Runner struct {
 
 	remaining atomic.Int64 // rows still marked after the last catch-up round
 	indexers  Indexers     // blind index term computers, set by indexPlanStep
-	// verifiedFrom is the starting snapshot xmin of the verification cleanup
-	// relies on, set by checkCleanupAllowed.
-	verifiedFrom uint64
 }
 
 // Remaining is how many rows the application changed after apply's last

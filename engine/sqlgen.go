@@ -227,7 +227,7 @@ func (t *Target) markFunctionSQL() string {
 	fmt.Fprintf(&b, "  IF TG_OP = 'INSERT' THEN\n    NEW.%s := %s;\n    RETURN NEW;\n  END IF;\n", ident(MarkerColumn), strings.Join(newPlain, " OR "))
 	var keyDiff []string
 	for _, k := range t.PrimaryKey {
-		keyDiff = append(keyDiff, fmt.Sprintf("NEW.%[1]s::text IS DISTINCT FROM OLD.%[1]s::text", ident(k.Name)))
+		keyDiff = append(keyDiff, keyChanged(k.Name))
 	}
 	// A key change: ciphertexts are bound to the key, so one the writer did
 	// not replace is stale and is cleared, to be encrypted again from the
@@ -246,7 +246,7 @@ func (t *Target) markFunctionSQL() string {
 	}
 	fmt.Fprintf(&b, "    NEW.%s := %s;\n  END IF;\n", ident(MarkerColumn), strings.Join(newPlain, " OR "))
 	for _, c := range t.Columns {
-		fmt.Fprintf(&b, "  IF NEW.%[1]s::text COLLATE \"C\" IS DISTINCT FROM OLD.%[1]s::text COLLATE \"C\" THEN\n", ident(c.Name))
+		fmt.Fprintf(&b, "  IF %s THEN\n", valueChanged(c.Name))
 		fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; END IF;\n", ident(c.Encrypted))
 		if c.HasIndex() {
 			fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; END IF;\n", ident(c.Index))
@@ -275,17 +275,29 @@ const (
 // triggerNames are every trigger pgphi puts on a protected table.
 var triggerNames = []string{triggerName, insertTriggerName, countTriggerName}
 
-// changedCondition is true when an update changes a key or a plaintext value.
-// Values are compared as text in the "C" collation, as the mark function does.
+// changedCondition is true when an update changes a key or a plaintext value:
+// exactly when the mark function has something to do.
 func (t *Target) changedCondition() string {
 	var parts []string
 	for _, k := range t.PrimaryKey {
-		parts = append(parts, fmt.Sprintf("OLD.%[1]s::text IS DISTINCT FROM NEW.%[1]s::text", ident(k.Name)))
+		parts = append(parts, keyChanged(k.Name))
 	}
 	for _, c := range t.Columns {
-		parts = append(parts, fmt.Sprintf("OLD.%[1]s::text COLLATE \"C\" IS DISTINCT FROM NEW.%[1]s::text COLLATE \"C\"", ident(c.Name)))
+		parts = append(parts, valueChanged(c.Name))
 	}
 	return strings.Join(parts, " OR ")
+}
+
+// keyChanged and valueChanged are the comparisons of the mark function that
+// its trigger's WHEN clause repeats; one definition keeps the two the same.
+// Values are compared as text in the "C" collation, so 1.0 -> 1.00 and json
+// (which has no equality operator) count as changes.
+func keyChanged(col string) string {
+	return fmt.Sprintf("NEW.%[1]s::text IS DISTINCT FROM OLD.%[1]s::text", ident(col))
+}
+
+func valueChanged(col string) string {
+	return fmt.Sprintf("NEW.%[1]s::text COLLATE \"C\" IS DISTINCT FROM OLD.%[1]s::text COLLATE \"C\"", ident(col))
 }
 
 func (t *Target) createTriggerSQL() []string {
