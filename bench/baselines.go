@@ -69,37 +69,9 @@ func addColumns(ctx context.Context, conn *pgx.Conn, suffix, typ string) error {
 // one UPDATE: every row is rewritten once, as pgphi's backfill does.
 func (e *env) baselineA(ctx context.Context) (baseline, error) {
 	b := baseline{name: "A: plain UPDATE copying the 7 columns into new columns", rows: e.o.patients}
-	db, err := e.copyOf(ctx, "bench_template", "baseline A")
-	if err != nil {
-		return b, err
-	}
-	defer e.drop(ctx, db)
-	conn, err := e.connect(ctx, db)
-	if err != nil {
-		return b, err
-	}
-	defer conn.Close(context.Background())
-	if err := addColumns(ctx, conn, "_copy", ""); err != nil {
-		return b, err
-	}
-	var sets []string
-	for _, c := range phiColumns {
-		sets = append(sets, fmt.Sprintf("%s = %s", pgx.Identifier{c + "_copy"}.Sanitize(), pgx.Identifier{c}.Sanitize()))
-	}
-	logf("baseline A: UPDATE of %d rows", b.rows)
-	cpu0, _ := serverCPU(e.cl.DataDir())
-	start := time.Now()
-	tag, err := conn.Exec(ctx, "UPDATE patient SET "+strings.Join(sets, ", "))
-	b.took = time.Since(start)
-	if cpu1, ok := serverCPU(e.cl.DataDir()); ok {
-		b.server = cpu1 - cpu0
-	}
-	if err != nil {
-		return b, err
-	}
-	b.rows = int(tag.RowsAffected())
-	logf("baseline A: %d rows in %s (%.0f rows/s)", b.rows, b.took.Round(time.Millisecond), b.rate())
-	return b, nil
+	return e.updateBaseline(ctx, b, "A", "", "_copy", "", func(c string) string {
+		return fmt.Sprintf("%s = %s", pgx.Identifier{c + "_copy"}.Sanitize(), pgx.Identifier{c}.Sanitize())
+	}, "")
 }
 
 // baselineB encrypts the seven columns with pgcrypto's pgp_sym_encrypt
@@ -108,7 +80,20 @@ func (e *env) baselineA(ctx context.Context) (baseline, error) {
 func (e *env) baselineB(ctx context.Context) (baseline, error) {
 	n := min(e.o.sampleB, e.o.patients)
 	b := baseline{name: "B: pgcrypto pgp_sym_encrypt of the 7 columns, one UPDATE", rows: n, sampled: n < e.o.patients}
-	db, err := e.copyOf(ctx, "bench_template", "baseline B")
+	pass := make([]byte, 16)
+	if _, err := rand.Read(pass); err != nil {
+		return b, err
+	}
+	return e.updateBaseline(ctx, b, "B", "CREATE EXTENSION IF NOT EXISTS pgcrypto", "_pgp", "bytea", func(c string) string {
+		return fmt.Sprintf("%s = pgp_sym_encrypt(%s::text, $1, 'cipher-algo=aes256')", pgx.Identifier{c + "_pgp"}.Sanitize(), pgx.Identifier{c}.Sanitize())
+	}, " WHERE uid IN (SELECT uid FROM patient ORDER BY uid LIMIT $2)", fmt.Sprintf("%x", pass), n)
+}
+
+// updateBaseline times one server-side UPDATE of the seven columns into new
+// columns (suffix, of type colType or the original types) on a fresh copy of
+// the data, with the server's CPU time. setup runs first (e.g. an extension).
+func (e *env) updateBaseline(ctx context.Context, b baseline, label, setup, suffix, colType string, set func(col string) string, where string, args ...any) (baseline, error) {
+	db, err := e.copyOf(ctx, "bench_template", "baseline "+label)
 	if err != nil {
 		return b, err
 	}
@@ -118,30 +103,31 @@ func (e *env) baselineB(ctx context.Context) (baseline, error) {
 		return b, err
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pgcrypto"); err != nil {
-		return b, fmt.Errorf("pgcrypto (install PostgreSQL's contrib modules): %w", err)
+	if setup != "" {
+		if _, err := conn.Exec(ctx, setup); err != nil {
+			return b, fmt.Errorf("%s (install PostgreSQL's contrib modules): %w", setup, err)
+		}
 	}
-	if err := addColumns(ctx, conn, "_pgp", "bytea"); err != nil {
+	if err := addColumns(ctx, conn, suffix, colType); err != nil {
 		return b, err
 	}
 	var sets []string
 	for _, c := range phiColumns {
-		sets = append(sets, fmt.Sprintf("%s = pgp_sym_encrypt(%s::text, $1, 'cipher-algo=aes256')", pgx.Identifier{c + "_pgp"}.Sanitize(), pgx.Identifier{c}.Sanitize()))
+		sets = append(sets, set(c))
 	}
-	pass := make([]byte, 16)
-	if _, err := rand.Read(pass); err != nil {
-		return b, err
-	}
-	logf("baseline B: pgp_sym_encrypt of %d rows", n)
+	logf("baseline %s: UPDATE of %d rows", label, b.rows)
+	cpu0, _ := serverCPU(e.cl.DataDir())
 	start := time.Now()
-	tag, err := conn.Exec(ctx, "UPDATE patient SET "+strings.Join(sets, ", ")+
-		" WHERE uid IN (SELECT uid FROM patient ORDER BY uid LIMIT $2)", fmt.Sprintf("%x", pass), n)
+	tag, err := conn.Exec(ctx, "UPDATE patient SET "+strings.Join(sets, ", ")+where, args...)
 	b.took = time.Since(start)
+	if cpu1, ok := serverCPU(e.cl.DataDir()); ok {
+		b.server = cpu1 - cpu0
+	}
 	if err != nil {
 		return b, err
 	}
 	b.rows = int(tag.RowsAffected())
-	logf("baseline B: %d rows in %s (%.0f rows/s)", b.rows, b.took.Round(time.Millisecond), b.rate())
+	logf("baseline %s: %d rows in %s (%.0f rows/s)", label, b.rows, b.took.Round(time.Millisecond), b.rate())
 	return b, nil
 }
 
