@@ -123,4 +123,3 @@ const (
 	repackAttempts = 60
 	repackWait     = 5 * time.Second
 )
-
