@@ -462,7 +462,7 @@ func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error
 	}
 	var v report.VerifyFact
 	if err := s.pool.QueryRow(ctx, `SELECT finished_at, ok, rows_checked, values_checked, mismatches, pending FROM pgphi.verifications
-		WHERE plan_id = $1 ORDER BY id DESC LIMIT 1`, s.plan.ID).Scan(&v.At, &v.OK, &v.Rows, &v.Values, &v.Mismatches, &v.Pending); err == nil {
+		WHERE plan_id = $1 AND recorded_by IS NOT NULL AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1`, s.plan.ID).Scan(&v.At, &v.OK, &v.Rows, &v.Values, &v.Mismatches, &v.Pending); err == nil {
 		f.Verification = &v
 	}
 	if rep, err := audit.Verify(ctx, s.pool); err == nil {

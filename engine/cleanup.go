@@ -24,6 +24,7 @@ type CleanupOptions struct {
 
 // VerifyMark is where a verification began.
 type VerifyMark struct {
+	ID      int64 // row of pgphi.verifications; 0 when not recorded
 	Started time.Time
 	// SnapshotXmin is the xmin of a snapshot taken before the verification
 	// read anything: every transaction below it had ended, so the
@@ -35,24 +36,33 @@ type VerifyMark struct {
 	Counter float64
 }
 
-// MarkVerification is called just before Verify.
+// MarkVerification is called just before Verify. It opens the verification's
+// record through pgphi.verification_begin, which sets who, when and where
+// itself: no role can write pgphi.verifications directly.
 func MarkVerification(ctx context.Context, r *Runner) (VerifyMark, error) {
 	m := VerifyMark{Started: time.Now()}
 	var xmin string
-	err := r.Pool.QueryRow(ctx, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, (last_value + is_called::int)::float8 FROM pgphi.write_seq").Scan(&xmin, &m.Counter)
+	// The snapshot of this statement is taken before the function's own:
+	// its xmin is at most the recorded one, so this process re-verifies at
+	// least what the record says.
+	err := r.Pool.QueryRow(ctx, `SELECT pgphi.verification_begin($1), pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text,
+		(SELECT (last_value + is_called::int)::float8 FROM pgphi.write_seq)`, r.Plan.ID).Scan(&m.ID, &xmin, &m.Counter)
 	if err != nil {
-		return m, err
+		return m, fmt.Errorf("recording the start of a verification: %w", err)
 	}
 	m.SnapshotXmin, err = strconv.ParseUint(xmin, 10, 64)
 	return m, err
 }
 
-// RecordVerification stores a verify run and where it began, for cleanup.
+// RecordVerification stores the result of the verify run m began, through
+// pgphi.verification_finish (only the role that began it may finish it).
 func RecordVerification(ctx context.Context, r *Runner, res *VerifyResult, m VerifyMark) error {
-	_, err := r.Pool.Exec(ctx, `INSERT INTO pgphi.verifications (plan_id, started_at, ok, rows_checked, values_checked, mismatches, pending, write_counter, snapshot_xmin)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::numeric)`, r.Plan.ID, m.Started, res.OK(), res.Rows, res.Values, res.Mismatches, res.Pending, m.Counter,
-		strconv.FormatUint(m.SnapshotXmin, 10))
-	return err
+	_, err := r.Pool.Exec(ctx, "SELECT pgphi.verification_finish($1, $2, $3, $4, $5, $6)",
+		m.ID, res.OK(), res.Rows, res.Values, res.Mismatches, res.Pending)
+	if err != nil {
+		return fmt.Errorf("recording a verification: %w", err)
+	}
+	return nil
 }
 
 // WriteCounter is the position of pgphi.write_seq, which a statement trigger
@@ -64,9 +74,12 @@ func WriteCounter(ctx context.Context, r *Runner) (float64, error) {
 }
 
 // Cleanup drops the plaintext of every table of the plan and purges it from
-// the table's files. It refuses unless the plan id is confirmed, applications
-// have cut over, and the last full verification passed; rows written since
-// it began are verified again under the lock that blocks writes.
+// the table's files. It refuses unless the plan id is confirmed and
+// applications have cut over, then verifies every value itself (a recorded
+// verification is evidence for the report, never a reason to drop: a role
+// that could write one could otherwise make cleanup destroy plaintext whose
+// ciphertext is wrong); rows written since that verification began are
+// verified again under the lock that blocks writes.
 func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions) error {
 	r.defaults()
 	if confirm != r.Plan.ID {
@@ -110,9 +123,10 @@ func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions
 	return nil
 }
 
-// checkCleanupAllowed refuses unless applications have cut over and the last
-// verification of the plan passed; it returns where that verification began
-// (the xmin of its starting snapshot).
+// checkCleanupAllowed refuses unless applications have cut over, then runs
+// a full verification of the plan in this process and returns where it
+// began (the xmin of its starting snapshot). Nothing recorded in pgphi's
+// tables about earlier verifications is trusted.
 func (r *Runner) checkCleanupAllowed(ctx context.Context) (verifiedFrom uint64, err error) {
 	flags, err := GetFlags(ctx, r.Pool)
 	if err != nil {
@@ -123,30 +137,34 @@ func (r *Runner) checkCleanupAllowed(ctx context.Context) (verifiedFrom uint64, 
 			return 0, fmt.Errorf("%w: applications have not cut over: flag %s is off (pgphi flags set %s on, once they read and write ciphertext)", ErrRefused, f.Name, f.Name)
 		}
 	}
-	var ok *bool
-	var counter float64
-	var xmin *string
-	err = r.Pool.QueryRow(ctx, `SELECT ok, write_counter::float8, snapshot_xmin::text FROM pgphi.verifications WHERE plan_id = $1 ORDER BY id DESC LIMIT 1`,
-		r.Plan.ID).Scan(&ok, &counter, &xmin)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, fmt.Errorf("%w: no verification of plan %s on record: run `pgphi verify` first", ErrRefused, r.Plan.ID)
-	}
+	mark, err := MarkVerification(ctx, r)
 	if err != nil {
 		return 0, err
 	}
-	if !*ok {
-		return 0, fmt.Errorf("%w: the last verification failed: fix it and run `pgphi verify` again", ErrRefused)
+	r.logf("==> cleanup: verify every value before anything is dropped")
+	pending := &Plan{ID: r.Plan.ID, Spec: r.Plan.Spec}
+	for _, t := range r.Plan.Tables {
+		if !t.Cleaned() {
+			pending.Tables = append(pending.Tables, t)
+		}
 	}
-	if xmin == nil {
-		return 0, fmt.Errorf("%w: the last verification was recorded by an older pgphi without its starting point: run `pgphi verify` again", ErrRefused)
+	res, err := Verify(ctx, r.Pool, r.Keys, pending, 0)
+	if err != nil {
+		return 0, fmt.Errorf("verifying before cleanup: %w", err)
 	}
-	if verifiedFrom, err = strconv.ParseUint(*xmin, 10, 64); err != nil {
-		return 0, fmt.Errorf("reading the last verification: %w", err)
+	if rerr := RecordVerification(ctx, r, res, mark); rerr != nil {
+		return 0, rerr
 	}
-	if now, err := WriteCounter(ctx, r); err == nil && now > counter {
-		r.logf("    %.0f writing statements since the last verification: the rows they wrote are verified again under the lock", now-counter)
+	if !res.OK() {
+		first := ""
+		if len(res.Examples) > 0 {
+			first = "; first: " + res.Examples[0].String()
+		}
+		return 0, fmt.Errorf("%w: verification before cleanup failed: %d values do not verify and %d rows are pending%s; run `pgphi apply`, then cleanup again",
+			ErrRefused, res.Mismatches, res.Pending, first)
 	}
-	return verifiedFrom, nil
+	r.logf("    verified %d values in %d rows", res.Values, res.Rows)
+	return mark.SnapshotXmin, nil
 }
 
 // dropPlaintext does the irreversible part in one transaction: catch up what
@@ -204,8 +222,8 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 	})
 }
 
-// reverifyUnderLock checks, while writers are blocked, every row that the
-// last verification may not have seen (written by a transaction at or after
+// reverifyUnderLock checks, while writers are blocked, every row that
+// cleanup's own verification may not have seen (written by a transaction at or after
 // its starting snapshot, including the catch-up just above) and every row
 // still marked or missing a ciphertext or its terms. Any problem refuses the
 // cleanup; nothing has been dropped yet.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/user"
 	"slices"
 	"time"
 
@@ -51,18 +50,17 @@ func GetFlags(ctx context.Context, q Querier) ([]Flag, error) {
 	return out, rows.Err()
 }
 
-// SetFlag turns a flag on or off, recording who did it.
+// SetFlag turns a flag on or off through pgphi.flag_set, which records who
+// (the effective database role) and when itself: no role may write
+// pgphi.flags directly.
 func SetFlag(ctx context.Context, q *pgxpool.Pool, name string, on bool) error {
 	if !slices.Contains(FlagNames, name) {
 		return fmt.Errorf("unknown flag %q (flags: %v)", name, FlagNames)
 	}
-	who := "unknown"
-	if u, err := user.Current(); err == nil {
-		who = u.Username
+	if _, err := q.Exec(ctx, "SELECT pgphi.flag_set($1, $2)", name, on); err != nil {
+		return fmt.Errorf("setting flag %s: %w", name, err)
 	}
-	var n int
-	return q.QueryRow(ctx, `WITH u AS (UPDATE pgphi.flags SET enabled = $2, updated_at = now(), updated_by = $3 || ' as ' || current_user WHERE name = $1 RETURNING 1)
-		SELECT count(*) FROM u`, name, on, who).Scan(&n)
+	return nil
 }
 
 // LoadCleaned reads which protected columns cleanup has dropped, keyed

@@ -193,16 +193,19 @@ func denied(command, user string, roles []Role, names RoleNames) error {
 // rolesLockKey serializes concurrent InitRoles calls on one database.
 const rolesLockKey = 0x70677072 // "pgpr"
 
-// Tables of schema pgphi each role may read. kek and data_keys (wrapped keys)
-// go to those who decrypt: dba and healthcare_admin.
+// Tables of schema pgphi each role may use. kek and data_keys (wrapped keys)
+// go to those who decrypt: dba and healthcare_admin. No role may write the
+// tables that record facts (audit_log, audit_checkpoints, approvals,
+// verifications, checks, flags, pins) except through the definer functions
+// of functionGrants.
 var (
 	stateTables = []string{"schema_version", "plans", "plan_tables", "chunks", "failures",
 		"protected_columns", "blind_indexes", "flags", "verifications", "checks"}
-	haSelect    = append(slices.Clone(stateTables), "kek", "data_keys", "approvals", "audit_log")
-	haInsert    = []string{"approvals", "audit_log", "verifications", "checks"}
-	aoSelect    = append(slices.Clone(stateTables), "audit_log", "audit_checkpoints", "approvals")
-	aoInsert    = []string{"audit_log", "audit_checkpoints"}
-	appendOnly  = []string{"audit_log", "audit_checkpoints"}
+	// dbaWrite are the operational tables apply, cleanup and rollback keep.
+	dbaWrite    = []string{"plans", "plan_tables", "chunks", "failures", "protected_columns", "blind_indexes", "kek", "data_keys"}
+	dbaSelect   = append(slices.Clone(stateTables), "kek", "data_keys", "approvals", "audit_log", "audit_checkpoints", "pins")
+	haSelect    = append(slices.Clone(stateTables), "kek", "data_keys", "approvals", "audit_log", "pins")
+	aoSelect    = append(slices.Clone(stateTables), "audit_log", "audit_checkpoints", "approvals", "pins")
 	readSeqs    = []string{"write_seq"} // verify reads the write counter
 	appTablePrv = map[Role]string{DBA: "SELECT, UPDATE, TRIGGER", HealthcareAdmin: "SELECT"}
 )
@@ -291,15 +294,30 @@ func initRoles(ctx context.Context, tx pgx.Tx, names RoleNames, out *[]string) e
 		*out = append(*out, what)
 		return nil
 	}
+	owner, err := adoptSchema(ctx, tx, names.Group(DBA), out)
+	if err != nil {
+		return err
+	}
+	dbaOwns := owner == names.Group(DBA)
 	dbIdent := ident(db)
 	steps := []struct{ sql, what string }{
 		{"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE " + dbIdent + " TO " + dba, "granted " + names.Group(DBA) + ": CONNECT, CREATE, TEMPORARY on database " + db},
 		{"GRANT CONNECT ON DATABASE " + dbIdent + " TO " + ha + ", " + ao, "granted " + names.Group(HealthcareAdmin) + ", " + names.Group(AuditOfficer) + ": CONNECT on database " + db},
-		{"GRANT USAGE, CREATE ON SCHEMA pgphi TO " + dba, "granted " + names.Group(DBA) + ": USAGE, CREATE on schema pgphi"},
-		{"GRANT ALL ON ALL TABLES IN SCHEMA pgphi TO " + dba, "granted " + names.Group(DBA) + ": ALL on all tables in schema pgphi"},
-		{"GRANT ALL ON ALL SEQUENCES IN SCHEMA pgphi TO " + dba, "granted " + names.Group(DBA) + ": ALL on all sequences in schema pgphi"},
-		{"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA pgphi TO " + dba, "granted " + names.Group(DBA) + ": EXECUTE on all functions in schema pgphi"},
-		{"GRANT USAGE ON SCHEMA pgphi TO " + ha + ", " + ao, "granted " + names.Group(HealthcareAdmin) + ", " + names.Group(AuditOfficer) + ": USAGE on schema pgphi"},
+		{"GRANT USAGE ON SCHEMA pgphi TO " + dba + ", " + ha + ", " + ao, "granted " + names.Group(DBA) + ", " + names.Group(HealthcareAdmin) + ", " + names.Group(AuditOfficer) + ": USAGE on schema pgphi"},
+		// Earlier versions granted more (INSERT on the audit trail,
+		// approvals, verifications, checks; EXECUTE on every function):
+		// start from nothing and grant exactly what each role needs.
+		{"REVOKE ALL ON ALL TABLES IN SCHEMA pgphi FROM " + ha + ", " + ao, "revoked " + names.Group(HealthcareAdmin) + ", " + names.Group(AuditOfficer) + ": every privilege on pgphi's tables (granted again below, reading only)"},
+		{"REVOKE ALL ON ALL SEQUENCES IN SCHEMA pgphi FROM " + ha + ", " + ao, "revoked " + names.Group(HealthcareAdmin) + ", " + names.Group(AuditOfficer) + ": every privilege on pgphi's sequences"},
+		{"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgphi FROM " + ha + ", " + ao, "revoked " + names.Group(HealthcareAdmin) + ", " + names.Group(AuditOfficer) + ": EXECUTE on pgphi's functions (granted again below, per function)"},
+	}
+	if !dbaOwns {
+		steps = append(steps,
+			struct{ sql, what string }{"REVOKE ALL ON ALL TABLES IN SCHEMA pgphi FROM " + dba, "revoked " + names.Group(DBA) + ": every privilege on pgphi's tables (granted again below)"},
+			struct{ sql, what string }{"REVOKE CREATE ON SCHEMA pgphi FROM " + dba, "revoked " + names.Group(DBA) + ": CREATE on schema pgphi (objects it created would not belong to the schema's owner)"},
+			struct{ sql, what string }{"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgphi FROM " + dba, "revoked " + names.Group(DBA) + ": EXECUTE on pgphi's functions (granted again below, per function)"},
+			struct{ sql, what string }{"GRANT ALL ON ALL SEQUENCES IN SCHEMA pgphi TO " + dba, "granted " + names.Group(DBA) + ": ALL on all sequences in schema pgphi"},
+		)
 	}
 	for _, s := range steps {
 		if err := exec(s.sql, s.what); err != nil {
@@ -307,18 +325,24 @@ func initRoles(ctx context.Context, tx pgx.Tx, names RoleNames, out *[]string) e
 		}
 	}
 
-	grantTables := func(r Role, privs string, tables []string, sequence bool) error {
-		var have, missing []string
+	existing := func(tables []string) (have, missing []string, err error) {
 		for _, t := range tables {
 			var ok bool
 			if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", "pgphi."+t).Scan(&ok); err != nil {
-				return err
+				return nil, nil, err
 			}
 			if ok {
 				have = append(have, "pgphi."+t)
 			} else {
 				missing = append(missing, "pgphi."+t)
 			}
+		}
+		return have, missing, nil
+	}
+	grantTables := func(r Role, privs string, tables []string, sequence bool) error {
+		have, missing, err := existing(tables)
+		if err != nil {
+			return err
 		}
 		g := names.Group(r)
 		if len(have) > 0 {
@@ -335,57 +359,48 @@ func initRoles(ctx context.Context, tx pgx.Tx, names RoleNames, out *[]string) e
 			*out = append(*out, fmt.Sprintf("skipped %s for %s: %s does not exist yet (run roles init again once it does)",
 				privs, g, strings.Join(missing, ", ")))
 		}
-		if privs != "INSERT" {
-			return nil
-		}
-		// INSERT into a serial column needs USAGE on its sequence.
-		for _, t := range have {
-			rows, err := tx.Query(ctx, `SELECT s.oid::regclass::text FROM pg_depend d JOIN pg_class s ON s.oid = d.objid
-				WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-				  AND d.refobjid = $1::regclass AND d.deptype = 'a' AND s.relkind = 'S' ORDER BY 1`, t)
-			if err != nil {
-				return err
-			}
-			seqs, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				return err
-			}
-			if len(seqs) > 0 {
-				if err := exec(fmt.Sprintf("GRANT USAGE ON SEQUENCE %s TO %s", strings.Join(seqs, ", "), ident(g)),
-					fmt.Sprintf("granted %s: USAGE on %s (to insert into %s)", g, strings.Join(seqs, ", "), t)); err != nil {
-					return err
-				}
-			}
-		}
 		return nil
 	}
-	// The audit trail is append-only, for the dba too.
-	for _, t := range appendOnly {
-		var ok bool
-		if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", "pgphi."+t).Scan(&ok); err != nil {
-			return err
-		}
-		if ok {
-			g := names.Group(DBA)
-			if err := exec(fmt.Sprintf("REVOKE UPDATE, DELETE, TRUNCATE ON pgphi.%s FROM %s", t, ident(g)),
-				fmt.Sprintf("revoked %s: UPDATE, DELETE, TRUNCATE on pgphi.%s (append-only)", g, t)); err != nil {
-				return err
-			}
-		}
-	}
-	for _, s := range []struct {
+	grants := []struct {
 		r      Role
 		privs  string
 		tables []string
 		seq    bool
 	}{
 		{HealthcareAdmin, "SELECT", haSelect, false},
-		{HealthcareAdmin, "INSERT", haInsert, false},
 		{HealthcareAdmin, "SELECT", readSeqs, true},
 		{AuditOfficer, "SELECT", aoSelect, false},
-		{AuditOfficer, "INSERT", aoInsert, false},
-	} {
+	}
+	if !dbaOwns {
+		grants = append(grants, struct {
+			r      Role
+			privs  string
+			tables []string
+			seq    bool
+		}{DBA, "SELECT", dbaSelect, false}, struct {
+			r      Role
+			privs  string
+			tables []string
+			seq    bool
+		}{DBA, "INSERT, UPDATE, DELETE", dbaWrite, false})
+	}
+	for _, s := range grants {
 		if err := grantTables(s.r, s.privs, s.tables, s.seq); err != nil {
+			return err
+		}
+	}
+	if err := grantFunctions(ctx, tx, names, exec); err != nil {
+		return err
+	}
+	// The audit trail is append-only, for the dba (its owner) too: its
+	// definer functions only insert.
+	have, _, err := existing([]string{"audit_log", "audit_checkpoints"})
+	if err != nil {
+		return err
+	}
+	if len(have) > 0 {
+		if err := exec(fmt.Sprintf("REVOKE UPDATE, DELETE, TRUNCATE ON TABLE %s FROM %s", strings.Join(have, ", "), dba),
+			fmt.Sprintf("revoked %s: UPDATE, DELETE, TRUNCATE on %s (append-only)", names.Group(DBA), strings.Join(have, ", "))); err != nil {
 			return err
 		}
 	}

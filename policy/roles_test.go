@@ -82,7 +82,7 @@ func TestInitRolesIdempotentAndGrants(t *testing.T) {
 			t.Errorf("first run does not say it created %s:\n%s", names[r], text1)
 		}
 	}
-	if !strings.Contains(text1, "pgphi.approvals does not exist yet") {
+	if !strings.Contains(text1, "pgphi.approvals") || !strings.Contains(text1, "does not exist yet") {
 		t.Errorf("first run does not report the missing table:\n%s", text1)
 	}
 	if hasPriv(t, pool, "has_table_privilege", names[HealthcareAdmin], "pgphi.approvals_later", "INSERT") {
@@ -148,21 +148,28 @@ func TestInitRolesIdempotentAndGrants(t *testing.T) {
 		{"has_table_privilege", ha, "pgphi.flags", "SELECT", true},
 		{"has_table_privilege", ha, "pgphi.blind_indexes", "SELECT", true},
 		{"has_table_privilege", ha, "pgphi.protected_columns", "SELECT", true},
-		{"has_table_privilege", ha, "pgphi.approvals", "INSERT", true},
-		{"has_table_privilege", ha, "pgphi.audit_log", "INSERT", true},
-		{"has_table_privilege", ha, "pgphi.verifications", "INSERT", true},
-		{"has_table_privilege", ha, "pgphi.checks", "INSERT", true},
-		{"has_sequence_privilege", ha, "pgphi.checks_id_seq", "USAGE", true},
+		{"has_table_privilege", ha, "pgphi.approvals", "INSERT", false},
+		{"has_table_privilege", ha, "pgphi.audit_log", "INSERT", false},
+		{"has_table_privilege", ha, "pgphi.verifications", "INSERT", false},
+		{"has_function_privilege", ha, "pgphi.verification_begin(text)", "EXECUTE", true},
+		{"has_function_privilege", ao, "pgphi.verification_begin(text)", "EXECUTE", false},
+		{"has_function_privilege", ha, "pgphi.flag_set(text,boolean)", "EXECUTE", false},
+		{"has_function_privilege", dba, "pgphi.flag_set(text,boolean)", "EXECUTE", true},
+		{"has_function_privilege", "public", "pgphi.flag(text)", "EXECUTE", true},
+		{"has_function_privilege", "public", "pgphi.count_write()", "EXECUTE", false},
+		{"has_table_privilege", ha, "pgphi.checks", "INSERT", false},
+		{"has_sequence_privilege", ha, "pgphi.checks_id_seq", "USAGE", false},
 		{"has_table_privilege", ao, "pgphi.checks", "SELECT", true},
 		{"has_table_privilege", ao, "pgphi.checks", "INSERT", false},
-		{"has_sequence_privilege", ha, "pgphi.verifications_id_seq", "USAGE", true},
+		{"has_sequence_privilege", ha, "pgphi.verifications_id_seq", "USAGE", false},
 		{"has_table_privilege", ha, "public.patient", "SELECT", true},
 		{"has_table_privilege", ha, "public.patient", "UPDATE", false},
 		{"has_table_privilege", ha, "pgphi.plans", "UPDATE", false},
 		{"has_table_privilege", ha, "pgphi.flags", "UPDATE", false},
 		{"has_table_privilege", ha, "pgphi.data_keys", "INSERT", false},
 		{"has_table_privilege", ao, "pgphi.audit_log", "SELECT", true},
-		{"has_table_privilege", ao, "pgphi.audit_log", "INSERT", true},
+		{"has_table_privilege", ao, "pgphi.audit_log", "INSERT", false},
+		{"has_table_privilege", ao, "pgphi.audit_checkpoints", "INSERT", false},
 		{"has_table_privilege", ao, "pgphi.audit_checkpoints", "SELECT", true},
 		{"has_table_privilege", ao, "pgphi.approvals", "SELECT", true},
 		{"has_table_privilege", ao, "pgphi.plans", "SELECT", true},
@@ -314,7 +321,7 @@ func TestGrantsSuffice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = state.Ensure(ctx, conn)
+	_, err = state.Ensure(ctx, conn, state.WithDBAGroup(names[DBA]))
 	conn.Release()
 	if err != nil {
 		t.Fatalf("state.Ensure as dba member: %v", err)

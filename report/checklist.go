@@ -56,7 +56,7 @@ func Save(ctx context.Context, pool *pgxpool.Pool, c *Checklist) error {
 	if err != nil {
 		return err
 	}
-	return pool.QueryRow(ctx, "INSERT INTO pgphi.checks (plan_id, ok, items) VALUES ($1, $2, $3) RETURNING checked_at",
+	return pool.QueryRow(ctx, "SELECT pgphi.check_record($1, $2, $3)",
 		c.PlanID, c.OK(), items).Scan(&c.CheckedAt)
 }
 
@@ -64,7 +64,7 @@ func Save(ctx context.Context, pool *pgxpool.Pool, c *Checklist) error {
 func Latest(ctx context.Context, pool *pgxpool.Pool, planID string) (*Checklist, error) {
 	c := &Checklist{PlanID: planID}
 	var items []byte
-	err := pool.QueryRow(ctx, "SELECT checked_at, items FROM pgphi.checks WHERE plan_id = $1 ORDER BY id DESC LIMIT 1", planID).Scan(&c.CheckedAt, &items)
+	err := pool.QueryRow(ctx, "SELECT checked_at, items FROM pgphi.checks WHERE plan_id = $1 AND recorded_by IS NOT NULL ORDER BY id DESC LIMIT 1", planID).Scan(&c.CheckedAt, &items)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}

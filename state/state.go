@@ -7,6 +7,7 @@ package state
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -30,9 +31,39 @@ type Conn interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
+// ErrOutdated is returned to a role that cannot upgrade an outdated schema.
+var ErrOutdated = errors.New("state: outdated pgphi schema")
+
+// Option changes how Ensure judges the schema it finds.
+type Option func(*options)
+
+type options struct{ dbaGroup string }
+
+// WithDBAGroup names pgphi's dba group role when it is not DefaultDBAGroup.
+func WithDBAGroup(name string) Option {
+	return func(o *options) {
+		if name != "" {
+			o.dbaGroup = name
+		}
+	}
+}
+
 // Ensure creates the pgphi schema and applies any SQL file not yet applied,
 // each in its own transaction. It returns the resulting schema version.
-func Ensure(ctx context.Context, c Conn) (int, error) {
+//
+// It refuses (ErrUntrusted) a schema pgphi owned by a role other than a
+// superuser, the dba group or a member of it, and any object in the schema
+// not owned by the schema's owner. A role that may act as the owner creates
+// every object as the owner (SET LOCAL ROLE) and, at every run, takes from
+// PUBLIC every privilege on the schema's objects except USAGE on the schema
+// and EXECUTE on PublicFunctions: an upgraded installation loses the grants
+// earlier versions made. A new schema is created for the dba group when the
+// connected role is a non-superuser member of it.
+func Ensure(ctx context.Context, c Conn, opts ...Option) (int, error) {
+	o := options{dbaGroup: DefaultDBAGroup}
+	for _, f := range opts {
+		f(&o)
+	}
 	names, err := fs.Glob(files, "sql/*.sql")
 	if err != nil {
 		return 0, err
@@ -48,25 +79,110 @@ func Ensure(ctx context.Context, c Conn) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if err := applyOne(ctx, c, v, string(body)); err != nil {
+		if err := applyOne(ctx, c, v, string(body), o); err != nil {
+			if errors.Is(err, ErrUntrusted) {
+				return 0, err
+			}
 			return 0, fmt.Errorf("state: applying %s: %w", name, err)
 		}
 		version = v
 	}
+	if err := finish(ctx, c); err != nil {
+		return 0, err
+	}
 	return version, nil
 }
 
-func applyOne(ctx context.Context, c Conn, version int, body string) error {
+// finish checks who owns what in the schema and, where the connected role
+// may act as its owner, locks PUBLIC out.
+func finish(ctx context.Context, c Conn) error {
 	tx, err := c.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", advisoryKey); err != nil {
+	if _, err := tx.Exec(ctx, "SELECT pg_catalog.pg_advisory_xact_lock($1)", advisoryKey); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS pgphi;
-		CREATE TABLE IF NOT EXISTS pgphi.schema_version (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+	if err := CheckOwnership(ctx, tx); err != nil {
+		return err
+	}
+	_, canAct, err := Owner(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if canAct {
+		if err := actAsOwner(ctx, tx); err != nil {
+			return err
+		}
+		if err := lockDown(ctx, tx); err != nil {
+			return fmt.Errorf("state: %w", err)
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+// actAsOwner makes the rest of the transaction run as the schema's owner
+// when the connected role is a member of it, so objects it creates belong
+// to the owner.
+func actAsOwner(ctx context.Context, tx pgx.Tx) error {
+	owner, canAct, err := Owner(ctx, tx)
+	if err != nil || !canAct {
+		return err
+	}
+	var self bool
+	if err := tx.QueryRow(ctx, "SELECT current_user = $1", owner).Scan(&self); err != nil || self {
+		return err
+	}
+	_, err = tx.Exec(ctx, "SET LOCAL ROLE "+pgx.Identifier{owner}.Sanitize())
+	return err
+}
+
+func applyOne(ctx context.Context, c Conn, version int, body string, o options) error {
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SELECT pg_catalog.pg_advisory_xact_lock($1)", advisoryKey); err != nil {
+		return err
+	}
+	if err := checkSchemaOwner(ctx, tx, o.dbaGroup); err != nil {
+		return err
+	}
+	var exists, member, super bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'pgphi'),
+		EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1 AND pg_catalog.pg_has_role(current_user, oid, 'MEMBER')),
+		(SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)`, o.dbaGroup).Scan(&exists, &member, &super); err != nil {
+		return err
+	}
+	if !exists {
+		create := "CREATE SCHEMA pgphi"
+		if member && !super {
+			create += " AUTHORIZATION " + pgx.Identifier{o.dbaGroup}.Sanitize()
+		}
+		if _, err := tx.Exec(ctx, create); err != nil {
+			return err
+		}
+	}
+	if _, canAct, err := Owner(ctx, tx); err != nil {
+		return err
+	} else if !canAct {
+		// Roles that cannot act as the owner (healthcare_admin,
+		// audit_officer) work with the state a dba set up.
+		var done bool
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pgphi.schema_version WHERE version = $1)", version).Scan(&done); err != nil {
+			return err
+		}
+		if !done {
+			return fmt.Errorf("%w: schema pgphi is older than this pgphi (version %d missing): a member of %s upgrades it by running pgphi", ErrOutdated, version, o.dbaGroup)
+		}
+		return tx.Commit(ctx)
+	}
+	if err := actAsOwner(ctx, tx); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS pgphi.schema_version (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 		return err
 	}
 	var done bool
