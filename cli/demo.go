@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -126,14 +127,19 @@ func (a *app) runDemo(ctx context.Context, patients, workers int, keep bool) err
 	if !keep {
 		defer os.RemoveAll(dir)
 	}
-	if os.Getenv("PGPHI_PASSPHRASE") == "" && os.Getenv("PGPHI_KEY_FILE") == "" {
+	// The passphrase was read once and taken out of the environment
+	// (keys.CaptureSecrets); without any KEK source the demo uses a random
+	// passphrase held in memory only, never put in the environment.
+	if _, err := keys.ProviderFromEnv(); errors.Is(err, keys.ErrNoKEK) {
 		pass := make([]byte, 24)
 		if _, err := rand.Read(pass); err != nil {
 			return err
 		}
-		os.Setenv("PGPHI_PASSPHRASE", hex.EncodeToString(pass))
-		defer os.Unsetenv("PGPHI_PASSPHRASE")
-		a.logf("== PGPHI_PASSPHRASE is not set: using a random passphrase for this demo (not shown)")
+		keys.UsePassphrase(hex.EncodeToString(pass))
+		defer keys.ForgetPassphrase()
+		a.logf("== no PGPHI_PASSPHRASE, PGPHI_PASSPHRASE_FILE, PGPHI_PASSPHRASE_FD or PGPHI_KEY_FILE: using a random passphrase for this demo (not shown)")
+	} else if err != nil {
+		return withCode(ExitUsage, err)
 	}
 	suggested := filepath.Join(dir, "pgphi.suggested.yaml")
 	cfgPath := filepath.Join(dir, "pgphi.yaml")

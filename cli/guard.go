@@ -245,25 +245,13 @@ func roleNames(cfg *config.Config) policy.RoleNames {
 }
 
 func hookConfig(cfg *config.Config) hooks.Config {
-	hc := hooks.Config{Hooks: map[hooks.Phase][]string{}, Timeout: cfg.Hooks.Timeout}
+	// hooks.Run resolves a relative hook path against Dir, the config
+	// file's directory, and never searches PATH.
+	hc := hooks.Config{Hooks: map[hooks.Phase][]string{}, Timeout: cfg.Hooks.Timeout, Dir: cfg.Resolve(".")}
 	for phase, cmds := range cfg.Hooks.Phases {
-		for _, c := range cmds {
-			hc.Hooks[hooks.Phase(phase)] = append(hc.Hooks[hooks.Phase(phase)], resolveCommand(cfg, c))
-		}
+		hc.Hooks[hooks.Phase(phase)] = append(hc.Hooks[hooks.Phase(phase)], cmds...)
 	}
 	return hc
-}
-
-// resolveCommand makes a hook's relative path relative to the config file.
-func resolveCommand(cfg *config.Config, cmd string) string {
-	path, rest, _ := strings.Cut(cmd, " ")
-	if strings.Contains(path, "/") {
-		path = cfg.Resolve(path)
-	}
-	if rest != "" {
-		return path + " " + rest
-	}
-	return path
 }
 
 // requirements is the approval policy: the config's, else the default

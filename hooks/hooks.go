@@ -3,9 +3,18 @@
 //
 // A hook is a path to an executable, optionally followed by arguments
 // separated by spaces (no shell, no quoting: wrap anything fancier in a
-// script). It runs with a clean environment (PATH, HOME, LANG, PGPHI_PHASE,
-// PGPHI_PLAN_ID): nothing of pgphi's own environment, such as a key
-// passphrase or a database password, reaches it. It gets the JSON encoding
+// script). The path is never looked up on PATH: an absolute path is used as
+// is, a relative one (`hook.sh`, `./hooks/notify`) is resolved against
+// Config.Dir, the config file's directory, and without Dir it is refused, so
+// an executable planted in a directory on PATH or in the working directory
+// is never run in its place.
+//
+// A hook runs with a minimal environment built from scratch (PATH=/usr/bin:/bin,
+// LANG=C, LC_ALL=C, HOME and TZ as pgphi has them, PGPHI_PHASE,
+// PGPHI_PLAN_ID): nothing else of pgphi's environment, such as a key
+// passphrase (PGPHI_*), PGPASSWORD or DATABASE_URL, reaches it. pgphi
+// itself is non-dumpable (keys.ProtectProcess), so a hook, which runs as the
+// same OS user, cannot read them from /proc/PPID/environ either. It gets the JSON encoding
 // of Context on stdin and must finish within the timeout, after which its
 // whole process group is killed.
 //
@@ -21,6 +30,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -75,6 +85,10 @@ type Config struct {
 	Hooks map[Phase][]string
 	// Timeout is the limit of each hook run; zero means DefaultTimeout.
 	Timeout time.Duration
+	// Dir is the directory relative command paths are resolved against:
+	// the config file's directory. Made absolute against the working
+	// directory when relative. Empty: relative paths are refused.
+	Dir string
 }
 
 // Context is what a hook receives on stdin, JSON-encoded, e.g.
@@ -100,8 +114,8 @@ type Context struct {
 // Result is the record of one hook run.
 type Result struct {
 	Phase Phase
-	// Command is the hook's path. Its arguments are not recorded: they may
-	// hold secrets.
+	// Command is the hook's absolute path, as run. Its arguments are not
+	// recorded: they may hold secrets.
 	Command string
 	// ExitCode is the exit status, or -1 when the hook could not start,
 	// timed out, was interrupted or was killed by a signal.
@@ -117,9 +131,11 @@ type Result struct {
 var ErrHookFailed = errors.New("hook failed")
 
 // Run runs every hook configured for hc.Phase, in order, each with the JSON
-// encoding of hc on stdin, a clean environment (PATH, HOME and LANG from
-// pgphi's environment, plus PGPHI_PHASE and PGPHI_PLAN_ID) and the timeout;
-// on timeout or cancellation of ctx the hook's process group is killed.
+// encoding of hc on stdin, the minimal environment described in the package
+// documentation and the timeout; on timeout or cancellation of ctx the
+// hook's process group is killed. Only absolute paths are executed: a
+// relative one is joined to c.Dir, and refused (as a hook that cannot
+// start) when c.Dir is empty.
 //
 // For the pre_* phases the first failing hook stops the run: Run returns the
 // results so far (the failed one last) and an error wrapping ErrHookFailed
@@ -155,7 +171,7 @@ func (c Config) Run(ctx context.Context, hc Context, redact func(string) string)
 	var results []Result
 	var errs []error
 	for i, command := range cmds {
-		r, err := runOne(ctx, hc.Phase, i, command, input, env, timeout, redact)
+		r, err := runOne(ctx, hc.Phase, i, c.Dir, command, input, env, timeout, redact)
 		results = append(results, r)
 		if err != nil {
 			if hc.Phase.Vetoes() {
@@ -167,27 +183,63 @@ func (c Config) Run(ctx context.Context, hc Context, redact func(string) string)
 	return results, errors.Join(errs...)
 }
 
-// environment is the whole environment of a hook.
-func environment(hc Context) []string {
-	var env []string
-	for _, k := range []string{"PATH", "HOME", "LANG"} {
+// ChildPath is the PATH of every child process pgphi starts: system
+// directories only, never pgphi's own PATH.
+const ChildPath = "/usr/bin:/bin"
+
+// MinimalEnv is the environment pgphi gives a child process, built from
+// scratch: PATH=ChildPath, LANG=C, LC_ALL=C, and HOME and TZ as pgphi has
+// them, followed by extra. Nothing else of pgphi's environment (PGPHI_*,
+// PGPASSWORD, DATABASE_URL, PG*) is passed on.
+func MinimalEnv(extra ...string) []string {
+	env := []string{"PATH=" + ChildPath, "LANG=C", "LC_ALL=C"}
+	for _, k := range []string{"HOME", "TZ"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
-		} else if k == "PATH" {
-			env = append(env, "PATH=/usr/local/bin:/usr/bin:/bin")
 		}
 	}
-	return append(env, "PGPHI_PHASE="+string(hc.Phase), "PGPHI_PLAN_ID="+hc.PlanID)
+	return append(env, extra...)
 }
 
-func runOne(ctx context.Context, phase Phase, index int, command string, input []byte, env []string,
+// environment is the whole environment of a hook.
+func environment(hc Context) []string {
+	return MinimalEnv("PGPHI_PHASE="+string(hc.Phase), "PGPHI_PLAN_ID="+hc.PlanID)
+}
+
+// ErrRelativePath is wrapped by the error of a hook whose relative path
+// cannot be resolved because no config file directory is known.
+var ErrRelativePath = errors.New("hook path is not absolute")
+
+// ResolvePath returns the absolute path a hook command's path stands for:
+// path itself when absolute, else path joined to dir (made absolute against
+// the working directory if needed). It never searches PATH. Without dir a
+// relative path is an error wrapping ErrRelativePath.
+func ResolvePath(dir, path string) (string, error) {
+	if filepath.IsAbs(path) {
+		return filepath.Clean(path), nil
+	}
+	if dir == "" {
+		return "", fmt.Errorf("%w: %q is relative and there is no config file directory to resolve it against; give an absolute path (hooks are never looked up on PATH)", ErrRelativePath, path)
+	}
+	abs, err := filepath.Abs(filepath.Join(dir, path))
+	if err != nil {
+		return "", fmt.Errorf("resolving hook path %q: %w", path, err)
+	}
+	return abs, nil
+}
+
+func runOne(ctx context.Context, phase Phase, index int, dir, command string, input []byte, env []string,
 	timeout time.Duration, redact func(string) string) (Result, error) {
 	fields := strings.Fields(command)
 	r := Result{Phase: phase, ExitCode: -1}
 	if len(fields) == 0 {
 		return r, fmt.Errorf("%w: %s hook #%d is empty", ErrHookFailed, phase, index+1)
 	}
-	path := fields[0]
+	path, err := ResolvePath(dir, fields[0])
+	if err != nil {
+		r.Command = fields[0]
+		return r, fmt.Errorf("%w: %s hook: %w", ErrHookFailed, phase, err)
+	}
 	r.Command = path
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s hook %s: %s", ErrHookFailed, phase, path, fmt.Sprintf(format, args...))
@@ -195,6 +247,7 @@ func runOne(ctx context.Context, phase Phase, index int, command string, input [
 
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	// path is absolute: exec.Command does not search PATH for it.
 	cmd := exec.CommandContext(hctx, path, fields[1:]...)
 	cmd.Env = env
 	cmd.Stdin = bytes.NewReader(input)
@@ -205,7 +258,7 @@ func runOne(ctx context.Context, phase Phase, index int, command string, input [
 	ownProcessGroup(cmd)
 
 	start := time.Now()
-	err := cmd.Run()
+	err = cmd.Run()
 	r.Duration = time.Since(start)
 	if cmd.ProcessState != nil {
 		r.ExitCode = cmd.ProcessState.ExitCode()

@@ -268,13 +268,13 @@ func TestCleanEnvironment(t *testing.T) {
 			t.Errorf("hook environment contains %q:\n%s", secret, env)
 		}
 	}
-	for _, want := range []string{"PGPHI_PHASE=pre_validate\n", "PGPHI_PLAN_ID=plan-7\n", "PATH="} {
+	for _, want := range []string{"PGPHI_PHASE=pre_validate\n", "PGPHI_PLAN_ID=plan-7\n", "PATH=/usr/bin:/bin\n", "LC_ALL=C\n"} {
 		if !strings.Contains(env, want) {
 			t.Errorf("hook environment lacks %q:\n%s", want, env)
 		}
 	}
 	// Nothing else than what Run sets (sh adds PWD, SHLVL and _).
-	allowed := map[string]bool{"PATH": true, "HOME": true, "LANG": true, "PGPHI_PHASE": true, "PGPHI_PLAN_ID": true, "PWD": true, "SHLVL": true, "_": true, "OLDPWD": true}
+	allowed := map[string]bool{"PATH": true, "HOME": true, "LANG": true, "LC_ALL": true, "TZ": true, "PGPHI_PHASE": true, "PGPHI_PLAN_ID": true, "PWD": true, "SHLVL": true, "_": true, "OLDPWD": true}
 	for _, line := range strings.Split(strings.TrimSpace(env), "\n") {
 		name, _, _ := strings.Cut(line, "=")
 		if !allowed[name] {

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 )
 
 // KEK kinds, as recorded in KEKParams.Kind and returned by the Name method of
@@ -122,7 +121,7 @@ type keyFileProvider struct {
 // trailing newline, but contain none. A file of exactly 32 bytes is always read as raw.
 //
 // On Unix systems KEK refuses a file whose permissions allow any access by
-// group or others (mode & 0o077 != 0). Errors name the path and the file
+// group or others (mode & 0o077 != 0) or that another user owns. Errors name the path and the file
 // length but never the contents. KEK rejects params whose Kind is not
 // "keyfile".
 func KeyFileProvider(path string) KEKProvider {
@@ -144,16 +143,8 @@ func readKeyFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("keys: cannot open key file: %w", err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("keys: cannot stat key file: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("keys: key file %s is not a regular file", path)
-	}
-	if runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("keys: key file %s is accessible by group or others (mode %04o); run: chmod 600 %s",
-			path, fi.Mode().Perm(), path)
+	if err := checkSecretFile(f, path, "key file"); err != nil {
+		return nil, err
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
 	if err != nil {
@@ -212,16 +203,23 @@ const (
 
 // ProviderFromEnv returns the KEKProvider configured in the environment: a
 // KeyFileProvider for the path in PGPHI_KEY_FILE if it is set and non-empty,
-// otherwise a PassphraseProvider for PGPHI_PASSPHRASE if it is set and
-// non-empty, otherwise an error that explains both options.
+// otherwise a PassphraseProvider for the passphrase of PGPHI_PASSPHRASE,
+// PGPHI_PASSPHRASE_FILE or PGPHI_PASSPHRASE_FD (read once by CaptureSecrets,
+// which it calls, and removed from the environment), otherwise an error that
+// explains the options.
 func ProviderFromEnv() (KEKProvider, error) {
+	pass, err := capturedPassphrase()
 	if path := os.Getenv(EnvKeyFile); path != "" {
 		return KeyFileProvider(path), nil
 	}
-	if pass := os.Getenv(EnvPassphrase); pass != "" {
+	if err != nil {
+		return nil, err
+	}
+	if pass != "" {
 		return PassphraseProvider(pass), nil
 	}
-	return nil, errors.New("keys: no key-encryption key configured: set " + EnvKeyFile +
-		" to the path of a key file (32 random bytes, raw, hex or base64, mode 0600; e.g. `(umask 077; openssl rand -hex 32 > pgphi.key)`)," +
-		" or set " + EnvPassphrase + " to a passphrase (" + EnvKeyFile + " wins if both are set)")
+	return nil, fmt.Errorf("%w: set "+EnvKeyFile+
+		" to the path of a key file (32 random bytes, raw, hex or base64, mode 0600; e.g. `(umask 077; openssl rand -hex 32 > pgphi.key)`),"+
+		" or give a passphrase in "+EnvPassphraseFile+" (a file of mode 0600), "+EnvPassphraseFD+" (an open file descriptor) or "+EnvPassphrase+
+		" ("+EnvKeyFile+" wins if both are set)", ErrNoKEK)
 }
