@@ -194,11 +194,16 @@ func (a *app) loadConfig() (*config.Config, error) {
 
 func (a *app) connect(ctx context.Context, cfg *config.Config, maxConns int) (*pgxpool.Pool, error) {
 	if cfg == nil {
-		return dbconn.Open(ctx, dbconn.Resolve(a.dbFlag, ""), maxConns)
+		connString, _ := dbconn.Resolve(a.dbFlag, "") // no config URL: nothing to expand
+		return dbconn.Open(ctx, connString, maxConns)
+	}
+	connString, err := dbconn.Resolve(a.dbFlag, cfg.Database.URL)
+	if err != nil {
+		return nil, withCode(ExitUsage, fmt.Errorf("%s: %w", cfg.Path, err))
 	}
 	t := cfg.Database.TLS
 	tc := dbconn.TLSConfig{Mode: t.Mode, CA: cfg.Resolve(t.CA), Cert: cfg.Resolve(t.Cert), Key: cfg.Resolve(t.Key), PinSHA256: t.PinSHA256}
-	pool, err := dbconn.OpenWithTLS(ctx, dbconn.Resolve(a.dbFlag, cfg.Database.URL), maxConns, tc, cfg.Environment)
+	pool, err := dbconn.OpenWithTLS(ctx, connString, maxConns, tc, cfg.Environment)
 	switch {
 	case errors.Is(err, dbconn.ErrTLSVerify), errors.Is(err, dbconn.ErrTLSPolicy):
 		return nil, withCode(ExitRefused, err)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -30,16 +31,46 @@ var CanonicalSettings = map[string]string{
 // ErrConnect wraps every failure to reach the database (exit code 3).
 var ErrConnect = errors.New("cannot connect to the database")
 
+// URLVariables are the only environment variables that database.url in the
+// config may refer to, as ${NAME} or $NAME. Their values are inserted as
+// they are: percent-encode special characters of a password in a URL.
+var URLVariables = []string{"PGPHI_DB_HOST", "PGPHI_DB_PORT", "PGPHI_DB_NAME", "PGPHI_DB_USER", "PGPHI_DB_PASSWORD"}
+
+// ErrURLVariable is wrapped by Resolve's error for a reference to an
+// environment variable outside URLVariables (a configuration error).
+var ErrURLVariable = errors.New("database.url refers to an environment variable pgphi does not expand")
+
 // Resolve picks the connection string: flag, else config, else $DATABASE_URL,
 // else "" (libpq PG* environment variables).
-func Resolve(flag, fromConfig string) string {
+//
+// In the config's URL only the variables of URLVariables are expanded; any
+// other reference (${PGPHI_PASSPHRASE}, $HOME, $1, $$) is an error wrapping
+// ErrURLVariable that names the variable, never its value: expanding any
+// variable would let a config file send a secret of pgphi's environment to a
+// server of its choice (as a host name, a user) or print it in an error. A
+// literal "$" is written %24. The flag and $DATABASE_URL are used as given.
+func Resolve(flag, fromConfig string) (string, error) {
 	switch {
 	case flag != "":
-		return flag
+		return flag, nil
 	case fromConfig != "":
-		return os.ExpandEnv(fromConfig)
+		var refused []string
+		out := os.Expand(fromConfig, func(name string) string {
+			if slices.Contains(URLVariables, name) {
+				return os.Getenv(name)
+			}
+			if !slices.Contains(refused, name) {
+				refused = append(refused, name)
+			}
+			return ""
+		})
+		if len(refused) > 0 {
+			return "", fmt.Errorf("%w: %s (only %s are expanded; write a literal $ as %%24)",
+				ErrURLVariable, "$"+strings.Join(refused, ", $"), strings.Join(URLVariables, ", "))
+		}
+		return out, nil
 	default:
-		return os.Getenv("DATABASE_URL")
+		return os.Getenv("DATABASE_URL"), nil
 	}
 }
 
