@@ -466,9 +466,16 @@ func TestTamperTableTail(t *testing.T) {
 		t.Fatal(err)
 	}
 	firstProblem(t, rep, 9, KindTruncated)
-	// The next append refuses to extend the mirror past the divergence.
-	if _, err := l.Append(ctx, sample(0)); !errors.Is(err, ErrMirror) {
+	// The next append is not blocked by the divergence: the mirror keeps its
+	// copy of the removed records (evidence) and notes the difference.
+	if _, err := l.Append(ctx, sample(0)); err != nil {
 		t.Fatalf("append over a diverged mirror: %v", err)
+	}
+	if sk := l.Skipped(); len(sk) != 1 || sk[0].Seq != 10 || sk[0].Kind != KindDiffers {
+		t.Fatalf("skipped: %+v", sk)
+	}
+	if p, err := CompareFileAndTable(ctx, pool, mirror); err != nil || p == nil || p.Seq != 9 {
+		t.Fatalf("compare after append: %+v %v", p, err)
 	}
 }
 

@@ -80,16 +80,20 @@ func ParsePublicKey(line string) (ed25519.PublicKey, error) {
 }
 
 // SignCheckpoint verifies the chain in pgphi.audit_log, signs its head (seq,
-// hash, and the database's current time) with key, stores the checkpoint in
-// pgphi.audit_checkpoints and returns it. It refuses (with the first
+// hash, and the database's current time) with key, stores the checkpoint
+// through pgphi.audit_checkpoint_record (which accepts it only when seq and
+// hash are the stored chain's) and returns it. It refuses (with the first
 // problem as error) to sign a chain that does not verify; the chain may start
-// after seq 1 when old records were removed at the end of retention. An
-// empty log returns ErrEmpty.
+// after seq 1 when old records were removed at the end of retention. Stored
+// checkpoints count against the chain only when key's own public key
+// verifies their signature: a bogus row in pgphi.audit_checkpoints does not
+// block signing (VerifyWithKeys reports it). An empty log returns ErrEmpty.
 func SignCheckpoint(ctx context.Context, q Querier, key ed25519.PrivateKey) (*Checkpoint, error) {
 	if len(key) != ed25519.PrivateKeySize {
 		return nil, errors.New("audit: signing key is not an Ed25519 private key")
 	}
-	signed, err := loadSigned(ctx, q)
+	pub := key.Public().(ed25519.PublicKey)
+	signed, _, err := loadSigned(ctx, q, []ed25519.PublicKey{pub})
 	if err != nil {
 		return nil, err
 	}
@@ -109,12 +113,14 @@ func SignCheckpoint(ctx context.Context, q Querier, key ed25519.PrivateKey) (*Ch
 	if err := q.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&now); err != nil {
 		return nil, fmt.Errorf("audit: %w", redact.Error(err))
 	}
-	pub := key.Public().(ed25519.PublicKey)
 	cp := &Checkpoint{Seq: c.rep.HeadSeq, Hash: c.rep.Head, Time: now.UTC().Truncate(time.Microsecond), KeyFingerprint: Fingerprint(pub)}
 	cp.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(key, checkpointMessage(cp.Seq, cp.Hash, cp.Time, cp.KeyFingerprint)))
-	var stored int64
-	err = q.QueryRow(ctx, `INSERT INTO pgphi.audit_checkpoints (seq, hash, signed_at, key_fingerprint, signature)
-		VALUES ($1, $2, $3, $4, $5) RETURNING seq`, cp.Seq, cp.Hash, cp.Time, cp.KeyFingerprint, cp.Signature).Scan(&stored)
+	rows, err := q.Query(ctx, "SELECT pgphi.audit_checkpoint_record($1::bigint, $2::text, $3::timestamptz, $4::text, $5::text)",
+		cp.Seq, cp.Hash, cp.Time, cp.KeyFingerprint, cp.Signature)
+	if err == nil {
+		rows.Close()
+		err = rows.Err()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("audit: storing the checkpoint: %w", redact.Error(err))
 	}
@@ -144,20 +150,55 @@ func VerifyCheckpoint(cp *Checkpoint, pub ed25519.PublicKey) error {
 	return nil
 }
 
+// ErrNoCheckpointKey is wrapped by VerifyCheckpointKeys when no public key is
+// known: a checkpoint whose signature cannot be checked is not accepted.
+var ErrNoCheckpointKey = errors.New("no public key to verify checkpoints is configured (audit.public_key)")
+
+// VerifyCheckpointKeys checks cp against the allowed checkpoint signers: the
+// key among keys whose fingerprint cp names must have signed it. No keys, or
+// no key with that fingerprint, is a failure (wrapping ErrBadCheckpoint):
+// the fingerprint in a checkpoint is the signer's claim, never a reason to
+// trust it.
+func VerifyCheckpointKeys(cp *Checkpoint, keys []ed25519.PublicKey) error {
+	if cp == nil {
+		return fmt.Errorf("%w: no checkpoint", ErrBadCheckpoint)
+	}
+	if len(keys) == 0 {
+		return fmt.Errorf("%w: %w", ErrBadCheckpoint, ErrNoCheckpointKey)
+	}
+	for _, k := range keys {
+		if Fingerprint(k) == cp.KeyFingerprint && cp.KeyFingerprint != "" {
+			return VerifyCheckpoint(cp, k)
+		}
+	}
+	return fmt.Errorf("%w: signed by key %s, which is not a known checkpoint signer", ErrBadCheckpoint, cp.KeyFingerprint)
+}
+
+// ProveCheckpoint is what `pgphi audit verify --checkpoint` runs: cp's
+// signature must verify under one of keys (VerifyCheckpointKeys; none
+// configured is a failure), then ProveExtends.
+func ProveCheckpoint(ctx context.Context, q Querier, cp *Checkpoint, keys []ed25519.PublicKey) error {
+	if err := VerifyCheckpointKeys(cp, keys); err != nil {
+		return err
+	}
+	return ProveExtends(ctx, q, cp)
+}
+
 // ProveExtends shows that the log in pgphi.audit_log extends the checkpoint
-// cp: the record at cp.Seq is present with hash cp.Hash (so, by the chain,
-// every record before it is unchanged), and the chain verifies from the
-// first stored record through cp.Seq to the head (so the log only grew
-// after it). Otherwise it returns a *Problem naming the seq where history
-// was rewritten or removed: the first problem of the chain, or cp.Seq when
-// the chain is consistent but the signed record was replaced (a consistent
-// rewrite, which only a checkpoint or the mirror reveals). Check cp's
-// signature first with VerifyCheckpoint.
+// cp: the chain verifies from seq 1 (prev ZeroHash), every seq present,
+// through cp.Seq, where the record has hash cp.Hash (so, by the chain, every
+// record before it is unchanged and none was removed), to the head (so the
+// log only grew after it). Otherwise it returns a *Problem naming the seq
+// where history was rewritten or removed: the first problem of the chain
+// (a gap at seq 1 when the prefix before the checkpoint was deleted), or
+// cp.Seq when the chain is consistent but the signed record was replaced (a
+// consistent rewrite, which only a checkpoint or the mirror reveals). Check
+// cp's signature first (ProveCheckpoint does both).
 func ProveExtends(ctx context.Context, q Querier, cp *Checkpoint) error {
 	if cp == nil || cp.Seq < 1 {
 		return errors.New("audit: checkpoint has no seq")
 	}
-	c := newChain(false)
+	c := newChain(true)
 	c.signed = map[int64][]string{cp.Seq: {cp.Hash}}
 	if err := scanTable(ctx, q, 1, c); err != nil {
 		return err

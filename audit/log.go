@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,10 +49,11 @@ type Querier interface {
 // a file. A Log is safe for concurrent use; any number of Logs in any number
 // of processes may append to one database at once and produce one chain.
 type Log struct {
-	pool   *pgxpool.Pool
-	mirror string // "" = no file
-	dbHost string
-	mu     sync.Mutex // serializes this Log's mirror writes (the file lock serializes processes)
+	pool    *pgxpool.Pool
+	mirror  string // "" = no file
+	dbHost  string
+	mu      sync.Mutex // serializes this Log's mirror writes (the file lock serializes processes)
+	skipped []Problem  // found while mirroring (Skipped)
 }
 
 // Open returns a Log appending to pgphi.audit_log through pool and mirroring
@@ -84,72 +87,138 @@ func (l *Log) MirrorPath() string { return l.mirror }
 
 // Append stores r as the next record of the chain and returns it as stored.
 //
-// Append assigns Seq, Time (the database clock, UTC microseconds), Prev and
-// Hash, ignoring any values r has for them. It fills Actor.DBRole with the
-// session's current_user, DBName with current_database() and DBHost with the
-// pool's host when they are empty. The insert is its own transaction (a
-// command that rolls back its work still has its records), serialized with
-// every other appender by a transaction-level advisory lock, so concurrent
-// appenders produce one linear chain without gaps.
+// Append sends only the fields the caller chooses (event, command, run_id,
+// plan_id, actor name, OS user and host, environment, db_host, reason,
+// tables, columns, rows, duration_ms, error_class, details) to the definer
+// function pgphi.audit_append, which assigns Seq, Time (the database clock,
+// UTC microseconds), Prev, Actor.DBRole (the effective database role of the
+// session), DBName and Hash itself and inserts the record; any value r has
+// for those is ignored. DBHost is the pool's host when r has none. The call
+// is its own transaction (a command that rolls back its work still has its
+// records), serialized with every other appender by a transaction-level
+// advisory lock inside the function, so concurrent appenders produce one
+// linear chain without gaps. Before committing, Append checks the stored
+// record: its hash recomputed in Go (ComputeHash) must equal the one the
+// database computed, and the chosen fields must be the ones sent; otherwise
+// nothing is stored and the error says so.
 //
 // After the commit, Append brings the mirror file up to the new record
 // (appending any records other processes stored since the file's last line)
-// and fsyncs it. If that fails the error wraps ErrMirror and the returned
-// record is the one stored. Use a context that outlives the command's own
-// cancellation for the final record of a run.
+// and fsyncs it. A stored record that does not verify is skipped, not
+// copied, and does not make Append fail (Skipped lists it; `pgphi audit
+// verify` reports it). If the file itself cannot be written the error wraps
+// ErrMirror and the returned record is the one stored. Use a context that
+// outlives the command's own cancellation for the final record of a run.
 func (l *Log) Append(ctx context.Context, r Record) (Record, error) {
 	r.Seq, r.Prev, r.Hash, r.Time = 0, "", "", time.Now()
+	r.Actor.DBRole, r.DBName = "", ""
+	if r.DBHost == "" {
+		r.DBHost = l.dbHost
+	}
 	r.normalize()
 	if err := r.validate(); err != nil {
 		return Record{}, err
+	}
+	payload, err := json.Marshal(chosenFields(&r))
+	if err != nil {
+		return Record{}, fmt.Errorf("audit: append: %w", err)
 	}
 	tx, err := l.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted, AccessMode: pgx.ReadWrite})
 	if err != nil {
 		return Record{}, fmt.Errorf("audit: append: %w", redact.Error(err))
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", appendLockKey); err != nil {
+	var text string
+	if err := tx.QueryRow(ctx, "SELECT pgphi.audit_append($1::text::jsonb)::text", string(payload)).Scan(&text); err != nil {
 		return Record{}, fmt.Errorf("audit: append: %w", redact.Error(err))
 	}
-	var (
-		now          time.Time
-		role, dbName string
-	)
-	// Read committed: this statement's snapshot is taken after the lock is
-	// held, so it sees the head the previous appender committed.
-	err = tx.QueryRow(ctx, `SELECT clock_timestamp(), current_user, current_database(),
-		COALESCE((SELECT seq FROM pgphi.audit_log ORDER BY seq DESC LIMIT 1), 0),
-		COALESCE((SELECT hash FROM pgphi.audit_log ORDER BY seq DESC LIMIT 1), $1)`, ZeroHash).
-		Scan(&now, &role, &dbName, &r.Seq, &r.Prev)
+	stored, err := checkStored(text, r)
 	if err != nil {
-		return Record{}, fmt.Errorf("audit: append: %w", redact.Error(err))
-	}
-	r.Seq++
-	r.Time = now.UTC().Truncate(time.Microsecond)
-	if r.Actor.DBRole == "" {
-		r.Actor.DBRole = role
-	}
-	if r.DBName == "" {
-		r.DBName = dbName
-	}
-	if r.DBHost == "" {
-		r.DBHost = l.dbHost
-	}
-	if err := r.validate(); err != nil { // the filled-in fields too
 		return Record{}, err
-	}
-	r.Hash = r.ComputeHash()
-	if _, err := tx.Exec(ctx, `INSERT INTO pgphi.audit_log (seq, recorded_at, record, hash, prev)
-		VALUES ($1, $2, $3::jsonb, $4, $5)`, r.Seq, r.Time, string(r.CanonicalJSON()), r.Hash, r.Prev); err != nil {
-		return Record{}, fmt.Errorf("audit: append: %w", redact.Error(err))
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return Record{}, fmt.Errorf("audit: append: %w", redact.Error(err))
 	}
-	if err := l.syncTo(ctx, r.Seq); err != nil {
-		return r, err
+	if err := l.syncTo(ctx, stored.Seq); err != nil {
+		return stored, err
 	}
-	return r, nil
+	return stored, nil
+}
+
+// ErrEncoding is returned by Append when the record the database stored
+// does not match what pgphi computes for it: the SQL and Go canonical
+// encodings disagree (a bug), or the function is not pgphi's.
+var ErrEncoding = errors.New("audit: the stored record does not match pgphi's encoding")
+
+// checkStored parses the record pgphi.audit_append returned and checks it
+// against sent, the record with the caller's fields.
+func checkStored(text string, sent Record) (Record, error) {
+	rec, err := ParseRecord([]byte(text))
+	if err != nil {
+		return Record{}, fmt.Errorf("%w: %v", ErrEncoding, err)
+	}
+	if rec.ComputeHash() != rec.Hash {
+		return Record{}, fmt.Errorf("%w: record %d: the database's hash differs from the hash recomputed here", ErrEncoding, rec.Seq)
+	}
+	sent.Seq, sent.Time, sent.Prev, sent.Hash = rec.Seq, rec.Time, rec.Prev, rec.Hash
+	sent.Actor.DBRole, sent.DBName = rec.Actor.DBRole, rec.DBName
+	if d := diffFields(sent, rec); len(d) > 0 {
+		return Record{}, fmt.Errorf("%w: record %d: stored %s differ from the ones sent", ErrEncoding, rec.Seq, strings.Join(d, ", "))
+	}
+	if rec.Seq < 1 || len(rec.Prev) != len(ZeroHash) || rec.Actor.DBRole == "" {
+		return Record{}, fmt.Errorf("%w: record %d: seq, prev or actor.db_role not assigned", ErrEncoding, rec.Seq)
+	}
+	return rec, nil
+}
+
+// chosen is the JSON argument of pgphi.audit_append: exactly the fields a
+// caller chooses.
+type chosen struct {
+	Event   string `json:"event"`
+	Command string `json:"command"`
+	RunID   string `json:"run_id"`
+	PlanID  string `json:"plan_id"`
+	Actor   struct {
+		Name   string `json:"name"`
+		OSUser string `json:"os_user"`
+		Host   string `json:"host"`
+	} `json:"actor"`
+	Environment string            `json:"environment"`
+	DBHost      string            `json:"db_host"`
+	Reason      string            `json:"reason"`
+	Tables      []string          `json:"tables"`
+	Columns     []string          `json:"columns"`
+	Rows        int64             `json:"rows"`
+	DurationMS  int64             `json:"duration_ms"`
+	ErrorClass  string            `json:"error_class"`
+	Details     map[string]string `json:"details"`
+}
+
+func chosenFields(r *Record) chosen {
+	c := chosen{Event: r.Event, Command: r.Command, RunID: r.RunID, PlanID: r.PlanID,
+		Environment: r.Environment, DBHost: r.DBHost, Reason: r.Reason, Tables: r.Tables, Columns: r.Columns,
+		Rows: r.Rows, DurationMS: r.DurationMS, ErrorClass: r.ErrorClass, Details: r.Details}
+	c.Actor.Name, c.Actor.OSUser, c.Actor.Host = r.Actor.Name, r.Actor.OSUser, r.Actor.Host
+	return c
+}
+
+// AppendRefusal records that the connected role was refused command, through
+// pgphi.audit_refusal, which every role may execute: it is how the refusal of
+// a role that is a member of no pgphi group (and so cannot append) is still
+// audited. The record's event is "refused", its error class "policy: access
+// denied", its actor.db_role the effective database role; the database
+// chooses everything else. A command outside pgphi's fixed list is recorded
+// as "unknown". The record reaches a mirror file at the next Append or Sync.
+func AppendRefusal(ctx context.Context, q Querier, command string) error {
+	rows, err := q.Query(ctx, "SELECT pgphi.audit_refusal($1::text)", command)
+	if err != nil {
+		return fmt.Errorf("audit: recording the refusal: %w", redact.Error(err))
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("audit: recording the refusal: %w", redact.Error(err))
+	}
+	return nil
 }
 
 // Sync brings the mirror file up to the table's current head: it appends
@@ -169,7 +238,12 @@ func (l *Log) Sync(ctx context.Context) error {
 
 // syncTo appends the table's records up to seq upTo to the mirror file,
 // holding an exclusive lock on the file so that processes sharing it write
-// the records once and in order.
+// the records once and in order. A record of the table that does not verify
+// (malformed, its hash wrong, not linked to the record before it) is not
+// copied, and records missing from the table leave a gap: both are noted in
+// Skipped and reported by `pgphi audit verify`, never returned as an error,
+// so that a bad row cannot stop pgphi. Errors are about the file itself or
+// reading the table, and wrap ErrMirror.
 func (l *Log) syncTo(ctx context.Context, upTo int64) (err error) {
 	if l.mirror == "" {
 		return nil
@@ -201,18 +275,22 @@ func (l *Log) syncTo(ctx context.Context, upTo int64) (err error) {
 		if err != nil {
 			return fmt.Errorf("%w: %s: the last line is not a valid record", ErrMirror, l.mirror)
 		}
-		// An edit that kept the stored hash is caught here, not only by verify.
+		// An edit of the file that kept the stored hash is caught here, not
+		// only by verify.
 		if last.ComputeHash() != last.Hash {
 			return fmt.Errorf("%w: %s: the last line (seq %d) does not match its own hash (run pgphi audit verify)", ErrMirror, l.mirror, last.Seq)
 		}
 		lastSeq, prev = last.Seq, last.Hash
 		var tableHash string
 		err = l.pool.QueryRow(ctx, "SELECT hash FROM pgphi.audit_log WHERE seq = $1", lastSeq).Scan(&tableHash)
-		if errors.Is(err, pgx.ErrNoRows) || (err == nil && tableHash != last.Hash) {
-			return fmt.Errorf("%w: %s and pgphi.audit_log differ at seq %d (run pgphi audit verify)", ErrMirror, l.mirror, lastSeq)
-		}
-		if err != nil {
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("%w: %v", ErrMirror, redact.Error(err))
+		}
+		if err != nil || tableHash != last.Hash {
+			// The table's record was changed or removed after it was
+			// copied: the file keeps its copy (evidence) and goes on.
+			l.skip(Problem{Seq: lastSeq, Kind: KindDiffers, Detail: fmt.Sprintf("the mirror's record %d differs from pgphi.audit_log's (run pgphi audit verify)", lastSeq)})
+			prev = ""
 		}
 		if lastSeq >= upTo {
 			return nil
@@ -227,33 +305,43 @@ func (l *Log) syncTo(ctx context.Context, upTo int64) (err error) {
 	defer rows.Close()
 	w := bufio.NewWriter(f)
 	expect := lastSeq + 1
-	var copyErr error
 	for rows.Next() {
 		var (
 			seq              int64
 			hash, prv, jsonb string
 		)
 		if err := rows.Scan(&seq, &hash, &prv, &jsonb); err != nil {
-			copyErr = fmt.Errorf("%w: %v", ErrMirror, redact.Error(err))
-			break
+			return fmt.Errorf("%w: %v", ErrMirror, redact.Error(err))
 		}
-		rec, perr := ParseRecord([]byte(jsonb))
-		if prev == "" && lastSeq == 0 && seq == 1 {
+		if seq > expect {
+			l.skip(Problem{Seq: expect, Kind: KindGap, Detail: fmt.Sprintf("records %d..%d are missing from pgphi.audit_log; not mirrored", expect, seq-1)})
+			prev = ""
+		}
+		if seq == 1 {
 			prev = ZeroHash
 		}
-		if perr != nil || rec.Seq != seq || rec.Hash != hash || rec.Prev != prv || rec.ComputeHash() != rec.Hash ||
-			(prev != "" && (seq != expect || rec.Prev != prev)) {
-			copyErr = fmt.Errorf("%w: record %d of pgphi.audit_log does not verify; not mirrored (run pgphi audit verify)", ErrMirror, seq)
-			break
+		expect = seq + 1
+		rec, perr := ParseRecord([]byte(jsonb))
+		switch {
+		case perr != nil || rec.Seq != seq:
+			l.skip(Problem{Seq: seq, Kind: KindMalformed, Detail: fmt.Sprintf("record %d of pgphi.audit_log is not a record of its seq; not mirrored", seq)})
+			prev = ""
+			continue
+		case rec.Hash != hash || rec.Prev != prv || rec.ComputeHash() != rec.Hash:
+			l.skip(Problem{Seq: seq, Kind: KindHashMismatch, Detail: fmt.Sprintf("record %d of pgphi.audit_log does not match its hash; not mirrored", seq)})
+			prev = ""
+			continue
+		case prev != "" && rec.Prev != prev:
+			l.skip(Problem{Seq: seq, Kind: KindBrokenLink, Detail: fmt.Sprintf("record %d of pgphi.audit_log does not link to record %d; not mirrored", seq, seq-1)})
+			prev = ""
+			continue
 		}
 		w.Write(rec.CanonicalJSON())
 		w.WriteByte('\n')
-		prev, expect = rec.Hash, seq+1
+		prev = rec.Hash
 	}
-	if copyErr == nil {
-		if err := rows.Err(); err != nil {
-			copyErr = fmt.Errorf("%w: %v", ErrMirror, redact.Error(err))
-		}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("%w: %v", ErrMirror, redact.Error(err))
 	}
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("%w: writing %s: %v", ErrMirror, l.mirror, err)
@@ -261,10 +349,31 @@ func (l *Log) syncTo(ctx context.Context, upTo int64) (err error) {
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("%w: syncing %s: %v", ErrMirror, l.mirror, err)
 	}
-	if copyErr == nil && expect <= upTo {
-		copyErr = fmt.Errorf("%w: record %d is missing from pgphi.audit_log; not mirrored (run pgphi audit verify)", ErrMirror, expect)
+	if expect <= upTo {
+		l.skip(Problem{Seq: expect, Kind: KindGap, Detail: fmt.Sprintf("records %d..%d are missing from pgphi.audit_log; not mirrored", expect, upTo)})
 	}
-	return copyErr
+	return nil
+}
+
+// skip notes a problem found while mirroring (once per seq and kind).
+func (l *Log) skip(p Problem) {
+	for _, q := range l.skipped {
+		if q.Seq == p.Seq && q.Kind == p.Kind {
+			return
+		}
+	}
+	l.skipped = append(l.skipped, p)
+}
+
+// Skipped returns the problems this Log met while mirroring: stored records
+// it did not copy because they do not verify, records missing from the
+// table, a table record that differs from the mirror's copy. They do not
+// make Append or Sync fail (a bad row must not stop pgphi); a caller may
+// warn about them, and `pgphi audit verify` reports them with their seq.
+func (l *Log) Skipped() []Problem {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.skipped)
 }
 
 // lastLine returns the last line of f without its newline, or nil for an

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"io"
 	"os"
@@ -24,6 +25,7 @@ const (
 	// Checkpoint problems (Verify against pgphi.audit_checkpoints, ProveExtends).
 	KindCheckpointMismatch = "checkpoint-mismatch" // the record at a signed seq no longer has the signed hash
 	KindTruncated          = "truncated"           // the log ends before a signed seq: its newest records were removed
+	KindCheckpointInvalid  = "checkpoint-invalid"  // a stored checkpoint whose signature does not verify under a known key
 	// File versus table (CompareFileAndTable).
 	KindMissingInFile  = "missing-in-file"
 	KindMissingInTable = "missing-in-table"
@@ -220,28 +222,32 @@ func scanTable(ctx context.Context, q Querier, from int64, c *chain) error {
 	return nil
 }
 
-// loadSigned reads the checkpoints stored in pgphi.audit_checkpoints.
-func loadSigned(ctx context.Context, q Querier) (map[int64][]string, error) {
-	rows, err := q.Query(ctx, `SELECT seq, hash FROM pgphi.audit_checkpoints`)
+// loadSigned reads the checkpoints stored in pgphi.audit_checkpoints and
+// returns the signed hash of each seq. With keys nil every stored
+// checkpoint counts (its seq and hash were checked against the chain when
+// pgphi.audit_checkpoint_record stored it). With keys, only checkpoints whose
+// signature verifies under one of them count; the others are returned as
+// problems of kind checkpoint-invalid (a bogus row: it proves nothing and
+// blocks nothing).
+func loadSigned(ctx context.Context, q Querier, keys []ed25519.PublicKey) (map[int64][]string, []Problem, error) {
+	cps, err := Checkpoints(ctx, q)
 	if err != nil {
-		return nil, fmt.Errorf("audit: reading pgphi.audit_checkpoints: %w", redact.Error(err))
+		return nil, nil, err
 	}
-	defer rows.Close()
 	m := map[int64][]string{}
-	for rows.Next() {
-		var (
-			seq  int64
-			hash string
-		)
-		if err := rows.Scan(&seq, &hash); err != nil {
-			return nil, fmt.Errorf("audit: reading pgphi.audit_checkpoints: %w", redact.Error(err))
+	var bad []Problem
+	for i := range cps {
+		cp := &cps[i]
+		if keys != nil {
+			if err := VerifyCheckpointKeys(cp, keys); err != nil {
+				bad = append(bad, Problem{Seq: cp.Seq, Kind: KindCheckpointInvalid,
+					Detail: fmt.Sprintf("a stored checkpoint of seq %d (key %s) has no valid signature by a known key", cp.Seq, cp.KeyFingerprint)})
+				continue
+			}
 		}
-		m[seq] = append(m[seq], hash)
+		m[cp.Seq] = append(m[cp.Seq], cp.Hash)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("audit: reading pgphi.audit_checkpoints: %w", redact.Error(err))
-	}
-	return m, nil
+	return m, bad, nil
 }
 
 // Verify recomputes the whole chain in pgphi.audit_log, from seq 1 to the
@@ -259,7 +265,16 @@ func loadSigned(ctx context.Context, q Querier) (map[int64][]string, error) {
 // rewritten consistently from some record on: compare with the mirror file
 // (CompareFileAndTable) and the auditor's checkpoints (ProveExtends).
 func Verify(ctx context.Context, q Querier) (*Report, error) {
-	signed, err := loadSigned(ctx, q)
+	return VerifyWithKeys(ctx, q, nil)
+}
+
+// VerifyWithKeys is Verify that also checks the signature of every stored
+// checkpoint against keys (audit.public_key and any other allowed checkpoint
+// signers): a stored checkpoint without a valid signature by one of them is
+// a problem of kind checkpoint-invalid at its seq and is not used to judge
+// the chain. With keys nil it is Verify.
+func VerifyWithKeys(ctx context.Context, q Querier, keys []ed25519.PublicKey) (*Report, error) {
+	signed, bad, err := loadSigned(ctx, q, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -269,6 +284,7 @@ func Verify(ctx context.Context, q Querier) (*Report, error) {
 		return nil, err
 	}
 	c.finish()
+	c.rep.Problems = append(c.rep.Problems, bad...)
 	return &c.rep, nil
 }
 
