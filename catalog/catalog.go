@@ -33,6 +33,7 @@ type Column struct {
 	Default   string // pg_get_expr of the default, "" when none
 	Generated bool
 	Cleaned   *Cleaned // set when cleanup dropped the plaintext column
+	TypeOID   uint32   // pg_type oid; 0 for a cleaned column (its type is in pgphi's state)
 }
 
 // baseType strips type modifiers: "character varying(36)" -> "character varying".
@@ -110,6 +111,9 @@ func resolveTable(ctx context.Context, q Querier, cfg *config.Config, ct *config
 	if kind != "r" && kind != "p" {
 		return nil, cfg.Errorf(ct.Line, "protect the underlying table instead", "%s is not an ordinary table (relkind %s)", ct.QualifiedName(), kind)
 	}
+	if err := checkNames(cfg, ct); err != nil {
+		return nil, err
+	}
 	t := &Table{Schema: ct.Schema, Name: ct.Name, Config: ct, all: map[string]Column{}}
 	var canRead bool
 	if err := q.QueryRow(ctx, "SELECT has_table_privilege($1::oid, 'SELECT')", oid).Scan(&canRead); err != nil {
@@ -125,7 +129,7 @@ func resolveTable(ctx context.Context, q Querier, cfg *config.Config, ct *config
 	}
 
 	rows, err := q.Query(ctx, `
-		SELECT a.attname, format_type(a.atttypid, a.atttypmod),
+		SELECT a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod),
 		       format_type(COALESCE(NULLIF(bt.typbasetype, 0), a.atttypid), NULL),
 		       a.attnotnull, COALESCE(pg_get_expr(d.adbin, d.adrelid), ''), a.attgenerated <> ''
 		FROM pg_attribute a
@@ -139,7 +143,7 @@ func resolveTable(ctx context.Context, q Querier, cfg *config.Config, ct *config
 	var names []string
 	for rows.Next() {
 		var c Column
-		if err := rows.Scan(&c.Name, &c.Type, &c.BaseType, &c.NotNull, &c.Default, &c.Generated); err != nil {
+		if err := rows.Scan(&c.Name, &c.TypeOID, &c.Type, &c.BaseType, &c.NotNull, &c.Default, &c.Generated); err != nil {
 			return nil, err
 		}
 		t.all[c.Name] = c
@@ -176,6 +180,9 @@ func resolveTable(ctx context.Context, q Querier, cfg *config.Config, ct *config
 		if existing, clash := t.all[encName]; clash && existing.BaseType != "bytea" {
 			return nil, cfg.Errorf(cc.Line, "rename that column or set another encryption.column_suffix",
 				"table %s already has a column %q of type %s, where pgphi would put the ciphertext", ct.QualifiedName(), encName, existing.Type)
+		}
+		if err := checkTypeCode(ctx, q, cfg, cc.Line, t, c, "protected column"); err != nil {
+			return nil, err
 		}
 		t.Protected = append(t.Protected, c)
 	}
@@ -248,6 +255,9 @@ func resolveKey(ctx context.Context, q Querier, cfg *config.Config, ct *config.T
 	}
 	t.KeyIsPrimary = chosen.primary
 	for _, name := range chosen.cols {
+		if err := checkTypeCode(ctx, q, cfg, ct.Line, t, t.all[name], "key column"); err != nil {
+			return err
+		}
 		t.PrimaryKey = append(t.PrimaryKey, t.all[name])
 	}
 	for _, cc := range ct.Columns {
