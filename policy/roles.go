@@ -217,25 +217,28 @@ var (
 // after they are created grants the rest, as does running it after a pgphi
 // upgrade added tables.
 //
-//   - dba: CONNECT, CREATE (state.Ensure runs CREATE SCHEMA IF NOT EXISTS),
-//     TEMPORARY on the database; USAGE, CREATE on schema
-//     pgphi; ALL on its tables (but UPDATE, DELETE, TRUNCATE revoked on the
-//     append-only audit_log and audit_checkpoints) and sequences; EXECUTE on
-//     its functions; SELECT, UPDATE, TRIGGER on the protected tables recorded
-//     in pgphi.protected_columns. Adding and dropping columns, triggers and
-//     indexes on application tables needs ownership, which GRANT cannot
-//     give: see README.md.
+//   - dba: becomes the owner of schema pgphi and every object in it when
+//     the connected role may give them (it can act as both the current
+//     owner and the group): pgphi's definer functions then run with the
+//     group's rights, not a superuser's. CONNECT, CREATE, TEMPORARY on the
+//     database; UPDATE, DELETE, TRUNCATE on audit_log and audit_checkpoints
+//     revoked even as owner (append-only); SELECT, UPDATE, TRIGGER on the
+//     protected tables recorded in pgphi.protected_columns. Adding and
+//     dropping columns, triggers and indexes on application tables needs
+//     ownership, which GRANT cannot give: see README.md.
 //   - healthcare_admin: CONNECT; USAGE on schema pgphi; SELECT on pgphi's
-//     state tables, kek, data_keys, approvals and audit_log (appending to
-//     the hash chain reads its head), and on pgphi.write_seq; INSERT on
-//     approvals, audit_log, verifications and checks; SELECT on the protected
-//     tables (search and verify decrypt).
+//     state tables, kek, data_keys, approvals, audit_log and pins, and on
+//     pgphi.write_seq; SELECT on the protected tables (search and verify
+//     decrypt). No direct write anywhere in pgphi.
 //   - audit_officer: CONNECT; USAGE on schema pgphi; SELECT on pgphi's state
-//     tables, audit_log, audit_checkpoints and approvals; INSERT on
-//     audit_log and audit_checkpoints. No key tables, no application tables.
+//     tables, audit_log, audit_checkpoints, approvals and pins. No key
+//     tables, no application tables, no direct write.
 //
-// INSERT also grants USAGE on the table's serial sequences. It returns one
-// line per action, for printing.
+// Every privilege the groups had on pgphi's tables and functions is revoked
+// first (earlier versions granted INSERT on the audit trail, approvals,
+// verifications and checks): facts are written only through the definer
+// functions of functionGrants, whose EXECUTE is granted per function. It
+// returns one line per action, for printing.
 func InitRoles(ctx context.Context, pool *pgxpool.Pool, names RoleNames) ([]string, error) {
 	if err := names.Validate(); err != nil {
 		return nil, err
