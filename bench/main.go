@@ -50,6 +50,8 @@ type options struct {
 	out           string
 	keepLogs      bool
 	only          string
+	compare       string
+	rounds        int
 	commandLine   string
 	serverSetting map[string]string
 }
@@ -70,6 +72,8 @@ func main() {
 	flag.BoolVar(&o.write, "write", false, "record the results in BENCHMARKS.md")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "the file -write updates")
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "keep the working directory (configs, pgphi output) after the run")
+	flag.StringVar(&o.compare, "compare", "", "measure the cost of a change instead: apply built from this git revision against the working tree, in alternating rounds (-write records it in BENCHMARKS.md)")
+	flag.IntVar(&o.rounds, "rounds", 2, "rounds per binary and mode with -compare")
 	flag.StringVar(&o.only, "only", "", "development loop: run baseline A and one apply, \"plain\" or \"search\", print a summary and record nothing")
 	flag.Parse()
 	if o.only != "" && o.only != "plain" && o.only != "search" {
@@ -104,6 +108,22 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if o.compare != "" {
+		md, err := compareRevisions(ctx, o, o.compare)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		fmt.Print(md)
+		if o.write {
+			if err := writeSection(o.out, "compare", md); err != nil {
+				fmt.Fprintln(os.Stderr, "bench:", err)
+				os.Exit(1)
+			}
+			logf("results recorded in %s", o.out)
+		}
+		return
+	}
 	res, err := run(ctx, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

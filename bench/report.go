@@ -322,7 +322,16 @@ func endMarker(patients int) string {
 
 // writeBenchmarks puts the results block for this size into path.
 func writeBenchmarks(path string, patients int, md string) error {
-	block := beginMarker(patients) + "\n" + md + endMarker(patients) + "\n"
+	return writeBlock(path, beginMarker(patients), endMarker(patients), md)
+}
+
+// writeSection puts a named block (e.g. "compare") into path.
+func writeSection(path, name, md string) error {
+	return writeBlock(path, "<!-- bench:"+name+" begin -->", "<!-- bench:"+name+" end -->", md)
+}
+
+func writeBlock(path, begin, end, md string) error {
+	block := begin + "\n" + md + end + "\n"
 	old, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return os.WriteFile(path, []byte(benchmarksIntro+block), 0o644)
@@ -331,10 +340,10 @@ func writeBenchmarks(path string, patients int, md string) error {
 		return err
 	}
 	s := string(old)
-	i := strings.Index(s, beginMarker(patients))
-	j := strings.Index(s, endMarker(patients))
+	i := strings.Index(s, begin)
+	j := strings.Index(s, end)
 	if i >= 0 && j > i {
-		s = s[:i] + block + strings.TrimPrefix(s[j+len(endMarker(patients)):], "\n")
+		s = s[:i] + block + strings.TrimPrefix(s[j+len(end):], "\n")
 	} else {
 		if !strings.HasSuffix(s, "\n") {
 			s += "\n"

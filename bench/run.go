@@ -83,20 +83,10 @@ func run(ctx context.Context, o options) (*results, error) {
 		return nil, err
 	}
 
-	logf("starting a throwaway PostgreSQL cluster (durable settings)")
-	if e.cl, err = pgcluster.Start(ctx, pgcluster.Options{Settings: o.serverSetting}); err != nil {
+	if err := e.startCluster(ctx, res); err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err := e.cl.Stop(); err != nil {
-			logf("stopping the cluster: %v", err)
-		}
-	}()
-	if e.admin, err = dbconn.Conn(ctx, e.cl.URL("postgres")); err != nil {
-		return nil, err
-	}
-	defer e.admin.Close(context.Background())
-	res.machine.ReadServer(ctx, e.admin, e.cl.DataDir(), []string{"fsync", "synchronous_commit", "full_page_writes", "shared_buffers", "max_wal_size", "checkpoint_timeout", "work_mem", "maintenance_work_mem", "jit"})
+	defer e.stop()
 
 	t0 := time.Now()
 	if os.Getenv("PGPHI_BENCH_STATEMENTS") != "" {
@@ -178,6 +168,33 @@ func run(ctx context.Context, o options) (*results, error) {
 	}
 	res.machine.LoadEnd = machine.Loadavg()
 	return res, nil
+}
+
+// startCluster starts the throwaway cluster with the run's settings and
+// connects to it as the administrator; stop undoes both.
+func (e *env) startCluster(ctx context.Context, res *results) error {
+	logf("starting a throwaway PostgreSQL cluster (durable settings)")
+	var err error
+	if e.cl, err = pgcluster.Start(ctx, pgcluster.Options{Settings: e.o.serverSetting}); err != nil {
+		return err
+	}
+	if e.admin, err = dbconn.Conn(ctx, e.cl.URL("postgres")); err != nil {
+		e.stop()
+		return err
+	}
+	res.machine.ReadServer(ctx, e.admin, e.cl.DataDir(), []string{"fsync", "synchronous_commit", "full_page_writes", "shared_buffers", "max_wal_size", "checkpoint_timeout", "work_mem", "maintenance_work_mem", "jit"})
+	return nil
+}
+
+func (e *env) stop() {
+	if e.admin != nil {
+		e.admin.Close(context.Background())
+	}
+	if e.cl != nil {
+		if err := e.cl.Stop(); err != nil {
+			logf("stopping the cluster: %v", err)
+		}
+	}
 }
 
 // makeTemplate creates database name with the demo schema and data for
