@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgphi/pgphi/catalog"
 	"github.com/pgphi/pgphi/config"
 	"github.com/pgphi/pgphi/keys"
 	"github.com/pgphi/pgphi/state"
@@ -215,6 +216,9 @@ func (s expandStep) Describe() string {
 
 func (s expandStep) Run(ctx context.Context, r *Runner) error {
 	t := s.t
+	if err := CheckTableShapes(ctx, r.Pool, r.Config, []*catalog.Table{t.Table}); err != nil {
+		return err
+	}
 	done, err := s.alreadyDone(ctx, r)
 	if err != nil || done {
 		return err
@@ -222,6 +226,19 @@ func (s expandStep) Run(ctx context.Context, r *Runner) error {
 	return r.ddl(ctx, "expand "+t.QualifiedName(), func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('pgphi expand ' || $1))", t.QualifiedName()); err != nil {
 			return err
+		}
+		// An installation made by an older pgphi, or objects someone
+		// changed: say what this run puts back.
+		if probs, err := t.triggerProblems(ctx, tx); err == nil {
+			var fix []string
+			for _, p := range probs {
+				if !strings.HasPrefix(p.Problem, "missing") {
+					fix = append(fix, p.Object+": "+p.Problem)
+				}
+			}
+			if len(fix) > 0 {
+				r.logf("    %s: replacing pgphi's objects: %s", t.QualifiedName(), strings.Join(fix, "; "))
+			}
 		}
 		var adds []string
 		for _, c := range t.Columns {
@@ -231,14 +248,39 @@ func (s expandStep) Run(ctx context.Context, r *Runner) error {
 			}
 		}
 		adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s boolean", ident(MarkerColumn)))
-		stmts := append([]string{
+		fn := "FUNCTION " + t.markFunctionIdent() + "()"
+		stmts := []string{
 			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(adds, ", ")),
+			// The function, its owner and its grants change together: no
+			// role ever sees it executable by PUBLIC (CREATE FUNCTION grants
+			// that) in a committed state.
 			t.markFunctionSQL(),
-		}, t.createTriggerSQL()...)
+			"REVOKE ALL ON " + fn + " FROM PUBLIC",
+		}
 		for _, st := range stmts {
 			if _, err := tx.Exec(ctx, st); err != nil {
 				return err
 			}
+		}
+		if err := state.AdoptAsOwner(ctx, tx, fn); err != nil {
+			return fmt.Errorf("giving %s to pgphi's schema owner: %w", fn, err)
+		}
+		// CREATE OR REPLACE TRIGGER also enables a trigger someone disabled.
+		stmts = t.createTriggerSQL()
+		for i := range t.Columns {
+			stmts = append(stmts, t.envelopeCheckSQL(&t.Columns[i])...)
+		}
+		for _, st := range stmts {
+			if _, err := tx.Exec(ctx, st); err != nil {
+				return err
+			}
+		}
+		h, err := t.definitionsHash(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, fmt.Sprintf("COMMENT ON %s IS %s", fn, quoteLiteral(definitionsMarker+h))); err != nil {
+			return err
 		}
 		for _, c := range t.Columns {
 			var index *string
@@ -258,27 +300,28 @@ func (s expandStep) Run(ctx context.Context, r *Runner) error {
 }
 
 // alreadyDone avoids taking an ACCESS EXCLUSIVE lock on a rerun when every
-// object is already in place with the current definition.
+// object is already in place with the current definition: the columns, and
+// the mark function, triggers and envelope checks exactly as CheckTriggers
+// expects them (SECURITY INVOKER, this version's body, enabled, unchanged).
+// An installation made by an older pgphi fails that test and is expanded
+// again in place.
 func (s expandStep) alreadyDone(ctx context.Context, r *Runner) (bool, error) {
 	t := s.t
 	want := t.addedColumns()
 	var nCols int
-	var fnSrc *string
-	var triggers int
-	err := r.Pool.QueryRow(ctx, `
-		SELECT (SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass AND attname = ANY($2) AND NOT attisdropped),
-		       (SELECT prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgphi' AND p.proname = $3),
-		       (SELECT count(*) FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = ANY($4))`,
-		t.Ident(), want, t.markFunction(), triggerNames).Scan(&nCols, &fnSrc, &triggers)
+	err := r.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass AND attname = ANY($2) AND NOT attisdropped`,
+		t.Ident(), want).Scan(&nCols)
 	if err != nil {
 		return false, fmt.Errorf("inspecting %s: %w", t.QualifiedName(), err)
 	}
-	if nCols != len(want) || fnSrc == nil || triggers != len(triggerNames) {
+	if nCols != len(want) {
 		return false, nil
 	}
-	full := t.markFunctionSQL()
-	body := full[strings.Index(full, "$pgphi$")+len("$pgphi$") : strings.LastIndex(full, "$pgphi$")]
-	return *fnSrc == body, nil
+	probs, err := t.triggerProblems(ctx, r.Pool)
+	if err != nil {
+		return false, err
+	}
+	return len(probs) == 0, nil
 }
 
 // pendingIndexStep builds the partial index the catch-up pass reads marked rows

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgphi/pgphi/envelope"
 )
 
 func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
@@ -200,31 +202,39 @@ func (t *Target) applyBatch() string {
 		t.Ident(), strings.Join(sets, ", "), ident(t.batchTable()))
 }
 
+// markVersion is the version of the mark function and of the objects expand
+// puts around it (triggers, envelope checks). The function's body names it, so
+// an installation made by an older pgphi is recognised and expanded again.
+const markVersion = 2
+
 // markFunctionSQL is the trigger function that keeps ciphertexts honest while
 // the application writes plaintext: a changed plaintext (or key) clears the
 // stale ciphertext unless the writer supplied a new one, and marks the row.
-// Values are compared as text so that 1.0 -> 1.00 counts as a change, and
-// json (which has no equality operator) works.
+// Values are compared as text in the "C" collation (byte for byte), so that
+// 1.0 -> 1.00 and Smith -> SMITH under a case-insensitive collation count as
+// changes, and json (which has no equality operator) works.
+//
+// The function is SECURITY INVOKER: it runs as the role whose write fired it,
+// so the code a row value's type brings (a cast to text, an output function)
+// runs with that role's own rights and gains nothing. It reads nothing from
+// pgphi's schema: the writer needs no rights there. The require_encryption
+// refusal is the same function called with an argument by the enforce
+// triggers, whose WHEN clause reads the flag (pgphi.flag, executable by every
+// role, is resolved when the trigger is created, not through the writer's
+// rights on the schema).
 func (t *Target) markFunctionSQL() string {
 	var b strings.Builder
-	// SECURITY DEFINER: application roles need no rights on the pgphi schema
-	// for the trigger to read the flags and count writes.
-	fmt.Fprintf(&b, "CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgphi$\nBEGIN\n", t.markFunctionIdent())
+	fmt.Fprintf(&b, "CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $pgphi$\n", t.markFunctionIdent())
+	fmt.Fprintf(&b, "-- pgphi mark function, version %d\nBEGIN\n", markVersion)
 
 	// After cutover (flag require_encryption) applications write ciphertext
-	// only; a plaintext value written to a protected column is refused.
-	var newPlain, changedPlain []string
-	for _, c := range t.Columns {
-		newPlain = append(newPlain, fmt.Sprintf("NEW.%s IS NOT NULL", ident(c.Name)))
-		changedPlain = append(changedPlain, fmt.Sprintf("(NEW.%[1]s IS NOT NULL AND NEW.%[1]s::text IS DISTINCT FROM OLD.%[1]s::text)", ident(c.Name)))
-	}
-	fmt.Fprintf(&b, "  IF pgphi.flag('require_encryption') AND ((TG_OP = 'INSERT' AND (%s)) OR (TG_OP = 'UPDATE' AND (%s))) THEN\n",
-		strings.Join(newPlain, " OR "), strings.Join(changedPlain, " OR "))
-	fmt.Fprintf(&b, "    RAISE EXCEPTION 'pgphi: plaintext write to a protected column of %s refused: require_encryption is on' USING ERRCODE = 'insufficient_privilege', HINT = 'write the ciphertext column instead (pgphi flags)';\n  END IF;\n",
+	// only; the enforce triggers call this function with an argument when a
+	// plaintext value is written to a protected column.
+	fmt.Fprintf(&b, "  IF TG_NARGS > 0 THEN\n    RAISE EXCEPTION 'pgphi: plaintext write to a protected column of %s refused: require_encryption is on' USING ERRCODE = 'insufficient_privilege', HINT = 'write the ciphertext column instead (pgphi flags)';\n  END IF;\n",
 		strings.ReplaceAll(t.QualifiedName(), "'", "''"))
 	// An insert needs encryption when it brings a plaintext value; a row an
 	// application wrote with ciphertext only (after cutover) does not.
-	fmt.Fprintf(&b, "  IF TG_OP = 'INSERT' THEN\n    NEW.%s := %s;\n    RETURN NEW;\n  END IF;\n", ident(MarkerColumn), strings.Join(newPlain, " OR "))
+	fmt.Fprintf(&b, "  IF TG_OP = 'INSERT' THEN\n    NEW.%s := %s;\n    RETURN NEW;\n  END IF;\n", ident(MarkerColumn), t.plaintextWritten())
 	var keyDiff []string
 	for _, k := range t.PrimaryKey {
 		keyDiff = append(keyDiff, keyChanged(k.Name))
@@ -244,7 +254,7 @@ func (t *Target) markFunctionSQL() string {
 			strings.ReplaceAll(t.QualifiedName(), "'", "''"), strings.ReplaceAll(c.Name, "'", "''"), strings.ReplaceAll(c.Encrypted, "'", "''"))
 		fmt.Fprintf(&b, "      END IF;\n      NEW.%s := NULL;\n    END IF;\n", ident(c.Encrypted))
 	}
-	fmt.Fprintf(&b, "    NEW.%s := %s;\n  END IF;\n", ident(MarkerColumn), strings.Join(newPlain, " OR "))
+	fmt.Fprintf(&b, "    NEW.%s := %s;\n  END IF;\n", ident(MarkerColumn), t.plaintextWritten())
 	for _, c := range t.Columns {
 		fmt.Fprintf(&b, "  IF %s THEN\n", valueChanged(c.Name))
 		fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; END IF;\n", ident(c.Encrypted))
@@ -261,19 +271,50 @@ func (t *Target) markFunctionSQL() string {
 	return b.String()
 }
 
+// markFunctionBody is the function's source as pg_proc.prosrc holds it.
+func (t *Target) markFunctionBody() string {
+	full := t.markFunctionSQL()
+	return full[strings.Index(full, "$pgphi$")+len("$pgphi$") : strings.LastIndex(full, "$pgphi$")]
+}
+
+// plaintextWritten is true when a new row version holds a plaintext value.
+func (t *Target) plaintextWritten() string {
+	var parts []string
+	for _, c := range t.Columns {
+		parts = append(parts, fmt.Sprintf("NEW.%s IS NOT NULL", ident(c.Name)))
+	}
+	return strings.Join(parts, " OR ")
+}
+
+// plaintextChanged is true when an update writes a plaintext value other
+// than the one the row had (byte for byte).
+func (t *Target) plaintextChanged() string {
+	var parts []string
+	for _, c := range t.Columns {
+		parts = append(parts, fmt.Sprintf("(NEW.%s IS NOT NULL AND %s)", ident(c.Name), valueChanged(c.Name)))
+	}
+	return strings.Join(parts, " OR ")
+}
+
 // The row trigger runs the mark function on an insert, and on an update only
 // when a key or a plaintext value changed (the WHEN clause is evaluated
 // without entering PL/pgSQL): pgphi's own writes of ciphertexts, and the
 // application's updates of other columns, cost no function call per row.
+// The enforce triggers refuse a plaintext write while require_encryption is
+// on; they sort before the mark triggers, and after the application's own
+// BEFORE triggers (PostgreSQL fires them in name order), so they see the
+// plaintext an application trigger may have set.
 // A statement trigger advances pgphi.write_seq once per writing statement.
 const (
-	triggerName       = "zz_pgphi_mark"
-	insertTriggerName = "zz_pgphi_mark_insert"
-	countTriggerName  = "zz_pgphi_count"
+	enforceTriggerName       = "zz_pgphi_enforce"
+	enforceInsertTriggerName = "zz_pgphi_enforce_insert"
+	triggerName              = "zz_pgphi_mark"
+	insertTriggerName        = "zz_pgphi_mark_insert"
+	countTriggerName         = "zz_pgphi_count"
 )
 
 // triggerNames are every trigger pgphi puts on a protected table.
-var triggerNames = []string{triggerName, insertTriggerName, countTriggerName}
+var triggerNames = []string{enforceTriggerName, enforceInsertTriggerName, triggerName, insertTriggerName, countTriggerName}
 
 // changedCondition is true when an update changes a key or a plaintext value:
 // exactly when the mark function has something to do.
@@ -290,10 +331,12 @@ func (t *Target) changedCondition() string {
 
 // keyChanged and valueChanged are the comparisons of the mark function that
 // its trigger's WHEN clause repeats; one definition keeps the two the same.
-// Values are compared as text in the "C" collation, so 1.0 -> 1.00 and json
-// (which has no equality operator) count as changes.
+// Keys and values are compared as text in the "C" collation: byte for byte,
+// whatever the column's collation (a nondeterministic one makes abc equal to
+// ABC), so 1.0 -> 1.00 and json (which has no equality operator) count as
+// changes too.
 func keyChanged(col string) string {
-	return fmt.Sprintf("NEW.%[1]s::text IS DISTINCT FROM OLD.%[1]s::text", ident(col))
+	return fmt.Sprintf("NEW.%[1]s::text COLLATE \"C\" IS DISTINCT FROM OLD.%[1]s::text COLLATE \"C\"", ident(col))
 }
 
 func valueChanged(col string) string {
@@ -302,6 +345,10 @@ func valueChanged(col string) string {
 
 func (t *Target) createTriggerSQL() []string {
 	return []string{
+		fmt.Sprintf("CREATE OR REPLACE TRIGGER %s BEFORE UPDATE ON %s FOR EACH ROW WHEN ((%s) AND pgphi.flag('require_encryption')) EXECUTE FUNCTION %s('refuse')",
+			ident(enforceTriggerName), t.Ident(), t.plaintextChanged(), t.markFunctionIdent()),
+		fmt.Sprintf("CREATE OR REPLACE TRIGGER %s BEFORE INSERT ON %s FOR EACH ROW WHEN ((%s) AND pgphi.flag('require_encryption')) EXECUTE FUNCTION %s('refuse')",
+			ident(enforceInsertTriggerName), t.Ident(), t.plaintextWritten(), t.markFunctionIdent()),
 		fmt.Sprintf("CREATE OR REPLACE TRIGGER %s BEFORE UPDATE ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION %s()",
 			ident(triggerName), t.Ident(), t.changedCondition(), t.markFunctionIdent()),
 		fmt.Sprintf("CREATE OR REPLACE TRIGGER %s BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION %s()",
@@ -318,6 +365,40 @@ func (t *Target) dropTriggersSQL() []string {
 		out = append(out, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", ident(n), t.Ident()))
 	}
 	return out
+}
+
+// envelopeCheck names the CHECK constraint on a column's ciphertext. It is
+// derived from the plaintext column's name, which the ciphertext takes over
+// when cleanup renames it: the constraint keeps its name and goes on
+// checking.
+func (c *TargetColumn) envelopeCheck() string { return objectName("pgphi_envelope_", c.Name) }
+
+// envelopeChecks are the names of every envelope CHECK of the table.
+func (t *Target) envelopeChecks() []string {
+	out := make([]string, len(t.Columns))
+	for i := range t.Columns {
+		out[i] = t.Columns[i].envelopeCheck()
+	}
+	return out
+}
+
+// envelopeCheckSQL replaces the CHECK that every ciphertext written to the
+// column has a well-formed envelope header (docs/FORMAT.md): version 0x01, a
+// key id other than 0, and at least the header, nonce, tag and one byte of
+// value. A write that changes only a ciphertext column does not fire the mark
+// trigger; this check refuses one that is not a pgphi ciphertext at all, and
+// cleanup verifies again every row written after the last verification.
+// NOT VALID: added without reading the table, enforced for every new write.
+// Built-in functions only, schema-qualified: the check runs as the writer.
+func (t *Target) envelopeCheckSQL(c *TargetColumn) []string {
+	col := ident(c.Encrypted)
+	byteAt := func(i int) string { return fmt.Sprintf("pg_catalog.get_byte(%s, %d)", col, i) }
+	return []string{
+		fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(c.envelopeCheck())),
+		fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NULL OR (pg_catalog.octet_length(%s) >= %d AND %s = %d AND (%s | %s | %s | %s) <> 0)) NOT VALID",
+			t.Ident(), ident(c.envelopeCheck()), col, col, envelope.MinCiphertextSize, byteAt(0), envelope.Version1,
+			byteAt(1), byteAt(2), byteAt(3), byteAt(4)),
+	}
 }
 
 // incompleteRowsPredicate is true for a row with a plaintext but no

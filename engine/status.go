@@ -28,6 +28,10 @@ type Status struct {
 	Complete bool           `json:"complete"` // apply finished and nothing is pending
 	Columns  []ColumnStatus `json:"columns"`
 	Failures []FailureInfo  `json:"failures,omitempty"`
+	// Triggers lists what is wrong with pgphi's triggers, mark functions
+	// and envelope checks on expanded tables; while any is listed the
+	// status is not complete and `pgphi status` fails.
+	Triggers []TriggerProblem `json:"trigger_problems,omitempty"`
 }
 
 // FailureInfo is a recorded failure: where, never what.
@@ -113,6 +117,12 @@ func GetStatus(ctx context.Context, pool *pgxpool.Pool, p *Plan) (*Status, error
 				Failed: failed[t.QualifiedName()+"."+c.Name],
 			})
 		}
+	}
+	if st.Triggers, err = CheckTriggers(ctx, pool, p); err != nil {
+		return nil, err
+	}
+	if len(st.Triggers) > 0 {
+		st.Complete = false
 	}
 	if st.Complete {
 		for _, c := range st.Columns {

@@ -38,10 +38,18 @@ type VerifyResult struct {
 	Mismatches int64      `json:"mismatches"`
 	Pending    int64      `json:"rows_pending"`
 	Examples   []Mismatch `json:"examples"` // the first MaxExamples mismatches
+
+	// Triggers lists what is wrong with pgphi's triggers, mark functions and
+	// envelope checks (CheckTriggers): with any, writes may have gone
+	// unmarked or unchecked, and the verification fails.
+	Triggers []TriggerProblem `json:"trigger_problems,omitempty"`
 }
 
-// OK reports whether every value decrypted to its plaintext and no row is pending.
-func (v *VerifyResult) OK() bool { return v.Mismatches == 0 && v.Pending == 0 }
+// OK reports whether every value decrypted to its plaintext, no row is
+// pending, and pgphi's triggers are in place.
+func (v *VerifyResult) OK() bool {
+	return v.Mismatches == 0 && v.Pending == 0 && len(v.Triggers) == 0
+}
 
 // MaxExamples bounds how many mismatches a result lists.
 const MaxExamples = 50
@@ -68,11 +76,17 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, p *Plan
 		batch = 1000
 	}
 	res := &VerifyResult{}
+	var err error
 	var mu sync.Mutex
 	for _, t := range p.Tables {
 		if err := checkExpanded(ctx, pool, t); err != nil {
 			return nil, err
 		}
+	}
+	// Triggers first: a write that lands while the values are read is
+	// covered only if the triggers were in place.
+	if res.Triggers, err = CheckTriggers(ctx, pool, p); err != nil {
+		return nil, err
 	}
 	ix, err := LoadIndexers(ctx, pool, ring, p)
 	if err != nil {
@@ -358,6 +372,9 @@ func (verifyStep) Describe() string {
 type VerifyError struct{ Result *VerifyResult }
 
 func (e *VerifyError) Error() string {
+	if n := len(e.Result.Triggers); n > 0 {
+		return fmt.Sprintf("verification failed: %d mismatched values, %d rows pending, %d problems with pgphi's triggers", e.Result.Mismatches, e.Result.Pending, n)
+	}
 	return fmt.Sprintf("verification failed: %d mismatched values, %d rows pending", e.Result.Mismatches, e.Result.Pending)
 }
 
@@ -367,7 +384,10 @@ func (verifyStep) Run(ctx context.Context, r *Runner) error {
 		return err
 	}
 	r.logf("    verified %d values in %d rows: %d mismatches, %d rows pending", res.Values, res.Rows, res.Mismatches, res.Pending)
-	if res.Mismatches > 0 {
+	for _, p := range res.Triggers {
+		r.logf("    TRIGGER %s", p)
+	}
+	if res.Mismatches > 0 || len(res.Triggers) > 0 {
 		for _, m := range res.Examples {
 			r.logf("    MISMATCH %s", m)
 		}
