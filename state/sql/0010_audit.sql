@@ -80,7 +80,11 @@ BEGIN
     -- The head is the highest seq within JSON's exact integer range. Its
     -- content is not trusted or checked here: a malformed or mis-chained
     -- row is reported by `pgphi audit verify`, it never stops appending.
-    SELECT l.seq, l.hash INTO v_seq, v_head
+    -- prev is its hash column, else its record's hash, else 64 zeros, so
+    -- that a record is always well-formed.
+    SELECT l.seq, CASE WHEN l.hash COLLATE "C" OPERATOR(pg_catalog.~) '^[0-9a-f]{64}$' THEN l.hash
+                       ELSE l.record OPERATOR(pg_catalog.->>) 'hash' END
+      INTO v_seq, v_head
       FROM pgphi.audit_log AS l
      WHERE l.seq < max_safe
      ORDER BY l.seq DESC LIMIT 1;
