@@ -133,15 +133,19 @@ func (a *app) auditCommand() *cobra.Command {
 					if err := json.Unmarshal(data, &cp); err != nil {
 						return withCode(ExitUsage, fmt.Errorf("%s is not a checkpoint: %w", cpFile, err))
 					}
+					// A checkpoint whose signature cannot be checked (no
+					// audit.public_key) is a failure, never accepted.
+					var keys []ed25519.PublicKey
 					if s.cfg.Audit.PublicKey != "" {
 						pub, err := audit.ParsePublicKey(s.cfg.Audit.PublicKey)
 						if err != nil {
 							return withCode(ExitUsage, err)
 						}
-						if err := audit.VerifyCheckpoint(&cp, pub); err != nil {
-							fmt.Fprintf(a.stdout, "CHECKPOINT signature invalid: %v\n", err)
-							bad = true
-						}
+						keys = append(keys, pub)
+					}
+					if err := audit.VerifyCheckpointKeys(&cp, keys); err != nil {
+						fmt.Fprintf(a.stdout, "CHECKPOINT signature invalid: %v\n", err)
+						bad = true
 					}
 					if err := audit.ProveExtends(ctx, s.pool, &cp); err != nil {
 						fmt.Fprintf(a.stdout, "CHECKPOINT #%d not in the log any more: %v\n", cp.Seq, err)
