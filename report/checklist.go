@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgphi/pgphi/engine"
 )
 
 // Check is one item of the pre-flight checklist.
@@ -174,4 +176,26 @@ func human(b uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}
+
+// Triggers is the check that pgphi's triggers, mark functions and envelope
+// checks are in place on every expanded table (engine.CheckTriggers): a
+// trigger the table's owner disabled or dropped switches require_encryption
+// off and lets writes go unmarked. Call it as Triggers(engine.CheckTriggers(...)).
+func Triggers(problems []engine.TriggerProblem, err error) Check {
+	c := Check{ID: "triggers", Title: "pgphi's triggers in place and enabled", Required: true}
+	switch {
+	case err != nil:
+		c.Evidence = "cannot inspect the triggers: " + err.Error()
+	case len(problems) == 0:
+		c.Passed = true
+		c.Evidence = "every expanded table has its pgphi triggers enabled, its mark function (SECURITY INVOKER, not executable by PUBLIC, unchanged) and its envelope checks"
+	default:
+		parts := make([]string, len(problems))
+		for i, p := range problems {
+			parts[i] = p.String()
+		}
+		c.Evidence = fmt.Sprintf("%d problems: %s; `pgphi apply` puts them back", len(problems), strings.Join(parts, "; "))
+	}
+	return c
 }
