@@ -294,7 +294,7 @@ func (e *env) cleanupRun(ctx context.Context, res *results, from *applyRun) *app
 			if strings.Contains(line, "==> cleanup") {
 				startW()
 			}
-		}, "cleanup", "--confirm", planID, "--reason", "benchmark", "--config", from.config)
+		}, "cleanup", "--confirm", planID, "--vacuum-full", "--reason", "benchmark", "--config", from.config)
 		startW() // no-op if it started
 		<-wReady
 		if wErr == nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/pgphi/pgphi/dbconn"
 	"github.com/pgphi/pgphi/demo"
 	"github.com/pgphi/pgphi/internal/pgcluster"
+	"github.com/pgphi/pgphi/keys"
 )
 
 // DemoConfig is the pgphi.yaml the demo writes for the Felicity tables (BRIEF.md).
@@ -237,7 +238,7 @@ func (a *app) runDemo(ctx context.Context, patients, workers int, keep bool) err
 		{"flags", "set", "use_encrypted_search", "on", "--config", cfgPath},
 		{"flags", "set", "require_encryption", "on", "--config", cfgPath},
 		{"verify", "--config", cfgPath},
-		{"cleanup", "--config", cfgPath, "--confirm", planOut.PlanID, "--reason", "demo: cutover complete"},
+		{"cleanup", "--config", cfgPath, "--confirm", planOut.PlanID, "--vacuum-full", "--reason", "demo: cutover complete"},
 		{"status", "--config", cfgPath},
 		{"audit", "verify", "--config", cfgPath},
 		{"report", "--config", cfgPath, "--format", "md"},

@@ -13,7 +13,7 @@ import (
 
 func (a *app) cleanupCommand() *cobra.Command {
 	var confirm, purge, reason string
-	var rename bool
+	var rename, vacuumFull bool
 	cmd := &cobra.Command{
 		Use:   "cleanup --confirm PLAN_ID",
 		Short: "Drop the plaintext, purge it from the table files, keep the ciphertext",
@@ -26,8 +26,12 @@ While writes are briefly blocked it catches up the last changes, verifies
 again every row written since that verification began (refusing, with the
 row named, if one does not verify), drops the plaintext columns, the
 triggers and the marker, then rewrites each table so no
-old row version keeps plaintext on disk (pg_repack when installed, otherwise
-VACUUM FULL, which locks the table for the rewrite).`,
+old row version keeps plaintext on disk: with pg_repack (online) when it is
+usable, that is installed in the server's bin directory, its extension
+available, and the TLS policy one libpq can honour (not pin_sha256).
+Otherwise cleanup refuses before dropping anything, unless --vacuum-full
+accepts VACUUM FULL, which locks each table against reads and writes for
+the whole rewrite.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if confirm == "" {
 				return withCode(ExitUsage, errors.New("usage: cleanup needs --confirm PLAN_ID (see `pgphi plan`)"))
@@ -43,7 +47,7 @@ VACUUM FULL, which locks the table for the rewrite).`,
 				}
 				r := &engine.Runner{Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan, Log: a.stderr}
 				start := time.Now()
-				if err := r.Cleanup(ctx, confirm, engine.CleanupOptions{Rename: rename, Purge: purge}); err != nil {
+				if err := r.Cleanup(ctx, confirm, engine.CleanupOptions{Rename: rename, Purge: purge, VacuumFull: vacuumFull}); err != nil {
 					if errors.Is(err, engine.ErrRefused) {
 						return withCode(ExitRefused, err)
 					}
@@ -61,7 +65,8 @@ VACUUM FULL, which locks the table for the rewrite).`,
 	}
 	cmd.Flags().StringVar(&confirm, "confirm", "", "the plan id being cleaned up (required)")
 	cmd.Flags().BoolVar(&rename, "rename", false, "rename <column>_encrypted to <column> after dropping the plaintext")
-	cmd.Flags().StringVar(&purge, "purge", "auto", "how to purge old row versions: auto, repack or vacuum-full")
+	cmd.Flags().StringVar(&purge, "purge", "auto", "how to purge old row versions: auto (pg_repack, else refuse unless --vacuum-full), repack or vacuum-full")
+	cmd.Flags().BoolVar(&vacuumFull, "vacuum-full", false, "when pg_repack cannot be used, purge with VACUUM FULL, which locks each table for its whole rewrite")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (required, audited; default $PGPHI_REASON)")
 	return cmd
 }

@@ -797,14 +797,14 @@ func TestCleanupRefusals(t *testing.T) {
 	// ciphertext columns to the plaintext names).
 	digest := lcDigest(t, c) // what the application wrote last
 	f.verifyOK(rows)
-	f.mustRun("cleanup", "--confirm", planID, "--rename")
+	f.mustRun("cleanup", "--confirm", planID, "--rename", "--vacuum-full")
 	types := lcQueryLines(t, c, `SELECT attname || ' ' || format_type(atttypid, atttypmod) FROM pg_attribute
 		WHERE attrelid = 'patient'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attname`)
 	want := "dob bytea\nid bigint\ninfo bytea\nlast_name bytea\nlast_name_bidx bigint[]\nnotes bytea\nward integer\n"
 	if types != want {
 		t.Errorf("columns after cleanup --rename:\n%s\nwant:\n%s", types, want)
 	}
-	f.mustRun("cleanup", "--confirm", planID, "--rename")
+	f.mustRun("cleanup", "--confirm", planID, "--rename", "--vacuum-full")
 	f.verifyOK(rows)
 	f.assertFullyEncrypted(f.status())
 	if got := strings.Fields(f.mustRun("search", "patient", "last_name", "--exact", "Last42", "--reason", "lifecycle test").stdout); !slices.Equal(got, []string{"42"}) {
@@ -1304,7 +1304,7 @@ func TestCleanupAfterInterruptedRollback(t *testing.T) {
 	planID := lcPlanID(f)
 	lcCutOver(f)
 	f.verifyOK(rows)
-	f.mustRun("cleanup", "--confirm", planID)
+	f.mustRun("cleanup", "--confirm", planID, "--vacuum-full")
 	// Row 250's ciphertext is row 2's: it does not decrypt for row 250, so
 	// the restore stops there, after committing the batches before it.
 	f.exec(`UPDATE patient SET notes_encrypted = (SELECT notes_encrypted FROM patient WHERE id = 2) WHERE id = 250`)
@@ -1316,7 +1316,7 @@ func TestCleanupAfterInterruptedRollback(t *testing.T) {
 		t.Fatalf("test setup: the interrupted rollback restored %d plaintexts: %s", restored, st)
 	}
 
-	r := f.run("cleanup", "--confirm", planID)
+	r := f.run("cleanup", "--confirm", planID, "--vacuum-full")
 	st := lcReadCleanupState(t, c)
 	if r.code == 0 && st.plain != 0 {
 		t.Errorf("cleanup after an interrupted rollback exits 0 and says %q, but the table still has its %d plaintext columns (%d rows of notes in plaintext)",

@@ -17,9 +17,13 @@ var ErrRefused = errors.New("refused")
 // CleanupOptions tune cleanup.
 type CleanupOptions struct {
 	Rename bool // rename <col>_encrypted to <col> once the plaintext is gone
-	// Purge chooses how old row versions are rewritten: "auto" (pg_repack when
-	// installed, else VACUUM FULL), "repack", "vacuum-full".
+	// Purge chooses how old row versions are rewritten: "auto" (pg_repack
+	// when usable, else VACUUM FULL if VacuumFull allows it, else refused),
+	// "repack", "vacuum-full" (see ChoosePurge).
 	Purge string
+	// VacuumFull lets "auto" fall back to VACUUM FULL, which locks each table
+	// for its whole rewrite, when pg_repack cannot be used.
+	VacuumFull bool
 }
 
 // VerifyMark is where a verification began.
@@ -105,6 +109,11 @@ func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions
 				return err
 			}
 		}
+	}
+	// How the plaintext will be purged is settled before any is dropped: a
+	// purge that cannot run refuses the cleanup now.
+	if _, err := r.ChoosePurge(ctx, opt); err != nil {
+		return err
 	}
 	for _, t := range r.Plan.Tables {
 		if !t.Cleaned() {

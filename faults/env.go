@@ -331,7 +331,7 @@ func (e *env) makeT2(ctx context.Context) error {
 		return err
 	}
 	x := &trial{e: e, name: "template " + t.name, db: t.name, dir: t.dir, config: filepath.Join(t.dir, "pgphi.yaml")}
-	if r := x.run(ctx, "cleanup", nil, "cleanup", "--confirm", e.planID); r.code != 0 {
+	if r := x.run(ctx, "cleanup", nil, "cleanup", "--confirm", e.planID, "--vacuum-full"); r.code != 0 {
 		return fmt.Errorf("%s: pgphi cleanup: %s", t.name, r.summary())
 	}
 	e.t2 = t

@@ -136,7 +136,7 @@ var commands = map[string]command{
 	// cleanup dropped the plaintext columns they name a missing column.
 	"cleanup": {
 		from:    func(e *env) *template { return e.t1 },
-		args:    func(e *env) []string { return []string{"cleanup", "--confirm", e.planID} },
+		args:    func(e *env) []string { return []string{"cleanup", "--confirm", e.planID, "--vacuum-full"} },
 		mode:    plainWrites,
 		allowed: []string{"42703"},
 		final:   stateCleaned,
