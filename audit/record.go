@@ -10,7 +10,10 @@
 // in FORMAT.md in this directory, so an auditor can recompute every hash with
 // independent tools.
 //
-// Three layers defend the trail: the table rejects UPDATE, DELETE and
+// Records are written only by pgphi's definer functions (pgphi.audit_append,
+// pgphi.audit_refusal), which assign seq, time, prev, the database role and
+// the hash themselves: no role has INSERT on the table. Three layers defend
+// the trail: the table rejects UPDATE, DELETE and
 // TRUNCATE with a trigger (a superuser can disable it); the hash chain makes
 // any in-place edit visible; the file mirror and signed checkpoints (Ed25519
 // over the head's sequence number and hash, kept by an auditor) make a
@@ -56,7 +59,7 @@ var ErrInvalidRecord = errors.New("audit: invalid record")
 // Actor is who ran a command.
 type Actor struct {
 	OSUser string // operating system user running pgphi
-	DBRole string // database role (Append fills current_user when empty)
+	DBRole string // effective database role of the caller; assigned by the database (pgphi.audit_append)
 	Name   string // configured actor name (config "actor"), e.g. a person
 	Host   string // OS host name pgphi ran on
 }
@@ -64,7 +67,7 @@ type Actor struct {
 // Record is one audit record. Its JSON form (FORMAT.md) has exactly these
 // fields, in snake_case; nothing else is ever stored.
 type Record struct {
-	Seq         int64     // 1, 2, 3, ... assigned by Append
+	Seq         int64     // 1, 2, 3, ... assigned by the database (Append)
 	Time        time.Time // UTC, microseconds; assigned by Append (database clock)
 	Event       string    // EventStart, EventSuccess, EventFailure, EventRefused
 	Command     string    // e.g. "apply", "search", "cleanup"
