@@ -353,6 +353,7 @@ func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
 		tables = append(tables, t.QualifiedName())
 	}
 	add(report.Disk(ctx, s.pool, tables, freeBytes))
+	add(report.Triggers(engine.CheckTriggers(ctx, s.pool, s.plan)))
 	return cl
 }
 

@@ -124,7 +124,10 @@ func (a *app) statusCommand() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					return json.NewEncoder(a.stdout).Encode(st)
+					if err := json.NewEncoder(a.stdout).Encode(st); err != nil || len(st.Triggers) == 0 {
+						return err
+					}
+					return withCode(ExitFailed, engine.TriggersError(st.Triggers))
 				}
 				state := "not applied"
 				switch {
@@ -142,6 +145,12 @@ func (a *app) statusCommand() *cobra.Command {
 				tw.Flush()
 				for _, f := range st.Failures {
 					fmt.Fprintf(a.stdout, "failed: %s.%s at key (%s): %s\n", f.Table, f.Column, strings.Join(f.PrimaryKey, ", "), f.Reason)
+				}
+				for _, p := range st.Triggers {
+					fmt.Fprintf(a.stdout, "TRIGGER PROBLEM %s\n", p)
+				}
+				if len(st.Triggers) > 0 {
+					return withCode(ExitFailed, engine.TriggersError(st.Triggers))
 				}
 				return nil
 			})
@@ -195,8 +204,13 @@ func (a *app) verifyCommand() *cobra.Command {
 					}
 					fmt.Fprintf(a.stdout, "verified %d values in %d rows in %s: %d mismatches, %d rows pending re-encryption\n",
 						res.Values, res.Rows, time.Since(start).Round(time.Millisecond), res.Mismatches, res.Pending)
+					for _, p := range res.Triggers {
+						fmt.Fprintf(a.stdout, "TRIGGER PROBLEM %s\n", p)
+					}
 				}
 				switch {
+				case len(res.Triggers) > 0:
+					return withCode(ExitFailed, engine.TriggersError(res.Triggers))
 				case res.Mismatches > 0:
 					return withCode(ExitFailed, fmt.Errorf("verification failed: %d values do not match their plaintext", res.Mismatches))
 				case res.Pending > 0:

@@ -260,6 +260,9 @@ func (a *app) resolvePlan(ctx context.Context, s *session) error {
 		}
 		redact.AllowIdentifiers(names...)
 	}
+	if err := engine.CheckTableShapes(ctx, pool, cfg, tables); err != nil {
+		return err
+	}
 	s.plan, err = engine.NewPlan(cfg, tables)
 	return err
 }
