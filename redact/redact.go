@@ -92,7 +92,8 @@ type marker struct {
 //     format: x`, `byte sequence 0xe2 0x82`): the phrase stays, the rest goes.
 //   - PostgreSQL's secondary fields when they appear as text (pg_repack and
 //     psql print them): DETAIL:, CONTEXT:, WHERE:, QUERY:, STATEMENT:, HINT:
-//     in capitals, and an echoed statement line (`LINE 1: ...`).
+//     in capitals, and an echoed statement line (`LINE 1: ...`); and the
+//     server's message itself after libpq's "ERROR:  " (see serverText).
 //
 // Backticks are not markers: pgphi's own hints quote commands with them and
 // no library that handles row values quotes values with them.
@@ -107,6 +108,12 @@ var genericMarkers = []marker{
 // secondaryFields are PostgreSQL's fields that carry values, as psql and
 // pg_repack print them (case-sensitive).
 var secondaryFields = regexp.MustCompile(`(^|\s)(DETAIL|CONTEXT|WHERE|QUERY|STATEMENT|HINT):|^\s*LINE \d+:|^\s*\^\s*$`)
+
+// serverText is libpq's prefix of a server message ("ERROR:  ", two
+// spaces), as pg_repack and psql print it. In free text the message's
+// template is unknown (an application's RAISE writes anything, with no
+// marker), so all of it goes; the severity stays.
+var serverText = regexp.MustCompile(`\b(ERROR|FATAL|PANIC|WARNING|NOTICE|INFO|LOG|DEBUG):  `)
 
 // hints are the fixed shapes of pgphi's own parenthesised text that stay:
 // a SQLSTATE, an audit sequence number, and a pgphi command to run, in
@@ -147,7 +154,12 @@ func cutLine(line string, markers []marker, parens bool, ident func(s string, i 
 	lower := asciiLower(line)
 	best, keep := len(line), 0
 	if loc := secondaryFields.FindStringIndex(line); loc != nil {
-		best = loc[0]
+		best = loc[0] + len(line[loc[0]:loc[1]]) - len(strings.TrimLeft(line[loc[0]:loc[1]], " \t"))
+	}
+	if parens {
+		if loc := serverText.FindStringIndex(line); loc != nil && loc[0] < best {
+			best, keep = loc[0], loc[1]-loc[0]
+		}
 	}
 	for _, m := range markers {
 		from := 0
