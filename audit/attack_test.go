@@ -598,3 +598,27 @@ func readMigration(name string) (string, error) {
 }
 
 func ensure(ctx context.Context, c state.Conn) (int, error) { return state.Ensure(ctx, c) }
+
+// TestMirrorDivergence: a valid table record that differs from the mirror's
+// valid last line (a consistent rewrite) stops appends to the file; an
+// invalid table record there does not (a bad row never blocks).
+func TestMirrorDivergence(t *testing.T) {
+	ctx := context.Background()
+	_, pool := newDB(t)
+	mirror := filepath.Join(t.TempDir(), "audit.jsonl")
+	l := openLog(t, pool, mirror)
+	recs := appendN(t, l, 3)
+	r := recs[2]
+	r.Reason = "rewritten"
+	rewrite(t, pool, r)
+	if _, err := l.Append(ctx, sample(3)); !errors.Is(err, ErrMirror) {
+		t.Fatalf("append over a consistently diverged mirror: %v", err)
+	}
+	superuser(t, pool, `UPDATE pgphi.audit_log SET record = jsonb_set(record, '{reason}', '"edited"') WHERE seq = 3`)
+	if _, err := l.Append(ctx, sample(4)); err != nil {
+		t.Fatalf("append over an invalid table record: %v", err)
+	}
+	if sk := l.Skipped(); len(sk) == 0 || sk[0].Seq != 3 || sk[0].Kind != KindDiffers {
+		t.Fatalf("skipped %+v", sk)
+	}
+}

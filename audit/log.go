@@ -287,9 +287,18 @@ func (l *Log) syncTo(ctx context.Context, upTo int64) (err error) {
 			return fmt.Errorf("%w: %v", ErrMirror, redact.Error(err))
 		}
 		if err != nil || tableHash != last.Hash {
-			// The table's record was changed or removed after it was
-			// copied: the file keeps its copy (evidence) and goes on.
-			l.skip(Problem{Seq: lastSeq, Kind: KindDiffers, Detail: fmt.Sprintf("the mirror's record %d differs from pgphi.audit_log's (run pgphi audit verify)", lastSeq)})
+			// A valid table record that differs from a valid last line:
+			// file and table diverged consistently, and only an operator
+			// can tell which is true; appending would bury the evidence.
+			if ok, err := l.validRow(ctx, lastSeq, tableHash); err != nil {
+				return err
+			} else if ok {
+				return fmt.Errorf("%w: %s and pgphi.audit_log differ at seq %d (run pgphi audit verify)", ErrMirror, l.mirror, lastSeq)
+			}
+			// The table's record was removed, or is not a valid record:
+			// a bad row, which must not stop pgphi. The file keeps its
+			// copy (evidence) and goes on.
+			l.skip(Problem{Seq: lastSeq, Kind: KindDiffers, Detail: fmt.Sprintf("the mirror's record %d differs from pgphi.audit_log's, which is missing or invalid (run pgphi audit verify)", lastSeq)})
 			prev = ""
 		}
 		if lastSeq >= upTo {
@@ -353,6 +362,21 @@ func (l *Log) syncTo(ctx context.Context, upTo int64) (err error) {
 		l.skip(Problem{Seq: expect, Kind: KindGap, Detail: fmt.Sprintf("records %d..%d are missing from pgphi.audit_log; not mirrored", expect, upTo)})
 	}
 	return nil
+}
+
+// validRow reports whether the table holds at seq a record that parses,
+// matches its own hash and has hash hash.
+func (l *Log) validRow(ctx context.Context, seq int64, hash string) (bool, error) {
+	var text string
+	err := l.pool.QueryRow(ctx, "SELECT record::text FROM pgphi.audit_log WHERE seq = $1", seq).Scan(&text)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("%w: %v", ErrMirror, redact.Error(err))
+	}
+	rec, err := ParseRecord([]byte(text))
+	return err == nil && rec.Seq == seq && rec.Hash == hash && rec.ComputeHash() == hash, nil
 }
 
 // skip notes a problem found while mirroring (once per seq and kind).
