@@ -72,7 +72,7 @@ func benchConfig(mode string) string {
 		kinds["email"] = "[exact]"
 	}
 	var b strings.Builder
-	b.WriteString("version: 1\nenvironment: bench\ntables:\n  patient:\n    primary_key: uid\n    columns:\n")
+	b.WriteString("version: 1\nenvironment: test\ntables:\n  patient:\n    primary_key: uid\n    columns:\n")
 	for _, c := range phiColumns {
 		if k := kinds[c]; mode != searchNone && k != "" {
 			fmt.Fprintf(&b, "      %s: { class: pii, search: %s }\n", c, k)

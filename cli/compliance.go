@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -21,30 +22,47 @@ import (
 )
 
 func (a *app) approveCommand() *cobra.Command {
-	var keyFile string
+	var keyFile, command string
+	var expires time.Duration
 	cmd := &cobra.Command{
-		Use:   "approve PLAN_ID --key FILE",
-		Short: "Sign a plan id as an approver (Ed25519 key, PKCS#8 PEM or OpenSSH)",
-		Args:  cobra.ExactArgs(1),
+		Use:   "approve PLAN_ID --command apply|cleanup|rollback|pins --key FILE [--expires 168h]",
+		Short: "Sign a plan id (or pins id) for one command in this database as an approver (Ed25519 key, PKCS#8 PEM or OpenSSH)",
+		Long: `approve signs, with your Ed25519 key, the approval of one plan id (or, for
+` + "`pgphi pins set`" + `, one pins id) for one command, in the pinned environment of this
+database (cluster system identifier and database name), until an expiry (default
+7 days, at most 30). Your key must be one of the pinned signers (` + "`pgphi pins show`" + `).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if keyFile == "" {
-				return withCode(ExitUsage, errors.New("usage: pgphi approve PLAN_ID --key FILE (your Ed25519 private key)"))
+			if keyFile == "" || command == "" {
+				return withCode(ExitUsage, errors.New("usage: pgphi approve PLAN_ID --command apply|cleanup|rollback|pins --key FILE (your Ed25519 private key)"))
+			}
+			if !slices.Contains(policy.ApprovalCommands, command) {
+				return withCode(ExitUsage, fmt.Errorf("usage: --command is one of %s", strings.Join(policy.ApprovalCommands, ", ")))
+			}
+			if expires <= 0 || expires > policy.MaxExpiry {
+				return withCode(ExitUsage, fmt.Errorf("usage: --expires must be positive and at most %s", policy.MaxExpiry))
 			}
 			ctx := cmd.Context()
-			return a.guarded(ctx, guardSpec{command: "approve", conns: 2}, "approve "+args[0], func(ctx context.Context, s *session, out *outcome) error {
-				signers, err := loadSigners(s.cfg)
-				if err != nil {
-					return withCode(ExitUsage, err)
-				}
-				if signers == nil {
-					return withCode(ExitUsage, errors.New("approvals.signers is not set in the config: list the approvers and their keys there"))
+			return a.guarded(ctx, guardSpec{command: "approve", conns: 2, noPlan: true, mismatchOK: true}, "approve "+args[0], func(ctx context.Context, s *session, out *outcome) error {
+				signers := s.pins.SignerList()
+				if len(signers) == 0 {
+					return withCode(ExitUsage, errors.New("no signers are pinned: list the approvers in approvals.signers and pin them (`pgphi pins set --from-config`)"))
 				}
 				priv, err := policy.LoadPrivateKey(keyFile)
 				if err != nil {
 					return withCode(ExitUsage, err)
 				}
-				sig := policy.Sign(priv, args[0], s.cfg.Environment)
-				ap, err := policy.Record(ctx, s.pool, signers, args[0], s.cfg.Environment, sig, priv.Public().(ed25519.PublicKey))
+				sysid, db, err := policy.DatabaseIdentity(ctx, s.pool)
+				if err != nil {
+					return err
+				}
+				var now time.Time
+				if err := s.pool.QueryRow(ctx, "SELECT pg_catalog.clock_timestamp()").Scan(&now); err != nil {
+					return err
+				}
+				tg := policy.Target{PlanID: args[0], Command: command, Environment: s.pins.Environment, SystemIdentifier: sysid, Database: db,
+					Expires: now.Add(expires).UTC().Truncate(time.Second)}
+				ap, err := policy.Record(ctx, s.pool, signers, tg, policy.Sign(priv, tg), priv.Public().(ed25519.PublicKey))
 				if err != nil {
 					if errors.Is(err, policy.ErrApprovalRejected) {
 						return withCode(ExitRefused, err)
@@ -53,15 +71,103 @@ func (a *app) approveCommand() *cobra.Command {
 				}
 				out.details["approver"] = ap.Signer
 				out.details["role"] = string(ap.Role)
-				fmt.Fprintf(a.stdout, "approved %s for %s as %s (%s, key %s)\n", ap.PlanID, ap.Environment, ap.Signer, ap.Role, ap.Fingerprint)
-				if args[0] != s.plan.ID {
-					a.logf("note: the current config's plan is %s; this approval is for %s", s.plan.ID, args[0])
-				}
+				out.details["approved_command"] = ap.Command
+				out.details["expires"] = ap.Expires.Format(time.RFC3339)
+				fmt.Fprintf(a.stdout, "approved %s for %s as %s (%s, key %s): %s in database %s until %s\n",
+					ap.PlanID, ap.Environment, ap.Signer, ap.Role, ap.Fingerprint, ap.Command, ap.Database, ap.Expires.Format(time.RFC3339))
 				return nil
 			})
 		},
 	}
 	cmd.Flags().StringVar(&keyFile, "key", "", "your Ed25519 private key file")
+	cmd.Flags().StringVar(&command, "command", "", "the command approved: apply, cleanup, rollback or pins (required)")
+	cmd.Flags().DurationVar(&expires, "expires", policy.DefaultExpiry, "how long the approval counts (at most 720h)")
+	return cmd
+}
+
+// pinsCommand shows the pinned security policy and changes it.
+func (a *app) pinsCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "pins",
+		Short: "The security policy pinned in the database (environment, approvals, signers, role names, allow_superuser, audit key)",
+		Long: `Security decisions read the pins in the database, never the config file: the
+config only proposes them. They are pinned at the first roles init or run by a
+dba. A config that proposes other pins is refused until they are changed with
+` + "`pgphi pins set --from-config`" + `, itself approved like a plan: the approvers sign
+the proposed pins id (` + "`pgphi approve PINS_ID --command pins`" + `) under the pins in force.`,
+	}
+	show := &cobra.Command{
+		Use:   "show",
+		Short: "Print the pinned policy, the config's proposal and what differs",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.guarded(cmd.Context(), guardSpec{command: "pins", conns: 2, noPlan: true, optionalConfig: true, mismatchOK: true}, "pins show", func(ctx context.Context, s *session, out *outcome) error {
+				if s.pinned == nil {
+					fmt.Fprintln(a.stdout, "nothing is pinned yet; the defaults apply until a dba's first run pins the config's policy")
+				} else {
+					fmt.Fprintf(a.stdout, "pinned %s (#%d, %s by %s)\n", s.pinned.ID, s.pinned.Seq, s.pinned.PinnedAt.UTC().Format(time.RFC3339), s.pinned.PinnedBy)
+				}
+				for _, l := range s.pins.Describe() {
+					fmt.Fprintf(a.stdout, "  %s\n", l)
+				}
+				if s.proposed == nil {
+					return nil
+				}
+				d := policy.Diff(*s.pins, *s.proposed)
+				if len(d) == 0 {
+					fmt.Fprintf(a.stdout, "the config (%s) proposes the same pins\n", s.cfg.Path)
+					return nil
+				}
+				fmt.Fprintf(a.stdout, "the config (%s) proposes %s, which differs:\n", s.cfg.Path, s.proposed.ID())
+				for _, l := range d {
+					fmt.Fprintf(a.stdout, "  - %s\n", l)
+				}
+				fmt.Fprintf(a.stdout, "to pin it: approvals of %s for command pins (`pgphi approve %s --command pins --key KEY`), then `pgphi pins set --from-config` (a dba)\n", s.proposed.ID(), s.proposed.ID())
+				return nil
+			})
+		},
+	}
+	var fromConfig bool
+	set := &cobra.Command{
+		Use:   "set --from-config",
+		Short: "Pin what the config proposes: needs approvals of its pins id (command pins) under the current pins; a dba runs it",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !fromConfig {
+				return withCode(ExitUsage, errors.New("usage: pgphi pins set --from-config"))
+			}
+			return a.guarded(cmd.Context(), guardSpec{command: "pins set", conns: 2, noPlan: true, mismatchOK: true}, "pins set", func(ctx context.Context, s *session, out *outcome) error {
+				if s.pinned == nil {
+					return errors.New("nothing is pinned (the first run pins the config's policy)")
+				}
+				id := s.proposed.ID()
+				out.details["pins_from"], out.details["pins_to"] = s.pinned.ID, id
+				d := policy.Diff(s.pinned.Pins, *s.proposed)
+				if len(d) == 0 {
+					fmt.Fprintf(a.stdout, "the config proposes the pinned policy %s: nothing to change\n", s.pinned.ID)
+					return nil
+				}
+				// Approved under the pins in force: their signers, their
+				// requirements for their environment, the connected role as
+				// the executor.
+				if err := a.checkApprovals(ctx, s, id, "pins"); err != nil {
+					return withCode(ExitRefused, err)
+				}
+				newID, err := policy.Replace(ctx, s.pool, s.pinned, *s.proposed)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "pinned %s (was %s):\n", newID, s.pinned.ID)
+				for _, l := range d {
+					fmt.Fprintf(a.stdout, "  - %s\n", l)
+				}
+				return nil
+			})
+		},
+	}
+	set.Flags().BoolVar(&fromConfig, "from-config", false, "pin what the config file proposes")
+	cmd.AddCommand(show, set)
+	for _, c := range cmd.Commands() {
+		c.Args = wrapArgs(c.Args)
+	}
 	return cmd
 }
 
@@ -73,7 +179,7 @@ func (a *app) rolesCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			return a.guarded(ctx, guardSpec{command: "roles", conns: 2}, "roles init", func(ctx context.Context, s *session, out *outcome) error {
-				lines, err := policy.InitRoles(ctx, s.pool, roleNames(s.cfg))
+				lines, err := policy.InitRoles(ctx, s.pool, s.pins.Roles)
 				if err != nil {
 					return err
 				}
@@ -291,7 +397,7 @@ func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
 
 	// Role.
 	rc := report.Check{ID: "role", Title: "connected role may run apply", Required: true}
-	if role, err := policy.CheckAccess(ctx, s.pool, roleNames(s.cfg), "apply", s.cfg.SuperuserAllowed()); err != nil {
+	if role, err := policy.CheckAccess(ctx, s.pool, s.pins.Roles, "apply", s.pins.AllowSuperuser); err != nil {
 		rc.Evidence = err.Error()
 	} else {
 		rc.Passed, rc.Evidence = true, "acts as "+string(role)
@@ -309,17 +415,15 @@ func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
 
 	// Approvals.
 	apc := report.Check{ID: "approvals", Title: "approvals present for this plan", Required: true}
-	if err := a.checkApprovals(ctx, s, actorName(s)); err != nil {
+	if res, err := a.approvalResult(ctx, s, s.plan.ID, "apply"); err != nil {
 		apc.Evidence = err.Error()
 	} else {
-		req, _ := requirements(s.cfg)
 		apc.Passed = true
-		if len(req[s.cfg.Environment]) == 0 {
-			apc.Evidence = "environment " + s.cfg.Environment + " requires no approvals"
+		if len(s.pins.Approvals[s.pins.Environment]) == 0 {
+			apc.Evidence = "environment " + s.pins.Environment + " requires no approvals (pinned policy)"
 		} else {
-			list, _ := policy.List(ctx, s.pool, s.plan.ID)
 			var who []string
-			for _, ap := range list {
+			for _, ap := range res.Valid {
 				who = append(who, ap.Signer+" ("+string(ap.Role)+")")
 			}
 			apc.Evidence = "approved by " + strings.Join(who, ", ")
@@ -363,14 +467,6 @@ func freeBytes(dir string) (uint64, error) {
 		return 0, err
 	}
 	return st.Bavail * uint64(st.Bsize), nil
-}
-
-func actorName(s *session) string {
-	a := audit.LocalActor(s.cfg.Actor)
-	if a.Name != "" {
-		return a.Name
-	}
-	return a.OSUser
 }
 
 // reportCommand builds the sign-off report from recorded facts.
@@ -433,24 +529,17 @@ func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error
 	if f.Checklist, err = report.Latest(ctx, s.pool, s.plan.ID); err != nil {
 		return nil, err
 	}
-	// Approvals: valid ones only (Check re-verifies every signature).
-	req, _ := requirements(s.cfg)
-	signers, _ := loadSigners(s.cfg)
-	if len(req[s.cfg.Environment]) == 0 {
-		f.ApprovalsOK, f.ApprovalNote = true, "environment "+s.cfg.Environment+" requires no approvals"
-	}
-	if signers != nil {
-		aps, err := policy.Check(ctx, s.pool, signers, req, s.plan.ID, s.cfg.Environment, actorName(s))
-		if err != nil {
-			f.ApprovalsOK, f.ApprovalNote = false, err.Error()
-		} else if len(req[s.cfg.Environment]) > 0 {
-			f.ApprovalsOK, f.ApprovalNote = true, "the environment's approval policy is met"
-		}
-		for _, ap := range aps {
+	// Approvals: valid ones only (Check re-verifies every signature), under
+	// the pinned policy.
+	if len(s.pins.Approvals[s.pins.Environment]) == 0 {
+		f.ApprovalsOK, f.ApprovalNote = true, "environment "+s.pins.Environment+" requires no approvals"
+	} else if res, err := a.approvalResult(ctx, s, s.plan.ID, "apply"); err != nil {
+		f.ApprovalsOK, f.ApprovalNote = false, err.Error()
+	} else {
+		f.ApprovalsOK, f.ApprovalNote = true, "the environment's pinned approval policy is met"
+		for _, ap := range res.Valid {
 			f.Approvals = append(f.Approvals, report.ApprovalFact{Signer: ap.Signer, Role: string(ap.Role), SignedAt: ap.SignedAt, Fingerprint: ap.Fingerprint})
 		}
-	} else if len(req[s.cfg.Environment]) > 0 {
-		f.ApprovalNote = "approvals.signers is not configured"
 	}
 	// Validation evidence comes from the pre-flight checklist when there is
 	// one: after cleanup there is no plaintext left to validate.

@@ -28,7 +28,7 @@ import (
 
 // DemoConfig is the pgphi.yaml the demo writes for the Felicity tables (BRIEF.md).
 const DemoConfig = `version: 1
-environment: demo
+environment: development
 tables:
   patient:
     primary_key: uid

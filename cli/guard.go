@@ -29,6 +29,17 @@ type guardSpec struct {
 	pre       []string // hook phases before execution
 	post      string   // hook phase after success
 	conns     int      // pool size
+	// noPlan: the command needs no plan (keys, flags, pins, init).
+	noPlan bool
+	// optionalConfig: the command runs without a config file (then it
+	// proposes nothing and works under the pinned policy).
+	optionalConfig bool
+	// noConfig: the command never reads a config file (init writes it).
+	noConfig bool
+	// mismatchOK: the command runs while the config proposes pins other
+	// than the pinned ones (pins show, pins set, approve); every decision it
+	// makes still reads the pins.
+	mismatchOK bool
 }
 
 // outcome is what a guarded command reports for the audit record.
@@ -39,23 +50,56 @@ type outcome struct {
 
 // guarded runs body inside pgphi's compliance wrapper: connection under the
 // TLS policy, role check, reason, approvals, hooks, validation, and an audit
-// record at the start and the end. Every refusal exits 4 and is audited.
+// record at the start and the end. Every refusal exits 4 and is audited. It
+// is the only way a command reaches pgphi's state or application data, with
+// a config file or without one.
+//
+// Every security decision reads the pins (policy.Pins) in the database, not
+// the config: the config only proposes them. A role that is a member of no
+// pgphi group is refused first, before anything reads pgphi's tables, and the
+// refusal is recorded through pgphi.audit_refusal.
 func (a *app) guarded(ctx context.Context, spec guardSpec, reason string, body func(ctx context.Context, s *session, out *outcome) error) error {
 	if spec.reason && strings.TrimSpace(reason) == "" {
 		return withCode(ExitUsage, fmt.Errorf("usage: %s needs --reason TEXT: say why (it is recorded in the audit trail)", spec.command))
 	}
 	// The role check comes before anything reads application tables: an
 	// unauthorized attempt is refused and audited, not failed on a privilege.
-	s, err := a.openConn(ctx, spec.conns)
+	s, err := a.openGuarded(ctx, spec)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	if err := s.pool.QueryRow(ctx, "SELECT current_user::text").Scan(&s.executor); err != nil {
+		return err
+	}
+	var proposedNames policy.RoleNames
+	if s.proposed != nil {
+		proposedNames = s.proposed.Roles
+	}
+	// Outsiders first: a role in no pgphi group (of the pinned names when
+	// it can read them, else of the proposed or default names) is refused
+	// before it touches pgphi's schema, and the refusal is audited.
+	pinned, perr := policy.LoadPins(ctx, s.pool)
+	if perr != nil && !errors.Is(perr, policy.ErrPinsUnreadable) {
+		return perr
+	}
+	names := proposedNames
+	if pinned != nil {
+		names = pinned.Roles
+	}
+	member, err := policy.MemberOfAny(ctx, s.pool, names)
+	if err != nil {
+		return err
+	}
+	if !member || errors.Is(perr, policy.ErrPinsUnreadable) {
+		return a.refuseOutsider(ctx, s, spec.command, names, perr)
+	}
+
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
-	_, err = state.Ensure(ctx, conn)
+	_, err = state.Ensure(ctx, conn, state.WithDBAGroup(names.Group(policy.DBA)))
 	conn.Release()
 	if err != nil {
 		// Roles other than dba may not create schemas; they work with the
@@ -107,18 +151,36 @@ func (a *app) guarded(ctx context.Context, spec guardSpec, reason string, body f
 		return finish("refused", withCode(ExitRefused, err), nil)
 	}
 
-	if _, err := policy.CheckAccess(ctx, s.pool, roleNames(s.cfg), spec.command, s.cfg.SuperuserAllowed()); err != nil {
-		return refuse(err)
-	}
-	if err := a.resolvePlan(ctx, s); err != nil {
+	// The pins: pinned at the first run by a dba; afterwards the config
+	// only proposes, and a difference refuses the command.
+	if err := a.reconcilePins(ctx, s, spec); err != nil {
+		if ExitCode(err) == ExitRefused || errors.Is(err, policy.ErrPinsMismatch) || errors.Is(err, policy.ErrAccessDenied) {
+			return refuse(err)
+		}
 		if berr := begin(); berr != nil {
 			return berr
 		}
 		return finish("failure", err, nil)
 	}
-	a.describePlan(s, &rec)
+	rec.Environment = s.pins.Environment
+	role, err := policy.CheckAccess(ctx, s.pool, s.pins.Roles, spec.command, s.pins.AllowSuperuser)
+	if err != nil {
+		return refuse(err)
+	}
+	s.role = role
+	if !spec.noPlan {
+		if err := a.resolvePlan(ctx, s); err != nil {
+			if berr := begin(); berr != nil {
+				return berr
+			}
+			return finish("failure", err, nil)
+		}
+		a.describePlan(s, &rec)
+	} else {
+		s.plan = &engine.Plan{}
+	}
 	if spec.approvals {
-		if err := a.checkApprovals(ctx, s, rec.Actor.Name); err != nil {
+		if err := a.checkApprovals(ctx, s, s.plan.ID, spec.command); err != nil {
 			return refuse(err)
 		}
 	}
@@ -235,15 +297,6 @@ func (a *app) runValidation(ctx context.Context, s *session) error {
 	return nil
 }
 
-// roleNames maps pgphi's roles to the configured PostgreSQL group roles.
-func roleNames(cfg *config.Config) policy.RoleNames {
-	names := policy.DefaultRoleNames()
-	for role, group := range cfg.Access.Roles {
-		names[policy.Role(role)] = group
-	}
-	return names
-}
-
 func hookConfig(cfg *config.Config) hooks.Config {
 	// hooks.Run resolves a relative hook path against Dir, the config
 	// file's directory, and never searches PATH.
@@ -254,39 +307,30 @@ func hookConfig(cfg *config.Config) hooks.Config {
 	return hc
 }
 
-// requirements is the approval policy: the config's, else the default
-// (production needs a dba and a healthcare_admin).
-func requirements(cfg *config.Config) (policy.Requirements, error) {
-	if cfg.Approvals.Require != nil {
-		return policy.ParseRequirements(cfg.Approvals.Require)
-	}
-	return policy.DefaultRequirements(), nil
-}
-
-func loadSigners(cfg *config.Config) ([]policy.Signer, error) {
-	if cfg.Approvals.Signers == "" {
-		return nil, nil
-	}
-	return policy.LoadSigners(cfg.Resolve(cfg.Approvals.Signers))
-}
-
-func (a *app) checkApprovals(ctx context.Context, s *session, executor string) error {
-	req, err := requirements(s.cfg)
-	if err != nil {
-		return withCode(ExitUsage, err)
-	}
-	if len(req[s.cfg.Environment]) == 0 {
-		return nil
-	}
-	signers, err := loadSigners(s.cfg)
-	if err != nil {
-		return withCode(ExitUsage, err)
-	}
-	if signers == nil {
-		return fmt.Errorf("%w: environment %s requires approvals but approvals.signers is not set", policy.ErrApprovalRequired, s.cfg.Environment)
-	}
-	_, err = policy.Check(ctx, s.pool, signers, req, s.plan.ID, s.cfg.Environment, executor)
+// checkApprovals checks the approvals of id for command under the pins:
+// their requirements for the pinned environment, their signers, and the
+// connected database role as the executor.
+func (a *app) checkApprovals(ctx context.Context, s *session, id, command string) error {
+	_, err := a.approvalResult(ctx, s, id, command)
 	return err
+}
+
+func (a *app) approvalResult(ctx context.Context, s *session, id, command string) (*policy.Result, error) {
+	p := s.pins
+	if len(p.Approvals[p.Environment]) == 0 {
+		return &policy.Result{}, nil
+	}
+	signers := p.SignerList()
+	if len(signers) == 0 {
+		return nil, fmt.Errorf("%w: environment %s requires approvals but no signers are pinned (approvals.signers, then `pgphi pins set --from-config`)", policy.ErrApprovalRequired, p.Environment)
+	}
+	res, err := policy.Check(ctx, s.pool, signers, p.Approvals, policy.Target{PlanID: id, Command: command, Environment: p.Environment}, s.executor)
+	if err == nil {
+		for _, n := range res.Ignored {
+			a.logf("note: %s", n)
+		}
+	}
+	return res, err
 }
 
 // redactText is the redaction hook output passes through before it is shown.
@@ -310,4 +354,143 @@ func (a *app) mirrorTolerated(spec guardSpec, err error) bool {
 		return true
 	}
 	return false
+}
+
+// openGuarded loads the config (unless the command reads none, or it may
+// run without one and there is none) and connects under its TLS policy.
+func (a *app) openGuarded(ctx context.Context, spec guardSpec) (*session, error) {
+	var cfg *config.Config
+	if !spec.noConfig {
+		var err error
+		if spec.optionalConfig {
+			cfg, err = a.loadConfigOptional()
+		} else {
+			cfg, err = a.loadConfig()
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	s := &session{}
+	if cfg != nil {
+		p, err := proposedPins(cfg)
+		if err != nil {
+			return nil, err
+		}
+		s.proposed = &p
+	}
+	pool, err := a.connect(ctx, cfg, spec.conns)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		d := config.Defaults()
+		d.Audit.File = "" // no config directory to mirror into
+		cfg, s.noConfig = &d, true
+	}
+	s.cfg, s.pool = cfg, pool
+	return s, nil
+}
+
+// proposedPins are the pins cfg proposes: environment, approval policy
+// (default: production needs a dba and a healthcare_admin), signers, role
+// names, allow_superuser and the audit public key.
+func proposedPins(cfg *config.Config) (policy.Pins, error) {
+	p := policy.Pins{Environment: cfg.Environment, AllowSuperuser: cfg.SuperuserAllowed(), AuditPublicKey: cfg.Audit.PublicKey}
+	fail := func(err error) (policy.Pins, error) {
+		return policy.Pins{}, withCode(ExitUsage, fmt.Errorf("%s: %w", cfg.Path, err))
+	}
+	var err error
+	p.Approvals = policy.DefaultRequirements()
+	if cfg.Approvals.Require != nil {
+		if p.Approvals, err = policy.ParseRequirements(cfg.Approvals.Require); err != nil {
+			return fail(err)
+		}
+	}
+	if p.Roles, err = policy.ParseRoleNames(cfg.Access.Roles); err != nil {
+		return fail(err)
+	}
+	if cfg.Approvals.Signers != "" {
+		signers, err := policy.LoadSigners(cfg.Resolve(cfg.Approvals.Signers))
+		if err != nil {
+			return policy.Pins{}, withCode(ExitUsage, err)
+		}
+		p.Signers = policy.PinSigners(signers)
+	}
+	if _, _, err := p.Encode(); err != nil {
+		return fail(err)
+	}
+	return p, nil
+}
+
+// refuseOutsider refuses a role that is a member of no pgphi group (or
+// cannot read the pins at all) and records the refusal through
+// pgphi.audit_refusal, the one audit function every role may execute.
+func (a *app) refuseOutsider(ctx context.Context, s *session, command string, names policy.RoleNames, perr error) error {
+	err := fmt.Errorf("%w: %q needs a member of a pgphi group (%s, %s or %s); connected as database role %q, a member of none",
+		policy.ErrAccessDenied, command, names.Group(policy.DBA), names.Group(policy.HealthcareAdmin), names.Group(policy.AuditOfficer), s.executor)
+	if perr != nil {
+		err = fmt.Errorf("%w: connected as database role %q, which may not read pgphi's pinned security policy (a dba grants the pgphi groups with `pgphi roles init`)",
+			policy.ErrAccessDenied, s.executor)
+	}
+	if aerr := audit.AppendRefusal(ctx, s.pool, command); aerr != nil {
+		return withCode(ExitRefused, errors.Join(err, fmt.Errorf("the refusal could not be audited: %w", aerr)))
+	}
+	return withCode(ExitRefused, err)
+}
+
+// reconcilePins sets the session's pins: the pinned ones; on the first run
+// by a dba, the config's proposal, pinned now; without a config and with
+// nothing pinned, the defaults (nothing is pinned). A config that proposes
+// other pins is refused (unless spec.mismatchOK), and so is any run against
+// pinned production that did not connect under production's TLS policy.
+func (a *app) reconcilePins(ctx context.Context, s *session, spec guardSpec) error {
+	pinned, err := policy.LoadPins(ctx, s.pool)
+	if errors.Is(err, policy.ErrPinsUnreadable) {
+		return withCode(ExitRefused, err)
+	}
+	if err != nil {
+		return err
+	}
+	if pinned == nil {
+		if s.proposed == nil {
+			d := policy.DefaultPins()
+			s.pins = &d
+			return nil
+		}
+		// The first run of a dba pins what the config proposes.
+		if _, err := policy.CheckAccess(ctx, s.pool, s.proposed.Roles, "pins set", s.proposed.AllowSuperuser); err != nil {
+			return withCode(ExitRefused, fmt.Errorf("nothing is pinned yet, and only a dba pins the security policy (at roles init or its first run): %w", err))
+		}
+		if err := policy.PinInitial(ctx, s.pool, *s.proposed); err != nil {
+			return err
+		}
+		if pinned, err = policy.LoadPins(ctx, s.pool); err != nil {
+			return err
+		}
+		if pinned == nil {
+			return errors.New("the pins vanished after pinning")
+		}
+		a.logf("pinned the security policy %s from %s (environment, approvals, signers, role names, allow_superuser, audit key): `pgphi pins show`", pinned.ID, s.cfg.Path)
+	}
+	s.pinned, s.pins = pinned, &pinned.Pins
+	proposedEnv := "none (no config file)"
+	if s.proposed != nil {
+		proposedEnv = s.proposed.Environment
+	}
+	if config.IsProductionEnvironment(pinned.Environment) && (s.proposed == nil || !config.IsProductionEnvironment(s.proposed.Environment)) {
+		s.pool.Close()
+		return withCode(ExitRefused, fmt.Errorf("%w (pins %s): the pinned environment is production, but this run connected under the TLS policy of environment %s: refused and disconnected; run with a config that says environment: production",
+			policy.ErrPinsMismatch, pinned.ID, proposedEnv))
+	}
+	if s.proposed != nil {
+		if d := policy.Diff(pinned.Pins, *s.proposed); len(d) > 0 {
+			if !spec.mismatchOK {
+				return policy.MismatchError(pinned, d)
+			}
+		}
+	}
+	// Where the config and the pins overlap, the pins are what counts.
+	s.cfg.Environment = pinned.Environment
+	return nil
 }

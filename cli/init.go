@@ -48,12 +48,14 @@ func (a *app) initCommand() *cobra.Command {
 			}
 			tables := exampleTables
 			if suggest {
-				pool, err := a.connect(cmd.Context(), nil, 2)
-				if err != nil {
+				// Reading the catalog is reading the database: role check
+				// and audit like every other command (there is no config
+				// yet: the pinned policy decides).
+				err := a.guarded(cmd.Context(), guardSpec{command: "init", conns: 2, noPlan: true, noConfig: true}, "init --suggest", func(ctx context.Context, s *session, out *outcome) error {
+					var err error
+					tables, err = suggestTables(ctx, s.pool)
 					return err
-				}
-				defer pool.Close()
-				tables, err = suggestTables(cmd.Context(), pool)
+				})
 				if err != nil {
 					return err
 				}

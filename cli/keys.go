@@ -8,37 +8,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgphi/pgphi/keys"
-	"github.com/pgphi/pgphi/state"
 )
 
-// dbRun runs a command inside the compliance wrapper when a config
-// exists (audited, role-checked), and directly against the database when
-// keys are set up before any config is written.
+// dbRun runs a command that works with or without a config file (keys
+// are set up before any config is written) inside the compliance wrapper:
+// role check under the pinned policy and audit records either way.
 func (a *app) dbRun(ctx context.Context, command string, body func(ctx context.Context, pool *pgxpool.Pool) error) error {
-	cfg, err := a.loadConfigOptional()
-	if err != nil {
-		return err
-	}
-	if cfg != nil {
-		return a.guarded(ctx, guardSpec{command: command, conns: 2}, command, func(ctx context.Context, s *session, out *outcome) error {
-			return body(ctx, s.pool)
-		})
-	}
-	pool, err := a.connect(ctx, nil, 2)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	_, err = state.Ensure(ctx, conn)
-	conn.Release()
-	if err != nil {
-		return err
-	}
-	return body(ctx, pool)
+	return a.guarded(ctx, guardSpec{command: command, conns: 2, noPlan: true, optionalConfig: true}, command, func(ctx context.Context, s *session, out *outcome) error {
+		return body(ctx, s.pool)
+	})
 }
 
 func (a *app) keysCommand() *cobra.Command {

@@ -151,7 +151,7 @@ Exit codes: 0 success, 1 operation failed, 2 usage or configuration error,
 		return withCode(ExitUsage, fmt.Errorf("usage: %w", err))
 	})
 	root.AddCommand(a.initCommand(), a.keysCommand(), a.planCommand(), a.applyCommand(),
-		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.approveCommand(), a.rolesCommand(), a.auditCommand(), a.checkCommand(), a.reportCommand(), a.demoCommand())
+		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.approveCommand(), a.pinsCommand(), a.rolesCommand(), a.auditCommand(), a.checkCommand(), a.reportCommand(), a.demoCommand())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}
@@ -175,11 +175,19 @@ func (a *app) logf(format string, args ...any) {
 	fmt.Fprintf(a.stderr, format+"\n", args...)
 }
 
-// session is a loaded config, an open pool and the resolved plan.
+// session is a loaded config, an open pool and the resolved plan; inside
+// the compliance wrapper also the pins every decision reads.
 type session struct {
 	cfg  *config.Config
 	pool *pgxpool.Pool
 	plan *engine.Plan
+
+	noConfig bool           // no config file: cfg holds defaults and proposes nothing
+	proposed *policy.Pins   // what the config proposes (nil without a config)
+	pinned   *policy.Pinned // the pins in the database (nil: defaults, nothing pinned)
+	pins     *policy.Pins   // the pins in force: pinned's, or the defaults
+	executor string         // the connected (effective) database role
+	role     policy.Role    // the pgphi role the command runs as
 }
 
 func (s *session) Close() {
@@ -211,32 +219,6 @@ func (a *app) connect(ctx context.Context, cfg *config.Config, maxConns int) (*p
 		return nil, withCode(ExitUsage, err)
 	}
 	return pool, err
-}
-
-// open loads the config, connects and builds the plan from the catalog.
-func (a *app) open(ctx context.Context, maxConns int) (*session, error) {
-	s, err := a.openConn(ctx, maxConns)
-	if err != nil {
-		return nil, err
-	}
-	if err := a.resolvePlan(ctx, s); err != nil {
-		s.Close()
-		return nil, err
-	}
-	return s, nil
-}
-
-// openConn loads the config and connects, without reading any application table.
-func (a *app) openConn(ctx context.Context, maxConns int) (*session, error) {
-	cfg, err := a.loadConfig()
-	if err != nil {
-		return nil, err
-	}
-	pool, err := a.connect(ctx, cfg, maxConns)
-	if err != nil {
-		return nil, err
-	}
-	return &session{cfg: cfg, pool: pool}, nil
 }
 
 // resolvePlan reads the catalog and builds the session's plan.

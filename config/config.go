@@ -277,8 +277,22 @@ func (c *Config) Resolve(path string) string {
 	return filepath.Join(filepath.Dir(c.Path), path)
 }
 
+// Environments are the environment names a config may use. Any other name is
+// a configuration error: a name that only looks like production (e.g.
+// "prod") must not slip past the production policy.
+var Environments = []string{"development", "test", "staging", "production"}
+
+// Production is the one environment under the production policy (TLS,
+// approvals, superuser, validation).
+const Production = "production"
+
+// IsProductionEnvironment reports whether the environment named name gets
+// the production policy. It is the only definition of "production": TLS
+// (package dbconn), approvals and the defaults below all use it.
+func IsProductionEnvironment(name string) bool { return name == Production }
+
 // IsProduction reports whether the stricter production policy applies.
-func (c *Config) IsProduction() bool { return c.Environment == "production" || c.Environment == "prod" }
+func (c *Config) IsProduction() bool { return IsProductionEnvironment(c.Environment) }
 
 // SuperuserAllowed reports whether a superuser connection passes the role check.
 func (c *Config) SuperuserAllowed() bool {

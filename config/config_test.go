@@ -49,6 +49,12 @@ func TestErrorsNameFileLineAndFix(t *testing.T) {
 		{"dup table", "version: 1\ntables:\n  p:\n    columns: {a: {class: pii}}\n  public.p:\n    columns: {a: {class: pii}}\n", "configured twice", 5},
 		{"bad batch", "version: 1\napply: { batch_size: -3 }\ntables:\n  p:\n    columns: {a: {class: pii}}\n", "batch_size must be positive", 2},
 		{"bad duration", "version: 1\napply: { lock_timeout: soon }\ntables:\n  p:\n    columns: {a: {class: pii}}\n", "invalid duration", 2},
+		// Finding 5: "prod" got production TLS but no approvals; unknown
+		// environment names are configuration errors now.
+		{"environment prod", "version: 1\nenvironment: prod\ntables:\n  p:\n    columns: {a: {class: pii}}\n", `unknown environment "prod" (did you mean "production"?)`, 2},
+		{"environment Production", "version: 1\nenvironment: Production\ntables:\n  p:\n    columns: {a: {class: pii}}\n", `unknown environment "Production" (did you mean "production"?)`, 2},
+		{"environment stagign", "version: 1\nenvironment: stagign\ntables:\n  p:\n    columns: {a: {class: pii}}\n", `(did you mean "staging"?)`, 2},
+		{"environment live", "version: 1\nenvironment: live\ntables:\n  p:\n    columns: {a: {class: pii}}\n", `unknown environment "live"`, 2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -103,5 +109,20 @@ func TestCompositeKeyAndSchema(t *testing.T) {
 	}
 	if _, ok := cfg.Table("lab.orders"); !ok {
 		t.Fatal("lookup")
+	}
+}
+
+func TestOneNotionOfProduction(t *testing.T) {
+	for _, env := range Environments {
+		cfg, err := Parse("p.yaml", []byte("version: 1\nenvironment: "+env+"\ntables:\n  p:\n    columns: {a: {class: pii}}\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", env, err)
+		}
+		if cfg.IsProduction() != (env == "production") || IsProductionEnvironment(env) != (env == "production") {
+			t.Errorf("%s: IsProduction %v", env, cfg.IsProduction())
+		}
+		if cfg.SuperuserAllowed() == (env == "production") {
+			t.Errorf("%s: superuser allowed by default = %v", env, cfg.SuperuserAllowed())
+		}
 	}
 }

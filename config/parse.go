@@ -44,8 +44,8 @@ func Parse(path string, data []byte) (*Config, error) {
 			if err != nil {
 				return err
 			}
-			if !identRe.MatchString(s) {
-				return p.errorf(v, "use letters, digits, '-' and '_', e.g. production", "invalid environment name %q", s)
+			if !slices.Contains(Environments, s) {
+				return p.errorf(v, "use one of "+strings.Join(Environments, ", "), "unknown environment %q%s", s, suggestEnvironment(s))
 			}
 			cfg.Environment = s
 		case "actor":
@@ -209,7 +209,6 @@ func Parse(path string, data []byte) (*Config, error) {
 }
 
 var (
-	identRe  = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 	suffixRe = regexp.MustCompile(`^_[a-z0-9_]+$`)
 )
 
@@ -452,6 +451,18 @@ func suggest(got string, options []string) string {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// suggestEnvironment is suggest for environment names, where abbreviations
+// ("prod", "dev") are the usual near misses.
+func suggestEnvironment(got string) string {
+	g := strings.ToLower(got)
+	for _, e := range Environments {
+		if g != "" && (strings.HasPrefix(e, g) || strings.HasPrefix(g, e) || g == e) {
+			return fmt.Sprintf(" (did you mean %q?)", e)
+		}
+	}
+	return suggest(g, Environments)
 }
 
 func editDistance(a, b string) int {

@@ -31,6 +31,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgphi/pgphi/config"
 )
 
 // TLS modes, as in libpq's sslmode.
@@ -438,11 +440,11 @@ func verifyPin(host string, certs []*x509.Certificate, pins [][]byte) error {
 		Reason: fmt.Sprintf("the server's key matches no pin: the server's key is %s: add it to pin_sha256 if you trust it", pin)}
 }
 
-// isProduction reports whether environment gets the production TLS policy
-// ("production" or "prod", as config.Config.IsProduction).
+// isProduction reports whether environment gets the production TLS policy:
+// config.IsProductionEnvironment, the one notion of production that
+// approvals share (config refuses unknown environment names).
 func isProduction(environment string) bool {
-	e := strings.ToLower(environment)
-	return e == "production" || e == "prod"
+	return config.IsProductionEnvironment(strings.ToLower(environment))
 }
 
 // isLoopback reports whether host is "localhost" or a loopback IP literal.
@@ -456,7 +458,7 @@ func isLoopback(host string) bool {
 }
 
 // CheckPolicy enforces the transmission-security policy. In production
-// (environment "production" or "prod") every host of cfg must be a Unix
+// (environment "production") every host of cfg must be a Unix
 // socket, a loopback address ("localhost", 127.0.0.0/8, ::1; names are not
 // resolved), or be reached with TLS that is verify-full or pinned (pins in t,
 // mode not disable). Other environments pass. cfg may be given before or

@@ -258,7 +258,8 @@ func TestCheckPolicy(t *testing.T) {
 		{"production", "postgres://u@db.example.com/x?sslmode=disable", TLSConfig{Mode: "require"}, false, true},
 		{"production", "postgres://u@db.example.com/x", TLSConfig{Mode: "verify-ca", CA: ca.pemFile}, false, true},
 		{"production", "postgres://u@db.example.com/x", TLSConfig{Mode: "require", CA: ca.pemFile}, true, true}, // = verify-ca
-		{"prod", "postgres://u@db.example.com/x", TLSConfig{Mode: "require"}, true, true},
+		{"Production", "postgres://u@db.example.com/x", TLSConfig{Mode: "require"}, true, true},
+		{"prod", "postgres://u@db.example.com/x?sslmode=disable", TLSConfig{}, false, false}, // not an environment (config refuses it)
 		{"production", "postgres://u@127.0.0.1,db.example.com/x?sslmode=require", TLSConfig{}, false, true},
 		{"production", "postgres://u@db.example.com/x", TLSConfig{Mode: "verify-full"}, false, false},
 		{"production", "postgres://u@db.example.com/x", TLSConfig{Mode: "verify-full", CA: ca.pemFile}, true, false},

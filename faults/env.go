@@ -42,7 +42,7 @@ const (
 // a run has many checkpoints to interrupt.
 func trialConfig() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "version: 1\nenvironment: faults\napply: { batch_size: 500, chunk_rows: 5000, workers: 2, lock_timeout: %dms, ddl_retries: %d }\n",
+	fmt.Fprintf(&b, "version: 1\nenvironment: test\napply: { batch_size: 500, chunk_rows: 5000, workers: 2, lock_timeout: %dms, ddl_retries: %d }\n",
 		lockTimeout.Milliseconds(), ddlRetries)
 	b.WriteString("tables:\n  patient:\n    primary_key: uid\n    columns:\n")
 	for _, c := range phiColumns {

@@ -1,57 +1,89 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 	"unicode"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // MessagePrefix starts every signed approval message; it names the purpose
 // and the format version, so an approval signature cannot be mistaken for a
-// signature over anything else made with the same key.
-const MessagePrefix = "pgphi-approval-v1\n"
+// signature over anything else made with the same key. Version 1 messages
+// (plan id and environment only) count for nothing any more.
+const MessagePrefix = "pgphi-approval-v2\n"
+
+// Commands an approval may be for.
+var ApprovalCommands = []string{"apply", "cleanup", "rollback", "pins"}
+
+// DefaultExpiry and MaxExpiry bound how long an approval counts.
+const (
+	DefaultExpiry = 7 * 24 * time.Hour
+	MaxExpiry     = 30 * 24 * time.Hour
+)
+
+// Target is what an approval approves: one plan id (or pins id), for one
+// command, in one environment of one database (the cluster's system
+// identifier and the database's name), until Expires.
+type Target struct {
+	PlanID           string
+	Command          string
+	Environment      string
+	SystemIdentifier string
+	Database         string
+	Expires          time.Time // UTC, whole seconds
+}
 
 // Message returns the bytes an approver signs:
 //
-//	"pgphi-approval-v1\n" + planID + "\n" + environment + "\n"
+//	"pgphi-approval-v2\n" + plan id + "\n" + command + "\n" + environment + "\n" +
+//	system identifier + "\n" + database + "\n" + expiry (RFC 3339, UTC, seconds) + "\n"
 //
-// Plan ids and environments never contain line breaks (Record and Check
-// refuse them), so the encoding is unambiguous.
-func Message(planID, environment string) []byte {
-	return []byte(MessagePrefix + planID + "\n" + environment + "\n")
+// No field contains a line break (Record and Check refuse them), so the
+// encoding is unambiguous.
+func Message(t Target) []byte {
+	return []byte(MessagePrefix + t.PlanID + "\n" + t.Command + "\n" + t.Environment + "\n" +
+		t.SystemIdentifier + "\n" + t.Database + "\n" + t.Expires.UTC().Truncate(time.Second).Format(time.RFC3339) + "\n")
 }
 
-// Sign signs the approval of planID in environment with key (Ed25519, which
-// is deterministic: the same key, plan id and environment give the same
-// signature).
-func Sign(key ed25519.PrivateKey, planID, environment string) []byte {
-	return ed25519.Sign(key, Message(planID, environment))
+// Sign signs the approval of t with key (Ed25519, deterministic).
+func Sign(key ed25519.PrivateKey, t Target) []byte {
+	return ed25519.Sign(key, Message(t))
 }
 
-// Verify reports whether sig is pub's approval of planID in environment.
-func Verify(pub ed25519.PublicKey, planID, environment string, sig []byte) bool {
+// Verify reports whether sig is pub's approval of t.
+func Verify(pub ed25519.PublicKey, t Target, sig []byte) bool {
 	return len(pub) == ed25519.PublicKeySize && len(sig) == ed25519.SignatureSize &&
-		ed25519.Verify(pub, Message(planID, environment), sig)
+		ed25519.Verify(pub, Message(t), sig)
 }
 
-// Approval is one stored approval of a plan id.
+// DatabaseIdentity returns the cluster's system identifier
+// (pg_control_system()) and the current database's name: what an approval
+// binds besides plan, command and environment.
+func DatabaseIdentity(ctx context.Context, q Querier) (systemIdentifier, database string, err error) {
+	err = q.QueryRow(ctx, `SELECT (SELECT s.system_identifier::text FROM pg_catalog.pg_control_system() s), pg_catalog.current_database()::text`).Scan(&systemIdentifier, &database)
+	if err != nil {
+		return "", "", fmt.Errorf("policy: reading the database's identity: %w", err)
+	}
+	return systemIdentifier, database, nil
+}
+
+// Approval is one stored approval row.
 type Approval struct {
-	PlanID      string
-	Environment string
-	Signer      string // name in the signers file (as of Check; as recorded for List)
+	Target
+	Version     int    // 2; rows of version 1 count for nothing
+	Signer      string // name in the pinned signers (as of Check; as recorded for List)
 	Role        Role
 	Fingerprint string
 	SignedAt    time.Time // when it was recorded (database clock)
+	RecordedBy  string    // the database role that recorded it
 	Signature   []byte
 }
 
@@ -60,7 +92,7 @@ type Approval struct {
 var ErrApprovalRequired = errors.New("approval required")
 
 // ErrApprovalRejected wraps every refusal by Record: the signature does not
-// verify, or the key is not in the signers file.
+// verify, or the key is not a pinned signer's.
 var ErrApprovalRejected = errors.New("approval rejected")
 
 // Requirements is the approval policy: per environment, how many distinct
@@ -106,26 +138,40 @@ func DefaultRequirements() Requirements {
 	return Requirements{"production": {DBA: 1, HealthcareAdmin: 1}}
 }
 
-func checkIDs(planID, environment string) error {
-	for _, f := range []struct{ what, v string }{{"plan id", planID}, {"environment", environment}} {
-		if f.v == "" {
-			return fmt.Errorf("empty %s", f.what)
-		}
-		if len(f.v) > 200 || strings.IndexFunc(f.v, unicode.IsControl) >= 0 {
-			return fmt.Errorf("invalid %s (control characters or longer than 200 bytes)", f.what)
-		}
+func checkField(what, v string) error {
+	if v == "" {
+		return fmt.Errorf("empty %s", what)
+	}
+	if len(v) > 200 || strings.IndexFunc(v, unicode.IsControl) >= 0 {
+		return fmt.Errorf("invalid %s (control characters or longer than 200 bytes)", what)
 	}
 	return nil
 }
 
-// Record stores an approval of planID in environment after verifying sig
-// with pub. The approver is the signers file entry whose key is pub: name
-// and role come from the file, never from the caller. It refuses (wrapping
-// ErrApprovalRejected) a key not in the file and a signature that does not
-// verify. Recording the same approval again returns the stored one; one key
-// approves a plan id for one environment only.
-func Record(ctx context.Context, pool *pgxpool.Pool, signers []Signer, planID, environment string, sig []byte, pub ed25519.PublicKey) (*Approval, error) {
-	if err := checkIDs(planID, environment); err != nil {
+func (t Target) check() error {
+	for _, f := range []struct{ what, v string }{{"plan id", t.PlanID}, {"command", t.Command}, {"environment", t.Environment},
+		{"system identifier", t.SystemIdentifier}, {"database name", t.Database}} {
+		if err := checkField(f.what, f.v); err != nil {
+			return err
+		}
+	}
+	if !slices.Contains(ApprovalCommands, t.Command) {
+		return fmt.Errorf("command %q cannot be approved (use %s)", t.Command, strings.Join(ApprovalCommands, ", "))
+	}
+	return nil
+}
+
+// Record stores an approval of t signed sig by pub, through the definer
+// function pgphi.approval_record (which sets when and by whom it was
+// recorded). The approver is the pinned signer whose key is pub: name and
+// role come from the pins, never from the caller. It refuses (wrapping
+// ErrApprovalRejected) a key that is not pinned, a signature that does not
+// verify, an expiry in the past or more than MaxExpiry away (database
+// clock), and a target that is not this database. Recording the same
+// signature again returns the stored approval.
+func Record(ctx context.Context, q Querier, signers []Signer, t Target, sig []byte, pub ed25519.PublicKey) (*Approval, error) {
+	t.Expires = t.Expires.UTC().Truncate(time.Second)
+	if err := t.check(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrApprovalRejected, err)
 	}
 	if len(pub) != ed25519.PublicKeySize {
@@ -133,56 +179,58 @@ func Record(ctx context.Context, pool *pgxpool.Pool, signers []Signer, planID, e
 	}
 	s, ok := signerByKey(signers, pub)
 	if !ok {
-		return nil, fmt.Errorf("%w: key %s is not in the allowed signers file", ErrApprovalRejected, Fingerprint(pub))
+		return nil, fmt.Errorf("%w: key %s is not a pinned signer's (see `pgphi pins show`)", ErrApprovalRejected, Fingerprint(pub))
 	}
-	if !Verify(pub, planID, environment, sig) {
-		return nil, fmt.Errorf("%w: the signature does not verify with the key of %s (%s) for plan id %s in environment %s",
-			ErrApprovalRejected, s.Name, s.Fingerprint, planID, environment)
+	if !Verify(pub, t, sig) {
+		return nil, fmt.Errorf("%w: the signature does not verify with the key of %s (%s) for %s of %s",
+			ErrApprovalRejected, s.Name, s.Fingerprint, t.Command, t.PlanID)
 	}
-	fp := Fingerprint(pub)
-	a := &Approval{PlanID: planID, Environment: environment, Signer: s.Name, Role: s.Role, Fingerprint: fp, Signature: slices.Clone(sig)}
-	err := pool.QueryRow(ctx, `INSERT INTO pgphi.approvals (plan_id, environment, signer, role, fingerprint, signature)
-		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (plan_id, fingerprint) DO NOTHING RETURNING signed_at`,
-		planID, environment, s.Name, string(s.Role), fp, sig).Scan(&a.SignedAt)
-	if err == nil {
-		return a, nil
+	sysid, db, err := DatabaseIdentity(ctx, q)
+	if err != nil {
+		return nil, err
 	}
-	if !errors.Is(err, pgx.ErrNoRows) {
+	if sysid != t.SystemIdentifier || db != t.Database {
+		return nil, fmt.Errorf("%w: the approval is for database %s of cluster %s, not this one (%s of cluster %s)", ErrApprovalRejected, t.Database, t.SystemIdentifier, db, sysid)
+	}
+	var now time.Time
+	if err := q.QueryRow(ctx, "SELECT pg_catalog.clock_timestamp()").Scan(&now); err != nil {
 		return nil, fmt.Errorf("policy: recording approval: %w", err)
 	}
-	// Already recorded for this plan id and key.
-	var old Approval
-	var role string
-	err = pool.QueryRow(ctx, `SELECT environment, signer, role, signed_at, signature FROM pgphi.approvals
-		WHERE plan_id = $1 AND fingerprint = $2`, planID, fp).Scan(&old.Environment, &old.Signer, &role, &old.SignedAt, &old.Signature)
+	if !t.Expires.After(now) {
+		return nil, fmt.Errorf("%w: the approval expired at %s", ErrApprovalRejected, t.Expires.Format(time.RFC3339))
+	}
+	if t.Expires.Sub(now) > MaxExpiry {
+		return nil, fmt.Errorf("%w: an approval may count for at most %s; this one expires at %s", ErrApprovalRejected, MaxExpiry, t.Expires.Format(time.RFC3339))
+	}
+	a := &Approval{Target: t, Version: 2, Signer: s.Name, Role: s.Role, Fingerprint: s.Fingerprint, Signature: slices.Clone(sig)}
+	err = q.QueryRow(ctx, `SELECT pgphi.approval_record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		t.PlanID, t.Command, t.Environment, t.SystemIdentifier, t.Database, t.Expires, s.Name, string(s.Role), s.Fingerprint, sig).Scan(&a.SignedAt)
 	if err != nil {
 		return nil, fmt.Errorf("policy: recording approval: %w", err)
 	}
-	if old.Environment != environment {
-		return nil, fmt.Errorf("%w: the key of %s (%s) already approved plan id %s for environment %s; a key approves a plan id for one environment",
-			ErrApprovalRejected, s.Name, fp, planID, old.Environment)
-	}
-	if !bytes.Equal(old.Signature, sig) {
-		return nil, fmt.Errorf("%w: a different signature is stored for %s (%s) on plan id %s: the stored approval was altered; a dba must delete it before it can be recorded again",
-			ErrApprovalRejected, s.Name, fp, planID)
-	}
-	old.PlanID, old.Role, old.Fingerprint = planID, Role(role), fp
-	return &old, nil
+	return a, nil
 }
 
-// List returns the stored approvals of planID (of every plan id when planID
-// is ""), oldest first, as recorded: List verifies nothing (Check does).
-func List(ctx context.Context, pool *pgxpool.Pool, planID string) ([]Approval, error) {
-	rows, err := pool.Query(ctx, `SELECT plan_id, environment, signer, role, fingerprint, signed_at, signature
-		FROM pgphi.approvals WHERE $1 = '' OR plan_id = $1 ORDER BY signed_at, plan_id, signer, fingerprint`, planID)
+// List returns the stored approval rows of planID (of every plan id when
+// planID is ""), oldest first, as recorded: List verifies nothing (Check
+// does).
+func List(ctx context.Context, q Querier, planID string) ([]Approval, error) {
+	rows, err := q.Query(ctx, `SELECT plan_id, version, command, environment, system_identifier, database_name,
+			COALESCE(expires_at, '-infinity'::timestamptz), signer, role, fingerprint, signed_at, COALESCE(recorded_by, ''), signature
+		FROM pgphi.approvals WHERE $1 = '' OR plan_id = $1 ORDER BY signed_at, plan_id, signer, fingerprint, signature_hash`, planID)
 	if err != nil {
 		return nil, fmt.Errorf("policy: listing approvals: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Approval, error) {
 		var a Approval
 		var role string
-		err := r.Scan(&a.PlanID, &a.Environment, &a.Signer, &role, &a.Fingerprint, &a.SignedAt, &a.Signature)
+		var exp pgtype.Timestamptz
+		err := r.Scan(&a.PlanID, &a.Version, &a.Command, &a.Environment, &a.SystemIdentifier, &a.Database,
+			&exp, &a.Signer, &role, &a.Fingerprint, &a.SignedAt, &a.RecordedBy, &a.Signature)
 		a.Role = Role(role)
+		if exp.Valid && exp.InfinityModifier == pgtype.Finite {
+			a.Expires = exp.Time.UTC()
+		}
 		return a, err
 	})
 	if err != nil {
@@ -191,35 +239,50 @@ func List(ctx context.Context, pool *pgxpool.Pool, planID string) ([]Approval, e
 	return out, nil
 }
 
-// Check decides whether planID may be executed in environment by executor
-// (the OS user or configured actor running apply, cleanup or rollback). It
-// returns the approvals that count, or an error wrapping
-// ErrApprovalRequired that says what is missing. An approval counts only
-// when its key is still in signers with the role it was recorded with (a
-// removed or re-roled signer no longer counts) and its signature verifies;
-// a signature that does not verify refuses the plan outright, because
-// someone altered pgphi.approvals. Each role's count in req[environment] must
-// be met by distinct signer names. If the executor is one of the approvers
-// (names compared case-insensitively), at least one other approver must be
+// Result is what Check found: the approvals that count and, one phrase
+// each, the rows it ignored and why (bad signature, unknown signer,
+// expired, another database, command or environment, version 1).
+type Result struct {
+	Valid   []Approval
+	Ignored []string
+}
+
+// Check decides whether want (plan id, command, environment; the database's
+// identity is read here) may be executed by executor, the connected
+// database role. It returns the approvals that count, or an error wrapping
+// ErrApprovalRequired that says what is missing. An approval row counts only
+// when it is version 2, for exactly this target, unexpired (database clock),
+// recorded at most MaxExpiry before its expiry, and its signature verifies
+// with the key of a pinned signer; the signer's role is the pinned one. A
+// row that fails is ignored and reported, never fatal: a key counts if any
+// of its rows verifies, so a bad row written beside a good one blocks
+// nothing. Each role's count in req[environment] must be met by distinct
+// signer names. If the executor is the database role of one of the
+// approvers, at least one approver with another database role must be
 // present. An environment that requires nothing passes with no database
 // access.
-func Check(ctx context.Context, pool *pgxpool.Pool, signers []Signer, req Requirements, planID, environment, executor string) ([]Approval, error) {
+func Check(ctx context.Context, q Querier, signers []Signer, req Requirements, want Target, executor string) (*Result, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	need := req[environment]
+	need := req[want.Environment]
 	required := false
 	for _, n := range need {
 		required = required || n > 0
 	}
 	if !required {
-		return nil, nil
+		return &Result{}, nil
 	}
-	if err := checkIDs(planID, environment); err != nil {
+	sysid, db, err := DatabaseIdentity(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	want.SystemIdentifier, want.Database = sysid, db
+	if err := want.check(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrApprovalRequired, err)
 	}
 	refuse := func(problems []string) error {
-		return fmt.Errorf("%w: plan id %s in environment %s: %s", ErrApprovalRequired, planID, environment, strings.Join(problems, "; "))
+		return fmt.Errorf("%w: %s of plan id %s in environment %s: %s", ErrApprovalRequired, want.Command, want.PlanID, want.Environment, strings.Join(problems, "; "))
 	}
 	missing := func(have map[Role]map[string]bool) []string {
 		var p []string
@@ -230,14 +293,13 @@ func Check(ctx context.Context, pool *pgxpool.Pool, signers []Signer, req Requir
 		}
 		return p
 	}
-
-	all, err := List(ctx, pool, planID)
+	all, err := List(ctx, q, want.PlanID)
 	if err != nil {
 		return nil, err
 	}
 	if len(all) == 0 {
 		var other bool
-		if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pgphi.approvals WHERE plan_id <> $1)", planID).Scan(&other); err != nil {
+		if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pgphi.approvals WHERE plan_id <> $1)", want.PlanID).Scan(&other); err != nil {
 			return nil, fmt.Errorf("policy: checking approvals: %w", err)
 		}
 		first := "has no approvals"
@@ -246,61 +308,73 @@ func Check(ctx context.Context, pool *pgxpool.Pool, signers []Signer, req Requir
 		}
 		return nil, refuse(append([]string{first}, missing(nil)...))
 	}
-	var forEnv []Approval
-	var otherEnvs []string
-	for _, a := range all {
-		if a.Environment == environment {
-			forEnv = append(forEnv, a)
-		} else if !slices.Contains(otherEnvs, a.Environment) {
-			otherEnvs = append(otherEnvs, a.Environment)
-		}
-	}
-	if len(forEnv) == 0 {
-		sort.Strings(otherEnvs)
-		first := fmt.Sprintf("has no approvals for this environment (approvals exist for environment %s)", strings.Join(otherEnvs, ", "))
-		return nil, refuse(append([]string{first}, missing(nil)...))
+	var now time.Time
+	if err := q.QueryRow(ctx, "SELECT pg_catalog.clock_timestamp()").Scan(&now); err != nil {
+		return nil, fmt.Errorf("policy: checking approvals: %w", err)
 	}
 
-	var valid []Approval
-	var bad, notes []string
+	res := &Result{}
+	ignore := func(a Approval, why string) {
+		res.Ignored = append(res.Ignored, fmt.Sprintf("ignored the approval row by %s (%s): %s", a.Signer, a.Fingerprint, why))
+	}
+	counted := map[string]bool{} // fingerprints
 	have := map[Role]map[string]bool{}
-	approvers := map[string]bool{}
-	for _, a := range forEnv {
+	approverRoles := map[string]bool{} // database roles of the counted approvers
+	for _, a := range all {
+		switch {
+		case a.Version != 2:
+			ignore(a, "recorded by an earlier pgphi (approvals are signed again after an upgrade)")
+			continue
+		case a.Command != want.Command:
+			ignore(a, "it approves "+a.Command+", not "+want.Command)
+			continue
+		case a.Environment != want.Environment:
+			ignore(a, "it is for environment "+a.Environment)
+			continue
+		case a.SystemIdentifier != want.SystemIdentifier || a.Database != want.Database:
+			ignore(a, "it is for another database")
+			continue
+		}
 		s, ok := signerByFingerprint(signers, a.Fingerprint)
 		if !ok {
-			notes = append(notes, fmt.Sprintf("the approval by %s (%s) does not count: the key is no longer in the signers file", a.Signer, a.Fingerprint))
+			ignore(a, "the key is not a pinned signer's")
 			continue
 		}
-		if !Verify(s.Key, planID, environment, a.Signature) {
-			bad = append(bad, fmt.Sprintf("bad signature by %s (%s)", s.Name, a.Fingerprint))
+		if !Verify(s.Key, a.Target, a.Signature) {
+			res.Ignored = append(res.Ignored, fmt.Sprintf("ignored the approval row by %s (%s): bad signature", s.Name, a.Fingerprint))
 			continue
 		}
-		if s.Role != a.Role {
-			notes = append(notes, fmt.Sprintf("the approval by %s (%s) does not count: recorded as %s, the signers file now says %s", s.Name, a.Fingerprint, a.Role, s.Role))
+		if !a.Expires.After(now) {
+			ignore(a, "it expired at "+a.Expires.Format(time.RFC3339))
 			continue
 		}
-		a.Signer = s.Name
-		valid = append(valid, a)
+		if a.Expires.Sub(a.SignedAt) > MaxExpiry+time.Hour {
+			ignore(a, fmt.Sprintf("its expiry is more than %s after it was recorded", MaxExpiry))
+			continue
+		}
+		if counted[a.Fingerprint] {
+			continue
+		}
+		counted[a.Fingerprint] = true
+		a.Signer, a.Role = s.Name, s.Role
+		res.Valid = append(res.Valid, a)
 		if have[s.Role] == nil {
 			have[s.Role] = map[string]bool{}
 		}
 		have[s.Role][s.Name] = true
-		approvers[strings.ToLower(s.Name)] = true
-	}
-	if len(bad) > 0 {
-		return nil, refuse(append(bad, "pgphi.approvals was altered; a dba must delete the altered rows and the approvers sign again"))
+		approverRoles[s.DBRole] = true
 	}
 	problems := missing(have)
 	switch {
 	case executor == "":
-		problems = append(problems, "the executor is unknown, so pgphi cannot check that the executor is not the only approver")
-	case approvers[strings.ToLower(executor)] && len(approvers) == 1:
-		problems = append(problems, fmt.Sprintf("the executor %s cannot be the only approver: another approver must sign", executor))
+		problems = append(problems, "the executor's database role is unknown, so pgphi cannot check that the executor is not the only approver")
+	case len(res.Valid) > 0 && approverRoles[executor] && len(approverRoles) == 1:
+		problems = append(problems, fmt.Sprintf("the executor (database role %s) cannot be the only approver: an approver with another database role must sign", executor))
 	}
 	if len(problems) > 0 {
-		return nil, refuse(append(problems, notes...))
+		return res, refuse(append(problems, res.Ignored...))
 	}
-	return valid, nil
+	return res, nil
 }
 
 func plural(n int, word string) string {

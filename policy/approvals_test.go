@@ -6,8 +6,12 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgphi/pgphi/internal/pgtest"
 )
 
 type approvalEnv struct {
@@ -17,21 +21,33 @@ type approvalEnv struct {
 	f    *fixture
 }
 
+// target is plan planID for command in environment of the database of q,
+// expiring in a day.
+func target(t *testing.T, ctx context.Context, q Querier, planID, command, environment string) Target {
+	t.Helper()
+	sysid, db, err := DatabaseIdentity(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Target{PlanID: planID, Command: command, Environment: environment, SystemIdentifier: sysid, Database: db,
+		Expires: time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)}
+}
+
 // approve signs with the key loaded from k's file, as `pgphi approve` does.
-func (e *approvalEnv) approve(k *testKey, planID, environment string) (*Approval, error) {
+func (e *approvalEnv) approve(k *testKey, tg Target) (*Approval, error) {
 	e.t.Helper()
 	priv, err := LoadPrivateKey(k.path)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return Record(e.ctx, e.pool, e.f.signers, planID, environment, Sign(priv, planID, environment), priv.Public().(ed25519.PublicKey))
+	return Record(e.ctx, e.pool, e.f.signers, tg, Sign(priv, tg), priv.Public().(ed25519.PublicKey))
 }
 
-func (e *approvalEnv) mustApprove(k *testKey, planID, environment string) *Approval {
+func (e *approvalEnv) mustApprove(k *testKey, tg Target) *Approval {
 	e.t.Helper()
-	a, err := e.approve(k, planID, environment)
+	a, err := e.approve(k, tg)
 	if err != nil {
-		e.t.Fatalf("%s approving %s in %s: %v", k.name, planID, environment, err)
+		e.t.Fatalf("%s approving %+v: %v", k.name, tg, err)
 	}
 	return a
 }
@@ -48,12 +64,23 @@ func wantErr(t *testing.T, err, sentinel error, wants ...string) {
 	}
 }
 
-func names(as []Approval) string {
+func names(r *Result) string {
+	if r == nil {
+		return ""
+	}
 	var s []string
-	for _, a := range as {
+	for _, a := range r.Valid {
 		s = append(s, a.Signer)
 	}
 	return strings.Join(s, ",")
+}
+
+// recordRaw calls pgphi.approval_record directly, as an attacker with
+// EXECUTE on it would, with any fields and signature.
+func recordRaw(ctx context.Context, q Querier, tg Target, signer string, role Role, fp string, sig []byte) error {
+	var at time.Time
+	return q.QueryRow(ctx, `SELECT pgphi.approval_record($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		tg.PlanID, tg.Command, tg.Environment, tg.SystemIdentifier, tg.Database, tg.Expires, signer, string(role), fp, sig).Scan(&at)
 }
 
 func TestApprovals(t *testing.T) {
@@ -62,169 +89,207 @@ func TestApprovals(t *testing.T) {
 	_, pool := setup(t)
 	f := newFixture(t)
 	e := &approvalEnv{t, ctx, pool, f}
-	check := func(signers []Signer, req Requirements, planID, environment, executor string) ([]Approval, error) {
-		return Check(ctx, pool, signers, req, planID, environment, executor)
-	}
 	const A = "plan-A"
+	tA := target(t, ctx, pool, A, "apply", "production")
+	check := func(signers []Signer, req Requirements, want Target, executor string) (*Result, error) {
+		return Check(ctx, pool, signers, req, want, executor)
+	}
 
 	// Nothing recorded at all.
-	_, err := check(f.signers, prodPolicy, A, "production", "alice")
+	_, err := check(f.signers, prodPolicy, tA, "alice")
 	wantErr(t, err, ErrApprovalRequired,
-		"approval required: plan id plan-A in environment production: has no approvals; needs 1 approval by dba, has 0; needs 1 approval by healthcare_admin, has 0")
+		"approval required: apply of plan id plan-A in environment production: has no approvals; needs 1 approval by dba, has 0; needs 1 approval by healthcare_admin, has 0")
 	// An environment absent from the policy requires nothing.
-	if got, err := check(f.signers, prodPolicy, A, "development", "alice"); err != nil || got != nil {
+	dev := tA
+	dev.Environment = "development"
+	if got, err := check(f.signers, prodPolicy, dev, "alice"); err != nil || names(got) != "" {
 		t.Fatalf("development: %v, %v", got, err)
 	}
-	if got, err := check(f.signers, Requirements{"production": {DBA: 0}}, A, "production", "alice"); err != nil || got != nil {
+	if got, err := check(f.signers, Requirements{"production": {DBA: 0}}, tA, "alice"); err != nil || names(got) != "" {
 		t.Fatalf("zero counts: %v, %v", got, err)
 	}
 
-	// alice (dba, PKCS#8 key) approves.
-	a := e.mustApprove(f.alice, A, "production")
+	// alice (dba, PKCS#8 key, database role alice) approves.
+	a := e.mustApprove(f.alice, tA)
 	if a.Signer != "alice" || a.Role != DBA || a.Fingerprint != Fingerprint(f.alice.pub) || a.SignedAt.IsZero() ||
-		a.PlanID != A || a.Environment != "production" || len(a.Signature) != ed25519.SignatureSize {
+		a.PlanID != A || a.Environment != "production" || a.Command != "apply" || len(a.Signature) != ed25519.SignatureSize {
 		t.Fatalf("recorded %+v", a)
 	}
 
 	// Role count not met, and the executor is the only approver.
-	_, err = check(f.signers, prodPolicy, A, "production", "alice")
-	wantErr(t, err, ErrApprovalRequired, "needs 1 approval by healthcare_admin, has 0", "the executor alice cannot be the only approver")
+	_, err = check(f.signers, prodPolicy, tA, "alice")
+	wantErr(t, err, ErrApprovalRequired, "needs 1 approval by healthcare_admin, has 0", "the executor (database role alice) cannot be the only approver")
 	if strings.Contains(err.Error(), "by dba") {
 		t.Errorf("dba requirement reported although met: %v", err)
 	}
-
-	// Self-approval only, with a policy alice alone would satisfy.
+	// Self-approval only, with a policy alice alone would satisfy: the
+	// executor is the connected database role, matched to the approver's
+	// pinned database role.
 	dbaOnly := Requirements{"production": {DBA: 1}}
-	for _, executor := range []string{"alice", "Alice"} {
-		_, err = check(f.signers, dbaOnly, A, "production", executor)
-		wantErr(t, err, ErrApprovalRequired, "the executor "+executor+" cannot be the only approver")
-		if strings.Contains(err.Error(), "needs") {
-			t.Errorf("counts reported although met: %v", err)
-		}
+	_, err = check(f.signers, dbaOnly, tA, "alice")
+	wantErr(t, err, ErrApprovalRequired, "the executor (database role alice) cannot be the only approver")
+	if strings.Contains(err.Error(), "needs") {
+		t.Errorf("counts reported although met: %v", err)
 	}
-	if got, err := check(f.signers, dbaOnly, A, "production", "ops"); err != nil || names(got) != "alice" {
+	if got, err := check(f.signers, dbaOnly, tA, "ops"); err != nil || names(got) != "alice" {
 		t.Fatalf("another executor: %v, %v", names(got), err)
 	}
-	_, err = check(f.signers, dbaOnly, A, "production", "")
-	wantErr(t, err, ErrApprovalRequired, "the executor is unknown")
+	_, err = check(f.signers, dbaOnly, tA, "")
+	wantErr(t, err, ErrApprovalRequired, "the executor's database role is unknown")
 
-	// Wrong plan id.
-	_, err = check(f.signers, prodPolicy, "plan-B", "production", "ops")
+	// Another plan id, command, environment: the approval does not count.
+	tB := tA
+	tB.PlanID = "plan-B"
+	_, err = check(f.signers, prodPolicy, tB, "ops")
 	wantErr(t, err, ErrApprovalRequired, "plan id plan-B in environment production: has no approvals (approvals exist for other plan ids); needs 1 approval by dba, has 0")
-
-	// Wrong environment.
-	_, err = check(f.signers, Requirements{"staging": {DBA: 1}}, A, "staging", "ops")
-	wantErr(t, err, ErrApprovalRequired, "plan id plan-A in environment staging: has no approvals for this environment (approvals exist for environment production); needs 1 approval by dba, has 0")
+	for _, c := range []string{"cleanup", "rollback", "pins"} {
+		other := tA
+		other.Command = c
+		_, err = check(f.signers, dbaOnly, other, "ops")
+		wantErr(t, err, ErrApprovalRequired, "needs 1 approval by dba, has 0", "it approves apply, not "+c)
+	}
+	staging := tA
+	staging.Environment = "staging"
+	_, err = check(f.signers, Requirements{"staging": {DBA: 1}}, staging, "ops")
+	wantErr(t, err, ErrApprovalRequired, "needs 1 approval by dba, has 0", "it is for environment production")
 
 	// Refused recordings: nothing is stored.
 	bobPriv, err := LoadPrivateKey(f.bob.path) // OpenSSH key
 	if err != nil {
 		t.Fatal(err)
 	}
-	record := func(sig []byte, pub ed25519.PublicKey, planID, environment string) error {
-		_, err := Record(ctx, pool, f.signers, planID, environment, sig, pub)
+	record := func(sig []byte, pub ed25519.PublicKey, tg Target) error {
+		_, err := Record(ctx, pool, f.signers, tg, sig, pub)
 		return err
 	}
-	tampered := Sign(bobPriv, A, "production")
+	tampered := Sign(bobPriv, tA)
 	tampered[10] ^= 1
-	wantErr(t, record(tampered, f.bob.pub, A, "production"), ErrApprovalRejected, "does not verify with the key of bob")
-	wantErr(t, record(Sign(bobPriv, A, "staging"), f.bob.pub, A, "production"), ErrApprovalRejected, "does not verify", "environment production")
-	wantErr(t, record(Sign(bobPriv, "plan-B", "production"), f.bob.pub, A, "production"), ErrApprovalRejected, "does not verify", "plan id plan-A")
-	wantErr(t, record(Sign(f.mallo.priv, A, "production"), f.mallo.pub, A, "production"), ErrApprovalRejected,
-		"key "+Fingerprint(f.mallo.pub)+" is not in the allowed signers file")
+	wantErr(t, record(tampered, f.bob.pub, tA), ErrApprovalRejected, "does not verify with the key of bob")
+	wantErr(t, record(Sign(bobPriv, staging), f.bob.pub, tA), ErrApprovalRejected, "does not verify")
+	wantErr(t, record(Sign(f.mallo.priv, tA), f.mallo.pub, tA), ErrApprovalRejected,
+		"key "+Fingerprint(f.mallo.pub)+" is not a pinned signer's")
 	// mallory signs and claims bob's key: the approver is identified by key.
-	wantErr(t, record(Sign(f.mallo.priv, A, "production"), f.bob.pub, A, "production"), ErrApprovalRejected, "does not verify with the key of bob")
-	wantErr(t, record(Sign(bobPriv, A, "production")[:40], f.bob.pub, A, "production"), ErrApprovalRejected, "does not verify")
-	wantErr(t, record(Sign(bobPriv, "x\ny", "production"), f.bob.pub, "x\ny", "production"), ErrApprovalRejected, "invalid plan id")
-	wantErr(t, record(Sign(bobPriv, A, ""), f.bob.pub, A, ""), ErrApprovalRejected, "empty environment")
-	if all, err := List(ctx, pool, ""); err != nil || names(all) != "alice" {
-		t.Fatalf("after refusals: %s, %v", names(all), err)
+	wantErr(t, record(Sign(f.mallo.priv, tA), f.bob.pub, tA), ErrApprovalRejected, "does not verify with the key of bob")
+	wantErr(t, record(Sign(bobPriv, tA)[:40], f.bob.pub, tA), ErrApprovalRejected, "does not verify")
+	bad := tA
+	bad.PlanID = "x\ny"
+	wantErr(t, record(Sign(bobPriv, bad), f.bob.pub, bad), ErrApprovalRejected, "invalid plan id")
+	bad = tA
+	bad.Command = "search"
+	wantErr(t, record(Sign(bobPriv, bad), f.bob.pub, bad), ErrApprovalRejected, `command "search" cannot be approved`)
+	bad = tA
+	bad.Database = "elsewhere"
+	wantErr(t, record(Sign(bobPriv, bad), f.bob.pub, bad), ErrApprovalRejected, "the approval is for database elsewhere")
+	bad = tA
+	bad.SystemIdentifier = "1234"
+	wantErr(t, record(Sign(bobPriv, bad), f.bob.pub, bad), ErrApprovalRejected, "of cluster 1234, not this one")
+	bad = tA
+	bad.Expires = time.Now().Add(-time.Minute).UTC().Truncate(time.Second)
+	wantErr(t, record(Sign(bobPriv, bad), f.bob.pub, bad), ErrApprovalRejected, "the approval expired")
+	bad.Expires = time.Now().Add(MaxExpiry + time.Hour).UTC().Truncate(time.Second)
+	wantErr(t, record(Sign(bobPriv, bad), f.bob.pub, bad), ErrApprovalRejected, "at most 720h0m0s")
+	if all, err := List(ctx, pool, ""); err != nil || len(all) != 1 {
+		t.Fatalf("after refusals: %d rows, %v", len(all), err)
 	}
-	_, err = check(f.signers, prodPolicy, "x\ny", "production", "ops")
-	wantErr(t, err, ErrApprovalRequired, "invalid plan id")
 
 	// bob (healthcare_admin, OpenSSH key) approves: the success path.
-	b := e.mustApprove(f.bob, A, "production")
+	b := e.mustApprove(f.bob, tA)
 	for _, executor := range []string{"alice", "bob", "carol", "ops"} {
-		got, err := check(f.signers, prodPolicy, A, "production", executor)
+		got, err := check(f.signers, prodPolicy, tA, executor)
 		if err != nil || names(got) != "alice,bob" {
 			t.Fatalf("executor %s: %s, %v", executor, names(got), err)
 		}
 	}
 	// Recording the same approval again returns the stored one.
-	again := e.mustApprove(f.bob, A, "production")
-	if !again.SignedAt.Equal(b.SignedAt) || again.Signer != "bob" || again.Role != HealthcareAdmin {
+	again := e.mustApprove(f.bob, tA)
+	if !again.SignedAt.Equal(b.SignedAt) {
 		t.Fatalf("re-recorded: %+v, first %+v", again, b)
 	}
-	// One key approves a plan id for one environment.
-	_, err = e.approve(f.bob, A, "staging")
-	wantErr(t, err, ErrApprovalRejected, "already approved plan id plan-A for environment production")
 
 	// Counts are of distinct signers: bob's second key does not make two.
 	twoHA := Requirements{"production": {HealthcareAdmin: 2}}
-	e.mustApprove(f.bob2, A, "production")
-	_, err = check(f.signers, twoHA, A, "production", "ops")
+	e.mustApprove(f.bob2, tA)
+	_, err = check(f.signers, twoHA, tA, "ops")
 	wantErr(t, err, ErrApprovalRequired, "needs 2 approvals by healthcare_admin, has 1")
-	e.mustApprove(f.carol, A, "production")
-	if got, err := check(f.signers, twoHA, A, "production", "ops"); err != nil || names(got) != "alice,bob,bob,carol" {
+	e.mustApprove(f.carol, tA)
+	if got, err := check(f.signers, twoHA, tA, "ops"); err != nil || names(got) != "alice,bob,bob,carol" {
 		t.Fatalf("two healthcare_admin approvers: %s, %v", names(got), err)
 	}
 
-	// A signer removed from the file no longer counts.
-	lines := func(ks ...*testKey) []string {
-		var s []string
-		for _, k := range ks {
-			s = append(s, signerLine(k))
+	// A signer no longer pinned no longer counts; a re-roled one counts for
+	// its pinned role only.
+	var noBob, bobAsDBA []Signer
+	for _, s := range f.signers {
+		if s.Name != "bob" {
+			noBob = append(noBob, s)
+		} else {
+			s.Role = DBA
 		}
-		return s
+		bobAsDBA = append(bobAsDBA, s)
 	}
-	noBob := writeSigners(t, f.signersPath, lines(f.alice, f.carol)...)
-	_, err = check(noBob, twoHA, A, "production", "ops")
+	_, err = check(noBob, twoHA, tA, "ops")
 	wantErr(t, err, ErrApprovalRequired, "needs 2 approvals by healthcare_admin, has 1",
-		"the approval by bob ("+Fingerprint(f.bob.pub)+") does not count: the key is no longer in the signers file")
-	onlyAlice := writeSigners(t, f.signersPath, lines(f.alice)...)
-	_, err = check(onlyAlice, prodPolicy, A, "production", "ops")
-	wantErr(t, err, ErrApprovalRequired, "needs 1 approval by healthcare_admin, has 0")
-	// A signer whose role changed no longer counts for the old role.
-	bobAsDBA := *f.bob
-	bobAsDBA.role = DBA
-	reroled := writeSigners(t, f.signersPath, lines(f.alice, &bobAsDBA)...)
-	_, err = check(reroled, prodPolicy, A, "production", "ops")
-	wantErr(t, err, ErrApprovalRequired, "needs 1 approval by healthcare_admin, has 0",
-		"the approval by bob ("+Fingerprint(f.bob.pub)+") does not count: recorded as healthcare_admin, the signers file now says dba")
-	if got, err := check(reroled, dbaOnly, A, "production", "ops"); err != nil || names(got) != "alice" {
-		t.Fatalf("dba count with a re-roled signer: %s, %v", names(got), err)
-	}
+		"ignored the approval row by bob ("+Fingerprint(f.bob.pub)+"): the key is not a pinned signer's")
+	_, err = check(bobAsDBA, twoHA, tA, "ops")
+	wantErr(t, err, ErrApprovalRequired, "needs 2 approvals by healthcare_admin, has 1")
 
-	// A stored signature altered in the database refuses the plan.
+	// A stored signature altered in the database is ignored and reported;
+	// bob's other key still counts for bob, and nothing else is blocked.
 	if _, err := pool.Exec(ctx, `UPDATE pgphi.approvals SET signature = set_byte(signature, 5, get_byte(signature, 5) # 1)
 		WHERE plan_id = $1 AND fingerprint = $2`, A, Fingerprint(f.bob.pub)); err != nil {
 		t.Fatal(err)
 	}
-	_, err = check(f.signers, prodPolicy, A, "production", "ops")
-	wantErr(t, err, ErrApprovalRequired, "bad signature by bob ("+Fingerprint(f.bob.pub)+")", "pgphi.approvals was altered")
-	_, err = e.approve(f.bob, A, "production")
-	wantErr(t, err, ErrApprovalRejected, "a different signature is stored for bob")
-	// A row copied by hand to another plan id does not verify either.
-	if _, err := pool.Exec(ctx, `INSERT INTO pgphi.approvals (plan_id, environment, signer, role, fingerprint, signature)
-		SELECT 'plan-C', environment, signer, role, fingerprint, signature FROM pgphi.approvals WHERE plan_id = $1`, A); err != nil {
-		t.Fatal(err)
+	got, err := check(f.signers, prodPolicy, tA, "ops")
+	if err != nil || names(got) != "alice,bob,carol" || !strings.Contains(strings.Join(got.Ignored, "\n"), "by bob ("+Fingerprint(f.bob.pub)+"): bad signature") {
+		t.Fatalf("after tampering with one of bob's rows: %s, ignored %v, %v", names(got), got, err)
 	}
-	_, err = check(f.signers, dbaOnly, "plan-C", "production", "ops")
-	wantErr(t, err, ErrApprovalRequired, "bad signature by alice")
-	// A row inserted by hand with a claimed role but no valid signature.
-	if _, err := pool.Exec(ctx, `INSERT INTO pgphi.approvals (plan_id, environment, signer, role, fingerprint, signature)
-		VALUES ('plan-D', 'production', 'carol', 'healthcare_admin', $1, $2)`, Fingerprint(f.carol.pub), make([]byte, 64)); err != nil {
-		t.Fatal(err)
+	// bob's own key approves again: a second row beside the bad one.
+	e.mustApprove(f.bob, tA)
+	if all, err := List(ctx, pool, A); err != nil || len(all) != 5 {
+		t.Fatalf("rows of %s: %d, %v", A, len(all), err)
 	}
-	_, err = check(f.signers, Requirements{"production": {HealthcareAdmin: 1}}, "plan-D", "production", "ops")
-	wantErr(t, err, ErrApprovalRequired, "bad signature by carol")
 
-	if all, err := List(ctx, pool, A); err != nil || len(all) != 4 {
-		t.Fatalf("List(%s): %d, %v", A, len(all), err)
+	// Rows nobody signed for this target: a copy to another plan id, a
+	// version 1 row, a garbage signature, another cluster, an expired one.
+	if _, err := pool.Exec(ctx, `INSERT INTO pgphi.approvals (plan_id, environment, signer, role, fingerprint, signature, signed_at, recorded_by,
+			version, command, system_identifier, database_name, expires_at)
+		SELECT 'plan-C', environment, signer, role, fingerprint, signature, signed_at, recorded_by,
+			version, command, system_identifier, database_name, expires_at FROM pgphi.approvals WHERE plan_id = $1`, A); err != nil {
+		t.Fatal(err)
 	}
-	if all, err := List(ctx, pool, ""); err != nil || len(all) != 9 { // 4 for plan-A, 4 copied to plan-C, 1 for plan-D
-		t.Fatalf("List(all): %d, %v", len(all), err)
+	tC := tA
+	tC.PlanID = "plan-C"
+	_, err = check(f.signers, dbaOnly, tC, "ops")
+	wantErr(t, err, ErrApprovalRequired, "needs 1 approval by dba, has 0", "by alice ("+Fingerprint(f.alice.pub)+"): bad signature")
+	if _, err := pool.Exec(ctx, `INSERT INTO pgphi.approvals (plan_id, environment, signer, role, fingerprint, signature, signed_at, recorded_by)
+		VALUES ('plan-D', 'production', 'carol', 'healthcare_admin', $1, $2, now(), 'x')`, Fingerprint(f.carol.pub), make([]byte, 64)); err != nil {
+		t.Fatal(err)
+	}
+	tD := tA
+	tD.PlanID = "plan-D"
+	haOnly := Requirements{"production": {HealthcareAdmin: 1}}
+	_, err = check(f.signers, haOnly, tD, "ops")
+	wantErr(t, err, ErrApprovalRequired, "recorded by an earlier pgphi")
+	if err := recordRaw(ctx, pool, tD, "carol", HealthcareAdmin, Fingerprint(f.carol.pub), append(make([]byte, 63), 7)); err != nil {
+		t.Fatal(err)
+	}
+	other := tD
+	other.SystemIdentifier = "1"
+	carolPriv, _ := LoadPrivateKey(f.carol.path)
+	if err := recordRaw(ctx, pool, other, "carol", HealthcareAdmin, Fingerprint(f.carol.pub), Sign(carolPriv, other)); err != nil {
+		t.Fatal(err)
+	}
+	expired := tD
+	expired.Expires = time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	if err := recordRaw(ctx, pool, expired, "carol", HealthcareAdmin, Fingerprint(f.carol.pub), Sign(carolPriv, expired)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = check(f.signers, haOnly, tD, "ops")
+	wantErr(t, err, ErrApprovalRequired, "needs 1 approval by healthcare_admin, has 0", "bad signature", "it is for another database", "it expired at")
+	// carol's real approval counts beside all of them.
+	e.mustApprove(f.carol, tD)
+	if got, err := check(f.signers, haOnly, tD, "ops"); err != nil || names(got) != "carol" || len(got.Ignored) != 4 {
+		t.Fatalf("carol's approval beside four bad rows: %s, %+v, %v", names(got), got, err)
 	}
 }
 
@@ -241,5 +306,95 @@ func TestRequirements(t *testing.T) {
 	}
 	if err := DefaultRequirements().Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func wantDenied(t *testing.T, what string, err error) {
+	t.Helper()
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+		t.Errorf("%s: got %v, want permission denied (42501)", what, err)
+	}
+}
+
+// Finding 14 (approvals part) and finding 5: approvals are written only
+// through pgphi.approval_record; a healthcare_admin member can neither write
+// a row directly nor block a plan with a bad row; the executor is the
+// connected database role, not a name from a file.
+func TestApprovalAttacks(t *testing.T) {
+	ctx := testContext(t)
+	u, pool := setup(t)
+	actors := pgtest.NewActors(t, u)
+	if _, err := InitRoles(ctx, pool, DefaultRoleNames()); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t)
+	f.alice.dbRole, f.bob.dbRole = actors.DBA, actors.HealthcareAdmin
+	f.signers = writeSigners(t, f.signersPath, signerLine(f.alice), signerLine(f.bob), signerLine(f.carol))
+	ha, ao, out, dba := poolAs(t, u, actors.HealthcareAdmin), poolAs(t, u, actors.AuditOfficer), poolAs(t, u, actors.Outsider), poolAs(t, u, actors.DBA)
+	tA := target(t, ctx, ha, "plan-A", "apply", "production")
+
+	// Direct writes are refused for every role but the schema's owner (the
+	// dba group after roles init: its residual power is documented).
+	for who, p := range map[string]*pgxpool.Pool{"healthcare_admin": ha, "audit_officer": ao, "outsider": out} {
+		_, err := p.Exec(ctx, `INSERT INTO pgphi.approvals (plan_id, environment, signer, role, fingerprint, signature, signed_at, recorded_by,
+				version, command, system_identifier, database_name, expires_at)
+			VALUES ('plan-A', 'production', 'bob', 'healthcare_admin', $1, $2, now(), 'x', 2, 'apply', $3, $4, now() + interval '1 day')`,
+			Fingerprint(f.bob.pub), make([]byte, 64), tA.SystemIdentifier, tA.Database)
+		wantDenied(t, who+" INSERT into pgphi.approvals", err)
+		_, err = p.Exec(ctx, `DELETE FROM pgphi.approvals`)
+		wantDenied(t, who+" DELETE FROM pgphi.approvals", err)
+	}
+	// The audit officer and the outsider may not record approvals at all.
+	wantDenied(t, "audit_officer approval_record", recordRaw(ctx, ao, tA, "bob", HealthcareAdmin, Fingerprint(f.bob.pub), make([]byte, 64)))
+	wantDenied(t, "outsider approval_record", recordRaw(ctx, out, tA, "bob", HealthcareAdmin, Fingerprint(f.bob.pub), make([]byte, 64)))
+
+	// The healthcare_admin member records garbage rows through the function
+	// in the name of alice and bob, before and after their real approvals.
+	for _, s := range []*testKey{f.alice, f.bob} {
+		if err := recordRaw(ctx, ha, tA, s.name, s.role, Fingerprint(s.pub), make([]byte, 64)); err != nil {
+			t.Fatalf("approval_record as healthcare_admin: %v", err)
+		}
+	}
+	var recordedBy string
+	if err := pool.QueryRow(ctx, `SELECT recorded_by FROM pgphi.approvals WHERE signer = 'bob'`).Scan(&recordedBy); err != nil || recordedBy != actors.HealthcareAdmin {
+		t.Fatalf("recorded_by = %q, %v; want the calling role %s", recordedBy, err, actors.HealthcareAdmin)
+	}
+	approve := func(p *pgxpool.Pool, k *testKey, tg Target) {
+		t.Helper()
+		if _, err := Record(ctx, p, f.signers, tg, Sign(k.priv, tg), k.pub); err != nil {
+			t.Fatalf("%s approving: %v", k.name, err)
+		}
+	}
+	approve(dba, f.alice, tA)
+	approve(ha, f.bob, tA)
+	if err := recordRaw(ctx, ha, tA, "alice", DBA, Fingerprint(f.alice.pub), append(make([]byte, 63), 1)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Check(ctx, dba, f.signers, prodPolicy, tA, "ops")
+	if err != nil || names(got) != "alice,bob" || len(got.Ignored) != 3 {
+		t.Fatalf("real approvals beside garbage rows: %s, %+v, %v", names(got), got, err)
+	}
+
+	// The executor is the connected database role: the dba member who is
+	// alice may not be the only approver of a plan.
+	dbaOnly := Requirements{"production": {DBA: 1}}
+	var executor string
+	if err := dba.QueryRow(ctx, "SELECT current_user").Scan(&executor); err != nil {
+		t.Fatal(err)
+	}
+	tB := target(t, ctx, dba, "plan-B", "cleanup", "production")
+	approve(dba, f.alice, tB)
+	_, err = Check(ctx, dba, f.signers, dbaOnly, tB, executor)
+	wantErr(t, err, ErrApprovalRequired, "the executor (database role "+actors.DBA+") cannot be the only approver")
+	// Variant: the healthcare_admin member executing what only bob approved.
+	tC := target(t, ctx, ha, "plan-C", "rollback", "production")
+	approve(ha, f.bob, tC)
+	_, err = Check(ctx, ha, f.signers, Requirements{"production": {HealthcareAdmin: 1}}, tC, actors.HealthcareAdmin)
+	wantErr(t, err, ErrApprovalRequired, "the executor (database role "+actors.HealthcareAdmin+") cannot be the only approver")
+	// carol (no relation to the executor) approves too: now it passes.
+	approve(ha, f.carol, tB)
+	if _, err := Check(ctx, dba, f.signers, dbaOnly, tB, executor); err != nil {
+		t.Fatalf("with carol's approval too: %v", err)
 	}
 }

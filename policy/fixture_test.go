@@ -19,6 +19,8 @@ type testKey struct {
 	priv ed25519.PrivateKey
 	pub  ed25519.PublicKey
 	path string // private key file
+	// dbRole is the database role in the signers file (default: name).
+	dbRole string
 }
 
 type fixture struct {
@@ -59,7 +61,11 @@ func newKey(t *testing.T, dir, name string, role Role, openssh bool) *testKey {
 }
 
 func signerLine(k *testKey) string {
-	return fmt.Sprintf("%s %s %s %s@laptop", k.name, k.role, AuthorizedKey(k.pub), k.name)
+	db := k.dbRole
+	if db == "" {
+		db = k.name
+	}
+	return fmt.Sprintf("%s %s %s %s %s@laptop", k.name, k.role, db, AuthorizedKey(k.pub), k.name)
 }
 
 func writeSigners(t *testing.T, path string, lines ...string) []Signer {

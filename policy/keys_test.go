@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -127,7 +128,7 @@ func TestSshKeygenInterop(t *testing.T) {
 	if got := AuthorizedKey(pub); got != f[0]+" "+f[1] {
 		t.Fatalf("AuthorizedKey = %s, want %s %s", got, f[0], f[1])
 	}
-	signers, err := ParseSigners(strings.NewReader("dora dba "+string(pubLine)), "s")
+	signers, err := ParseSigners(strings.NewReader("dora dba dora "+string(pubLine)), "s")
 	if err != nil || len(signers) != 1 || signers[0].Fingerprint != want || !signers[0].Key.Equal(pub) {
 		t.Fatalf("signers = %+v, %v", signers, err)
 	}
@@ -160,16 +161,18 @@ func TestLoadSigners(t *testing.T) {
 	cases := []struct {
 		line, want string
 	}{
-		{"alice dba", "want NAME ROLE ssh-ed25519 KEY [comment], got 2 field(s)"},
-		{"alice dba " + AuthorizedKey(f.alice.pub)[:11], "got 3 field(s)"},
-		{"alice admin " + AuthorizedKey(f.alice.pub), `unknown role "admin"`},
-		{"alice dba " + ecdsaLine, `key type "ecdsa-sha2-nistp256" is not supported`},
-		{"alice dba ssh-ed25519 " + ecBlob, "is a ecdsa-sha2-nistp256 key, but the line says ssh-ed25519"},
-		{"alice dba ssh-ed25519 !!!notbase64", "not valid base64"},
-		{"alice dba ssh-ed25519 " + base64.StdEncoding.EncodeToString([]byte("junk")), "not a valid SSH public key"},
-		{"alice\x01 dba " + AuthorizedKey(f.alice.pub), "non-printable"},
-		{"carol dba " + AuthorizedKey(f.alice.pub), "is already listed on line 2"},
-		{"alice healthcare_admin " + AuthorizedKey(f.carol.pub), "signer alice is listed as dba on line 2; a signer has one role"},
+		{"alice dba", "want NAME ROLE DBROLE ssh-ed25519 KEY [comment], got 2 field(s)"},
+		{"alice dba " + AuthorizedKey(f.alice.pub), "no database role: write NAME ROLE DBROLE ssh-ed25519 KEY"},
+		{"alice dba alice " + AuthorizedKey(f.alice.pub)[:11], "got 4 field(s)"},
+		{"alice admin alice " + AuthorizedKey(f.alice.pub), `unknown role "admin"`},
+		{"alice dba alice " + ecdsaLine, `key type "ecdsa-sha2-nistp256" is not supported`},
+		{"alice dba alice ssh-ed25519 " + ecBlob, "is a ecdsa-sha2-nistp256 key, but the line says ssh-ed25519"},
+		{"alice dba alice ssh-ed25519 !!!notbase64", "not valid base64"},
+		{"alice dba alice ssh-ed25519 " + base64.StdEncoding.EncodeToString([]byte("junk")), "not a valid SSH public key"},
+		{"alice\x01 dba alice " + AuthorizedKey(f.alice.pub), "non-printable"},
+		{"alice dba al\x01ice " + AuthorizedKey(f.alice.pub), "is not a valid PostgreSQL role name"},
+		{"carol dba carol " + AuthorizedKey(f.alice.pub), "is already listed on line 2"},
+		{"alice healthcare_admin alice " + AuthorizedKey(f.carol.pub), "signer alice is listed as dba on line 2; a signer has one role"},
 	}
 	for _, c := range cases {
 		_, err := ParseSigners(strings.NewReader("# approvers\n"+alice+"\n\n"+c.line+"\n"), "signers.txt")
@@ -185,20 +188,38 @@ func TestLoadSigners(t *testing.T) {
 
 func TestMessageAndSign(t *testing.T) {
 	t.Parallel()
-	if got := string(Message("p1", "production")); got != "pgphi-approval-v1\np1\nproduction\n" {
+	exp := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	tg := Target{PlanID: "p1", Command: "apply", Environment: "production", SystemIdentifier: "7301", Database: "lims", Expires: exp}
+	const want = "pgphi-approval-v2\np1\napply\nproduction\n7301\nlims\n2030-01-02T03:04:05Z\n"
+	if got := string(Message(tg)); got != want {
 		t.Fatalf("Message = %q", got)
 	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	sig := Sign(priv, "p1", "production")
-	if !ed25519.Verify(pub, []byte("pgphi-approval-v1\np1\nproduction\n"), sig) || !Verify(pub, "p1", "production", sig) {
+	sig := Sign(priv, tg)
+	if !ed25519.Verify(pub, []byte(want), sig) || !Verify(pub, tg, sig) {
 		t.Fatal("signature does not verify over the documented message")
 	}
-	for _, c := range [][2]string{{"p2", "production"}, {"p1", "staging"}, {"p1\nproduction", ""}} {
-		if Verify(pub, c[0], c[1], sig) {
-			t.Errorf("signature verifies for %q", c)
+	// Every field is bound: another plan, command, environment, cluster,
+	// database or expiry does not verify.
+	for _, change := range []func(*Target){
+		func(x *Target) { x.PlanID = "p2" },
+		func(x *Target) { x.Command = "cleanup" },
+		func(x *Target) { x.Environment = "staging" },
+		func(x *Target) { x.SystemIdentifier = "7302" },
+		func(x *Target) { x.Database = "other" },
+		func(x *Target) { x.Expires = exp.Add(time.Second) },
+	} {
+		other := tg
+		change(&other)
+		if Verify(pub, other, sig) {
+			t.Errorf("signature verifies for %+v", other)
 		}
 	}
-	if Verify(pub, "p1", "production", sig[:63]) || Verify(pub[:31], "p1", "production", sig) {
+	// A version 1 signature (plan id and environment only) does not verify.
+	if Verify(pub, tg, ed25519.Sign(priv, []byte("pgphi-approval-v1\np1\nproduction\n"))) {
+		t.Error("a v1 signature verifies as v2")
+	}
+	if Verify(pub, tg, sig[:63]) || Verify(pub[:31], tg, sig) {
 		t.Error("malformed inputs verify")
 	}
 }

@@ -105,6 +105,8 @@ var allowed = map[string][]Role{
 	"verify":    {DBA, HealthcareAdmin},
 	"audit":     {AuditOfficer, DBA},
 	"report":    {AuditOfficer, DBA},
+	"pins":      {DBA, HealthcareAdmin, AuditOfficer},
+	"pins set":  {DBA},
 }
 
 // Allowed returns the roles that may run command, in order of preference.

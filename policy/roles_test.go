@@ -327,19 +327,22 @@ func TestGrantsSuffice(t *testing.T) {
 		t.Fatalf("state.Ensure as dba member: %v", err)
 	}
 
+	t1 := target(t, ctx, haPool, "plan-1", "apply", "production")
 	for _, k := range []*testKey{fx.alice, fx.bob} {
-		if _, err := Record(ctx, haPool, fx.signers, "plan-1", "production", Sign(k.priv, "plan-1", "production"), k.pub); err != nil {
+		if _, err := Record(ctx, haPool, fx.signers, t1, Sign(k.priv, t1), k.pub); err != nil {
 			t.Fatalf("Record as healthcare_admin member: %v", err)
 		}
 	}
 	// Recording again (idempotent path reads the stored row).
-	if _, err := Record(ctx, haPool, fx.signers, "plan-1", "production", Sign(fx.bob.priv, "plan-1", "production"), fx.bob.pub); err != nil {
+	if _, err := Record(ctx, haPool, fx.signers, t1, Sign(fx.bob.priv, t1), fx.bob.pub); err != nil {
 		t.Fatalf("Record again as healthcare_admin member: %v", err)
 	}
-	if got, err := Check(ctx, dbaPool, fx.signers, prodPolicy, "plan-1", "production", "alice"); err != nil || len(got) != 2 {
-		t.Fatalf("Check as dba member: %d, %v", len(got), err)
+	if got, err := Check(ctx, dbaPool, fx.signers, prodPolicy, t1, "alice"); err != nil || len(got.Valid) != 2 {
+		t.Fatalf("Check as dba member: %v, %v", got, err)
 	}
-	if _, err := Check(ctx, dbaPool, fx.signers, prodPolicy, "plan-2", "production", "alice"); !errors.Is(err, ErrApprovalRequired) {
+	t2 := t1
+	t2.PlanID = "plan-2"
+	if _, err := Check(ctx, dbaPool, fx.signers, prodPolicy, t2, "alice"); !errors.Is(err, ErrApprovalRequired) {
 		t.Fatalf("Check of another plan as dba member: %v", err)
 	}
 	if got, err := List(ctx, aoPool, "plan-1"); err != nil || len(got) != 2 {

@@ -15,21 +15,28 @@ import (
 )
 
 // Signer is one approver of the allowed signers file: a name, the pgphi
-// role the approval counts for, and the Ed25519 public key that identifies
-// the approver.
+// role the approval counts for, the database role the approver logs in as
+// (so that pgphi can tell when the executor of a command is its own
+// approver), and the Ed25519 public key that identifies the approver.
 type Signer struct {
 	Name        string
 	Role        Role
+	DBRole      string // "-" when the approver never logs in to the database
 	Key         ed25519.PublicKey
 	Fingerprint string // "SHA256:...", as `ssh-keygen -l` prints it
 }
 
+// NoDBRole is the database role of an approver who never connects.
+const NoDBRole = "-"
+
 // LoadSigners reads the allowed signers file at path. Its format, one signer
 // per line:
 //
-//	NAME ROLE ssh-ed25519 AAAA... [comment]
+//	NAME ROLE DBROLE ssh-ed25519 AAAA... [comment]
 //
-// ROLE is dba, healthcare_admin or audit_officer; lines whose first
+// ROLE is dba, healthcare_admin or audit_officer; DBROLE is the PostgreSQL
+// login role the approver uses ("-" for none): an executor connected as the
+// DBROLE of an approver is that approver. Lines whose first
 // non-blank character is # and blank lines are ignored. A key may appear
 // only once; a name may have several keys (one per line) but only one role.
 // Errors name path:line.
@@ -58,9 +65,17 @@ func ParseSigners(r io.Reader, name string) ([]Signer, error) {
 			return fmt.Errorf("%s:%d: %s", name, n, fmt.Sprintf(format, args...))
 		}
 		f := strings.Fields(line)
-		if len(f) < 4 {
-			return nil, fail("want NAME ROLE ssh-ed25519 KEY [comment], got %d field(s)", len(f))
+		if len(f) >= 3 && f[2] == ssh.KeyAlgoED25519 {
+			return nil, fail("no database role: write NAME ROLE DBROLE ssh-ed25519 KEY, where DBROLE is the database role the approver logs in as (- for none)")
 		}
+		if len(f) < 5 {
+			return nil, fail("want NAME ROLE DBROLE ssh-ed25519 KEY [comment], got %d field(s)", len(f))
+		}
+		dbRole := f[2]
+		if len(dbRole) > 63 || strings.IndexFunc(dbRole, func(c rune) bool { return !unicode.IsPrint(c) }) >= 0 {
+			return nil, fail("database role %q is not a valid PostgreSQL role name", dbRole)
+		}
+		f = append(f[:2], f[3:]...)
 		for _, c := range f[0] {
 			if !unicode.IsPrint(c) {
 				return nil, fail("signer name contains a non-printable character")
@@ -104,7 +119,7 @@ func ParseSigners(r io.Reader, name string) ([]Signer, error) {
 			nameLine[f[0]] = n
 			roleOf[f[0]] = role
 		}
-		out = append(out, Signer{Name: f[0], Role: role, Key: pub, Fingerprint: fp})
+		out = append(out, Signer{Name: f[0], Role: role, DBRole: dbRole, Key: pub, Fingerprint: fp})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("signers file %s: %w", name, err)

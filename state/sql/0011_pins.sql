@@ -78,10 +78,8 @@ ALTER TABLE pgphi.approvals
     ADD COLUMN system_identifier text NOT NULL DEFAULT '',
     ADD COLUMN database_name text NOT NULL DEFAULT '',
     ADD COLUMN expires_at timestamptz,
-    ADD COLUMN signature_hash text;
-UPDATE pgphi.approvals SET signature_hash = pg_catalog.encode(pg_catalog.sha256(signature), 'hex');
+    ADD COLUMN signature_hash text NOT NULL GENERATED ALWAYS AS (pg_catalog.encode(pg_catalog.sha256(signature), 'hex')) STORED;
 ALTER TABLE pgphi.approvals
-    ALTER COLUMN signature_hash SET NOT NULL,
     ALTER COLUMN signed_at DROP DEFAULT,
     ALTER COLUMN recorded_by DROP DEFAULT,
     DROP CONSTRAINT approvals_pkey,
@@ -115,11 +113,11 @@ BEGIN
     END IF;
     v_hash := pg_catalog.encode(pg_catalog.sha256(p_signature), 'hex');
     INSERT INTO pgphi.approvals (plan_id, environment, signer, role, fingerprint, signed_at, signature, recorded_by,
-                                 version, command, system_identifier, database_name, expires_at, signature_hash)
+                                 version, command, system_identifier, database_name, expires_at)
     VALUES (p_plan_id, p_environment, p_signer, p_role, p_fingerprint, pg_catalog.clock_timestamp(), p_signature,
             CASE WHEN pg_catalog.current_setting('role') OPERATOR(pg_catalog.=) 'none'
                  THEN pg_catalog.session_user()::text ELSE pg_catalog.current_setting('role') END,
-            2, p_command, p_system_identifier, p_database, p_expires_at, v_hash)
+            2, p_command, p_system_identifier, p_database, p_expires_at)
     ON CONFLICT (plan_id, fingerprint, signature_hash) DO NOTHING
     RETURNING signed_at INTO v_at;
     IF v_at IS NULL THEN
