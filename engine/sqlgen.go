@@ -216,21 +216,20 @@ const markVersion = 2
 //
 // The function is SECURITY INVOKER: it runs as the role whose write fired it,
 // so the code a row value's type brings (a cast to text, an output function)
-// runs with that role's own rights and gains nothing. It reads nothing from
-// pgphi's schema: the writer needs no rights there. The require_encryption
-// refusal is the same function called with an argument by the enforce
-// triggers, whose WHEN clause reads the flag (pgphi.flag, executable by every
-// role, is resolved when the trigger is created, not through the writer's
-// rights on the schema).
+// runs with that role's own rights and gains nothing. The only object of
+// pgphi's schema it uses is pgphi.flag, which every role may execute (and
+// which is SECURITY DEFINER itself, so the writer needs no right on
+// pgphi.flags); schema pgphi is usable by PUBLIC for that.
 func (t *Target) markFunctionSQL() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $pgphi$\n", t.markFunctionIdent())
 	fmt.Fprintf(&b, "-- pgphi mark function, version %d\nBEGIN\n", markVersion)
 
 	// After cutover (flag require_encryption) applications write ciphertext
-	// only; the enforce triggers call this function with an argument when a
-	// plaintext value is written to a protected column.
-	fmt.Fprintf(&b, "  IF TG_NARGS > 0 THEN\n    RAISE EXCEPTION 'pgphi: plaintext write to a protected column of %s refused: require_encryption is on' USING ERRCODE = 'insufficient_privilege', HINT = 'write the ciphertext column instead (pgphi flags)';\n  END IF;\n",
+	// only; a plaintext value written to a protected column is refused.
+	fmt.Fprintf(&b, "  IF ((TG_OP = 'INSERT' AND (%s)) OR (TG_OP = 'UPDATE' AND (%s))) AND pgphi.flag('require_encryption') THEN\n",
+		t.plaintextWritten(), t.plaintextChanged())
+	fmt.Fprintf(&b, "    RAISE EXCEPTION 'pgphi: plaintext write to a protected column of %s refused: require_encryption is on' USING ERRCODE = 'insufficient_privilege', HINT = 'write the ciphertext column instead (pgphi flags)';\n  END IF;\n",
 		strings.ReplaceAll(t.QualifiedName(), "'", "''"))
 	// An insert needs encryption when it brings a plaintext value; a row an
 	// application wrote with ciphertext only (after cutover) does not.
@@ -300,21 +299,15 @@ func (t *Target) plaintextChanged() string {
 // when a key or a plaintext value changed (the WHEN clause is evaluated
 // without entering PL/pgSQL): pgphi's own writes of ciphertexts, and the
 // application's updates of other columns, cost no function call per row.
-// The enforce triggers refuse a plaintext write while require_encryption is
-// on; they sort before the mark triggers, and after the application's own
-// BEFORE triggers (PostgreSQL fires them in name order), so they see the
-// plaintext an application trigger may have set.
 // A statement trigger advances pgphi.write_seq once per writing statement.
 const (
-	enforceTriggerName       = "zz_pgphi_enforce"
-	enforceInsertTriggerName = "zz_pgphi_enforce_insert"
-	triggerName              = "zz_pgphi_mark"
-	insertTriggerName        = "zz_pgphi_mark_insert"
-	countTriggerName         = "zz_pgphi_count"
+	triggerName       = "zz_pgphi_mark"
+	insertTriggerName = "zz_pgphi_mark_insert"
+	countTriggerName  = "zz_pgphi_count"
 )
 
 // triggerNames are every trigger pgphi puts on a protected table.
-var triggerNames = []string{enforceTriggerName, enforceInsertTriggerName, triggerName, insertTriggerName, countTriggerName}
+var triggerNames = []string{triggerName, insertTriggerName, countTriggerName}
 
 // changedCondition is true when an update changes a key or a plaintext value:
 // exactly when the mark function has something to do.
@@ -345,10 +338,6 @@ func valueChanged(col string) string {
 
 func (t *Target) createTriggerSQL() []string {
 	return []string{
-		fmt.Sprintf("CREATE OR REPLACE TRIGGER %s BEFORE UPDATE ON %s FOR EACH ROW WHEN ((%s) AND pgphi.flag('require_encryption')) EXECUTE FUNCTION %s('refuse')",
-			ident(enforceTriggerName), t.Ident(), t.plaintextChanged(), t.markFunctionIdent()),
-		fmt.Sprintf("CREATE OR REPLACE TRIGGER %s BEFORE INSERT ON %s FOR EACH ROW WHEN ((%s) AND pgphi.flag('require_encryption')) EXECUTE FUNCTION %s('refuse')",
-			ident(enforceInsertTriggerName), t.Ident(), t.plaintextWritten(), t.markFunctionIdent()),
 		fmt.Sprintf("CREATE OR REPLACE TRIGGER %s BEFORE UPDATE ON %s FOR EACH ROW WHEN (%s) EXECUTE FUNCTION %s()",
 			ident(triggerName), t.Ident(), t.changedCondition(), t.markFunctionIdent()),
 		fmt.Sprintf("CREATE OR REPLACE TRIGGER %s BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION %s()",

@@ -70,6 +70,7 @@ func CheckTriggers(ctx context.Context, q catalog.Querier, p *Plan) ([]TriggerPr
 		return nil, err
 	}
 	var out []TriggerProblem
+	expanded := false
 	for _, t := range p.Tables {
 		if t.Cleaned() || t.Restoring() {
 			continue
@@ -88,11 +89,26 @@ func CheckTriggers(ctx context.Context, q catalog.Querier, p *Plan) ([]TriggerPr
 		if !recorded && !marker {
 			continue // not expanded yet: nothing to protect
 		}
+		expanded = true
 		probs, err := t.triggerProblems(ctx, q)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, probs...)
+	}
+	if expanded {
+		// The mark functions run as the writing role and read
+		// require_encryption through pgphi.flag: every role must be able
+		// to reach it, or writes to protected tables fail.
+		var usage, execute bool
+		if err := q.QueryRow(ctx, `SELECT pg_catalog.has_schema_privilege('public', 'pgphi', 'USAGE'),
+			pg_catalog.to_regprocedure('pgphi.flag(text)') IS NOT NULL AND pg_catalog.has_function_privilege('public', 'pgphi.flag(text)', 'EXECUTE')`).Scan(&usage, &execute); err != nil {
+			return nil, fmt.Errorf("checking pgphi.flag: %w", err)
+		}
+		if !usage || !execute {
+			out = append(out, TriggerProblem{Table: "schema pgphi", Object: "function pgphi.flag(text)",
+				Problem: "not reachable by every role (USAGE on schema pgphi and EXECUTE on pgphi.flag for PUBLIC): the mark functions cannot read require_encryption"})
+		}
 	}
 	return out, nil
 }

@@ -265,7 +265,8 @@ func TestCiphertextOnlyWritesAreChecked(t *testing.T) {
 }
 
 // An installation made by an older pgphi has a SECURITY DEFINER mark
-// function executable by PUBLIC, no enforce triggers and no envelope checks.
+// function executable by PUBLIC and no envelope checks; here its statement
+// trigger is missing too.
 // CheckTriggers names each; apply replaces them in place.
 func TestApplyUpgradesAnOldDefinerMarkFunction(t *testing.T) {
 	ctx := context.Background()
@@ -274,8 +275,7 @@ func TestApplyUpgradesAnOldDefinerMarkFunction(t *testing.T) {
 	tg := f.plan.Tables[0]
 	fn := tg.markFunctionIdent() + "()"
 	for _, s := range []string{
-		"DROP TRIGGER zz_pgphi_enforce ON public.p",
-		"DROP TRIGGER zz_pgphi_enforce_insert ON public.p",
+		"DROP TRIGGER zz_pgphi_count ON public.p",
 		"ALTER TABLE public.p DROP CONSTRAINT " + ident(tg.Columns[0].envelopeCheck()),
 		"ALTER TABLE public.p DROP CONSTRAINT " + ident(tg.Columns[1].envelopeCheck()),
 		"ALTER TABLE public.p DROP CONSTRAINT " + ident(tg.Columns[2].envelopeCheck()),
@@ -293,7 +293,7 @@ func TestApplyUpgradesAnOldDefinerMarkFunction(t *testing.T) {
 	probs := f.triggerProblems(t)
 	for _, want := range [][2]string{
 		{"function", "SECURITY DEFINER"}, {"function", "PUBLIC"}, {"function", "body differs"},
-		{"trigger zz_pgphi_enforce", "missing"}, {"trigger zz_pgphi_enforce_insert", "missing"},
+		{"trigger zz_pgphi_count", "missing"},
 		{"constraint pgphi_envelope_nm", "missing"}, {"function", "definitions differ"},
 	} {
 		if !hasProblem(probs, want[0], want[1]) {
@@ -354,14 +354,14 @@ func TestDisabledOrReplacedTriggersFailStatusAndVerify(t *testing.T) {
 	cases := []struct {
 		name, attack, object, problem string
 	}{
-		{"disable", "ALTER TABLE public.p DISABLE TRIGGER zz_pgphi_enforce", "trigger zz_pgphi_enforce", "disabled"},
-		{"disable all", "ALTER TABLE public.p DISABLE TRIGGER USER", "trigger zz_pgphi_mark", "disabled"},
+		{"disable", "ALTER TABLE public.p DISABLE TRIGGER zz_pgphi_mark", "trigger zz_pgphi_mark", "disabled"},
+		{"disable all", "ALTER TABLE public.p DISABLE TRIGGER USER", "trigger zz_pgphi_count", "disabled"},
 		{"replica only", "ALTER TABLE public.p ENABLE REPLICA TRIGGER zz_pgphi_mark_insert", "trigger zz_pgphi_mark_insert", "replica"},
 		{"drop", "DROP TRIGGER zz_pgphi_count ON public.p", "trigger zz_pgphi_count", "missing"},
 		{"replace", `CREATE FUNCTION public.noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
-			DROP TRIGGER zz_pgphi_enforce_insert ON public.p;
-			CREATE TRIGGER zz_pgphi_enforce_insert BEFORE INSERT ON public.p FOR EACH ROW EXECUTE FUNCTION public.noop()`,
-			"trigger zz_pgphi_enforce_insert", "not pgphi's function"},
+			DROP TRIGGER zz_pgphi_mark_insert ON public.p;
+			CREATE TRIGGER zz_pgphi_mark_insert BEFORE INSERT ON public.p FOR EACH ROW EXECUTE FUNCTION public.noop()`,
+			"trigger zz_pgphi_mark_insert", "not pgphi's function"},
 		{"weaken check", fmt.Sprintf("ALTER TABLE public.p DROP CONSTRAINT %[1]s; ALTER TABLE public.p ADD CONSTRAINT %[1]s CHECK (nm_encrypted IS NOT NULL OR true) NOT VALID",
 			ident(tg.Columns[0].envelopeCheck())), "function", "definitions differ"},
 		{"drop check", "ALTER TABLE public.p DROP CONSTRAINT " + ident(tg.Columns[1].envelopeCheck()), "constraint pgphi_envelope_m", "missing"},
@@ -389,9 +389,20 @@ func TestDisabledOrReplacedTriggersFailStatusAndVerify(t *testing.T) {
 	if probs := f.triggerProblems(t); len(probs) != 0 {
 		t.Fatalf("ENABLE ALWAYS: %v", probs)
 	}
+	// The writer's trigger reads require_encryption through pgphi.flag:
+	// a schema every role cannot reach is reported too (and apply, which
+	// locks the schema down again, restores it).
+	mustExec(t, adm, "REVOKE USAGE ON SCHEMA pgphi FROM PUBLIC")
+	if !hasProblem(f.triggerProblems(t), "pgphi.flag", "not reachable") {
+		t.Fatal("pgphi.flag out of the writer's reach went unnoticed")
+	}
+	f.apply(t)
+	if probs := f.triggerProblems(t); len(probs) != 0 {
+		t.Fatalf("after apply: %v", probs)
+	}
 	// What a disabled trigger let through is found by verification too.
 	mustExec(t, adm, "GRANT SELECT, INSERT, UPDATE ON public.p TO "+ident(a.AppWriter))
-	mustExec(t, owner, "ALTER TABLE public.p DISABLE TRIGGER zz_pgphi_enforce, DISABLE TRIGGER zz_pgphi_mark")
+	mustExec(t, owner, "ALTER TABLE public.p DISABLE TRIGGER zz_pgphi_mark, DISABLE TRIGGER zz_pgphi_count")
 	mustExec(t, a.Connect(t, a.AppWriter), "UPDATE public.p SET nm = 'plaintext after cutover' WHERE uid = 'u3'")
 	if res := f.verify(t); res.Mismatches != 1 || len(res.Triggers) != 2 {
 		t.Fatalf("writes while disabled: %+v", res)
