@@ -381,12 +381,15 @@ func (t *Target) envelopeChecks() []string {
 // Built-in functions only, schema-qualified: the check runs as the writer.
 func (t *Target) envelopeCheckSQL(c *TargetColumn) []string {
 	col := ident(c.Encrypted)
-	byteAt := func(i int) string { return fmt.Sprintf("pg_catalog.get_byte(%s, %d)", col, i) }
+	// substr and octet_length read only the first bytes and the size of a
+	// large (TOASTed) ciphertext, not all of it. E'' literals read the same
+	// whatever standard_conforming_strings says.
 	return []string{
 		fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(c.envelopeCheck())),
-		fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NULL OR (pg_catalog.octet_length(%s) >= %d AND %s = %d AND (%s | %s | %s | %s) <> 0)) NOT VALID",
-			t.Ident(), ident(c.envelopeCheck()), col, col, envelope.MinCiphertextSize, byteAt(0), envelope.Version1,
-			byteAt(1), byteAt(2), byteAt(3), byteAt(4)),
+		fmt.Sprintf(`ALTER TABLE %[1]s ADD CONSTRAINT %[2]s CHECK (%[3]s IS NULL OR (pg_catalog.octet_length(%[3]s) >= %[4]d`+
+			` AND pg_catalog.substr(%[3]s, 1, 1) = E'\\x%02[5]x'::pg_catalog.bytea`+
+			` AND pg_catalog.substr(%[3]s, 2, 4) <> E'\\x00000000'::pg_catalog.bytea)) NOT VALID`,
+			t.Ident(), ident(c.envelopeCheck()), col, envelope.MinCiphertextSize, envelope.Version1),
 	}
 }
 
