@@ -68,7 +68,7 @@ func resetIdentifiers() {
 // context; a quote or bracket goes).
 type marker struct {
 	text string
-	keep bool
+	keep int
 }
 
 // genericMarkers start a value in free text. Chosen conservatively: every
@@ -82,10 +82,14 @@ type marker struct {
 //     opens (not between two letters or digits, as in "can't").
 //   - `=`: key=value text, PostgreSQL's `Key (ssn)=(value)`, connection
 //     strings (`password=`).
-//   - `(`, `[`, `{`: row literals (`Failing row contains (...)`), composite
-//     values, arrays (`{"a","b"}`), Go's %v of slices and structs, %#v of
-//     time.Time (`time.Date(...)`). Only the fixed shapes in hints stay
-//     ("(SQLSTATE 23505)", "(run `pgphi verify`)").
+//   - `[`, `{`: arrays (`{"a","b"}`), Go's %v of slices, maps and structs,
+//     JSON.
+//   - `(` only where a template opens a value with it: `Key (`, `key (`,
+//     `contains (` (PostgreSQL's `Failing row contains (...)`), `)=(` and a
+//     composite literal `("`. Elsewhere "(" is not a marker: pgphi's own
+//     messages put their advice in parentheses ("(run `pgphi verify`)",
+//     "(32 random bytes, raw, hex or base64 ...)"), and no library pgphi
+//     uses writes a bare value after one.
 //   - phrases after which pgx, encoding/json and YAML print a bare value
 //     (`unable to encode 123`, `cannot parse UUID [..]`, `cannot unmarshal
 //     number 42`, `unexpected trailing data: x`, `bad interval second
@@ -98,11 +102,12 @@ type marker struct {
 // Backticks are not markers: pgphi's own hints quote commands with them and
 // no library that handles row values quotes values with them.
 var genericMarkers = []marker{
-	{`"`, false}, {`=`, false}, {`(`, false}, {`[`, false}, {`{`, false},
-	{"unable to encode", true}, {"cannot encode", true}, {"failed to encode", true},
-	{"cannot parse", true}, {"cannot unmarshal", true}, {"instead got", true},
-	{"trailing data", true}, {"numeric incomplete", true}, {"record incomplete", true},
-	{"format:", true}, {"failing row contains", true}, {"byte sequence", true},
+	{`"`, 0}, {`=`, 0}, {`[`, 0}, {`{`, 0},
+	{"key (", 3}, {"contains (", 8}, {`("`, 0},
+	{"unable to encode", 16}, {"cannot encode", 13}, {"failed to encode", 16},
+	{"cannot parse", 12}, {"cannot unmarshal", 16}, {"instead got", 11},
+	{"trailing data", 13}, {"numeric incomplete", 18}, {"record incomplete", 17},
+	{"format:", 7}, {"failing row contains", 20}, {"byte sequence", 13},
 }
 
 // secondaryFields are PostgreSQL's fields that carry values, as psql and
@@ -114,11 +119,6 @@ var secondaryFields = regexp.MustCompile(`(^|\s)(DETAIL|CONTEXT|WHERE|QUERY|STAT
 // template is unknown (an application's RAISE writes anything, with no
 // marker), so all of it goes; the severity stays.
 var serverText = regexp.MustCompile(`\b(ERROR|FATAL|PANIC|WARNING|NOTICE|INFO|LOG|DEBUG):  `)
-
-// hints are the fixed shapes of pgphi's own parenthesised text that stay:
-// a SQLSTATE, an audit sequence number, and a pgphi command to run, in
-// lowercase words only. Anything else after "(" is cut.
-var hints = regexp.MustCompile("^\\((SQLSTATE [0-9A-Z]{5}|seq [0-9]+|(run|see) `pgphi [a-z0-9 _.-]+`|run pgphi [a-z0-9 _.-]+)\\)")
 
 // Message redacts free text (a hook's or pg_repack's output, the text of an
 // error that is not a PostgreSQL error): each line is kept up to its first
@@ -133,13 +133,13 @@ func Message(msg string, extra ...string) string {
 	return cutText(msg, genericMarkers, true, nil)
 }
 
-// cutText applies the line rules with the given markers. parens says whether
-// "(" is a marker unless a hint word follows; ident, if not nil, reports the
+// cutText applies the line rules with the given markers. free says msg is
+// free text, where libpq's server text is cut too; ident, if not nil, reports the
 // length of an allowed quoted identifier starting at a double quote.
-func cutText(msg string, markers []marker, parens bool, ident func(s string, i int) int) string {
+func cutText(msg string, markers []marker, free bool, ident func(s string, i int) int) string {
 	var out []string
 	for _, line := range strings.Split(msg, "\n") {
-		if kept, cut := cutLine(line, markers, parens, ident); cut {
+		if kept, cut := cutLine(line, markers, free, ident); cut {
 			out = append(out, kept)
 			break
 		}
@@ -150,13 +150,13 @@ func cutText(msg string, markers []marker, parens bool, ident func(s string, i i
 
 // cutLine returns line cut at its first value marker, ending in Placeholder,
 // and true; or line and false when it holds no marker.
-func cutLine(line string, markers []marker, parens bool, ident func(s string, i int) int) (string, bool) {
+func cutLine(line string, markers []marker, free bool, ident func(s string, i int) int) (string, bool) {
 	lower := asciiLower(line)
 	best, keep := len(line), 0
 	if loc := secondaryFields.FindStringIndex(line); loc != nil {
 		best = loc[0] + len(line[loc[0]:loc[1]]) - len(strings.TrimLeft(line[loc[0]:loc[1]], " \t"))
 	}
-	if parens {
+	if free {
 		if loc := serverText.FindStringIndex(line); loc != nil && loc[0] < best {
 			best, keep = loc[0], loc[1]-loc[0]
 		}
@@ -178,14 +178,7 @@ func cutLine(line string, markers []marker, parens bool, ident func(s string, i 
 					continue
 				}
 			}
-			if m.text == "(" && (!parens || hints.MatchString(line[j:])) {
-				from = j + 1
-				continue
-			}
-			best, keep = j, 0
-			if m.keep {
-				keep = len(m.text)
-			}
+			best, keep = j, m.keep
 			break
 		}
 	}
@@ -321,23 +314,14 @@ func ownType(err error) bool {
 	return strings.HasPrefix(p, "github.com/pgphi/pgphi/") && p != "github.com/pgphi/pgphi/redact"
 }
 
-// pgMarkers start a value in a PostgreSQL message. "(" is not one: the
-// server writes values in parentheses only in DETAIL (dropped), and its
-// messages use parentheses for type modifiers and signatures.
-var pgMarkers = func() []marker {
-	var ms []marker
-	for _, m := range genericMarkers {
-		if m.text != "(" {
-			ms = append(ms, m)
-		}
-	}
-	return ms
-}()
+// pgMarkers start a value in a PostgreSQL message: the same as in free text
+// (the server writes values in parentheses only in DETAIL, which is dropped).
+var pgMarkers = genericMarkers
 
 // Data exceptions (class 22) put the offending value after a colon
 // (`invalid input syntax for type integer: "..."`, `requested character too
 // large for encoding: 1114112`): there, ": " is a marker too.
-var pgDataMarkers = append([]marker{{":", true}}, pgMarkers...)
+var pgDataMarkers = append([]marker{{":", 1}}, pgMarkers...)
 
 // objectKinds precede a quoted object name in PostgreSQL's messages
 // (`column "x" of relation "y"`, `constraint "z"`); no message template puts
