@@ -61,7 +61,7 @@ func addColumns(ctx context.Context, conn *pgx.Conn, suffix, typ string) error {
 		}
 		adds = append(adds, fmt.Sprintf("ADD COLUMN %s %s", pgx.Identifier{c + suffix}.Sanitize(), t))
 	}
-	_, err = conn.Exec(ctx, "ALTER TABLE patient "+strings.Join(adds, ", "))
+	_, err = conn.Exec(ctx, "ALTER TABLE public.patient "+strings.Join(adds, ", "))
 	return err
 }
 
@@ -84,9 +84,9 @@ func (e *env) baselineB(ctx context.Context) (baseline, error) {
 	if _, err := rand.Read(pass); err != nil {
 		return b, err
 	}
-	return e.updateBaseline(ctx, b, "B", "CREATE EXTENSION IF NOT EXISTS pgcrypto", "_pgp", "bytea", func(c string) string {
-		return fmt.Sprintf("%s = pgp_sym_encrypt(%s::text, $1, 'cipher-algo=aes256')", pgx.Identifier{c + "_pgp"}.Sanitize(), pgx.Identifier{c}.Sanitize())
-	}, " WHERE uid IN (SELECT uid FROM patient ORDER BY uid LIMIT $2)", fmt.Sprintf("%x", pass), n)
+	return e.updateBaseline(ctx, b, "B", "CREATE EXTENSION IF NOT EXISTS pgcrypto SCHEMA public", "_pgp", "bytea", func(c string) string {
+		return fmt.Sprintf("%s = public.pgp_sym_encrypt(%s::text, $1, 'cipher-algo=aes256')", pgx.Identifier{c + "_pgp"}.Sanitize(), pgx.Identifier{c}.Sanitize())
+	}, " WHERE uid IN (SELECT uid FROM public.patient ORDER BY uid LIMIT $2)", fmt.Sprintf("%x", pass), n)
 }
 
 // updateBaseline times one server-side UPDATE of the seven columns into new
@@ -118,7 +118,7 @@ func (e *env) updateBaseline(ctx context.Context, b baseline, label, setup, suff
 	logf("baseline %s: UPDATE of %d rows", label, b.rows)
 	cpu0, _ := serverCPU(e.cl.DataDir())
 	start := time.Now()
-	tag, err := conn.Exec(ctx, "UPDATE patient SET "+strings.Join(sets, ", ")+where, args...)
+	tag, err := conn.Exec(ctx, "UPDATE public.patient SET "+strings.Join(sets, ", ")+where, args...)
 	b.took = time.Since(start)
 	if cpu1, ok := serverCPU(e.cl.DataDir()); ok {
 		b.server = cpu1 - cpu0
@@ -164,14 +164,14 @@ func (e *env) baselineC(ctx context.Context) (baseline, error) {
 		sel = append(sel, pgx.Identifier{c}.Sanitize()+"::text")
 		sets = append(sets, fmt.Sprintf("%s = $%d", pgx.Identifier{c + "_enc"}.Sanitize(), i+2))
 	}
-	update := "UPDATE patient SET " + strings.Join(sets, ", ") + " WHERE uid = $1"
+	update := "UPDATE public.patient SET " + strings.Join(sets, ", ") + " WHERE uid = $1"
 	logf("baseline C: row-at-a-time loop over at most %d rows or %s", n, e.o.sampleCTime)
 	start := time.Now()
 	// The script reads in pages, as such scripts do, and writes row by row.
 	last := ""
 	done := false
 	for !done {
-		rows, err := conn.Query(ctx, "SELECT uid, "+strings.Join(sel, ", ")+" FROM patient WHERE uid > $1 ORDER BY uid LIMIT 500", last)
+		rows, err := conn.Query(ctx, "SELECT uid, "+strings.Join(sel, ", ")+" FROM public.patient WHERE uid > $1 ORDER BY uid LIMIT 500", last)
 		if err != nil {
 			return b, err
 		}

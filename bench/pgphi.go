@@ -210,7 +210,7 @@ func (e *env) apply(ctx context.Context, res *results, name, template, mode stri
 		if err != nil {
 			return err
 		}
-		err = conn.QueryRow(ctx, "SELECT count(*) FROM patient").Scan(&a.rows)
+		err = conn.QueryRow(ctx, "SELECT count(*) FROM public.patient").Scan(&a.rows)
 		conn.Close(context.Background())
 		if err != nil {
 			return err
@@ -366,7 +366,7 @@ func startWriter(ctx context.Context, url string, every time.Duration) (*writer,
 	if err != nil {
 		return nil, err
 	}
-	rows, err := conn.Query(ctx, "SELECT uid FROM patient ORDER BY md5(uid) LIMIT 10000")
+	rows, err := conn.Query(ctx, "SELECT uid FROM public.patient ORDER BY md5(uid) LIMIT 10000")
 	if err != nil {
 		conn.Close(context.Background())
 		return nil, err
@@ -393,7 +393,7 @@ func startWriter(ctx context.Context, url string, every time.Duration) (*writer,
 			uid := uids[rng.IntN(len(uids))]
 			qctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			t := time.Now()
-			_, err := conn.Exec(qctx, "UPDATE patient SET updated_at = now() WHERE uid = $1", uid)
+			_, err := conn.Exec(qctx, "UPDATE public.patient SET updated_at = now() WHERE uid = $1", uid)
 			d := time.Since(t)
 			cancel()
 			w.st.n++

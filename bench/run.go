@@ -218,15 +218,15 @@ func (e *env) makeTemplate(ctx context.Context, name string, patients int) (stri
 		return "", err
 	}
 	for _, q := range []string{
-		"DROP TABLE patient_identification, analysis_result, result_mutation, clinical_data CASCADE",
-		"VACUUM (FREEZE, ANALYZE) patient",
+		"DROP TABLE public.patient_identification, public.analysis_result, public.result_mutation, public.clinical_data CASCADE",
+		"VACUUM (FREEZE, ANALYZE) public.patient",
 	} {
 		if _, err := conn.Exec(ctx, q); err != nil {
 			return "", fmt.Errorf("%s: %w", q, err)
 		}
 	}
 	var size string
-	err = conn.QueryRow(ctx, "SELECT pg_size_pretty(pg_total_relation_size('patient'))").Scan(&size)
+	err = conn.QueryRow(ctx, "SELECT pg_size_pretty(pg_total_relation_size('public.patient'))").Scan(&size)
 	return size, err
 }
 

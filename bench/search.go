@@ -72,19 +72,19 @@ func substring(s string, n int) (string, bool) {
 
 var searchKinds = []searchKind{
 	{kind: blindindex.QExact, column: "last_name", plainLabel: "`last_name = $1`, B-tree",
-		plainSQL: "SELECT uid FROM patient WHERE last_name = $1",
+		plainSQL: "SELECT uid FROM public.patient WHERE last_name = $1",
 		build:    func(v string) (string, any, bool) { return v, v, strings.TrimSpace(v) != "" }},
 	{kind: blindindex.QExact, column: "email", plainLabel: "`email = $1`, B-tree",
-		plainSQL: "SELECT uid FROM patient WHERE email = $1",
+		plainSQL: "SELECT uid FROM public.patient WHERE email = $1",
 		build:    func(v string) (string, any, bool) { return v, v, strings.TrimSpace(v) != "" }},
 	{kind: blindindex.QPhone, column: "phone_mobile", plainLabel: "`phone_mobile = $1`, B-tree",
-		plainSQL: "SELECT uid FROM patient WHERE phone_mobile = $1",
+		plainSQL: "SELECT uid FROM public.patient WHERE phone_mobile = $1",
 		build:    func(v string) (string, any, bool) { return v, v, true }},
 	{kind: blindindex.QDate, column: "date_of_birth", plainLabel: "`date_of_birth = $1`, B-tree",
-		plainSQL: "SELECT uid FROM patient WHERE date_of_birth = $1::date",
+		plainSQL: "SELECT uid FROM public.patient WHERE date_of_birth = $1::date",
 		build:    func(v string) (string, any, bool) { return v, v, true }},
 	{kind: blindindex.QPrefix, column: "last_name", plainLabel: "`last_name ILIKE 'abc%'`, scan", scan: true,
-		plainSQL: "SELECT uid FROM patient WHERE last_name ILIKE $1",
+		plainSQL: "SELECT uid FROM public.patient WHERE last_name ILIKE $1",
 		build: func(v string) (string, any, bool) {
 			r := []rune(strings.TrimSpace(v))
 			if len(r) < 3 {
@@ -94,13 +94,13 @@ var searchKinds = []searchKind{
 			return p, likeEscape(p) + "%", true
 		}},
 	{kind: blindindex.QContains, column: "last_name", plainLabel: "`last_name ILIKE '%term%'`, scan", scan: true,
-		plainSQL: "SELECT uid FROM patient WHERE last_name ILIKE $1",
+		plainSQL: "SELECT uid FROM public.patient WHERE last_name ILIKE $1",
 		build: func(v string) (string, any, bool) {
 			s, ok := substring(v, 4)
 			return s, "%" + likeEscape(s) + "%", ok
 		}},
 	{kind: blindindex.QPhonetic, column: "last_name", plainLabel: "`dmetaphone(last_name) = dmetaphone($1)`, scan", scan: true,
-		plainSQL: "SELECT uid FROM patient WHERE dmetaphone(last_name) = dmetaphone($1)",
+		plainSQL: "SELECT uid FROM public.patient WHERE public.dmetaphone(last_name) = public.dmetaphone($1)",
 		build:    func(v string) (string, any, bool) { return v, v, utf8.RuneCountInString(v) >= 2 }},
 }
 
@@ -120,12 +120,12 @@ func (e *env) searchBench(ctx context.Context, res *results, from *applyRun) ([]
 	}
 	logf("search: plaintext indexes and extensions for the plaintext queries")
 	for _, q := range []string{
-		"CREATE INDEX bench_last_name ON patient (last_name)",
-		"CREATE INDEX bench_phone_mobile ON patient (phone_mobile)",
-		"CREATE INDEX bench_date_of_birth ON patient (date_of_birth)",
-		"CREATE INDEX bench_email ON patient (email)",
-		"CREATE EXTENSION IF NOT EXISTS fuzzystrmatch",
-		"VACUUM ANALYZE patient",
+		"CREATE INDEX bench_last_name ON public.patient (last_name)",
+		"CREATE INDEX bench_phone_mobile ON public.patient (phone_mobile)",
+		"CREATE INDEX bench_date_of_birth ON public.patient (date_of_birth)",
+		"CREATE INDEX bench_email ON public.patient (email)",
+		"CREATE EXTENSION IF NOT EXISTS fuzzystrmatch SCHEMA public",
+		"VACUUM ANALYZE public.patient",
 	} {
 		if _, err := pool.Exec(ctx, q); err != nil {
 			return nil, fmt.Errorf("%s: %w", q, err)
@@ -182,7 +182,7 @@ func (e *env) searchKind(ctx context.Context, pool *pgxpool.Pool, s *search.Sear
 	col := pgx.Identifier{k.column}.Sanitize()
 	// Values of random rows (a fixed pseudo-random order), several per query
 	// so that values the kind refuses can be skipped.
-	rows, err := pool.Query(ctx, fmt.Sprintf("SELECT %s::text FROM patient WHERE %s IS NOT NULL ORDER BY md5(uid || $1) LIMIT $2", col, col), string(k.kind), 4*n+20)
+	rows, err := pool.Query(ctx, fmt.Sprintf("SELECT %s::text FROM public.patient WHERE %s IS NOT NULL ORDER BY md5(uid || $1) LIMIT $2", col, col), string(k.kind), 4*n+20)
 	if err != nil {
 		return r, err
 	}

@@ -19,7 +19,15 @@ import (
 
 // CanonicalSettings are set on every pgphi session. Values are read as
 // PostgreSQL's text output under these settings (see docs/FORMAT.md).
+//
+// search_path is pinned to pg_catalog, pg_temp: no function, operator, type
+// or table that another role created (an owner of schema public, say) can be
+// picked up by name resolution inside pgphi's statements. pgphi qualifies its
+// own objects (pgphi.x) and the application's tables (schema.table); pg_temp
+// last keeps temporary tables reachable by their bare names, and functions
+// and operators are never looked up there.
 var CanonicalSettings = map[string]string{
+	"search_path":        "pg_catalog, pg_temp",
 	"TimeZone":           "UTC",
 	"DateStyle":          "ISO, YMD",
 	"IntervalStyle":      "postgres",

@@ -132,11 +132,18 @@ func (r *Runner) chunkTable(ctx context.Context, t *Target) (int64, error) {
 		for i, k := range t.PrimaryKey {
 			keyTexts[i] = ident(k.Name) + "::text"
 		}
+		// The application table is read with its owner's rights (owner.go);
+		// pgphi's state is written with the session's own.
+		restore, err := r.asOwner(ctx, tx, t)
+		if err != nil {
+			return err
+		}
 		// One ordered pass over the key index yields every chunk boundary.
+		// The window columns are named apart from any key column's name.
 		rows, err := tx.Query(ctx, fmt.Sprintf(`
-			SELECT ARRAY[%s], n FROM (
-				SELECT %s, row_number() OVER (ORDER BY %s) AS rn, count(*) OVER () AS n FROM %s
-			) s WHERE rn %% $1 = 0 OR rn = n ORDER BY rn`,
+			SELECT ARRAY[%s], pgphi_n FROM (
+				SELECT %s, row_number() OVER (ORDER BY %s) AS pgphi_rn, count(*) OVER () AS pgphi_n FROM %s
+			) s WHERE pgphi_rn %% $1 = 0 OR pgphi_rn = pgphi_n ORDER BY pgphi_rn`,
 			strings.Join(keyTexts, ", "), t.keyList(""), t.keyList(""), t.Ident()), r.Config.Apply.ChunkRows)
 		if err != nil {
 			return fmt.Errorf("computing chunks of %s: %w", t.QualifiedName(), err)
@@ -147,6 +154,9 @@ func (r *Runner) chunkTable(ctx context.Context, t *Target) (int64, error) {
 			return b, err
 		})
 		if err != nil {
+			return err
+		}
+		if err := restore(); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO pgphi.plan_tables (plan_id, table_name, chunked_at, rows_at_start) VALUES ($1, $2, now(), $3)
@@ -233,7 +243,29 @@ type batchRow struct {
 // protected value, and writes the ciphertexts back with COPY into a temporary
 // table and one UPDATE ... FROM joined on ctid. It returns the row count and
 // the key of the last row read.
+//
+// Its statements run with the table owner's rights where the connected role
+// may take them (owner.go): the owner's triggers, index expressions, CHECKs
+// and policies fire with no more than the owner's rights. The session's role
+// is back when it returns, for the caller's writes to pgphi's state. The
+// temporary batch table is created by the owner then (the owner needs
+// TEMPORARY on the database, which PUBLIC has by default).
 func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query string, args []any) (int, []string, error) {
+	restore, err := r.asOwner(ctx, tx, t)
+	if err != nil {
+		return 0, nil, err
+	}
+	n, last, err := r.encryptBatchAsOwner(ctx, tx, t, query, args)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := restore(); err != nil {
+		return 0, nil, err
+	}
+	return n, last, nil
+}
+
+func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, query string, args []any) (int, []string, error) {
 	rows, err := tx.Query(ctx, query, args...)
 	if err != nil {
 		return 0, nil, fmt.Errorf("reading batch of %s: %w", t.QualifiedName(), err)
@@ -301,7 +333,7 @@ func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query s
 		return 0, nil, nil
 	}
 	if _, err := tx.Exec(ctx, t.prepareBatch()); err != nil {
-		return 0, nil, fmt.Errorf("creating batch table: %w", err)
+		return 0, nil, fmt.Errorf("creating batch table (as the owner of %s): %w", t.QualifiedName(), err)
 	}
 	src := pgx.CopyFromSlice(len(batch), func(i int) ([]any, error) {
 		vals := make([]any, 1, 1+2*len(t.Columns))

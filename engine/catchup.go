@@ -43,7 +43,7 @@ func (s catchUpStep) Run(ctx context.Context, r *Runner) error {
 		}
 	}
 	var marked int64
-	if err := r.Pool.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s", t.Ident(), ident(MarkerColumn))).Scan(&marked); err != nil {
+	if err := r.ownerQueryRow(ctx, t, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s", t.Ident(), ident(MarkerColumn)), &marked); err != nil {
 		return err
 	}
 	r.remaining.Add(marked)
@@ -102,12 +102,21 @@ func (r *Runner) catchUp(ctx context.Context, t *Target) (int64, error) {
 // plaintext. It is the safety net under the trigger and the keyset checkpoints:
 // whatever path left a row incomplete, the next catch-up pass fixes it.
 func (r *Runner) sweep(ctx context.Context, t *Target) (int64, error) {
-	tag, err := r.Pool.Exec(ctx, fmt.Sprintf("UPDATE %s SET %s = true WHERE %s IS NOT TRUE AND (%s)",
-		t.Ident(), ident(MarkerColumn), ident(MarkerColumn), t.incompleteRowsPredicate()))
+	var n int64
+	err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+		// The owner's triggers and the like fire with the owner's rights (owner.go).
+		if _, err := r.asOwner(ctx, tx, t); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, fmt.Sprintf("UPDATE %s SET %s = true WHERE %s IS NOT TRUE AND (%s)",
+			t.Ident(), ident(MarkerColumn), ident(MarkerColumn), t.incompleteRowsPredicate()))
+		n = tag.RowsAffected()
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("sweeping %s: %w", t.QualifiedName(), err)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }
 
 // noteFailure records a RowError in pgphi.failures (key and reason only) and

@@ -46,7 +46,9 @@ func setup(t *testing.T, ddl, cfgYAML string) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	if _, err := pool.Exec(ctx, ddl); err != nil {
+	// The application's schema is made by the application (default
+	// search_path), not in pgphi's session (search_path pg_catalog, pg_temp).
+	if _, err := pgtest.Connect(t, url).Exec(ctx, ddl); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config.Parse("pgphi.yaml", []byte(cfgYAML))
@@ -180,12 +182,12 @@ func (f *fixture) decryptAll(t *testing.T, table, col string) (rows, values int)
 }
 
 const typesDDL = `
-CREATE TABLE lab (
+CREATE TABLE public.lab (
   site text NOT NULL, id int NOT NULL,
   name text, code varchar(20), born date, seen timestamptz, at timestamp,
   amount numeric(10,2), visits integer, consent boolean, vitals jsonb, extra json,
   PRIMARY KEY (site, id));
-INSERT INTO lab
+INSERT INTO public.lab
 SELECT CASE WHEN g % 3 = 0 THEN 'north' ELSE 'south' END, g,
   CASE WHEN g % 10 = 0 THEN NULL WHEN g % 10 = 1 THEN '' ELSE 'José O''Brien-Müller 王伟 ' || g END,
   CASE WHEN g % 7 = 0 THEN NULL ELSE 'C-' || g END,
@@ -229,13 +231,13 @@ func TestApplyEncryptsEveryRowOfEveryType(t *testing.T) {
 	}
 	// Empty strings are values, not NULLs: they have ciphertexts.
 	var empties int
-	f.pool.QueryRow(context.Background(), "SELECT count(*) FROM lab WHERE name = '' AND name_encrypted IS NOT NULL").Scan(&empties)
+	f.pool.QueryRow(context.Background(), "SELECT count(*) FROM public.lab WHERE name = '' AND name_encrypted IS NOT NULL").Scan(&empties)
 	if empties != 101 {
 		t.Fatalf("empty strings encrypted: %d, want 101", empties)
 	}
 	// json keeps its exact text, odd spacing included.
 	var extra string
-	f.pool.QueryRow(context.Background(), "SELECT extra::text FROM lab WHERE id = 1").Scan(&extra)
+	f.pool.QueryRow(context.Background(), "SELECT extra::text FROM public.lab WHERE id = 1").Scan(&extra)
 	if !strings.Contains(extra, `"GP",  "urgent"`) {
 		t.Fatalf("fixture json lost its spacing: %s", extra)
 	}
@@ -268,8 +270,8 @@ func TestBatchSizesThatDoNotDivideTheTable(t *testing.T) {
 	for _, n := range []int{0, 1, 99, 100, 101, 257} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			t.Parallel()
-			f := setup(t, fmt.Sprintf(`CREATE TABLE p (uid varchar PRIMARY KEY, nm text);
-				INSERT INTO p SELECT 'u' || g, CASE WHEN g %% 4 = 0 THEN NULL ELSE 'n' || g END FROM generate_series(1, %d) g;`, n),
+			f := setup(t, fmt.Sprintf(`CREATE TABLE public.p (uid varchar PRIMARY KEY, nm text);
+				INSERT INTO public.p SELECT 'u' || g, CASE WHEN g %% 4 = 0 THEN NULL ELSE 'n' || g END FROM generate_series(1, %d) g;`, n),
 				"version: 1\napply: { batch_size: 10, chunk_rows: 33 }\ntables:\n  p:\n    columns:\n      nm: { class: pii }\n")
 			f.apply(t)
 			rows, values := f.decryptAll(t, "public.p", "nm")
@@ -282,8 +284,8 @@ func TestBatchSizesThatDoNotDivideTheTable(t *testing.T) {
 
 func TestTriggerKeepsCiphertextsHonest(t *testing.T) {
 	ctx := context.Background()
-	f := setup(t, `CREATE TABLE p (uid varchar PRIMARY KEY, nm text, other int);
-		INSERT INTO p SELECT 'u' || g, 'n' || g, g FROM generate_series(1, 50) g;`,
+	f := setup(t, `CREATE TABLE public.p (uid varchar PRIMARY KEY, nm text, other int);
+		INSERT INTO public.p SELECT 'u' || g, 'n' || g, g FROM generate_series(1, 50) g;`,
 		"version: 1\ntables:\n  p:\n    columns:\n      nm: { class: pii }\n")
 	f.apply(t)
 	exec := func(sql string) {
@@ -294,7 +296,7 @@ func TestTriggerKeepsCiphertextsHonest(t *testing.T) {
 	}
 	state := func(uid string) (hasCT bool, pending *bool) {
 		t.Helper()
-		if err := f.pool.QueryRow(ctx, "SELECT nm_encrypted IS NOT NULL, pgphi_pending FROM p WHERE uid = $1", uid).Scan(&hasCT, &pending); err != nil {
+		if err := f.pool.QueryRow(ctx, "SELECT nm_encrypted IS NOT NULL, pgphi_pending FROM public.p WHERE uid = $1", uid).Scan(&hasCT, &pending); err != nil {
 			t.Fatal(err)
 		}
 		return
@@ -308,31 +310,31 @@ func TestTriggerKeepsCiphertextsHonest(t *testing.T) {
 		return n
 	}
 	before := counter()
-	exec("UPDATE p SET other = 0 WHERE uid = 'u1'")
+	exec("UPDATE public.p SET other = 0 WHERE uid = 'u1'")
 	if ct, pend := state("u1"); !ct || (pend != nil && *pend) {
 		t.Fatal("an update of an unprotected column disturbed the ciphertext")
 	}
 	// Writes are counted per statement, whatever they touch: cleanup needs
 	// to know that something was written after the last verification.
-	exec("UPDATE p SET other = other + 1")
+	exec("UPDATE public.p SET other = other + 1")
 	if got := counter() - before; got != 2 {
 		t.Fatalf("two writing statements advanced the write counter by %v", got)
 	}
 	// A ciphertext written without a plaintext change (as pgphi's backfill
 	// and a cut-over application do) does not mark the row.
-	exec("UPDATE p SET nm_encrypted = nm_encrypted WHERE uid = 'u1'")
+	exec("UPDATE public.p SET nm_encrypted = nm_encrypted WHERE uid = 'u1'")
 	if ct, pend := state("u1"); !ct || (pend != nil && *pend) {
 		t.Fatal("rewriting the ciphertext alone marked the row or cleared the ciphertext")
 	}
-	exec("UPDATE p SET nm = 'changed' WHERE uid = 'u2'")
+	exec("UPDATE public.p SET nm = 'changed' WHERE uid = 'u2'")
 	if ct, pend := state("u2"); ct || pend == nil || !*pend {
 		t.Fatal("a plaintext update did not clear the stale ciphertext and mark the row")
 	}
-	exec("UPDATE p SET uid = 'u3-renamed' WHERE uid = 'u3'")
+	exec("UPDATE public.p SET uid = 'u3-renamed' WHERE uid = 'u3'")
 	if ct, pend := state("u3-renamed"); ct || !*pend {
 		t.Fatal("a key change did not clear the ciphertext bound to the old key")
 	}
-	exec("INSERT INTO p VALUES ('u99', 'new', 1)")
+	exec("INSERT INTO public.p VALUES ('u99', 'new', 1)")
 	if ct, pend := state("u99"); ct || !*pend {
 		t.Fatal("an insert was not marked")
 	}
@@ -342,9 +344,9 @@ func TestTriggerKeepsCiphertextsHonest(t *testing.T) {
 	f.apply(t)
 	f.decryptAll(t, "public.p", "nm")
 	var got string
-	f.pool.QueryRow(ctx, "SELECT nm_encrypted FROM p WHERE uid = 'u2'").Scan(new([]byte))
+	f.pool.QueryRow(ctx, "SELECT nm_encrypted FROM public.p WHERE uid = 'u2'").Scan(new([]byte))
 	var ct []byte
-	f.pool.QueryRow(ctx, "SELECT nm_encrypted FROM p WHERE uid = 'u2'").Scan(&ct)
+	f.pool.QueryRow(ctx, "SELECT nm_encrypted FROM public.p WHERE uid = 'u2'").Scan(&ct)
 	v, err := f.ring.Opener("public.p", "nm").Open(ct, envelope.Binding{Table: "public.p", Column: "nm", PrimaryKey: []string{"u2"}})
 	if got = v.Text; err != nil || got != "changed" {
 		t.Fatalf("u2 decrypts to %q, %v", got, err)
@@ -353,8 +355,8 @@ func TestTriggerKeepsCiphertextsHonest(t *testing.T) {
 
 func TestApplyWhileTheApplicationWrites(t *testing.T) {
 	ctx := context.Background()
-	f := setup(t, `CREATE TABLE p (uid varchar PRIMARY KEY, nm text, note text);
-		INSERT INTO p SELECT 'u' || lpad(g::text, 6, '0'), 'n' || g, 'note ' || g FROM generate_series(1, 20000) g;`,
+	f := setup(t, `CREATE TABLE public.p (uid varchar PRIMARY KEY, nm text, note text);
+		INSERT INTO public.p SELECT 'u' || lpad(g::text, 6, '0'), 'n' || g, 'note ' || g FROM generate_series(1, 20000) g;`,
 		"version: 1\napply: { batch_size: 200, chunk_rows: 2000, workers: 2 }\ntables:\n  p:\n    columns:\n      nm: { class: pii }\n      note: { class: phi }\n")
 	stop := make(chan struct{})
 	var writes, failures atomic.Int64
@@ -377,15 +379,15 @@ func TestApplyWhileTheApplicationWrites(t *testing.T) {
 				var err error
 				switch i % 5 {
 				case 0:
-					_, err = conn.Exec(ctx, "UPDATE p SET nm = nm || 'x' WHERE uid = $1", uid)
+					_, err = conn.Exec(ctx, "UPDATE public.p SET nm = nm || 'x' WHERE uid = $1", uid)
 				case 1:
-					_, err = conn.Exec(ctx, "UPDATE p SET note = NULL WHERE uid = $1", uid)
+					_, err = conn.Exec(ctx, "UPDATE public.p SET note = NULL WHERE uid = $1", uid)
 				case 2:
-					_, err = conn.Exec(ctx, "UPDATE p SET note = '' WHERE uid = $1", uid)
+					_, err = conn.Exec(ctx, "UPDATE public.p SET note = '' WHERE uid = $1", uid)
 				case 3:
-					_, err = conn.Exec(ctx, "INSERT INTO p VALUES ($1, 'new', 'n') ON CONFLICT (uid) DO UPDATE SET nm = 'upserted'", fmt.Sprintf("w%d-%d", w, i))
+					_, err = conn.Exec(ctx, "INSERT INTO public.p VALUES ($1, 'new', 'n') ON CONFLICT (uid) DO UPDATE SET nm = 'upserted'", fmt.Sprintf("w%d-%d", w, i))
 				case 4:
-					_, err = conn.Exec(ctx, "DELETE FROM p WHERE uid = $1", fmt.Sprintf("w%d-%d", w, i-1))
+					_, err = conn.Exec(ctx, "DELETE FROM public.p WHERE uid = $1", fmt.Sprintf("w%d-%d", w, i-1))
 				}
 				if err != nil {
 					failures.Add(1)
@@ -415,17 +417,17 @@ func TestApplyWhileTheApplicationWrites(t *testing.T) {
 
 func TestTamperingFailsVerificationAndNamesTheRow(t *testing.T) {
 	ctx := context.Background()
-	f := setup(t, `CREATE TABLE p (uid varchar PRIMARY KEY, a text, b text);
-		INSERT INTO p SELECT 'u' || g, 'a' || g, 'b' || g FROM generate_series(1, 30) g;`,
+	f := setup(t, `CREATE TABLE public.p (uid varchar PRIMARY KEY, a text, b text);
+		INSERT INTO public.p SELECT 'u' || g, 'a' || g, 'b' || g FROM generate_series(1, 30) g;`,
 		"version: 1\ntables:\n  p:\n    columns:\n      a: { class: pii }\n      b: { class: pii }\n")
 	f.apply(t)
 	for _, sql := range []string{
 		// swap two rows' ciphertexts
-		`UPDATE p SET a_encrypted = CASE uid WHEN 'u1' THEN (SELECT a_encrypted FROM p WHERE uid = 'u2') ELSE (SELECT a_encrypted FROM p WHERE uid = 'u1') END WHERE uid IN ('u1', 'u2')`,
+		`UPDATE public.p SET a_encrypted = CASE uid WHEN 'u1' THEN (SELECT a_encrypted FROM public.p WHERE uid = 'u2') ELSE (SELECT a_encrypted FROM public.p WHERE uid = 'u1') END WHERE uid IN ('u1', 'u2')`,
 		// flip one bit
-		`UPDATE p SET b_encrypted = set_bit(b_encrypted, 200, 1 - get_bit(b_encrypted, 200)) WHERE uid = 'u7'`,
+		`UPDATE public.p SET b_encrypted = set_bit(b_encrypted, 200, 1 - get_bit(b_encrypted, 200)) WHERE uid = 'u7'`,
 		// copy a ciphertext to another column of the same row
-		`UPDATE p SET b_encrypted = a_encrypted WHERE uid = 'u9'`,
+		`UPDATE public.p SET b_encrypted = a_encrypted WHERE uid = 'u9'`,
 	} {
 		if _, err := f.pool.Exec(ctx, sql); err != nil {
 			t.Fatal(err)
@@ -452,9 +454,9 @@ func TestTamperingFailsVerificationAndNamesTheRow(t *testing.T) {
 
 func TestValueThatCannotBeEncryptedStopsTheRun(t *testing.T) {
 	ctx := context.Background()
-	f := setup(t, `CREATE TABLE p (uid varchar PRIMARY KEY, nm text);
-		INSERT INTO p SELECT 'u' || lpad(g::text, 4, '0'), 'n' || g FROM generate_series(1, 500) g;
-		UPDATE p SET nm = repeat('x', 5000) WHERE uid = 'u0250';`,
+	f := setup(t, `CREATE TABLE public.p (uid varchar PRIMARY KEY, nm text);
+		INSERT INTO public.p SELECT 'u' || lpad(g::text, 4, '0'), 'n' || g FROM generate_series(1, 500) g;
+		UPDATE public.p SET nm = repeat('x', 5000) WHERE uid = 'u0250';`,
 		"version: 1\nencryption: { max_value_bytes: 1000 }\napply: { batch_size: 50, workers: 1 }\ntables:\n  p:\n    columns:\n      nm: { class: pii }\n")
 	err := f.runner.Apply(ctx)
 	var re *RowError
@@ -472,12 +474,12 @@ func TestValueThatCannotBeEncryptedStopsTheRun(t *testing.T) {
 	}
 	var nm string
 	var ct []byte
-	f.pool.QueryRow(ctx, "SELECT nm, nm_encrypted FROM p WHERE uid = 'u0250'").Scan(&nm, &ct)
+	f.pool.QueryRow(ctx, "SELECT nm, nm_encrypted FROM public.p WHERE uid = 'u0250'").Scan(&nm, &ct)
 	if len(nm) != 5000 || ct != nil {
 		t.Fatalf("the failing row was changed: %d bytes plaintext, ciphertext %v", len(nm), ct != nil)
 	}
 	var nulls int
-	f.pool.QueryRow(ctx, "SELECT count(*) FROM p WHERE nm IS NULL").Scan(&nulls)
+	f.pool.QueryRow(ctx, "SELECT count(*) FROM public.p WHERE nm IS NULL").Scan(&nulls)
 	if nulls != 0 {
 		t.Fatal("a plaintext became NULL")
 	}
@@ -486,7 +488,7 @@ func TestValueThatCannotBeEncryptedStopsTheRun(t *testing.T) {
 		t.Fatalf("failure not recorded: %+v", st)
 	}
 	// Fixing the value lets the run finish.
-	f.pool.Exec(ctx, "UPDATE p SET nm = 'short' WHERE uid = 'u0250'")
+	f.pool.Exec(ctx, "UPDATE public.p SET nm = 'short' WHERE uid = 'u0250'")
 	f.apply(t)
 	f.decryptAll(t, "public.p", "nm")
 	st, _ = GetStatus(ctx, f.pool, f.plan)
@@ -498,8 +500,8 @@ func TestValueThatCannotBeEncryptedStopsTheRun(t *testing.T) {
 // The batch UPDATE must find rows by ctid, never by scanning the table.
 func TestBatchUpdateJoinsOnCtid(t *testing.T) {
 	ctx := context.Background()
-	f := setup(t, `CREATE TABLE p (uid varchar PRIMARY KEY, nm text);
-		INSERT INTO p SELECT 'u' || g, 'n' || g FROM generate_series(1, 20000) g; ANALYZE p;`,
+	f := setup(t, `CREATE TABLE public.p (uid varchar PRIMARY KEY, nm text);
+		INSERT INTO public.p SELECT 'u' || g, 'n' || g FROM generate_series(1, 20000) g; ANALYZE p;`,
 		"version: 1\ntables:\n  p:\n    columns:\n      nm: { class: pii }\n")
 	f.apply(t)
 	tg := f.plan.Tables[0]
@@ -530,14 +532,14 @@ func TestBatchUpdateJoinsOnCtid(t *testing.T) {
 // behind a waiting ALTER TABLE for longer than that timeout.
 func TestExpandRetriesWhenTheTableIsBusy(t *testing.T) {
 	ctx := context.Background()
-	f := setup(t, `CREATE TABLE p (uid varchar PRIMARY KEY, nm text);
-		INSERT INTO p SELECT 'u' || g, 'n' || g FROM generate_series(1, 100) g;`,
+	f := setup(t, `CREATE TABLE public.p (uid varchar PRIMARY KEY, nm text);
+		INSERT INTO public.p SELECT 'u' || g, 'n' || g FROM generate_series(1, 100) g;`,
 		"version: 1\napply: { lock_timeout: 100ms }\ntables:\n  p:\n    columns:\n      nm: { class: pii }\n")
 	holder, err := f.pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := holder.Exec(ctx, "SELECT * FROM p LIMIT 1"); err != nil { // ACCESS SHARE until commit
+	if _, err := holder.Exec(ctx, "SELECT * FROM public.p LIMIT 1"); err != nil { // ACCESS SHARE until commit
 		t.Fatal(err)
 	}
 	released := make(chan struct{})
@@ -559,7 +561,7 @@ func TestExpandRetriesWhenTheTableIsBusy(t *testing.T) {
 			default:
 			}
 			start := time.Now()
-			if _, err := f.pool.Exec(ctx, "SELECT count(*) FROM p"); err != nil {
+			if _, err := f.pool.Exec(ctx, "SELECT count(*) FROM public.p"); err != nil {
 				t.Error(err)
 				return
 			}

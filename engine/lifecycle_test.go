@@ -16,7 +16,7 @@ import (
 )
 
 const lifecycleDDL = `
-CREATE TABLE patient (
+CREATE TABLE public.patient (
   uid varchar(36) PRIMARY KEY,
   mrn text NOT NULL UNIQUE,
   first_name text DEFAULT 'unknown' CHECK (first_name <> 'forbidden'),
@@ -26,10 +26,10 @@ CREATE TABLE patient (
   vitals jsonb,
   created_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX patient_last_name_idx ON patient (last_name);
+CREATE INDEX patient_last_name_idx ON public.patient (last_name);
 CREATE FUNCTION app_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.created_at := COALESCE(NEW.created_at, now()); RETURN NEW; END $$;
-CREATE TRIGGER app_touch BEFORE INSERT ON patient FOR EACH ROW EXECUTE FUNCTION app_touch();
-INSERT INTO patient (uid, mrn, first_name, last_name, dob, notes, vitals, created_at)
+CREATE TRIGGER app_touch BEFORE INSERT ON public.patient FOR EACH ROW EXECUTE FUNCTION app_touch();
+INSERT INTO public.patient (uid, mrn, first_name, last_name, dob, notes, vitals, created_at)
 SELECT 'u' || lpad(g::text, 5, '0'), 'MRN' || g,
   CASE WHEN g % 9 = 0 THEN NULL ELSE 'first' || g END,
   -- a value common enough to land in pg_stats.most_common_vals
@@ -82,7 +82,7 @@ func catalogSnapshot(t *testing.T, f *fixture, table string) string {
 func dataDigest(t *testing.T, f *fixture) string {
 	t.Helper()
 	var d string
-	err := f.pool.QueryRow(context.Background(), `SELECT md5(string_agg(concat_ws('|', uid, mrn, first_name, last_name, dob, notes, vitals::text, created_at), E'\n' ORDER BY uid)) FROM patient`).Scan(&d)
+	err := f.pool.QueryRow(context.Background(), `SELECT md5(string_agg(concat_ws('|', uid, mrn, first_name, last_name, dob, notes, vitals::text, created_at), E'\n' ORDER BY uid)) FROM public.patient`).Scan(&d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,15 +91,15 @@ func dataDigest(t *testing.T, f *fixture) string {
 
 func TestRollbackBeforeCleanupRestoresCatalogAndData(t *testing.T) {
 	f := setup(t, lifecycleDDL, lifecycleConfig)
-	before, digest := catalogSnapshot(t, f, "patient"), dataDigest(t, f)
+	before, digest := catalogSnapshot(t, f, "public.patient"), dataDigest(t, f)
 	f.apply(t)
-	if catalogSnapshot(t, f, "patient") == before {
+	if catalogSnapshot(t, f, "public.patient") == before {
 		t.Fatal("apply changed nothing?")
 	}
 	if err := f.runner.Rollback(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if after := catalogSnapshot(t, f, "patient"); after != before {
+	if after := catalogSnapshot(t, f, "public.patient"); after != before {
 		t.Fatalf("catalog differs after rollback:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 	if dataDigest(t, f) != digest {
@@ -154,15 +154,15 @@ func TestCleanupRefusesUntilItIsSafe(t *testing.T) {
 	expectRefused("flags off", f.plan.ID)
 	f.cutOver(t)
 	// With require_encryption on, plaintext writes are refused by the database.
-	_, err := f.pool.Exec(ctx, "UPDATE patient SET last_name = 'New' WHERE uid = 'u00001'")
+	_, err := f.pool.Exec(ctx, "UPDATE public.patient SET last_name = 'New' WHERE uid = 'u00001'")
 	if err == nil || !strings.Contains(err.Error(), "require_encryption") {
 		t.Fatalf("plaintext write not refused: %v", err)
 	}
-	if _, err := f.pool.Exec(ctx, "INSERT INTO patient (uid, mrn, first_name) VALUES ('x1', 'MRNx', 'Plain')"); err == nil {
+	if _, err := f.pool.Exec(ctx, "INSERT INTO public.patient (uid, mrn, first_name) VALUES ('x1', 'MRNx', 'Plain')"); err == nil {
 		t.Fatal("plaintext insert not refused")
 	}
 	// Writes that do not touch protected plaintext still work.
-	if _, err := f.pool.Exec(ctx, "UPDATE patient SET mrn = 'MRN-1b' WHERE uid = 'u00001'"); err != nil {
+	if _, err := f.pool.Exec(ctx, "UPDATE public.patient SET mrn = 'MRN-1b' WHERE uid = 'u00001'"); err != nil {
 		t.Fatalf("unprotected write refused: %v", err)
 	}
 	// A cut-over application replaces a value with a ciphertext of its own
@@ -183,7 +183,7 @@ func TestCleanupRefusesUntilItIsSafe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.pool.Exec(ctx, "UPDATE patient SET notes = NULL, notes_encrypted = $1 WHERE uid = 'u00004'", ct4); err != nil {
+	if _, err := f.pool.Exec(ctx, "UPDATE public.patient SET notes = NULL, notes_encrypted = $1 WHERE uid = 'u00004'", ct4); err != nil {
 		t.Fatalf("a ciphertext-only write after cutover: %v", err)
 	}
 	if res := f.verify(t); res.Pending != 0 || res.Mismatches != 0 {
@@ -192,7 +192,7 @@ func TestCleanupRefusesUntilItIsSafe(t *testing.T) {
 	// Its key changes: the ciphertext is bound to the old key and there is no
 	// plaintext to encrypt again, so the change is refused unless the
 	// application writes the ciphertext for the new key with it.
-	_, err = f.pool.Exec(ctx, "UPDATE patient SET uid = 'u00004b' WHERE uid = 'u00004'")
+	_, err = f.pool.Exec(ctx, "UPDATE public.patient SET uid = 'u00004b' WHERE uid = 'u00004'")
 	if err == nil || !strings.Contains(err.Error(), "exists only as a ciphertext") {
 		t.Fatalf("a key change that would lose a ciphertext-only value: %v", err)
 	}
@@ -201,22 +201,22 @@ func TestCleanupRefusesUntilItIsSafe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.pool.Exec(ctx, "UPDATE patient SET uid = 'u00004b', notes_encrypted = $1 WHERE uid = 'u00004'", ct4b); err != nil {
+	if _, err := f.pool.Exec(ctx, "UPDATE public.patient SET uid = 'u00004b', notes_encrypted = $1 WHERE uid = 'u00004'", ct4b); err != nil {
 		t.Fatalf("a key change with the ciphertext for the new key: %v", err)
 	}
 	if res := f.verify(t); res.Mismatches != 0 {
 		t.Fatalf("after the key change: %d mismatches (%v)", res.Mismatches, res.Examples)
 	}
-	if _, err := f.pool.Exec(ctx, "UPDATE patient SET uid = 'u00004' WHERE uid = 'u00004b'"); err == nil {
+	if _, err := f.pool.Exec(ctx, "UPDATE public.patient SET uid = 'u00004' WHERE uid = 'u00004b'"); err == nil {
 		t.Fatal("a second key change without a new ciphertext was not refused")
 	}
 	// A ciphertext the application wrote after the verification, bound to
 	// another row, is found by the re-verification under cleanup's lock.
 	var saved []byte
-	if err := f.pool.QueryRow(ctx, "SELECT last_name_encrypted FROM patient WHERE uid = 'u00003'").Scan(&saved); err != nil {
+	if err := f.pool.QueryRow(ctx, "SELECT last_name_encrypted FROM public.patient WHERE uid = 'u00003'").Scan(&saved); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.pool.Exec(ctx, "UPDATE patient SET last_name_encrypted = (SELECT last_name_encrypted FROM patient WHERE uid = 'u00002') WHERE uid = 'u00003'"); err != nil {
+	if _, err := f.pool.Exec(ctx, "UPDATE public.patient SET last_name_encrypted = (SELECT last_name_encrypted FROM public.patient WHERE uid = 'u00002') WHERE uid = 'u00003'"); err != nil {
 		t.Fatal(err)
 	}
 	err = f.runner.Cleanup(ctx, f.plan.ID, CleanupOptions{Purge: "vacuum-full"})
@@ -225,14 +225,14 @@ func TestCleanupRefusesUntilItIsSafe(t *testing.T) {
 	}
 	// Put right, the writes since the verification (an unprotected column,
 	// the restored ciphertext) do not stand in the way: they are re-verified.
-	if _, err := f.pool.Exec(ctx, "UPDATE patient SET last_name_encrypted = $1 WHERE uid = 'u00003'", saved); err != nil {
+	if _, err := f.pool.Exec(ctx, "UPDATE public.patient SET last_name_encrypted = $1 WHERE uid = 'u00003'", saved); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.runner.Cleanup(ctx, f.plan.ID, CleanupOptions{Purge: "vacuum-full"}); err != nil {
 		t.Fatalf("cleanup after writes that verify: %v", err)
 	}
 	var plain int
-	if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'patient'::regclass AND attname = 'last_name' AND NOT attisdropped").Scan(&plain); err != nil || plain != 0 {
+	if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM pg_attribute WHERE attrelid = 'public.patient'::regclass AND attname = 'last_name' AND NOT attisdropped").Scan(&plain); err != nil || plain != 0 {
 		t.Fatalf("plaintext column still there after cleanup (%d, %v)", plain, err)
 	}
 }
@@ -262,10 +262,10 @@ func relationFilesContain(t *testing.T, f *fixture, relation string, needle []by
 
 func tableRelations(t *testing.T, f *fixture) []string {
 	rows, err := f.pool.Query(context.Background(), `
-		SELECT 'patient' UNION ALL
-		SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = 'patient'::regclass AND reltoastrelid <> 0 UNION ALL
-		SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'patient'::regclass UNION ALL
-		SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.reltoastrelid = i.indrelid WHERE c.oid = 'patient'::regclass`)
+		SELECT 'public.patient' UNION ALL
+		SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = 'public.patient'::regclass AND reltoastrelid <> 0 UNION ALL
+		SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'public.patient'::regclass UNION ALL
+		SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.reltoastrelid = i.indrelid WHERE c.oid = 'public.patient'::regclass`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +360,7 @@ func columnTypes(t *testing.T, f *fixture) string {
 	t.Helper()
 	var s string
 	if err := f.pool.QueryRow(context.Background(), `SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), E'\n' ORDER BY attname)
-		FROM pg_attribute WHERE attrelid = 'patient'::regclass AND attnum > 0 AND NOT attisdropped`).Scan(&s); err != nil {
+		FROM pg_attribute WHERE attrelid = 'public.patient'::regclass AND attnum > 0 AND NOT attisdropped`).Scan(&s); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -383,12 +383,12 @@ func (f *fixture) replanCleaned(t *testing.T) {
 // With an artificial load that multiplies the canary's latency, apply slows down.
 func TestThrottleSlowsDownWhileTheCanaryIsSlow(t *testing.T) {
 	ctx := context.Background()
-	f := setup(t, `CREATE TABLE p (uid varchar PRIMARY KEY, nm text);
-		INSERT INTO p SELECT 'u' || lpad(g::text, 7, '0'), 'n' || g FROM generate_series(1, 150000) g;
-		CREATE TABLE canary_delay (ms int); INSERT INTO canary_delay VALUES (2);`,
+	f := setup(t, `CREATE TABLE public.p (uid varchar PRIMARY KEY, nm text);
+		INSERT INTO public.p SELECT 'u' || lpad(g::text, 7, '0'), 'n' || g FROM generate_series(1, 150000) g;
+		CREATE TABLE public.canary_delay (ms int); INSERT INTO public.canary_delay VALUES (2);`,
 		"version: 1\napply: { batch_size: 100, chunk_rows: 5000, workers: 1 }\ntables:\n  p:\n    columns:\n      nm: { class: pii }\n")
 	th := &Throttle{Adaptive: true, Interval: 100 * time.Millisecond,
-		CanaryQuery: "SELECT 1 FROM canary_delay, pg_sleep(canary_delay.ms / 1000.0)"}
+		CanaryQuery: "SELECT 1 FROM public.canary_delay, pg_sleep(canary_delay.ms / 1000.0)"}
 	f.runner.Throttle = th
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -408,7 +408,7 @@ func TestThrottleSlowsDownWhileTheCanaryIsSlow(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	before := rate(time.Second)
-	if _, err := f.pool.Exec(ctx, "UPDATE canary_delay SET ms = 30"); err != nil {
+	if _, err := f.pool.Exec(ctx, "UPDATE public.canary_delay SET ms = 30"); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)

@@ -94,7 +94,15 @@ func (r *Runner) restorePlaintext(ctx context.Context, t *Target) error {
 			}
 		}
 		var adds []string
-		for _, c := range t.Columns {
+		for i := range t.Columns {
+			c := &t.Columns[i]
+			// The type comes from pgphi's state: it is pasted into SQL only
+			// as the catalog spells it (originalType).
+			typ, err := originalType(ctx, tx, t, c)
+			if err != nil {
+				return err
+			}
+			c.Type = typ
 			adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s %s", ident(c.Name), c.Type))
 		}
 		if _, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(adds, ", "))); err != nil {
@@ -133,7 +141,7 @@ func (r *Runner) restorePlaintext(ctx context.Context, t *Target) error {
 	for _, c := range t.Columns {
 		preds = append(preds, fmt.Sprintf("(%s IS NULL) <> (%s IS NULL)", ident(c.Name), ident(c.Encrypted)))
 	}
-	if err := r.Pool.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s", t.Ident(), strings.Join(preds, " OR "))).Scan(&missing); err != nil {
+	if err := r.ownerQueryRow(ctx, t, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s", t.Ident(), strings.Join(preds, " OR ")), &missing); err != nil {
 		return err
 	}
 	if missing > 0 {
@@ -168,6 +176,11 @@ func (r *Runner) restoreBatch(ctx context.Context, t *Target, last []string) (in
 	var n int
 	var lastKey []string
 	err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+		// The whole batch touches only the application table: it runs with
+		// the owner's rights (owner.go).
+		if _, err := r.asOwner(ctx, tx, t); err != nil {
+			return err
+		}
 		rows, err := tx.Query(ctx, query, args...)
 		if err != nil {
 			return err
@@ -200,7 +213,7 @@ func (r *Runner) restoreBatch(ctx context.Context, t *Target, last []string) (in
 				v, err := r.Keys.Opener(t.QualifiedName(), c.Name).Open(ct, envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: key})
 				if err != nil {
 					rows.Close()
-					return fmt.Errorf("rollback of %s.%s at key (%s): ciphertext does not decrypt: %w", t.QualifiedName(), c.Name, strings.Join(key, ", "), err)
+					return fmt.Errorf("rollback of %s.%s: ciphertext does not decrypt: %w (at key (%s))", t.QualifiedName(), c.Name, err, strings.Join(key, ", "))
 				}
 				text := v.Text
 				rr.texts = append(rr.texts, &text)

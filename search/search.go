@@ -101,7 +101,7 @@ func (s *Searcher) Find(ctx context.Context, table, column string, q blindindex.
 				v, err := opener.Open(ct, envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: key})
 				if err != nil {
 					if scanErr == nil {
-						scanErr = fmt.Errorf("%s.%s at key (%s): ciphertext does not decrypt: %w", t.QualifiedName(), c.Name, strings.Join(key, ", "), err)
+						scanErr = fmt.Errorf("%s.%s: ciphertext does not decrypt: %w (at key (%s))", t.QualifiedName(), c.Name, err, strings.Join(key, ", "))
 					}
 					continue
 				}
@@ -191,7 +191,10 @@ func candidateSQL(t *engine.Target, c *engine.TargetColumn, groups [][]int64) (s
 	var args []any
 	for _, g := range groups {
 		args = append(args, slices.Clone(g))
-		conds = append(conds, fmt.Sprintf("%s && $%d::bigint[]", pgx.Identifier{c.Index}.Sanitize(), len(args)))
+		// OPERATOR(pg_catalog.&&): an overlap operator another role defined
+		// for bigint[] (in public, say) would be the better match by type;
+		// pgphi's session pins search_path, and this names the operator.
+		conds = append(conds, fmt.Sprintf("%s OPERATOR(pg_catalog.&&) $%d::pg_catalog.int8[]", pgx.Identifier{c.Index}.Sanitize(), len(args)))
 	}
 	sel := t.KeyTexts()
 	var order []string

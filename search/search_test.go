@@ -44,7 +44,7 @@ tables:
 
 // Rows planted next to the synthetic data: the hard cases of the issue.
 const specialRows = `
-INSERT INTO patient (uid, first_name, last_name, phone_mobile, date_of_birth) VALUES
+INSERT INTO public.patient (uid, first_name, last_name, phone_mobile, date_of_birth) VALUES
  ('sp-01', 'José', 'Núñez', '+1 415 555 0132', '2000-02-29'),
  ('sp-02', 'JOSE', 'O’Brien', '(415) 555-0132', '2000-03-01'),
  ('sp-03', 'Jean-Luc', 'Smith-Jones', '415.555.0199', '1999-12-31'),
@@ -130,7 +130,7 @@ func setup(t *testing.T, patients int) *fixture {
 }
 
 func (f *fixture) load(t *testing.T) {
-	rows, err := f.pool.Query(context.Background(), "SELECT uid, first_name, last_name, phone_mobile, date_of_birth::text FROM patient ORDER BY uid")
+	rows, err := f.pool.Query(context.Background(), "SELECT uid, first_name, last_name, phone_mobile, date_of_birth::text FROM public.patient ORDER BY uid")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,17 +167,17 @@ func (f *fixture) oracle(t *testing.T, column string, q blindindex.Query) []stri
 	var args []any
 	switch q.Kind {
 	case blindindex.QDate:
-		sqlOracle, args = "SELECT uid FROM patient WHERE date_of_birth = $1::date", []any{q.Value}
+		sqlOracle, args = "SELECT uid FROM public.patient WHERE date_of_birth = $1::date", []any{q.Value}
 	case blindindex.QYear:
-		sqlOracle, args = "SELECT uid FROM patient WHERE extract(year FROM date_of_birth) = $1::int", []any{q.Value}
+		sqlOracle, args = "SELECT uid FROM public.patient WHERE extract(year FROM date_of_birth) = $1::int", []any{q.Value}
 	case blindindex.QYearMonth:
-		sqlOracle, args = "SELECT uid FROM patient WHERE to_char(date_of_birth, 'YYYY-MM') = $1", []any{q.Value}
+		sqlOracle, args = "SELECT uid FROM public.patient WHERE to_char(date_of_birth, 'YYYY-MM') = $1", []any{q.Value}
 	case blindindex.QAgeBetween:
 		// PostgreSQL's own age(): an independent implementation of birthdays.
-		sqlOracle, args = "SELECT uid FROM patient WHERE date_part('year', age($1::date, date_of_birth)) BETWEEN $2 AND $3 AND date_of_birth <= $1::date",
+		sqlOracle, args = "SELECT uid FROM public.patient WHERE date_part('year', age($1::date, date_of_birth)) BETWEEN $2 AND $3 AND date_of_birth <= $1::date",
 			[]any{q.Today.Format("2006-01-02"), q.MinAge, q.MaxAge}
 	case blindindex.QLast4:
-		sqlOracle, args = `SELECT uid FROM patient WHERE length(regexp_replace(phone_mobile, '\D', '', 'g')) >= 4
+		sqlOracle, args = `SELECT uid FROM public.patient WHERE length(regexp_replace(phone_mobile, '\D', '', 'g')) >= 4
 			AND right(regexp_replace(phone_mobile, '\D', '', 'g'), 4) = $1`, []any{q.Value}
 	}
 	var out []string
@@ -533,7 +533,7 @@ func TestTermsDifferAcrossColumnsAndChangedRowsAreFoundByNewValues(t *testing.T)
 			t.Fatalf("the same value has a common term in two columns")
 		}
 	}
-	if _, err := f.pool.Exec(ctx, "UPDATE patient SET last_name = 'Quetzalcoatl' WHERE uid = 'sp-03'"); err != nil {
+	if _, err := f.pool.Exec(ctx, "UPDATE public.patient SET last_name = 'Quetzalcoatl' WHERE uid = 'sp-03'"); err != nil {
 		t.Fatal(err)
 	}
 	check := func(when string) {
@@ -557,7 +557,7 @@ func TestTermsDifferAcrossColumnsAndChangedRowsAreFoundByNewValues(t *testing.T)
 		t.Fatalf("verify: %v %+v", err, res)
 	}
 	// Tampered terms are caught by verify.
-	f.pool.Exec(ctx, "UPDATE patient SET last_name_bidx = last_name_bidx[2:] WHERE uid = 'sp-01'")
+	f.pool.Exec(ctx, "UPDATE public.patient SET last_name_bidx = last_name_bidx[2:] WHERE uid = 'sp-01'")
 	res, _ = engine.Verify(ctx, f.pool, f.ring, f.plan, 0)
 	if res.Mismatches != 1 || res.Examples[0].Problem != engine.ProblemWrongTerms {
 		t.Fatalf("tampered terms not detected: %+v", res)
