@@ -12,7 +12,9 @@ import (
 
 	"github.com/pgphi/pgphi/catalog"
 	"github.com/pgphi/pgphi/config"
+	"github.com/pgphi/pgphi/dbconn"
 	"github.com/pgphi/pgphi/internal/pgtest"
+	"github.com/pgphi/pgphi/policy"
 )
 
 // Attack tests of the trigger (issue 10, findings 1, 4 and 8). None of them
@@ -448,5 +450,50 @@ func TestPartitionedAndInheritedTablesAreRefused(t *testing.T) {
 	err := f.runner.Apply(ctx)
 	if err == nil || !strings.Contains(err.Error(), "not supported") {
 		t.Fatalf("apply over an inheritance parent: %v", err)
+	}
+}
+
+// The real arrangement: `roles init` gives schema pgphi to the dba group, a
+// member of it runs apply on tables the application owner owns. The mark
+// function ends up owned by the schema's owner, SECURITY INVOKER and not
+// executable by PUBLIC, and the writer, with no grant on schema pgphi,
+// writes through it.
+func TestExpandByADBAMember(t *testing.T) {
+	ctx := context.Background()
+	f, a, adm := triggerFixture(t, moodDDL, moodConfig)
+	mustExec(t, adm, "ALTER TABLE public.p OWNER TO "+ident(a.AppOwner))
+	if _, err := policy.InitRoles(ctx, f.pool, policy.DefaultRoleNames()); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := dbconn.Open(ctx, a.URL(a.DBA), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	r := &Runner{Pool: pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: &syncWriter{b: f.log}}
+	if err := r.Apply(ctx); err != nil {
+		t.Fatalf("apply by a dba member: %v\n%s", err, f.log.String())
+	}
+	if probs := f.triggerProblems(t); len(probs) != 0 {
+		t.Fatalf("after apply by a dba member: %v", probs)
+	}
+	var owner string
+	if err := adm.QueryRow(ctx, "SELECT proowner::regrole::text FROM pg_proc WHERE oid = $1::regprocedure", f.plan.Tables[0].markFunctionIdent()+"()").Scan(&owner); err != nil || owner != pgtest.GroupDBA {
+		t.Fatalf("mark function owned by %q (%v), want %s", owner, err, pgtest.GroupDBA)
+	}
+	owner2 := a.Connect(t, a.AppOwner)
+	mustExec(t, owner2, "GRANT SELECT, INSERT, UPDATE ON public.p TO "+ident(a.AppWriter))
+	writer := a.Connect(t, a.AppWriter)
+	mustExec(t, writer, "UPDATE public.p SET nm = 'changed' WHERE uid = 'u1'")
+	mustExec(t, writer, "INSERT INTO public.p (uid, nm) VALUES ('u100', 'new')")
+	var pending int
+	if err := adm.QueryRow(ctx, "SELECT count(*) FROM public.p WHERE pgphi_pending").Scan(&pending); err != nil || pending != 2 {
+		t.Fatalf("writer's writes marked %d rows (%v), want 2", pending, err)
+	}
+	if err := SetFlag(ctx, pool, FlagRequireEncryption, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writer.Exec(ctx, "UPDATE public.p SET nm = 'again' WHERE uid = 'u2'"); sqlState(err) != "42501" || !strings.Contains(err.Error(), "require_encryption") {
+		t.Fatalf("plaintext write after cutover, as the writer: %v", err)
 	}
 }
