@@ -21,7 +21,7 @@ func TestCleanupDoesNotTrustARecordedVerification(t *testing.T) {
 	for _, sql := range []string{
 		// A well-formed ciphertext of another row (it passes the header
 		// CHECK; only decryption under this row's binding fails).
-		"UPDATE patient SET last_name_encrypted = (SELECT last_name_encrypted FROM patient WHERE uid = 'u00002') WHERE uid = 'u00001'",
+		"UPDATE public.patient SET last_name_encrypted = (SELECT last_name_encrypted FROM public.patient WHERE uid = 'u00002') WHERE uid = 'u00001'",
 		// A forged verification (written here by a superuser; no pgphi role
 		// can write one) that passed and began in the future.
 		`INSERT INTO pgphi.verifications (plan_id, started_at, finished_at, ok, rows_checked, values_checked, mismatches, pending, write_counter, snapshot_xmin, recorded_by)
@@ -36,7 +36,7 @@ func TestCleanupDoesNotTrustARecordedVerification(t *testing.T) {
 		t.Fatalf("cleanup with a wrong ciphertext and a forged verification: %v (want refused, naming u00001)", err)
 	}
 	var plain string
-	if err := f.pool.QueryRow(ctx, "SELECT last_name FROM patient WHERE uid = 'u00001'").Scan(&plain); err != nil || plain != "last1" {
+	if err := f.pool.QueryRow(ctx, "SELECT last_name FROM public.patient WHERE uid = 'u00001'").Scan(&plain); err != nil || plain != "last1" {
 		t.Fatalf("the plaintext of u00001 after the refused cleanup: %q, %v", plain, err)
 	}
 	// The refusal is itself recorded as a failed verification by pgphi.
