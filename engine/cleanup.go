@@ -164,13 +164,20 @@ func (r *Runner) checkCleanupAllowed(ctx context.Context) (verifiedFrom uint64, 
 	if rerr := RecordVerification(ctx, r, res, mark); rerr != nil {
 		return 0, rerr
 	}
-	if !res.OK() {
+	// Rows still pending (marked by the trigger) are caught up and
+	// verified under the lock below; a value that does not verify, or a
+	// trigger that may have let writes through unmarked, refuses now.
+	if len(res.Triggers) > 0 {
+		return 0, fmt.Errorf("%w: pgphi's triggers are not in place (%s): writes may have gone unmarked; run `pgphi apply` to restore them, then `pgphi verify`",
+			ErrRefused, res.Triggers[0])
+	}
+	if res.Mismatches > 0 {
 		first := ""
 		if len(res.Examples) > 0 {
 			first = "; first: " + res.Examples[0].String()
 		}
-		return 0, fmt.Errorf("%w: verification before cleanup failed: %d values do not verify and %d rows are pending%s; run `pgphi apply`, then cleanup again",
-			ErrRefused, res.Mismatches, res.Pending, first)
+		return 0, fmt.Errorf("%w: verification before cleanup failed: %d values do not verify%s; run `pgphi apply`, then cleanup again",
+			ErrRefused, res.Mismatches, first)
 	}
 	r.logf("    verified %d values in %d rows", res.Values, res.Rows)
 	return mark.SnapshotXmin, nil
@@ -185,6 +192,15 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 		// EXCLUSIVE blocks writers, not readers, for the few statements below.
 		if _, err := tx.Exec(ctx, "LOCK TABLE "+t.Ident()+" IN EXCLUSIVE MODE"); err != nil {
 			return err
+		}
+		// A trigger disabled or replaced since the verification would have
+		// let writes through unmarked: look again under the lock.
+		problems, err := t.triggerProblems(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if len(problems) > 0 {
+			return fmt.Errorf("%w: pgphi's triggers are not in place (%s): run `pgphi apply` to restore them", ErrRefused, problems[0])
 		}
 		for {
 			n, _, err := r.encryptBatch(ctx, tx, t, t.catchUpQuery(), []any{r.BatchSize})
