@@ -78,8 +78,8 @@ func (r *Runner) ChoosePurge(ctx context.Context, opt CleanupOptions) (string, e
 		r.logf("    pg_repack cannot be used (%v): purging with VACUUM FULL, as --vacuum-full allows", why)
 		return PurgeVacuumFull, nil
 	}
-	return "", fmt.Errorf("%w: the plaintext cannot be purged online: %v; VACUUM FULL would lock each table against reads and writes "+
-		"for the whole rewrite: run cleanup with --vacuum-full to accept that (nothing was dropped)", ErrRefused, why)
+	return "", fmt.Errorf("%w: nothing was dropped: the plaintext cannot be purged online, and VACUUM FULL would lock each table against reads and writes "+
+		"for the whole rewrite: run cleanup with --vacuum-full to accept that, or make pg_repack usable; pg_repack: %v", ErrRefused, why)
 }
 
 // purge rewrites the table so that no old row version with plaintext stays in
@@ -157,7 +157,7 @@ func repackBinary(ctx context.Context, r *Runner) (string, error) {
 	if len(untrusted) > 0 {
 		return "", fmt.Errorf("pg_repack found but not trusted: %s", strings.Join(untrusted, "; "))
 	}
-	return "", fmt.Errorf("pg_repack is not installed in %s (install the postgresql-%d-repack package)", strings.Join(repackDirs(num/10000), ", "), num/10000)
+	return "", fmt.Errorf("pg_repack is not installed in %s: install the postgresql-%d-repack package", strings.Join(repackDirs(num/10000), ", "), num/10000)
 }
 
 // trustedExecutable refuses an executable that someone other than root or
