@@ -259,8 +259,10 @@ func errorClass(err error) string {
 		return "SQLSTATE " + pgErr.Code
 	case errors.As(err, &rowErr):
 		return "unencryptable value"
-	case errors.Is(err, policy.ErrAccessDenied):
+	case errors.Is(err, policy.ErrAccessDenied), errors.Is(err, policy.ErrPinsUnreadable):
 		return "policy: access denied"
+	case errors.Is(err, policy.ErrPinsMismatch):
+		return "policy: pins differ"
 	case errors.Is(err, policy.ErrApprovalRequired):
 		return "policy: approval required"
 	case errors.Is(err, hooks.ErrHookFailed):
@@ -427,10 +429,10 @@ func proposedPins(cfg *config.Config) (policy.Pins, error) {
 // cannot read the pins at all) and records the refusal through
 // pgphi.audit_refusal, the one audit function every role may execute.
 func (a *app) refuseOutsider(ctx context.Context, s *session, command string, names policy.RoleNames, perr error) error {
-	err := fmt.Errorf("%w: %q needs a member of a pgphi group (%s, %s or %s); connected as database role %q, a member of none",
+	err := fmt.Errorf("%w: %s needs a member of a pgphi group (%s, %s or %s); connected as database role %s, a member of none",
 		policy.ErrAccessDenied, command, names.Group(policy.DBA), names.Group(policy.HealthcareAdmin), names.Group(policy.AuditOfficer), s.executor)
 	if perr != nil {
-		err = fmt.Errorf("%w: connected as database role %q, which may not read pgphi's pinned security policy (a dba grants the pgphi groups with `pgphi roles init`)",
+		err = fmt.Errorf("%w: connected as database role %s, which may not read the pinned security policy of pgphi (a dba grants the pgphi groups with `pgphi roles init`)",
 			policy.ErrAccessDenied, s.executor)
 	}
 	if aerr := audit.AppendRefusal(ctx, s.pool, command); aerr != nil {

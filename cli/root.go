@@ -69,6 +69,7 @@ func ExitCode(err error) int {
 	case errors.Is(err, keys.ErrWrongKEK), errors.Is(err, keys.ErrNotInitialized):
 		return ExitUsage
 	case errors.Is(err, policy.ErrAccessDenied), errors.Is(err, policy.ErrApprovalRequired), errors.Is(err, policy.ErrApprovalRejected),
+		errors.Is(err, policy.ErrPinsMismatch), errors.Is(err, policy.ErrPinsUnreadable),
 		errors.Is(err, hooks.ErrHookFailed), errors.Is(err, engine.ErrRefused), errors.Is(err, dbconn.ErrTLSVerify), errors.Is(err, dbconn.ErrTLSPolicy):
 		return ExitRefused
 	}

@@ -156,7 +156,7 @@ func (t Target) check() error {
 		}
 	}
 	if !slices.Contains(ApprovalCommands, t.Command) {
-		return fmt.Errorf("command %q cannot be approved (use %s)", t.Command, strings.Join(ApprovalCommands, ", "))
+		return fmt.Errorf("command %s cannot be approved (use %s)", t.Command, strings.Join(ApprovalCommands, ", "))
 	}
 	return nil
 }

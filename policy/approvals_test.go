@@ -176,7 +176,7 @@ func TestApprovals(t *testing.T) {
 	wantErr(t, record(Sign(bobPriv, bad), f.bob.pub, bad), ErrApprovalRejected, "invalid plan id")
 	bad = tA
 	bad.Command = "search"
-	wantErr(t, record(Sign(bobPriv, bad), f.bob.pub, bad), ErrApprovalRejected, `command "search" cannot be approved`)
+	wantErr(t, record(Sign(bobPriv, bad), f.bob.pub, bad), ErrApprovalRejected, "command search cannot be approved")
 	bad = tA
 	bad.Database = "elsewhere"
 	wantErr(t, record(Sign(bobPriv, bad), f.bob.pub, bad), ErrApprovalRejected, "the approval is for database elsewhere")

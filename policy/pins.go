@@ -356,7 +356,7 @@ func describeRequirements(req Requirements) string {
 		}
 		parts = append(parts, env+": "+strings.Join(rs, " + "))
 	}
-	return "{" + strings.Join(parts, "; ") + "}"
+	return "(" + strings.Join(parts, "; ") + ")"
 }
 
 func diffSigners(a, b []PinnedSigner) string {
