@@ -171,6 +171,7 @@ func complKey(t testing.TB, dir, name string) (string, ed25519.PublicKey) {
 type complSigner struct {
 	name, role string
 	pub        ed25519.PublicKey
+	dbRole     string // database role the approver logs in as (default: name)
 }
 
 func complWriteSigners(t testing.TB, path string, signers ...complSigner) {
@@ -178,7 +179,11 @@ func complWriteSigners(t testing.TB, path string, signers ...complSigner) {
 	var b strings.Builder
 	b.WriteString("# NAME ROLE KEY\n")
 	for _, s := range signers {
-		b.WriteString(s.name + " " + s.role + " " + policy.AuthorizedKey(s.pub) + " " + s.name + "@test\n")
+		db := s.dbRole
+		if db == "" {
+			db = s.name
+		}
+		b.WriteString(s.name + " " + s.role + " " + db + " " + policy.AuthorizedKey(s.pub) + " " + s.name + "@test\n")
 	}
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
@@ -289,16 +294,21 @@ func TestRefusals(t *testing.T) {
 	approvalsFixture := func(t *testing.T, header, require string, signers ...string) (*fixture, map[string]string) {
 		f := newFixture(t, complYAML("environment: production\n"+header+"access: { allow_superuser: true }\napprovals:\n  signers: allowed_signers\n  require:\n    production: "+require+"\n", ""))
 		complCreatePatient(f, 60, 0)
-		complExpect(t, f.run("keys", "init"), 0)
 		keys := map[string]string{}
 		var list []complSigner
 		for _, s := range signers {
-			name, role, _ := strings.Cut(s, " ")
+			fl := strings.Fields(s)
+			name, role, db := fl[0], fl[1], ""
+			if len(fl) > 2 {
+				db = fl[2]
+			}
 			path, pub := complKey(t, f.dir, name)
 			keys[name] = path
-			list = append(list, complSigner{name, role, pub})
+			list = append(list, complSigner{name, role, pub, db})
 		}
 		complWriteSigners(t, filepath.Join(f.dir, "allowed_signers"), list...)
+		// The first run pins the policy, signers included.
+		complExpect(t, f.run("keys", "init"), 0)
 		return f, keys
 	}
 
@@ -306,18 +316,18 @@ func TestRefusals(t *testing.T) {
 		t.Parallel()
 		f, keys := approvalsFixture(t, "", "{ dba: 1, healthcare_admin: 1 }", "alice dba", "bob healthcare_admin")
 		plan := complPlanID(f)
-		complExpect(t, f.run("apply"), 4, "approval required", "plan id "+plan+" in environment production", "has no approvals",
+		complExpect(t, f.run("apply"), 4, "approval required", "apply of plan id "+plan+" in environment production", "has no approvals",
 			"needs 1 approval by dba, has 0", "needs 1 approval by healthcare_admin, has 0")
 		complAssertRefused(t, f, "apply", "approval")
 
-		complExpect(t, f.run("approve", plan, "--key", keys["alice"]), 0, "approved "+plan+" for production as alice (dba")
+		complExpect(t, f.run("approve", plan, "--command", "apply", "--key", keys["alice"]), 0, "approved "+plan+" for production as alice (dba")
 		complExpect(t, f.run("apply"), 4, "needs 1 approval by healthcare_admin, has 0")
 		complAssertRefused(t, f, "apply", "approval")
 		if n := complEncryptedColumns(t, f); n != 0 {
 			t.Fatalf("refused apply added %d ciphertext columns", n)
 		}
 
-		complExpect(t, f.run("approve", plan, "--key", keys["bob"]), 0, "as bob (healthcare_admin")
+		complExpect(t, f.run("approve", plan, "--command", "apply", "--key", keys["bob"]), 0, "as bob (healthcare_admin")
 		complExpect(t, f.run("apply"), 0, "applied "+plan)
 		if rec := complLastRecord(t, f); rec.Command != "apply" || rec.Event != audit.EventSuccess {
 			t.Errorf("last audit record: %s %s, want apply success", rec.Command, rec.Event)
@@ -328,22 +338,22 @@ func TestRefusals(t *testing.T) {
 		t.Parallel()
 		f, keys := approvalsFixture(t, "", "{ dba: 1, healthcare_admin: 1 }", "alice dba", "bob healthcare_admin")
 		const other = "plan-00000000000000000000"
-		complExpect(t, f.run("approve", other, "--key", keys["alice"]), 0, "approved "+other)
-		complExpect(t, f.run("approve", other, "--key", keys["bob"]), 0, "approved "+other)
+		complExpect(t, f.run("approve", other, "--command", "apply", "--key", keys["alice"]), 0, "approved "+other)
+		complExpect(t, f.run("approve", other, "--command", "apply", "--key", keys["bob"]), 0, "approved "+other)
 		complExpect(t, f.run("apply"), 4, "approval required", "approvals exist for other plan ids", "needs 1 approval by dba, has 0")
 		complAssertRefused(t, f, "apply", "approval")
 	})
 
 	t.Run("self-approval only", func(t *testing.T) {
 		t.Parallel()
-		f, keys := approvalsFixture(t, "actor: alice\n", "{ dba: 1 }", "alice dba", "bob dba")
+		// The executor is the connected database role (postgres here), the
+		// database role alice's signer entry names; not actor: from the YAML.
+		f, keys := approvalsFixture(t, "actor: bob\n", "{ dba: 1 }", "alice dba postgres", "bob dba")
 		plan := complPlanID(f)
-		complExpect(t, f.run("approve", plan, "--key", keys["alice"]), 0)
-		complExpect(t, f.run("apply"), 4, "the executor alice cannot be the only approver")
-		if rec := complAssertRefused(t, f, "apply", "approval"); rec.Actor.Name != "alice" {
-			t.Errorf("refusal recorded for actor %q, want alice", rec.Actor.Name)
-		}
-		complExpect(t, f.run("approve", plan, "--key", keys["bob"]), 0)
+		complExpect(t, f.run("approve", plan, "--command", "apply", "--key", keys["alice"]), 0)
+		complExpect(t, f.run("apply"), 4, "the executor (database role postgres) cannot be the only approver")
+		complAssertRefused(t, f, "apply", "approval")
+		complExpect(t, f.run("approve", plan, "--command", "apply", "--key", keys["bob"]), 0)
 		complExpect(t, f.run("apply"), 0, "applied "+plan)
 	})
 
@@ -351,11 +361,12 @@ func TestRefusals(t *testing.T) {
 		t.Parallel()
 		f, keys := approvalsFixture(t, "", "{ dba: 1, healthcare_admin: 1 }", "alice dba", "bob healthcare_admin")
 		plan := complPlanID(f)
-		complExpect(t, f.run("approve", plan, "--key", keys["alice"]), 0)
-		complExpect(t, f.run("approve", plan, "--key", keys["bob"]), 0)
+		complExpect(t, f.run("approve", plan, "--command", "apply", "--key", keys["alice"]), 0)
+		complExpect(t, f.run("approve", plan, "--command", "apply", "--key", keys["bob"]), 0)
 		// Someone with write access to pgphi.approvals alters bob's approval.
 		f.exec(`UPDATE pgphi.approvals SET signature = set_byte(signature, 10, get_byte(signature, 10) # 1) WHERE signer = 'bob'`)
-		complExpect(t, f.run("apply"), 4, "bad signature by bob", "pgphi.approvals was altered")
+		// The altered row is ignored and reported (it blocks nothing else).
+		complExpect(t, f.run("apply"), 4, "needs 1 approval by healthcare_admin, has 0", "ignored the approval row by bob", "bad signature")
 		complAssertRefused(t, f, "apply", "approval")
 		if n := complEncryptedColumns(t, f); n != 0 {
 			t.Errorf("refused apply added %d ciphertext columns", n)
@@ -502,6 +513,9 @@ func complRoleFixture(t *testing.T, rows int) complRoles {
 	f.exec(`CREATE ROLE ` + rf.officer + ` LOGIN IN ROLE ` + rf.groups["audit_officer"])
 	f.exec(`CREATE ROLE ` + rf.dba + ` LOGIN IN ROLE ` + rf.groups["dba"])
 	f.writeConfig(complYAML("environment: test\n"+rolesYAML+"  allow_superuser: false\n", ""))
+	// allow_superuser is pinned: the change goes through pins set (no
+	// approvals needed in environment test).
+	complExpect(t, f.run("pins", "set", "--from-config"), 0, "pinned")
 	rf.officerURL, rf.dbaURL = complURLAs(t, f.url, rf.officer), complURLAs(t, f.url, rf.dba)
 	return rf
 }
@@ -746,6 +760,8 @@ func TestAuditTrail(t *testing.T) {
 			}
 		}
 		f.writeConfig(complYAML("environment: test\naccess: { allow_superuser: false }\n", ""))
+		complExpect(t, f.run("apply"), 4, "pins") // proposed, not yet pinned
+		complExpect(t, f.run("pins", "set", "--from-config"), 0, "pinned")
 		complExpect(t, f.run("apply"), 4, "access denied") // the policy is in force
 		if r := f.run("flags", "set", "require_encryption", "on"); r.code != 4 {
 			t.Errorf("flags set by a refused superuser: want exit 4 (access denied), got %s", r)
