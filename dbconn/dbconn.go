@@ -26,8 +26,14 @@ import (
 // own objects (pgphi.x) and the application's tables (schema.table); pg_temp
 // last keeps temporary tables reachable by their bare names, and functions
 // and operators are never looked up there.
+//
+// row_security is off: a read that row-level security would filter fails
+// instead of silently returning fewer rows. A verification that could not
+// see every row must not pass, and cleanup must not drop what it did not
+// verify; no policy expression (owner code) runs inside pgphi's statements.
 var CanonicalSettings = map[string]string{
 	"search_path":        "pg_catalog, pg_temp",
+	"row_security":       "off",
 	"TimeZone":           "UTC",
 	"DateStyle":          "ISO, YMD",
 	"IntervalStyle":      "postgres",

@@ -252,7 +252,7 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 // its starting snapshot, including the catch-up just above) and every row
 // still marked or missing a ciphertext or its terms. Any problem refuses the
 // cleanup; nothing has been dropped yet.
-func (r *Runner) reverifyUnderLock(ctx context.Context, tx pgx.Tx, t *Target, verifiedFrom uint64) error {
+func (r *Runner) reverifyUnderLock(ctx context.Context, tx pgx.Tx, t *Target, verifiedFrom uint64) (err error) {
 	var span int64
 	if err := tx.QueryRow(ctx, "SELECT (pg_current_xact_id()::text::numeric - $1::text::numeric)::bigint", strconv.FormatUint(verifiedFrom, 10)).Scan(&span); err != nil {
 		return err
@@ -262,12 +262,24 @@ func (r *Runner) reverifyUnderLock(ctx context.Context, tx pgx.Tx, t *Target, ve
 	if span < 0 || span > 1<<30 {
 		return fmt.Errorf("%w: the last verification is %d transactions old: run `pgphi verify` again", ErrRefused, span)
 	}
+	// Read as the table's owner where the connected role may: row-level
+	// security would make the read fail for anyone else.
+	restore, err := r.asOwner(ctx, tx, t)
+	if err != nil {
+		return err
+	}
 	rows, err := tx.Query(ctx, fmt.Sprintf("SELECT %s FROM %s WHERE age(xmin) <= $1 OR %s IS TRUE OR %s",
 		verifySelect(t), t.Ident(), ident(MarkerColumn), t.incompleteRowsPredicate()), span+1)
 	if err != nil {
 		return fmt.Errorf("re-verifying %s: %w", t.QualifiedName(), err)
 	}
 	defer rows.Close()
+	defer func() {
+		rows.Close()
+		if rerr := restore(); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
 	var formats []int16
 	for _, fd := range rows.FieldDescriptions() {
 		formats = append(formats, fd.Format)

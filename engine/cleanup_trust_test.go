@@ -46,3 +46,47 @@ func TestCleanupDoesNotTrustARecordedVerification(t *testing.T) {
 		t.Fatalf("last verification: ok=%v by=%q err=%v", ok, by, err)
 	}
 }
+
+// Row-level security could hide rows from a verification, which then
+// passed on fewer rows, and cleanup would drop plaintext it never verified.
+// pgphi's sessions run with row_security off: a read that policies would
+// filter fails instead. The dba (a member of the owner) reads as the owner,
+// whom policies do not bind; under FORCE ROW LEVEL SECURITY they bind the
+// owner too, and verify fails rather than pass on what it could see.
+func TestRowSecurityCannotHideRowsFromVerification(t *testing.T) {
+	ctx := context.Background()
+	f := ownerSetup(t, `CREATE TABLE public.visit (id int PRIMARY KEY, note text);
+		INSERT INTO public.visit SELECT g, 'note ' || g FROM generate_series(1, 300) g;
+		ALTER TABLE public.visit ENABLE ROW LEVEL SECURITY;
+		CREATE POLICY only_some ON public.visit USING (id <= 100);`, ownerCodeConfig)
+	r := f.runner(t, f.dba)
+	if err := r.Apply(ctx); err != nil {
+		t.Fatalf("apply by the dba (reading as the owner): %v", err)
+	}
+	res, err := Verify(ctx, f.dba, r.Keys, r.Plan, 0)
+	if err != nil || res.Rows != 300 || !res.OK() {
+		t.Fatalf("verify as the owner: rows %v, err %v", res, err)
+	}
+	if _, err := f.owner.Exec(ctx, "ALTER TABLE public.visit FORCE ROW LEVEL SECURITY"); err != nil {
+		t.Fatal(err)
+	}
+	res, err = Verify(ctx, f.dba, r.Keys, r.Plan, 0)
+	if err == nil && res.Rows < 300 {
+		t.Fatalf("verify passed on %d of 300 rows under a policy", res.Rows)
+	}
+	if err == nil || !strings.Contains(err.Error(), "row-level security") {
+		t.Fatalf("verify under FORCE ROW LEVEL SECURITY: %v (want a row-level security error)", err)
+	}
+	for _, fl := range []string{FlagUseEncryptedSearch, FlagRequireEncryption} {
+		if err := SetFlag(ctx, f.dba, fl, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Cleanup(ctx, r.Plan.ID, CleanupOptions{Purge: "vacuum-full"}); err == nil {
+		t.Fatal("cleanup ran on a table whose rows a policy hides")
+	}
+	var n int
+	if err := f.admin.QueryRow(ctx, "SELECT count(note) FROM public.visit").Scan(&n); err != nil || n != 300 {
+		t.Fatalf("plaintext after the refused cleanup: %d values (%v)", n, err)
+	}
+}

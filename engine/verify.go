@@ -209,17 +209,29 @@ func readForVerify(ctx context.Context, pool *pgxpool.Pool, t *Target, batch int
 	var last []string
 	for seq := 0; ; seq++ {
 		var rows pgx.Rows
-		var err error
+		// Each page is read as the table's owner where the connected role
+		// may act as it: row-level security (off in pgphi's sessions, so a
+		// filtered read fails rather than hiding rows) does not apply to
+		// the owner.
+		tx, err := pool.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", t.QualifiedName(), err)
+		}
+		if _, err := asTableOwner(ctx, tx, t, false); err != nil {
+			tx.Rollback(ctx)
+			return err
+		}
 		if last == nil {
-			rows, err = pool.Query(ctx, first, batch)
+			rows, err = tx.Query(ctx, first, batch)
 		} else {
 			args := make([]any, 0, nk+1)
 			for _, v := range last {
 				args = append(args, v)
 			}
-			rows, err = pool.Query(ctx, next, append(args, batch)...)
+			rows, err = tx.Query(ctx, next, append(args, batch)...)
 		}
 		if err != nil {
+			tx.Rollback(ctx)
 			return fmt.Errorf("reading %s: %w", t.QualifiedName(), err)
 		}
 		ch := verifyChunk{seq: seq}
@@ -244,7 +256,9 @@ func readForVerify(ctx context.Context, pool *pgxpool.Pool, t *Target, batch int
 			ch.rows = append(ch.rows, row)
 		}
 		rows.Close()
-		if err := rows.Err(); err != nil {
+		err = rows.Err()
+		tx.Rollback(ctx)
+		if err != nil {
 			return fmt.Errorf("reading %s: %w", t.QualifiedName(), err)
 		}
 		n := len(ch.rows)
