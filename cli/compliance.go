@@ -205,7 +205,17 @@ func (a *app) auditCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			return a.guarded(ctx, guardSpec{command: "audit", conns: 2}, "audit verify", func(ctx context.Context, s *session, out *outcome) error {
-				rep, err := audit.Verify(ctx, s.pool)
+				// The guard has checked audit.public_key against the pinned
+				// key: stored checkpoints are verified under it.
+				var cpKeys []ed25519.PublicKey
+				if s.cfg.Audit.PublicKey != "" {
+					pub, err := audit.ParsePublicKey(s.cfg.Audit.PublicKey)
+					if err != nil {
+						return withCode(ExitUsage, err)
+					}
+					cpKeys = append(cpKeys, pub)
+				}
+				rep, err := audit.VerifyWithKeys(ctx, s.pool, cpKeys)
 				if err != nil {
 					return err
 				}

@@ -183,13 +183,15 @@ func CheckAccess(ctx context.Context, pool *pgxpool.Pool, names RoleNames, comma
 
 func denied(command, user string, roles []Role, names RoleNames) error {
 	if len(roles) == 0 {
-		return fmt.Errorf("%w: %q is not a command pgphi knows (connected as database role %q; allowed roles: none)", ErrAccessDenied, command, user)
+		return fmt.Errorf("%w: %s is not a command pgphi knows (connected as database role %s; allowed roles: none)", ErrAccessDenied, command, user)
 	}
 	parts := make([]string, len(roles))
 	for i, r := range roles {
 		parts[i] = fmt.Sprintf("%s (member of %s)", r, names.Group(r))
 	}
-	return fmt.Errorf("%w: %q needs role %s; connected as database role %q", ErrAccessDenied, command, strings.Join(parts, " or "), user)
+	// No quotes: role and command names are not values, and quoted text is
+	// cut by redaction.
+	return fmt.Errorf("%w: %s needs role %s; connected as database role %s", ErrAccessDenied, command, strings.Join(parts, " or "), user)
 }
 
 // rolesLockKey serializes concurrent InitRoles calls on one database.

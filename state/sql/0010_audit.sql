@@ -253,7 +253,7 @@ CREATE FUNCTION pgphi.audit_refusal(p_command text) RETURNS void
 AS $fn$
 DECLARE
     commands constant text[] := ARRAY['init', 'plan', 'status', 'check', 'flags', 'flags set', 'keys',
-        'keys rotate', 'apply', 'cleanup', 'rollback', 'migrate', 'roles', 'roles init', 'approve', 'search',
+        'keys init', 'keys list', 'keys rotate', 'pins', 'pins show', 'pins set', 'apply', 'cleanup', 'rollback', 'migrate', 'roles', 'roles init', 'approve', 'search',
         'verify', 'audit', 'audit verify', 'audit export', 'audit archive', 'audit checkpoint', 'report',
         'serve', 'backup', 'reindex', 'decrypt', 'encrypt'];
     v_command text := CASE WHEN p_command = ANY (commands) THEN p_command ELSE 'unknown' END;
