@@ -52,10 +52,10 @@ func NewColumn(kinds []Kind, o Options, keys map[SubKind][]byte, bits map[SubKin
 	c := &Column{kinds: map[Kind]bool{}, opt: o, fams: map[SubKind]*family{}}
 	for _, k := range kinds {
 		if !slices.Contains(kindOrder, k) {
-			return nil, fmt.Errorf("blindindex: unknown search kind %q", string(k))
+			return nil, fmt.Errorf("blindindex: unknown search kind `%s`", string(k))
 		}
 		if c.kinds[k] {
-			return nil, fmt.Errorf("blindindex: search kind %q listed twice", string(k))
+			return nil, fmt.Errorf("blindindex: search kind `%s` listed twice", string(k))
 		}
 		c.kinds[k] = true
 	}

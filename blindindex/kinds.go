@@ -138,7 +138,7 @@ func (o Options) validate() error {
 		return fmt.Errorf("blindindex: token size %d invalid (need 2..8)", o.TokenSize)
 	}
 	if o.PhoneRegion != "" && phonenumbers.GetCountryCodeForRegion(o.PhoneRegion) == 0 {
-		return fmt.Errorf("blindindex: unknown phone region %q", o.PhoneRegion)
+		return fmt.Errorf("blindindex: unknown phone region `%s`", o.PhoneRegion)
 	}
 	return nil
 }

@@ -468,6 +468,8 @@ func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
 	}
 	add(report.Disk(ctx, s.pool, tables, freeBytes))
 	add(report.Triggers(engine.CheckTriggers(ctx, s.pool, s.plan)))
+	ownerFindings, ownerErr := engine.OwnerCodeReport(ctx, s.pool, s.plan)
+	add(report.OwnerCode(ownerFindings, ownerErr, s.cfg.IsProduction()))
 	return cl
 }
 

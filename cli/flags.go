@@ -29,7 +29,7 @@ func (a *app) flagsCommand() *cobra.Command {
 				return withCode(ExitUsage, errors.New("usage: pgphi flags [set NAME on|off]"))
 			}
 			if len(args) == 3 && !slices.Contains(engine.FlagNames, args[1]) {
-				return withCode(ExitUsage, fmt.Errorf("usage: unknown flag %q; flags: %v", args[1], engine.FlagNames))
+				return withCode(ExitUsage, fmt.Errorf("usage: unknown flag `%s`; flags: %v", args[1], engine.FlagNames))
 			}
 			command := "flags"
 			if len(args) == 3 {

@@ -129,7 +129,7 @@ func parsePin(s string) ([]byte, error) {
 			return b, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: pin_sha256 %q is not a SHA-256 in base64 or hex (e.g. sha256/%s)",
+	return nil, fmt.Errorf("%w: pin_sha256 `%s` is not a SHA-256 in base64 or hex (e.g. sha256/%s)",
 		ErrTLSConfig, s, base64.StdEncoding.EncodeToString(make([]byte, sha256.Size)))
 }
 
@@ -239,7 +239,7 @@ func (t TLSConfig) effectiveMode(inferred string) (string, error) {
 }
 
 func errUnknownMode(mode string) error {
-	return fmt.Errorf("%w: unknown TLS mode %q: use disable, require, verify-ca or verify-full", ErrTLSConfig, mode)
+	return fmt.Errorf("%w: unknown TLS mode `%s`: use disable, require, verify-ca or verify-full", ErrTLSConfig, mode)
 }
 
 // connInfo is what Apply records on each connection for DescribeConn.
@@ -570,18 +570,31 @@ func tlsFailure(err error) bool {
 }
 
 // connectError wraps a connection failure in ErrConnect, and in ErrTLSVerify
-// too when TLS caused it. Passwords are scrubbed from the message.
+// too when TLS caused it. Passwords are scrubbed from the message. The
+// result is pgphi's own error type: a connection failure names host, port,
+// database and role, never a value, and its text is kept whole when printed.
 func connectError(err error, cfg *pgconn.Config, connString string) error {
-	where := fmt.Sprintf("host=%s port=%d database=%s user=%s", cfg.Host, cfg.Port, cfg.Database, cfg.User)
+	where := fmt.Sprintf("host %s, port %d, database %s, user %s", cfg.Host, cfg.Port, cfg.Database, cfg.User)
 	var ve *VerifyError
 	switch {
 	case errors.As(err, &ve):
-		return fmt.Errorf("%w (%s): %w", ErrConnect, where, ve)
+		return &connectFailure{msg: fmt.Sprintf("%v (%s): %v", ErrConnect, where, ve), errs: []error{ErrConnect, ve}}
 	case tlsFailure(err):
-		return fmt.Errorf("%w: %w (%s): %v", ErrConnect, ErrTLSVerify, where, scrub(err, connString))
+		sc := scrub(err, connString)
+		return &connectFailure{msg: fmt.Sprintf("%v: %v (%s): %v", ErrConnect, ErrTLSVerify, where, sc), errs: []error{ErrConnect, ErrTLSVerify, sc}}
 	}
-	return fmt.Errorf("%w (%s): %v", ErrConnect, where, scrub(err, connString))
+	sc := scrub(err, connString)
+	return &connectFailure{msg: fmt.Sprintf("%v (%s): %v", ErrConnect, where, sc), errs: []error{ErrConnect, sc}}
 }
+
+// connectFailure is a failure to connect, as connectError describes it.
+type connectFailure struct {
+	msg  string
+	errs []error
+}
+
+func (e *connectFailure) Error() string   { return e.msg }
+func (e *connectFailure) Unwrap() []error { return e.errs }
 
 // OpenWithTLS is Open with TLS: it parses connString, sets the canonical
 // session settings, applies t, checks the production policy for

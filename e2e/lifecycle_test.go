@@ -764,9 +764,11 @@ func TestCleanupRefusals(t *testing.T) {
 	f.mustRun("flags", "set", "use_encrypted_search", "on")
 	refused("require_encryption off", []string{"require_encryption", "is off"}, "cleanup", "--confirm", planID)
 	f.mustRun("flags", "set", "require_encryption", "on")
-	refused("no verification", []string{"no verification", "pgphi verify"}, "cleanup", "--confirm", planID)
+	// Cleanup verifies every value itself; with nothing to purge with
+	// online and no --vacuum-full, it then refuses before dropping anything.
+	refused("no pg_repack and no --vacuum-full", []string{"nothing was dropped", "--vacuum-full"}, "cleanup", "--confirm", planID)
 
-	// A verification that failed does not count.
+	// A value that does not verify refuses, whatever was recorded before.
 	var ct []byte
 	ctx := context.Background()
 	if err := c.QueryRow(ctx, `SELECT notes_encrypted FROM patient WHERE id = 1`).Scan(&ct); err != nil || ct == nil {
@@ -776,7 +778,7 @@ func TestCleanupRefusals(t *testing.T) {
 	if r := f.run("verify"); r.code != 1 || !strings.Contains(r.stdout, "MISMATCH") {
 		t.Fatalf("verify of a swapped ciphertext: want exit 1 and a MISMATCH, got %s", r)
 	}
-	refused("failed verification", []string{"verification failed"}, "cleanup", "--confirm", planID)
+	refused("failed verification", []string{"verification before cleanup failed", "public.patient.notes at (id)=(1)"}, "cleanup", "--confirm", planID, "--vacuum-full")
 	f.exec(`UPDATE patient SET notes_encrypted = $1 WHERE id = 1`, ct)
 	f.verifyOK(rows)
 
@@ -785,12 +787,12 @@ func TestCleanupRefusals(t *testing.T) {
 	// refusal names the row and the column.
 	f.exec(`UPDATE patient SET ward = ward + 1 WHERE id = 3`)
 	f.exec(`UPDATE patient SET notes_encrypted = (SELECT notes_encrypted FROM patient WHERE id = 2) WHERE id = 1`)
-	refused("wrong ciphertext written since verification", []string{"do not verify", "public.patient.notes at (id)=(1)", "pgphi apply"}, "cleanup", "--confirm", planID)
+	refused("wrong ciphertext written since verification", []string{"do not verify", "public.patient.notes at (id)=(1)", "pgphi apply"}, "cleanup", "--confirm", planID, "--vacuum-full")
 	f.exec(`UPDATE patient SET notes_encrypted = $1 WHERE id = 1`, ct)
 	// Turning a flag off after the verification refuses too.
 	f.verifyOK(rows)
 	f.mustRun("flags", "set", "require_encryption", "off")
-	refused("require_encryption turned off again", []string{"require_encryption", "is off"}, "cleanup", "--confirm", planID)
+	refused("require_encryption turned off again", []string{"require_encryption", "is off"}, "cleanup", "--confirm", planID, "--vacuum-full")
 	f.mustRun("flags", "set", "require_encryption", "on")
 
 	// A fresh verification, then cleanup goes through (renaming the
@@ -1220,9 +1222,11 @@ func TestFlagsCommand(t *testing.T) {
 		}
 	})
 	f.exec(`GRANT SELECT, INSERT, UPDATE ON patient TO ` + role)
-	if n := queryInt(t, c, `SELECT count(*) FROM (VALUES (has_schema_privilege($1, 'pgphi', 'USAGE')), (has_sequence_privilege($1, 'pgphi.write_seq', 'USAGE')),
-		(has_table_privilege($1, 'pgphi.flags', 'SELECT'))) v(p) WHERE p`, role); n != 0 {
-		t.Fatalf("test setup: role %s has %d privileges on pgphi's schema", role, n)
+	// Every role has USAGE on schema pgphi (to call pgphi.flag), nothing
+	// else: no table, no sequence.
+	if n := queryInt(t, c, `SELECT count(*) FROM (VALUES (has_sequence_privilege($1, 'pgphi.write_seq', 'USAGE')),
+		(has_table_privilege($1, 'pgphi.flags', 'SELECT')), (has_table_privilege($1, 'pgphi.flags', 'UPDATE'))) v(p) WHERE p`, role); n != 0 {
+		t.Fatalf("test setup: role %s has %d privileges on pgphi's tables", role, n)
 	}
 	appConn, err := pgx.Connect(ctx, f.url)
 	if err != nil {

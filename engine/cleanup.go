@@ -87,13 +87,13 @@ func WriteCounter(ctx context.Context, r *Runner) (float64, error) {
 func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions) error {
 	r.defaults()
 	if confirm != r.Plan.ID {
-		return fmt.Errorf("%w: --confirm %q is not the current plan %s (run `pgphi plan`)", ErrRefused, confirm, r.Plan.ID)
+		return refusef("--confirm `%s` is not the current plan %s (run `pgphi plan`)", confirm, r.Plan.ID)
 	}
 	pending := false
 	var verifiedFrom uint64
 	for _, t := range r.Plan.Tables {
 		if t.Restoring() {
-			return fmt.Errorf("%w: a rollback of %s is under way: run `pgphi rollback` to finish it first", ErrRefused, t.QualifiedName())
+			return refusef("a rollback of %s is under way: run `pgphi rollback` to finish it first", t.QualifiedName())
 		}
 		if !t.Cleaned() {
 			pending = true
@@ -143,7 +143,7 @@ func (r *Runner) checkCleanupAllowed(ctx context.Context) (verifiedFrom uint64, 
 	}
 	for _, f := range flags {
 		if (f.Name == FlagUseEncryptedSearch || f.Name == FlagRequireEncryption) && !f.Enabled {
-			return 0, fmt.Errorf("%w: applications have not cut over: flag %s is off (pgphi flags set %s on, once they read and write ciphertext)", ErrRefused, f.Name, f.Name)
+			return 0, refusef("applications have not cut over: flag %s is off (pgphi flags set %s on, once they read and write ciphertext)", f.Name, f.Name)
 		}
 	}
 	mark, err := MarkVerification(ctx, r)
@@ -168,16 +168,16 @@ func (r *Runner) checkCleanupAllowed(ctx context.Context) (verifiedFrom uint64, 
 	// verified under the lock below; a value that does not verify, or a
 	// trigger that may have let writes through unmarked, refuses now.
 	if len(res.Triggers) > 0 {
-		return 0, fmt.Errorf("%w: pgphi's triggers are not in place (%s): writes may have gone unmarked; run `pgphi apply` to restore them, then `pgphi verify`",
-			ErrRefused, res.Triggers[0])
+		return 0, refusef("pgphi's triggers are not in place (%s): writes may have gone unmarked; run `pgphi apply` to restore them, then `pgphi verify`",
+			res.Triggers[0])
 	}
 	if res.Mismatches > 0 {
 		first := ""
 		if len(res.Examples) > 0 {
 			first = "; first: " + res.Examples[0].String()
 		}
-		return 0, fmt.Errorf("%w: verification before cleanup failed: %d values do not verify%s; run `pgphi apply`, then cleanup again",
-			ErrRefused, res.Mismatches, first)
+		return 0, refusef("verification before cleanup failed: %d values do not verify%s; run `pgphi apply`, then cleanup again",
+			res.Mismatches, first)
 	}
 	r.logf("    verified %d values in %d rows", res.Values, res.Rows)
 	return mark.SnapshotXmin, nil
@@ -200,7 +200,7 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 			return err
 		}
 		if len(problems) > 0 {
-			return fmt.Errorf("%w: pgphi's triggers are not in place (%s): run `pgphi apply` to restore them", ErrRefused, problems[0])
+			return refusef("pgphi's triggers are not in place (%s): run `pgphi apply` to restore them", problems[0])
 		}
 		for {
 			n, _, err := r.encryptBatch(ctx, tx, t, t.catchUpQuery(), []any{r.BatchSize})
@@ -260,7 +260,7 @@ func (r *Runner) reverifyUnderLock(ctx context.Context, tx pgx.Tx, t *Target, ve
 	// age(xmin) counts back from this transaction's id and saturates for
 	// frozen rows; a verification this far back is too old to compare with.
 	if span < 0 || span > 1<<30 {
-		return fmt.Errorf("%w: the last verification is %d transactions old: run `pgphi verify` again", ErrRefused, span)
+		return refusef("the last verification is %d transactions old: run `pgphi verify` again", span)
 	}
 	// Read as the table's owner where the connected role may: row-level
 	// security would make the read fail for anyone else.
@@ -298,8 +298,8 @@ func (r *Runner) reverifyUnderLock(ctx context.Context, tx pgx.Tx, t *Target, ve
 		if len(res.Examples) > 0 {
 			first = "; first: " + res.Examples[0].String()
 		}
-		return fmt.Errorf("%w: %s has %d rows without a current ciphertext and %d values that do not verify%s; run `pgphi apply`, then `pgphi verify`",
-			ErrRefused, t.QualifiedName(), res.Pending, res.Mismatches, first)
+		return refusef("%s has %d rows without a current ciphertext and %d values that do not verify%s; run `pgphi apply`, then `pgphi verify`",
+			t.QualifiedName(), res.Pending, res.Mismatches, first)
 	}
 	return nil
 }
@@ -326,4 +326,17 @@ func Leftovers(ctx context.Context, r *Runner) []string {
 		"pg_dump files, CSV exports and test or staging copies made before cleanup",
 		"server logs, if statements with values were logged (log_statement, log_min_duration_statement)",
 	}
+}
+
+// refusal is a refusal (exit 4) whose whole text pgphi wrote: table, column
+// and primary key names and values, never a protected value. Being pgphi's
+// own type, redaction keeps it as written, primary keys included, so the
+// operator learns which row to fix.
+type refusal struct{ msg string }
+
+func (e *refusal) Error() string { return "refused: " + e.msg }
+func (e *refusal) Unwrap() error { return ErrRefused }
+
+func refusef(format string, args ...any) error {
+	return &refusal{msg: fmt.Sprintf(format, args...)}
 }

@@ -55,7 +55,7 @@ func GetFlags(ctx context.Context, q Querier) ([]Flag, error) {
 // pgphi.flags directly.
 func SetFlag(ctx context.Context, q *pgxpool.Pool, name string, on bool) error {
 	if !slices.Contains(FlagNames, name) {
-		return fmt.Errorf("unknown flag %q (flags: %v)", name, FlagNames)
+		return fmt.Errorf("unknown flag `%s` (flags: %v)", name, FlagNames)
 	}
 	if _, err := q.Exec(ctx, "SELECT pgphi.flag_set($1, $2)", name, on); err != nil {
 		return fmt.Errorf("setting flag %s: %w", name, err)

@@ -52,7 +52,7 @@ func (r *Runner) ChoosePurge(ctx context.Context, opt CleanupOptions) (string, e
 	switch method {
 	case PurgeAuto, PurgeRepack, PurgeVacuumFull:
 	default:
-		return "", fmt.Errorf("unknown purge method %q: use auto, repack or vacuum-full", opt.Purge)
+		return "", fmt.Errorf("unknown purge method `%s`: use auto, repack or vacuum-full", opt.Purge)
 	}
 	var names []string
 	for _, t := range r.Plan.Tables {

@@ -149,7 +149,7 @@ var ErrHookFailed = errors.New("hook failed")
 // ErrHookFailed; a phase without hooks returns nil, nil.
 func (c Config) Run(ctx context.Context, hc Context, redact func(string) string) ([]Result, error) {
 	if !hc.Phase.Valid() {
-		return nil, fmt.Errorf("hooks: unknown phase %q", hc.Phase)
+		return nil, fmt.Errorf("hooks: unknown phase `%s`", hc.Phase)
 	}
 	cmds := c.Hooks[hc.Phase]
 	if len(cmds) == 0 {
@@ -219,11 +219,11 @@ func ResolvePath(dir, path string) (string, error) {
 		return filepath.Clean(path), nil
 	}
 	if dir == "" {
-		return "", fmt.Errorf("%w: %q is relative and there is no config file directory to resolve it against; give an absolute path (hooks are never looked up on PATH)", ErrRelativePath, path)
+		return "", fmt.Errorf("%w: `%s` is relative and there is no config file directory to resolve it against; give an absolute path (hooks are never looked up on PATH)", ErrRelativePath, path)
 	}
 	abs, err := filepath.Abs(filepath.Join(dir, path))
 	if err != nil {
-		return "", fmt.Errorf("resolving hook path %q: %w", path, err)
+		return "", fmt.Errorf("resolving hook path `%s`: %w", path, err)
 	}
 	return abs, nil
 }

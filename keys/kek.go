@@ -71,7 +71,7 @@ func NewKEKParams(kind string) (KEKParams, error) {
 	case KindKeyFile:
 		return KEKParams{Kind: KindKeyFile}, nil
 	}
-	return KEKParams{}, fmt.Errorf("keys: unknown KEK kind %q (want %q or %q)", kind, KindPassphrase, KindKeyFile)
+	return KEKParams{}, fmt.Errorf("keys: unknown KEK kind `%s` (want `%s` or `%s`)", kind, KindPassphrase, KindKeyFile)
 }
 
 type passphraseProvider struct {
@@ -93,7 +93,7 @@ func (p passphraseProvider) Name() string { return KindPassphrase }
 
 func (p passphraseProvider) KEK(params KEKParams) ([]byte, error) {
 	if params.Kind != KindPassphrase {
-		return nil, fmt.Errorf("keys: data keys are wrapped with a %q KEK, but a passphrase was provided", params.Kind)
+		return nil, fmt.Errorf("keys: data keys are wrapped with a `%s` KEK, but a passphrase was provided", params.Kind)
 	}
 	if p.passphrase == "" {
 		return nil, errors.New("keys: empty passphrase")
@@ -132,7 +132,7 @@ func (p keyFileProvider) Name() string { return KindKeyFile }
 
 func (p keyFileProvider) KEK(params KEKParams) ([]byte, error) {
 	if params.Kind != KindKeyFile {
-		return nil, fmt.Errorf("keys: data keys are wrapped with a %q KEK, but a key file was provided", params.Kind)
+		return nil, fmt.Errorf("keys: data keys are wrapped with a `%s` KEK, but a key file was provided", params.Kind)
 	}
 	return readKeyFile(p.path)
 }

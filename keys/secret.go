@@ -128,7 +128,7 @@ func readPassphraseFile(path string) (string, error) {
 func readPassphraseFD(s string) (string, error) {
 	fd, err := strconv.Atoi(s)
 	if err != nil || fd < 0 {
-		return "", fmt.Errorf("keys: %s must be a file descriptor number, got %q", EnvPassphraseFD, s)
+		return "", fmt.Errorf("keys: %s must be a file descriptor number, got `%s`", EnvPassphraseFD, s)
 	}
 	if fd <= 2 {
 		return "", fmt.Errorf("keys: %s=%d is a standard stream: give the passphrase on a descriptor of its own (3 or more)", EnvPassphraseFD, fd)

@@ -62,7 +62,7 @@ func LoadPrivateKey(path string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("private key %s: is an encrypted PKCS#8 key; pgphi reads unencrypted keys only: "+
 			"make an unencrypted copy readable only by you (openssl pkey -in KEY -out COPY) and pass that", path)
 	default:
-		return nil, fmt.Errorf("private key %s: PEM block %q is not supported; use a PKCS#8 (\"PRIVATE KEY\") or OpenSSH Ed25519 private key", path, block.Type)
+		return nil, fmt.Errorf("private key %s: PEM block `%s` is not supported; use a PKCS#8 (\"PRIVATE KEY\") or OpenSSH Ed25519 private key", path, block.Type)
 	}
 }
 

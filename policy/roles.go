@@ -33,7 +33,7 @@ func ParseRole(s string) (Role, error) {
 	if r := Role(s); r.Valid() {
 		return r, nil
 	}
-	return "", fmt.Errorf("unknown role %q (use dba, healthcare_admin or audit_officer)", s)
+	return "", fmt.Errorf("unknown role `%s` (use dba, healthcare_admin or audit_officer)", s)
 }
 
 // RoleNames maps each pgphi role to the PostgreSQL group role that grants it.
@@ -71,10 +71,10 @@ func (n RoleNames) Validate() error {
 	for _, r := range Roles() {
 		g := n.Group(r)
 		if len(g) > 63 || strings.ContainsRune(g, 0) {
-			return fmt.Errorf("policy: role names: group role %q for %s is not a valid PostgreSQL role name", g, r)
+			return fmt.Errorf("policy: role names: group role `%s` for %s is not a valid PostgreSQL role name", g, r)
 		}
 		if o, dup := seen[g]; dup {
-			return fmt.Errorf("policy: role names: %s and %s both map to group role %q; each pgphi role needs its own group", o, r, g)
+			return fmt.Errorf("policy: role names: %s and %s both map to group role `%s`; each pgphi role needs its own group", o, r, g)
 		}
 		seen[g] = r
 	}
@@ -148,7 +148,7 @@ func CheckAccess(ctx context.Context, pool *pgxpool.Pool, names RoleNames, comma
 	var super bool
 	if err := pool.QueryRow(ctx, `SELECT current_user::text,
 		COALESCE((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)`).Scan(&user, &super); err != nil {
-		return "", fmt.Errorf("policy: checking access for %q: %w", command, err)
+		return "", fmt.Errorf("policy: checking access for `%s`: %w", command, err)
 	}
 	if len(roles) > 0 && super {
 		if allowSuperuser {
@@ -167,11 +167,11 @@ func CheckAccess(ctx context.Context, pool *pgxpool.Pool, names RoleNames, comma
 	rows, err := pool.Query(ctx, `SELECT rolname::text FROM pg_roles
 		WHERE rolname = ANY($1) AND pg_has_role(current_user, oid, 'MEMBER')`, groups)
 	if err != nil {
-		return "", fmt.Errorf("policy: checking access for %q: %w", command, err)
+		return "", fmt.Errorf("policy: checking access for `%s`: %w", command, err)
 	}
 	member, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return "", fmt.Errorf("policy: checking access for %q: %w", command, err)
+		return "", fmt.Errorf("policy: checking access for `%s`: %w", command, err)
 	}
 	for i, r := range roles {
 		if slices.Contains(member, groups[i]) {

@@ -199,3 +199,22 @@ func Triggers(problems []engine.TriggerProblem, err error) Check {
 	}
 	return c
 }
+
+// OwnerCode is the check item of the application owner's code that pgphi's
+// statements would fire with rights other than the owner's
+// (engine.OwnerCodeReport). It is a recommendation outside production and
+// a requirement in production, where a superuser login is refused for those
+// statements anyway.
+func OwnerCode(findings []string, err error, production bool) Check {
+	c := Check{ID: "owner-code", Title: "application owner code runs with the owner's rights only", Required: production}
+	switch {
+	case err != nil:
+		c.Evidence = "cannot inspect the tables' owner code: " + err.Error()
+	case len(findings) == 0:
+		c.Passed = true
+		c.Evidence = "every protected table's triggers, index expressions, constraints, defaults and policies run as its owner when pgphi writes (SET LOCAL ROLE), or there are none"
+	default:
+		c.Evidence = fmt.Sprintf("%d tables: %s", len(findings), strings.Join(findings, "; "))
+	}
+	return c
+}

@@ -183,7 +183,7 @@ func Render(w io.Writer, format string, f *Facts) error {
 			html.EscapeString(f.PlanID), html.EscapeString(b.String()))
 		return err
 	}
-	return fmt.Errorf("unknown report format %q (md, html, json)", format)
+	return fmt.Errorf("unknown report format `%s` (md, html, json)", format)
 }
 
 func renderMarkdown(w io.Writer, f *Facts) error {

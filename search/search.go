@@ -175,13 +175,13 @@ func (s *Searcher) target(table, column string) (*engine.Target, *engine.TargetC
 				names = append(names, c.Name)
 			}
 		}
-		return nil, nil, fmt.Errorf("%w: %s has no protected column %q (searchable columns: %s)", ErrNotSearchable, t.QualifiedName(), column, strings.Join(names, ", "))
+		return nil, nil, fmt.Errorf("%w: %s has no protected column `%s` (searchable columns: %s)", ErrNotSearchable, t.QualifiedName(), column, strings.Join(names, ", "))
 	}
 	var names []string
 	for _, t := range s.Plan.Tables {
 		names = append(names, t.QualifiedName())
 	}
-	return nil, nil, fmt.Errorf("%w: table %q is not in the config (protected tables: %s)", ErrNotSearchable, table, strings.Join(names, ", "))
+	return nil, nil, fmt.Errorf("%w: table `%s` is not in the config (protected tables: %s)", ErrNotSearchable, table, strings.Join(names, ", "))
 }
 
 // candidateSQL selects rows whose terms overlap every group, plus rows the

@@ -55,7 +55,7 @@ func checkSchemaOwner(ctx context.Context, q Querier, dbaGroup string) error {
 	}
 	exists = true
 	if exists && !trusted {
-		return fmt.Errorf("%w: schema pgphi is owned by role %q, which is neither a superuser nor %s or a member of it: pgphi did not create it and will not use it (drop or rename it, or have its rightful owner explain it)", ErrUntrusted, owner, dbaGroup)
+		return fmt.Errorf("%w: schema pgphi is owned by role `%s`, which is neither a superuser nor %s or a member of it: pgphi did not create it and will not use it (drop or rename it, or have its rightful owner explain it)", ErrUntrusted, owner, dbaGroup)
 	}
 	return nil
 }
