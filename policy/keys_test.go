@@ -164,7 +164,7 @@ func TestLoadSigners(t *testing.T) {
 		{"alice dba", "want NAME ROLE DBROLE ssh-ed25519 KEY [comment], got 2 field(s)"},
 		{"alice dba " + AuthorizedKey(f.alice.pub), "no database role: write NAME ROLE DBROLE ssh-ed25519 KEY"},
 		{"alice dba alice " + AuthorizedKey(f.alice.pub)[:11], "got 4 field(s)"},
-		{"alice admin alice " + AuthorizedKey(f.alice.pub), `unknown role "admin"`},
+		{"alice admin alice " + AuthorizedKey(f.alice.pub), "unknown role `admin`"},
 		{"alice dba alice " + ecdsaLine, `key type "ecdsa-sha2-nistp256" is not supported`},
 		{"alice dba alice ssh-ed25519 " + ecBlob, "is a ecdsa-sha2-nistp256 key, but the line says ssh-ed25519"},
 		{"alice dba alice ssh-ed25519 !!!notbase64", "not valid base64"},
