@@ -43,8 +43,8 @@ database (cluster system identifier and database name), until an expiry (default
 				return withCode(ExitUsage, fmt.Errorf("usage: --expires must be positive and at most %s", policy.MaxExpiry))
 			}
 			ctx := cmd.Context()
-			return a.guarded(ctx, guardSpec{command: "approve", conns: 2, noPlan: true, mismatchOK: true}, "approve "+args[0], func(ctx context.Context, s *session, out *outcome) error {
-				signers := s.pins.SignerList()
+			return a.guarded(ctx, guardSpec{Command: "approve", Conns: 2, NoPlan: true, MismatchOK: true}, "approve "+args[0], func(ctx context.Context, s *session, out *outcome) error {
+				signers := s.Pins.SignerList()
 				if len(signers) == 0 {
 					return withCode(ExitUsage, errors.New("no signers are pinned: list the approvers in approvals.signers and pin them (`pgphi pins set --from-config`)"))
 				}
@@ -52,27 +52,27 @@ database (cluster system identifier and database name), until an expiry (default
 				if err != nil {
 					return withCode(ExitUsage, err)
 				}
-				sysid, db, err := policy.DatabaseIdentity(ctx, s.pool)
+				sysid, db, err := policy.DatabaseIdentity(ctx, s.Pool)
 				if err != nil {
 					return err
 				}
 				var now time.Time
-				if err := s.pool.QueryRow(ctx, "SELECT pg_catalog.clock_timestamp()").Scan(&now); err != nil {
+				if err := s.Pool.QueryRow(ctx, "SELECT pg_catalog.clock_timestamp()").Scan(&now); err != nil {
 					return err
 				}
-				tg := policy.Target{PlanID: args[0], Command: command, Environment: s.pins.Environment, SystemIdentifier: sysid, Database: db,
+				tg := policy.Target{PlanID: args[0], Command: command, Environment: s.Pins.Environment, SystemIdentifier: sysid, Database: db,
 					Expires: now.Add(expires).UTC().Truncate(time.Second)}
-				ap, err := policy.Record(ctx, s.pool, signers, tg, policy.Sign(priv, tg), priv.Public().(ed25519.PublicKey))
+				ap, err := policy.Record(ctx, s.Pool, signers, tg, policy.Sign(priv, tg), priv.Public().(ed25519.PublicKey))
 				if err != nil {
 					if errors.Is(err, policy.ErrApprovalRejected) {
 						return withCode(ExitRefused, err)
 					}
 					return err
 				}
-				out.details["approver"] = ap.Signer
-				out.details["role"] = string(ap.Role)
-				out.details["approved_command"] = ap.Command
-				out.details["expires"] = ap.Expires.Format(time.RFC3339)
+				out.Details["approver"] = ap.Signer
+				out.Details["role"] = string(ap.Role)
+				out.Details["approved_command"] = ap.Command
+				out.Details["expires"] = ap.Expires.Format(time.RFC3339)
 				fmt.Fprintf(a.stdout, "approved %s for %s as %s (%s, key %s): %s in database %s until %s\n",
 					ap.PlanID, ap.Environment, ap.Signer, ap.Role, ap.Fingerprint, ap.Command, ap.Database, ap.Expires.Format(time.RFC3339))
 				return nil
@@ -100,28 +100,28 @@ the proposed pins id (` + "`pgphi approve PINS_ID --command pins`" + `) under th
 		Use:   "show",
 		Short: "Print the pinned policy, the config's proposal and what differs",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.guarded(cmd.Context(), guardSpec{command: "pins", conns: 2, noPlan: true, optionalConfig: true, mismatchOK: true}, "pins show", func(ctx context.Context, s *session, out *outcome) error {
-				if s.pinned == nil {
+			return a.guarded(cmd.Context(), guardSpec{Command: "pins", Conns: 2, NoPlan: true, OptionalConfig: true, MismatchOK: true}, "pins show", func(ctx context.Context, s *session, out *outcome) error {
+				if s.Pinned == nil {
 					fmt.Fprintln(a.stdout, "nothing is pinned yet; the defaults apply until a dba's first run pins the config's policy")
 				} else {
-					fmt.Fprintf(a.stdout, "pinned %s (#%d, %s by %s)\n", s.pinned.ID, s.pinned.Seq, s.pinned.PinnedAt.UTC().Format(time.RFC3339), s.pinned.PinnedBy)
+					fmt.Fprintf(a.stdout, "pinned %s (#%d, %s by %s)\n", s.Pinned.ID, s.Pinned.Seq, s.Pinned.PinnedAt.UTC().Format(time.RFC3339), s.Pinned.PinnedBy)
 				}
-				for _, l := range s.pins.Describe() {
+				for _, l := range s.Pins.Describe() {
 					fmt.Fprintf(a.stdout, "  %s\n", l)
 				}
-				if s.proposed == nil {
+				if s.Proposed == nil {
 					return nil
 				}
-				d := policy.Diff(*s.pins, *s.proposed)
+				d := policy.Diff(*s.Pins, *s.Proposed)
 				if len(d) == 0 {
-					fmt.Fprintf(a.stdout, "the config (%s) proposes the same pins\n", s.cfg.Path)
+					fmt.Fprintf(a.stdout, "the config (%s) proposes the same pins\n", s.Cfg.Path)
 					return nil
 				}
-				fmt.Fprintf(a.stdout, "the config (%s) proposes %s, which differs:\n", s.cfg.Path, s.proposed.ID())
+				fmt.Fprintf(a.stdout, "the config (%s) proposes %s, which differs:\n", s.Cfg.Path, s.Proposed.ID())
 				for _, l := range d {
 					fmt.Fprintf(a.stdout, "  - %s\n", l)
 				}
-				fmt.Fprintf(a.stdout, "to pin it: approvals of %s for command pins (`pgphi approve %s --command pins --key KEY`), then `pgphi pins set --from-config` (a dba)\n", s.proposed.ID(), s.proposed.ID())
+				fmt.Fprintf(a.stdout, "to pin it: approvals of %s for command pins (`pgphi approve %s --command pins --key KEY`), then `pgphi pins set --from-config` (a dba)\n", s.Proposed.ID(), s.Proposed.ID())
 				return nil
 			})
 		},
@@ -134,28 +134,28 @@ the proposed pins id (` + "`pgphi approve PINS_ID --command pins`" + `) under th
 			if !fromConfig {
 				return withCode(ExitUsage, errors.New("usage: pgphi pins set --from-config"))
 			}
-			return a.guarded(cmd.Context(), guardSpec{command: "pins set", conns: 2, noPlan: true, mismatchOK: true}, "pins set", func(ctx context.Context, s *session, out *outcome) error {
-				if s.pinned == nil {
+			return a.guarded(cmd.Context(), guardSpec{Command: "pins set", Conns: 2, NoPlan: true, MismatchOK: true}, "pins set", func(ctx context.Context, s *session, out *outcome) error {
+				if s.Pinned == nil {
 					return errors.New("nothing is pinned (the first run pins the config's policy)")
 				}
-				id := s.proposed.ID()
-				out.details["pins_from"], out.details["pins_to"] = s.pinned.ID, id
-				d := policy.Diff(s.pinned.Pins, *s.proposed)
+				id := s.Proposed.ID()
+				out.Details["pins_from"], out.Details["pins_to"] = s.Pinned.ID, id
+				d := policy.Diff(s.Pinned.Pins, *s.Proposed)
 				if len(d) == 0 {
-					fmt.Fprintf(a.stdout, "the config proposes the pinned policy %s: nothing to change\n", s.pinned.ID)
+					fmt.Fprintf(a.stdout, "the config proposes the pinned policy %s: nothing to change\n", s.Pinned.ID)
 					return nil
 				}
 				// Approved under the pins in force: their signers, their
 				// requirements for their environment, the connected role as
 				// the executor.
-				if err := a.checkApprovals(ctx, s, id, "pins"); err != nil {
+				if err := a.wrapper().CheckApprovals(ctx, s, id, "pins"); err != nil {
 					return withCode(ExitRefused, err)
 				}
-				newID, err := policy.Replace(ctx, s.pool, s.pinned, *s.proposed)
+				newID, err := policy.Replace(ctx, s.Pool, s.Pinned, *s.Proposed)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(a.stdout, "pinned %s (was %s):\n", newID, s.pinned.ID)
+				fmt.Fprintf(a.stdout, "pinned %s (was %s):\n", newID, s.Pinned.ID)
 				for _, l := range d {
 					fmt.Fprintf(a.stdout, "  - %s\n", l)
 				}
@@ -178,8 +178,8 @@ func (a *app) rolesCommand() *cobra.Command {
 		Short: "Create the group roles and grant each what it needs (idempotent)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			return a.guarded(ctx, guardSpec{command: "roles", conns: 2}, "roles init", func(ctx context.Context, s *session, out *outcome) error {
-				lines, err := policy.InitRoles(ctx, s.pool, s.pins.Roles)
+			return a.guarded(ctx, guardSpec{Command: "roles", Conns: 2}, "roles init", func(ctx context.Context, s *session, out *outcome) error {
+				lines, err := policy.InitRoles(ctx, s.Pool, s.Pins.Roles)
 				if err != nil {
 					return err
 				}
@@ -204,18 +204,18 @@ func (a *app) auditCommand() *cobra.Command {
 		Short: "Recompute the hash chain in the table and the file; prove a kept checkpoint is still in the log",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			return a.guarded(ctx, guardSpec{command: "audit", conns: 2}, "audit verify", func(ctx context.Context, s *session, out *outcome) error {
+			return a.guarded(ctx, guardSpec{Command: "audit", Conns: 2}, "audit verify", func(ctx context.Context, s *session, out *outcome) error {
 				// The guard has checked audit.public_key against the pinned
 				// key: stored checkpoints are verified under it.
 				var cpKeys []ed25519.PublicKey
-				if s.cfg.Audit.PublicKey != "" {
-					pub, err := audit.ParsePublicKey(s.cfg.Audit.PublicKey)
+				if s.Cfg.Audit.PublicKey != "" {
+					pub, err := audit.ParsePublicKey(s.Cfg.Audit.PublicKey)
 					if err != nil {
 						return withCode(ExitUsage, err)
 					}
 					cpKeys = append(cpKeys, pub)
 				}
-				rep, err := audit.VerifyWithKeys(ctx, s.pool, cpKeys)
+				rep, err := audit.VerifyWithKeys(ctx, s.Pool, cpKeys)
 				if err != nil {
 					return err
 				}
@@ -224,7 +224,7 @@ func (a *app) auditCommand() *cobra.Command {
 				for _, p := range rep.Problems {
 					fmt.Fprintf(a.stdout, "TAMPERED table record #%d: %s %s\n", p.Seq, p.Kind, p.Detail)
 				}
-				if path := s.cfg.Resolve(s.cfg.Audit.File); path != "" {
+				if path := s.Cfg.Resolve(s.Cfg.Audit.File); path != "" {
 					frep, err := audit.VerifyFile(path)
 					if err != nil {
 						return err
@@ -233,7 +233,7 @@ func (a *app) auditCommand() *cobra.Command {
 						fmt.Fprintf(a.stdout, "TAMPERED file record #%d: %s %s\n", p.Seq, p.Kind, p.Detail)
 					}
 					bad = bad || len(frep.Problems) > 0
-					if p, err := audit.CompareFileAndTable(ctx, s.pool, path); err != nil {
+					if p, err := audit.CompareFileAndTable(ctx, s.Pool, path); err != nil {
 						return err
 					} else if p != nil {
 						fmt.Fprintf(a.stdout, "MISMATCH file and table differ at record #%d: %s %s\n", p.Seq, p.Kind, p.Detail)
@@ -252,8 +252,8 @@ func (a *app) auditCommand() *cobra.Command {
 					// A checkpoint whose signature cannot be checked (no
 					// audit.public_key) is a failure, never accepted.
 					var keys []ed25519.PublicKey
-					if s.cfg.Audit.PublicKey != "" {
-						pub, err := audit.ParsePublicKey(s.cfg.Audit.PublicKey)
+					if s.Cfg.Audit.PublicKey != "" {
+						pub, err := audit.ParsePublicKey(s.Cfg.Audit.PublicKey)
 						if err != nil {
 							return withCode(ExitUsage, err)
 						}
@@ -263,7 +263,7 @@ func (a *app) auditCommand() *cobra.Command {
 						fmt.Fprintf(a.stdout, "CHECKPOINT signature invalid: %v\n", err)
 						bad = true
 					}
-					if err := audit.ProveExtends(ctx, s.pool, &cp); err != nil {
+					if err := audit.ProveExtends(ctx, s.Pool, &cp); err != nil {
 						fmt.Fprintf(a.stdout, "CHECKPOINT #%d not in the log any more: %v\n", cp.Seq, err)
 						bad = true
 					} else {
@@ -285,9 +285,9 @@ func (a *app) auditCommand() *cobra.Command {
 		Short: "Write audit records as JSON lines to stdout",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			return a.guarded(ctx, guardSpec{command: "audit", conns: 2}, "audit export", func(ctx context.Context, s *session, out *outcome) error {
-				n, err := audit.Export(ctx, s.pool, a.stdout, from, to)
-				out.rows = n
+			return a.guarded(ctx, guardSpec{Command: "audit", Conns: 2}, "audit export", func(ctx context.Context, s *session, out *outcome) error {
+				n, err := audit.Export(ctx, s.Pool, a.stdout, from, to)
+				out.Rows = n
 				return err
 			})
 		},
@@ -301,12 +301,12 @@ func (a *app) auditCommand() *cobra.Command {
 		Short: "Write records older than --older-than to a checksummed archive (the table keeps them: 6-year retention)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			return a.guarded(ctx, guardSpec{command: "audit", conns: 2}, "audit archive", func(ctx context.Context, s *session, out *outcome) error {
-				path, n, err := audit.Archive(ctx, s.pool, dir, time.Now().Add(-olderThan))
+			return a.guarded(ctx, guardSpec{Command: "audit", Conns: 2}, "audit archive", func(ctx context.Context, s *session, out *outcome) error {
+				path, n, err := audit.Archive(ctx, s.Pool, dir, time.Now().Add(-olderThan))
 				if err != nil {
 					return err
 				}
-				out.rows = n
+				out.Rows = n
 				fmt.Fprintf(a.stdout, "archived %d records to %s (checksum in %s.sha256)\n", n, path, path)
 				return nil
 			})
@@ -319,15 +319,15 @@ func (a *app) auditCommand() *cobra.Command {
 		Short: "Sign the head of the log with audit.signing_key and print the checkpoint (keep it outside the database)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			return a.guarded(ctx, guardSpec{command: "audit", conns: 2}, "audit checkpoint", func(ctx context.Context, s *session, out *outcome) error {
-				if s.cfg.Audit.SigningKey == "" {
+			return a.guarded(ctx, guardSpec{Command: "audit", Conns: 2}, "audit checkpoint", func(ctx context.Context, s *session, out *outcome) error {
+				if s.Cfg.Audit.SigningKey == "" {
 					return withCode(ExitUsage, errors.New("audit.signing_key is not set in the config"))
 				}
-				key, err := policy.LoadPrivateKey(s.cfg.Resolve(s.cfg.Audit.SigningKey))
+				key, err := policy.LoadPrivateKey(s.Cfg.Resolve(s.Cfg.Audit.SigningKey))
 				if err != nil {
 					return withCode(ExitUsage, err)
 				}
-				cp, err := audit.SignCheckpoint(ctx, s.pool, key)
+				cp, err := audit.SignCheckpoint(ctx, s.Pool, key)
 				if err != nil {
 					return err
 				}
@@ -350,9 +350,9 @@ func (a *app) checkCommand() *cobra.Command {
 		Short: "Pre-flight checks with evidence; non-zero exit if any required check fails",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			return a.guarded(ctx, guardSpec{command: "check", conns: 4}, "pre-flight check", func(ctx context.Context, s *session, out *outcome) error {
+			return a.guarded(ctx, guardSpec{Command: "check", Conns: 4}, "pre-flight check", func(ctx context.Context, s *session, out *outcome) error {
 				cl := a.runChecks(ctx, s)
-				if err := report.Save(ctx, s.pool, cl); err != nil {
+				if err := report.Save(ctx, s.Pool, cl); err != nil {
 					return err
 				}
 				if asJSON {
@@ -383,31 +383,31 @@ func (a *app) checkCommand() *cobra.Command {
 }
 
 func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
-	cl := &report.Checklist{PlanID: s.plan.ID}
+	cl := &report.Checklist{PlanID: s.Plan.ID}
 	add := func(c report.Check) { cl.Items = append(cl.Items, c) }
 
 	// TLS: the connection as it is, and the policy for this environment.
 	tlsCheck := report.Check{ID: "tls", Title: "connection encrypted as the environment requires", Required: true, Passed: true}
-	if conn, err := s.pool.Acquire(ctx); err == nil {
+	if conn, err := s.Pool.Acquire(ctx); err == nil {
 		tlsCheck.Evidence = dbconn.DescribeConn(conn.Conn().PgConn())
 		conn.Release()
 	}
-	tlsCheck.Evidence += fmt.Sprintf("; environment %s (production requires verify-full or a pinned key off loopback)", s.cfg.Environment)
+	tlsCheck.Evidence += fmt.Sprintf("; environment %s (production requires verify-full or a pinned key off loopback)", s.Cfg.Environment)
 	add(tlsCheck)
 
 	// Audit sink.
 	ac := report.Check{ID: "audit", Title: "audit trail writable and chain valid", Required: true}
-	if rep, err := audit.Verify(ctx, s.pool); err != nil {
+	if rep, err := audit.Verify(ctx, s.Pool); err != nil {
 		ac.Evidence = "cannot verify: " + err.Error()
 	} else {
 		ac.Passed = len(rep.Problems) == 0
-		ac.Evidence = fmt.Sprintf("%d records, head #%d, %d problems; mirror %s", rep.Records, rep.HeadSeq, len(rep.Problems), s.cfg.Resolve(s.cfg.Audit.File))
+		ac.Evidence = fmt.Sprintf("%d records, head #%d, %d problems; mirror %s", rep.Records, rep.HeadSeq, len(rep.Problems), s.Cfg.Resolve(s.Cfg.Audit.File))
 	}
 	add(ac)
 
 	// Role.
 	rc := report.Check{ID: "role", Title: "connected role may run apply", Required: true}
-	if role, err := policy.CheckAccess(ctx, s.pool, s.pins.Roles, "apply", s.pins.AllowSuperuser); err != nil {
+	if role, err := policy.CheckAccess(ctx, s.Pool, s.Pins.Roles, "apply", s.Pins.AllowSuperuser); err != nil {
 		rc.Evidence = err.Error()
 	} else {
 		rc.Passed, rc.Evidence = true, "acts as "+string(role)
@@ -416,7 +416,7 @@ func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
 
 	// Keys.
 	kc := report.Check{ID: "keys", Title: "keys loadable", Required: true}
-	if ring, err := loadKeys(ctx, s.pool); err != nil {
+	if ring, err := loadKeys(ctx, s.Pool); err != nil {
 		kc.Evidence = err.Error()
 	} else {
 		kc.Passed, kc.Evidence = true, fmt.Sprintf("data key %d active (key material not shown)", ring.ActiveKeyID())
@@ -425,12 +425,12 @@ func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
 
 	// Approvals.
 	apc := report.Check{ID: "approvals", Title: "approvals present for this plan", Required: true}
-	if res, err := a.approvalResult(ctx, s, s.plan.ID, "apply"); err != nil {
+	if res, err := a.wrapper().ApprovalResult(ctx, s, s.Plan.ID, "apply"); err != nil {
 		apc.Evidence = err.Error()
 	} else {
 		apc.Passed = true
-		if len(s.pins.Approvals[s.pins.Environment]) == 0 {
-			apc.Evidence = "environment " + s.pins.Environment + " requires no approvals (pinned policy)"
+		if len(s.Pins.Approvals[s.Pins.Environment]) == 0 {
+			apc.Evidence = "environment " + s.Pins.Environment + " requires no approvals (pinned policy)"
 		} else {
 			var who []string
 			for _, ap := range res.Valid {
@@ -442,9 +442,9 @@ func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
 	add(apc)
 
 	// Validation.
-	vc := report.Check{ID: "validation", Title: "PHI validation rules hold", Required: s.cfg.ValidationFails()}
+	vc := report.Check{ID: "validation", Title: "PHI validation rules hold", Required: s.Cfg.ValidationFails()}
 	cl.ValidationRules = -1
-	if res, err := engine.Validate(ctx, s.pool, s.cfg, s.plan); err != nil {
+	if res, err := engine.Validate(ctx, s.Pool, s.Cfg, s.Plan); err != nil {
 		vc.Evidence = err.Error()
 	} else {
 		vc.Passed = len(res.Violations) == 0
@@ -460,16 +460,16 @@ func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
 	}
 	add(vc)
 
-	add(report.ServerLogSettings(ctx, s.pool))
-	add(report.Pgaudit(ctx, s.pool))
+	add(report.ServerLogSettings(ctx, s.Pool))
+	add(report.Pgaudit(ctx, s.Pool))
 	var tables []string
-	for _, t := range s.plan.Tables {
+	for _, t := range s.Plan.Tables {
 		tables = append(tables, t.QualifiedName())
 	}
-	add(report.Disk(ctx, s.pool, tables, freeBytes))
-	add(report.Triggers(engine.CheckTriggers(ctx, s.pool, s.plan)))
-	ownerFindings, ownerErr := engine.OwnerCodeReport(ctx, s.pool, s.plan)
-	add(report.OwnerCode(ownerFindings, ownerErr, s.cfg.IsProduction()))
+	add(report.Disk(ctx, s.Pool, tables, freeBytes))
+	add(report.Triggers(engine.CheckTriggers(ctx, s.Pool, s.Plan)))
+	ownerFindings, ownerErr := engine.OwnerCodeReport(ctx, s.Pool, s.Plan)
+	add(report.OwnerCode(ownerFindings, ownerErr, s.Cfg.IsProduction()))
 	return cl
 }
 
@@ -492,12 +492,12 @@ func (a *app) reportCommand() *cobra.Command {
 				return withCode(ExitUsage, errors.New("usage: --format md, html or json"))
 			}
 			ctx := cmd.Context()
-			return a.guarded(ctx, guardSpec{command: "report", conns: 2}, "compliance report", func(ctx context.Context, s *session, out *outcome) error {
+			return a.guarded(ctx, guardSpec{Command: "report", Conns: 2}, "compliance report", func(ctx context.Context, s *session, out *outcome) error {
 				f, err := a.gatherFacts(ctx, s)
 				if err != nil {
 					return err
 				}
-				out.details["verdict"] = f.Verdict()
+				out.Details["verdict"] = f.Verdict()
 				return report.Render(a.stdout, format, f)
 			})
 		},
@@ -507,12 +507,12 @@ func (a *app) reportCommand() *cobra.Command {
 }
 
 func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error) {
-	f := &report.Facts{PlanID: s.plan.ID, Environment: s.cfg.Environment, GeneratedAt: time.Now().UTC()}
-	_ = s.pool.QueryRow(ctx, "SELECT current_database()").Scan(&f.Database)
-	_ = s.pool.QueryRow(ctx, "SELECT created_at, completed_at FROM pgphi.plans WHERE plan_id = $1", s.plan.ID).Scan(&f.PlanCreated, &f.Completed)
-	_ = s.pool.QueryRow(ctx, "SELECT max(cleaned_at) FROM pgphi.protected_columns").Scan(&f.CleanedUp)
+	f := &report.Facts{PlanID: s.Plan.ID, Environment: s.Cfg.Environment, GeneratedAt: time.Now().UTC()}
+	_ = s.Pool.QueryRow(ctx, "SELECT current_database()").Scan(&f.Database)
+	_ = s.Pool.QueryRow(ctx, "SELECT created_at, completed_at FROM pgphi.plans WHERE plan_id = $1", s.Plan.ID).Scan(&f.PlanCreated, &f.Completed)
+	_ = s.Pool.QueryRow(ctx, "SELECT max(cleaned_at) FROM pgphi.protected_columns").Scan(&f.CleanedUp)
 
-	st, err := engine.GetStatus(ctx, s.pool, s.plan)
+	st, err := engine.GetStatus(ctx, s.Pool, s.Plan)
 	if err != nil {
 		return nil, err
 	}
@@ -521,7 +521,7 @@ func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error
 		if st.Applied {
 			cf.Phase = "expanded"
 		}
-		for _, t := range s.plan.Tables {
+		for _, t := range s.Plan.Tables {
 			for _, tc := range t.Columns {
 				if t.QualifiedName() != c.Table || tc.Name != c.Column {
 					continue
@@ -538,14 +538,14 @@ func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error
 		}
 		f.Columns = append(f.Columns, cf)
 	}
-	if f.Checklist, err = report.Latest(ctx, s.pool, s.plan.ID); err != nil {
+	if f.Checklist, err = report.Latest(ctx, s.Pool, s.Plan.ID); err != nil {
 		return nil, err
 	}
 	// Approvals: valid ones only (Check re-verifies every signature), under
 	// the pinned policy.
-	if len(s.pins.Approvals[s.pins.Environment]) == 0 {
-		f.ApprovalsOK, f.ApprovalNote = true, "environment "+s.pins.Environment+" requires no approvals"
-	} else if res, err := a.approvalResult(ctx, s, s.plan.ID, "apply"); err != nil {
+	if len(s.Pins.Approvals[s.Pins.Environment]) == 0 {
+		f.ApprovalsOK, f.ApprovalNote = true, "environment "+s.Pins.Environment+" requires no approvals"
+	} else if res, err := a.wrapper().ApprovalResult(ctx, s, s.Plan.ID, "apply"); err != nil {
 		f.ApprovalsOK, f.ApprovalNote = false, err.Error()
 	} else {
 		f.ApprovalsOK, f.ApprovalNote = true, "the environment's pinned approval policy is met"
@@ -559,7 +559,7 @@ func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error
 		vf := &report.ValidationFact{Rules: f.Checklist.ValidationRules, Violations: f.Checklist.ValidationViolations,
 			Source: "pre-flight check " + f.Checklist.CheckedAt.UTC().Format(time.RFC3339)}
 		f.Validation = vf
-	} else if res, err := engine.Validate(ctx, s.pool, s.cfg, s.plan); err == nil {
+	} else if res, err := engine.Validate(ctx, s.Pool, s.Cfg, s.Plan); err == nil {
 		vf := &report.ValidationFact{Rules: len(res.Checked), Source: "live"}
 		for _, x := range res.Violations {
 			vf.Violations = append(vf.Violations, fmt.Sprintf("%s.%s %s: %d rows", x.Table, x.Column, x.Rule, x.Rows))
@@ -567,11 +567,11 @@ func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error
 		f.Validation = vf
 	}
 	var v report.VerifyFact
-	if err := s.pool.QueryRow(ctx, `SELECT finished_at, ok, rows_checked, values_checked, mismatches, pending FROM pgphi.verifications
-		WHERE plan_id = $1 AND recorded_by IS NOT NULL AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1`, s.plan.ID).Scan(&v.At, &v.OK, &v.Rows, &v.Values, &v.Mismatches, &v.Pending); err == nil {
+	if err := s.Pool.QueryRow(ctx, `SELECT finished_at, ok, rows_checked, values_checked, mismatches, pending FROM pgphi.verifications
+		WHERE plan_id = $1 AND recorded_by IS NOT NULL AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1`, s.Plan.ID).Scan(&v.At, &v.OK, &v.Rows, &v.Values, &v.Mismatches, &v.Pending); err == nil {
 		f.Verification = &v
 	}
-	if rep, err := audit.Verify(ctx, s.pool); err == nil {
+	if rep, err := audit.Verify(ctx, s.Pool); err == nil {
 		f.Audit = report.AuditFact{Records: rep.Records, HeadSeq: rep.HeadSeq, Head: rep.Head, Valid: len(rep.Problems) == 0, Problems: len(rep.Problems)}
 	}
 	return f, nil

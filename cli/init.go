@@ -51,9 +51,9 @@ func (a *app) initCommand() *cobra.Command {
 				// Reading the catalog is reading the database: role check
 				// and audit like every other command (there is no config
 				// yet: the pinned policy decides).
-				err := a.guarded(cmd.Context(), guardSpec{command: "init", conns: 2, noPlan: true, noConfig: true}, "init --suggest", func(ctx context.Context, s *session, out *outcome) error {
+				err := a.guarded(cmd.Context(), guardSpec{Command: "init", Conns: 2, NoPlan: true, NoConfig: true}, "init --suggest", func(ctx context.Context, s *session, out *outcome) error {
 					var err error
-					tables, err = suggestTables(ctx, s.pool)
+					tables, err = suggestTables(ctx, s.Pool)
 					return err
 				})
 				if err != nil {

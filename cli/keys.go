@@ -14,8 +14,8 @@ import (
 // are set up before any config is written) inside the compliance wrapper:
 // role check under the pinned policy and audit records either way.
 func (a *app) dbRun(ctx context.Context, command string, body func(ctx context.Context, pool *pgxpool.Pool) error) error {
-	return a.guarded(ctx, guardSpec{command: command, conns: 2, noPlan: true, optionalConfig: true}, command, func(ctx context.Context, s *session, out *outcome) error {
-		return body(ctx, s.pool)
+	return a.guarded(ctx, guardSpec{Command: command, Conns: 2, NoPlan: true, OptionalConfig: true}, command, func(ctx context.Context, s *session, out *outcome) error {
+		return body(ctx, s.Pool)
 	})
 }
 

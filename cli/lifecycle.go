@@ -40,12 +40,12 @@ the whole rewrite.`,
 				return withCode(ExitUsage, errors.New("usage: --purge is auto, repack or vacuum-full"))
 			}
 			ctx := cmd.Context()
-			return a.guarded(ctx, guardSpec{command: "cleanup", reason: true, approvals: true, pre: []string{"pre_cleanup"}, post: "post_cleanup"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
-				ring, err := loadKeys(ctx, s.pool)
+			return a.guarded(ctx, guardSpec{Command: "cleanup", Reason: true, Approvals: true, Pre: []string{"pre_cleanup"}, Post: "post_cleanup"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
+				ring, err := loadKeys(ctx, s.Pool)
 				if err != nil {
 					return err
 				}
-				r := &engine.Runner{Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan, Log: a.stderr}
+				r := &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan, Log: a.stderr}
 				start := time.Now()
 				if err := r.Cleanup(ctx, confirm, engine.CleanupOptions{Rename: rename, Purge: purge, VacuumFull: vacuumFull}); err != nil {
 					if errors.Is(err, engine.ErrRefused) {
@@ -54,7 +54,7 @@ the whole rewrite.`,
 					return err
 				}
 				fmt.Fprintf(a.stdout, "cleaned up %s in %s: plaintext dropped and purged from the table files; flag migration_complete is on\n",
-					s.plan.ID, time.Since(start).Round(time.Millisecond))
+					s.Plan.ID, time.Since(start).Round(time.Millisecond))
 				fmt.Fprintln(a.stdout, "plaintext may still exist outside the tables; expire it:")
 				for _, l := range engine.Leftovers(ctx, r) {
 					fmt.Fprintf(a.stdout, "  - %s\n", l)
@@ -78,17 +78,17 @@ func (a *app) rollbackCommand() *cobra.Command {
 		Short: "Back to plaintext: remove what pgphi added (after cleanup: decrypt into the original columns first)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			return a.guarded(ctx, guardSpec{command: "rollback", reason: true, approvals: true, pre: []string{"pre_rollback"}, post: "post_rollback"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
-				ring, err := loadKeys(ctx, s.pool)
+			return a.guarded(ctx, guardSpec{Command: "rollback", Reason: true, Approvals: true, Pre: []string{"pre_rollback"}, Post: "post_rollback"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
+				ring, err := loadKeys(ctx, s.Pool)
 				if err != nil {
 					return err
 				}
-				r := &engine.Runner{Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan, Log: a.stderr}
+				r := &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan, Log: a.stderr}
 				start := time.Now()
 				if err := r.Rollback(ctx); err != nil {
 					return err
 				}
-				fmt.Fprintf(a.stdout, "rolled back %s in %s: the protected tables hold plaintext only, as before apply\n", s.plan.ID, time.Since(start).Round(time.Millisecond))
+				fmt.Fprintf(a.stdout, "rolled back %s in %s: the protected tables hold plaintext only, as before apply\n", s.Plan.ID, time.Since(start).Round(time.Millisecond))
 				return nil
 			})
 		},

@@ -25,20 +25,20 @@ func (a *app) planCommand() *cobra.Command {
 		Short: "Print the plan and its id; change nothing",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			return a.guarded(ctx, guardSpec{command: "plan", conns: 2}, "", func(ctx context.Context, s *session, out *outcome) error {
-				specs, err := engine.IndexSpecs(ctx, s.pool, s.plan)
+			return a.guarded(ctx, guardSpec{Command: "plan", Conns: 2}, "", func(ctx context.Context, s *session, out *outcome) error {
+				specs, err := engine.IndexSpecs(ctx, s.Pool, s.Plan)
 				if err != nil {
 					return err
 				}
-				s.plan.AttachIndexSpecs(specs)
+				s.Plan.AttachIndexSpecs(specs)
 				if asJSON {
 					var steps []string
-					for _, st := range s.plan.Steps {
+					for _, st := range s.Plan.Steps {
 						steps = append(steps, st.Describe())
 					}
-					return json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.plan.ID, "spec": s.plan.Spec, "steps": steps, "blind_indexes": s.plan.IndexReport()})
+					return json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.Plan.ID, "spec": s.Plan.Spec, "steps": steps, "blind_indexes": s.Plan.IndexReport()})
 				}
-				s.plan.Print(a.stdout)
+				s.Plan.Print(a.stdout)
 				return nil
 			})
 		},
@@ -58,26 +58,26 @@ func (a *app) applyCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			cfgWorkers := workers
-			return a.guarded(ctx, guardSpec{command: "apply", reason: true, approvals: true, validate: true, pre: []string{"pre_validate", "pre_execute"}, post: "post_execute"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
+			return a.guarded(ctx, guardSpec{Command: "apply", Reason: true, Approvals: true, Validate: true, Pre: []string{"pre_validate", "pre_execute"}, Post: "post_execute"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
 				if cfgWorkers <= 0 {
-					cfgWorkers = s.cfg.Apply.Workers
+					cfgWorkers = s.Cfg.Apply.Workers
 				}
-				ring, err := loadKeys(ctx, s.pool)
+				ring, err := loadKeys(ctx, s.Pool)
 				if err != nil {
 					return err
 				}
-				a.logf("applying %s to %d tables with %d workers", s.plan.ID, len(s.plan.Tables), cfgWorkers)
+				a.logf("applying %s to %d tables with %d workers", s.Plan.ID, len(s.Plan.Tables), cfgWorkers)
 				start := time.Now()
 				if maxRate < 0 {
 					return withCode(ExitUsage, errors.New("usage: --max-rate must be positive"))
 				}
-				th := &engine.Throttle{MaxRate: s.cfg.Apply.MaxRate, Adaptive: s.cfg.Apply.Adaptive && !noAdaptive && os.Getenv("PGPHI_ADAPTIVE") != "off",
-					CanaryQuery: s.cfg.Apply.CanaryQuery, MaxLag: s.cfg.Apply.MaxReplicationLag}
+				th := &engine.Throttle{MaxRate: s.Cfg.Apply.MaxRate, Adaptive: s.Cfg.Apply.Adaptive && !noAdaptive && os.Getenv("PGPHI_ADAPTIVE") != "off",
+					CanaryQuery: s.Cfg.Apply.CanaryQuery, MaxLag: s.Cfg.Apply.MaxReplicationLag}
 				if maxRate > 0 {
 					th.MaxRate = maxRate
 				}
 				r := &engine.Runner{
-					Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan,
+					Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan,
 					Workers: cfgWorkers, BatchSize: batch, Log: a.stderr, Throttle: th,
 					Progress: func(label string, total int64, poll func(context.Context) (int64, error)) interface{ Stop() } {
 						return progress.Start(a.stderr, label, total, poll, progress.Options{StatusSuffix: th.Status})
@@ -91,14 +91,14 @@ func (a *app) applyCommand() *cobra.Command {
 					return err
 				}
 				after := countRows(ctx, s)
-				out.rows = after
-				out.details["rows_before"], out.details["rows_after"] = fmt.Sprint(before), fmt.Sprint(after)
+				out.Rows = after
+				out.Details["rows_before"], out.Details["rows_after"] = fmt.Sprint(before), fmt.Sprint(after)
 				if n := r.Remaining(); n > 0 {
 					fmt.Fprintf(a.stdout, "applied %s in %s: every row encrypted and verified, except %d rows the application changed during the last pass; run `pgphi apply` again to encrypt them\n",
-						s.plan.ID, time.Since(start).Round(time.Millisecond), n)
+						s.Plan.ID, time.Since(start).Round(time.Millisecond), n)
 					return nil
 				}
-				fmt.Fprintf(a.stdout, "applied %s in %s: every configured column is encrypted and verified\n", s.plan.ID, time.Since(start).Round(time.Millisecond))
+				fmt.Fprintf(a.stdout, "applied %s in %s: every configured column is encrypted and verified\n", s.Plan.ID, time.Since(start).Round(time.Millisecond))
 				return nil
 			})
 		},
@@ -118,8 +118,8 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Per table and column: total, encrypted, pending, failed",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			return a.guarded(ctx, guardSpec{command: "status", conns: 2}, "", func(ctx context.Context, s *session, out *outcome) error {
-				st, err := engine.GetStatus(ctx, s.pool, s.plan)
+			return a.guarded(ctx, guardSpec{Command: "status", Conns: 2}, "", func(ctx context.Context, s *session, out *outcome) error {
+				st, err := engine.GetStatus(ctx, s.Pool, s.Plan)
 				if err != nil {
 					return err
 				}
@@ -168,31 +168,31 @@ func (a *app) verifyCommand() *cobra.Command {
 		Short: "Decrypt every ciphertext and compare it with the plaintext; non-zero exit on any mismatch",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			return a.guarded(ctx, guardSpec{command: "verify", conns: 6}, reason, func(ctx context.Context, s *session, out *outcome) error {
-				ring, err := loadKeys(ctx, s.pool)
+			return a.guarded(ctx, guardSpec{Command: "verify", Conns: 6}, reason, func(ctx context.Context, s *session, out *outcome) error {
+				ring, err := loadKeys(ctx, s.Pool)
 				if err != nil {
 					return err
 				}
-				r := &engine.Runner{Pool: s.pool, Keys: ring, Config: s.cfg, Plan: s.plan}
+				r := &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan}
 				mark, err := engine.MarkVerification(ctx, r)
 				if err != nil {
 					return err
 				}
 				start := mark.Started
-				res, err := engine.Verify(ctx, s.pool, ring, s.plan, 0)
+				res, err := engine.Verify(ctx, s.Pool, ring, s.Plan, 0)
 				if errors.Is(err, engine.ErrNotExpanded) {
 					return withCode(ExitFailed, err)
 				}
 				if err != nil {
 					return err
 				}
-				if hasState, _ := state.Exists(ctx, s.pool); hasState {
+				if hasState, _ := state.Exists(ctx, s.Pool); hasState {
 					if err := engine.RecordVerification(ctx, r, res, mark); err != nil {
 						return err
 					}
 				}
 				if asJSON {
-					if err := json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.plan.ID, "ok": res.OK(), "result": res}); err != nil {
+					if err := json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.Plan.ID, "ok": res.OK(), "result": res}); err != nil {
 						return err
 					}
 				} else {
@@ -232,10 +232,10 @@ func (a *app) verifyCommand() *cobra.Command {
 // clear message, instead of waiting here without end.
 func countRows(ctx context.Context, s *session) int64 {
 	var total int64
-	for _, t := range s.plan.Tables {
+	for _, t := range s.Plan.Tables {
 		var n int64
-		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", s.cfg.Apply.LockTimeout.Milliseconds())); err != nil {
+		err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", s.Cfg.Apply.LockTimeout.Milliseconds())); err != nil {
 				return err
 			}
 			return tx.QueryRow(ctx, "SELECT count(*) FROM "+t.Ident()).Scan(&n)

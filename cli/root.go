@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgphi/pgphi/catalog"
+	"github.com/pgphi/pgphi/compliance"
 	"github.com/pgphi/pgphi/config"
 	"github.com/pgphi/pgphi/dbconn"
 	"github.com/pgphi/pgphi/engine"
@@ -57,6 +58,9 @@ func withCode(code int, err error) error {
 func ExitCode(err error) int {
 	var ee *exitError
 	var ce *config.Error
+	if code, ok := outermostCode(err); ok {
+		return code
+	}
 	switch {
 	case err == nil:
 		return ExitOK
@@ -74,6 +78,37 @@ func ExitCode(err error) int {
 		return ExitRefused
 	}
 	return ExitFailed
+}
+
+// outermostCode finds the outermost error in err's tree that carries an exit
+// code: one of ours (withCode) or one the compliance wrapper marked as a
+// refusal or a usage error.
+func outermostCode(err error) (int, bool) {
+	if err == nil {
+		return 0, false
+	}
+	switch e := err.(type) {
+	case *exitError:
+		return e.code, true
+	case interface{ Kind() error }:
+		switch e.Kind() {
+		case compliance.ErrRefused:
+			return ExitRefused, true
+		case compliance.ErrUsage:
+			return ExitUsage, true
+		}
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return outermostCode(u.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, k := range u.Unwrap() {
+			if code, ok := outermostCode(k); ok {
+				return code, true
+			}
+		}
+	}
+	return 0, false
 }
 
 // app holds what every command shares: global flags and output streams.
@@ -177,26 +212,6 @@ func (a *app) logf(format string, args ...any) {
 }
 
 // session is a loaded config, an open pool and the resolved plan; inside
-// the compliance wrapper also the pins every decision reads.
-type session struct {
-	cfg  *config.Config
-	pool *pgxpool.Pool
-	plan *engine.Plan
-
-	noConfig bool           // no config file: cfg holds defaults and proposes nothing
-	proposed *policy.Pins   // what the config proposes (nil without a config)
-	pinned   *policy.Pinned // the pins in the database (nil: defaults, nothing pinned)
-	pins     *policy.Pins   // the pins in force: pinned's, or the defaults
-	executor string         // the connected (effective) database role
-	role     policy.Role    // the pgphi role the command runs as
-}
-
-func (s *session) Close() {
-	if s.pool != nil {
-		s.pool.Close()
-	}
-}
-
 func (a *app) loadConfig() (*config.Config, error) {
 	return config.Load(config.Locate(a.configFlag))
 }
@@ -224,7 +239,7 @@ func (a *app) connect(ctx context.Context, cfg *config.Config, maxConns int) (*p
 
 // resolvePlan reads the catalog and builds the session's plan.
 func (a *app) resolvePlan(ctx context.Context, s *session) error {
-	cfg, pool := s.cfg, s.pool
+	cfg, pool := s.Cfg, s.Pool
 	cleaned, err := engine.LoadCleaned(ctx, pool)
 	if err != nil {
 		return err
@@ -246,7 +261,7 @@ func (a *app) resolvePlan(ctx context.Context, s *session) error {
 	if err := engine.CheckTableShapes(ctx, pool, cfg, tables); err != nil {
 		return err
 	}
-	s.plan, err = engine.NewPlan(cfg, tables)
+	s.Plan, err = engine.NewPlan(cfg, tables)
 	return err
 }
 

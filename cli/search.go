@@ -118,16 +118,16 @@ the number of keys returned; never the value or the keys.`,
 				}
 			}
 			ctx := cmd.Context()
-			return a.guarded(ctx, guardSpec{command: "search", reason: true, conns: 4}, reason, func(ctx context.Context, s *session, out *outcome) error {
+			return a.guarded(ctx, guardSpec{Command: "search", Reason: true, Conns: 4}, reason, func(ctx context.Context, s *session, out *outcome) error {
 				// What was searched, for the audit record: never the
 				// value, nor the keys found.
-				out.details["table"], out.details["column"] = args[0], args[1]
-				out.details["kind"], out.details["value_source"] = string(q.Kind), source
-				ring, err := loadKeys(ctx, s.pool)
+				out.Details["table"], out.Details["column"] = args[0], args[1]
+				out.Details["kind"], out.Details["value_source"] = string(q.Kind), source
+				ring, err := loadKeys(ctx, s.Pool)
 				if err != nil {
 					return err
 				}
-				searcher, err := search.New(ctx, s.pool, ring, s.plan)
+				searcher, err := search.New(ctx, s.Pool, ring, s.Plan)
 				if err != nil {
 					return err
 				}
@@ -138,8 +138,8 @@ the number of keys returned; never the value or the keys.`,
 					}
 					return err
 				}
-				out.details["table"], out.details["column"] = res.Table, res.Column
-				out.rows = int64(len(res.Keys))
+				out.Details["table"], out.Details["column"] = res.Table, res.Column
+				out.Rows = int64(len(res.Keys))
 				if asJSON {
 					if res.Keys == nil {
 						res.Keys = [][]string{}
