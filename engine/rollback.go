@@ -35,8 +35,9 @@ func (r *Runner) Rollback(ctx context.Context) error {
 			return err
 		}
 	}
-	_, err := r.Pool.Exec(ctx, "DELETE FROM pgphi.verifications WHERE plan_id = $1", r.Plan.ID)
-	return err
+	// Recorded verifications stay: they are evidence of what happened, and
+	// no role may delete them (cleanup verifies for itself anyway).
+	return nil
 }
 
 // removeExpansion drops everything expand added, and the plan's state for the

@@ -23,6 +23,10 @@ var ErrUntrusted = errors.New("state: untrusted pgphi schema")
 // from PUBLIC on every other function of the schema at every run.
 var PublicFunctions = []string{"pgphi.flag(text)", "pgphi.audit_refusal(text)"}
 
+// FactTables record facts that gate or evidence decisions: no role but the
+// schema's owner (through its definer functions) may write them.
+var FactTables = []string{"audit_log", "audit_checkpoints", "approvals", "verifications", "checks", "flags", "pins"}
+
 // Querier runs a query returning one row.
 type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
@@ -114,6 +118,30 @@ func lockDown(ctx context.Context, tx pgx.Tx) error {
 	for _, s := range stmts {
 		if _, err := tx.Exec(ctx, s); err != nil {
 			return fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	// Facts are written only through definer functions: whoever an earlier
+	// version (or a hand) granted a write on them loses it, at every run.
+	rows, err := tx.Query(ctx, `SELECT DISTINCT c.relname::text, a.grantee::regrole::text
+		FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
+		     LATERAL pg_catalog.aclexplode(c.relacl) a
+		WHERE n.nspname = 'pgphi' AND c.relname = ANY($1) AND a.grantee <> 0 AND a.grantee <> c.relowner
+		  AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
+		ORDER BY 1, 2`, FactTables)
+	if err != nil {
+		return err
+	}
+	type grant struct{ table, grantee string }
+	grants, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (grant, error) {
+		var g grant
+		return g, r.Scan(&g.table, &g.grantee)
+	})
+	if err != nil {
+		return err
+	}
+	for _, g := range grants {
+		if _, err := tx.Exec(ctx, "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON pgphi."+pgx.Identifier{g.table}.Sanitize()+" FROM "+g.grantee); err != nil {
+			return fmt.Errorf("revoking writes on pgphi.%s from %s: %w", g.table, g.grantee, err)
 		}
 	}
 	for _, f := range PublicFunctions {

@@ -142,3 +142,45 @@ func TestPublicIsLockedOutAtEveryRun(t *testing.T) {
 		}
 	}
 }
+
+// An installation upgraded from a version that granted writes on facts
+// (INSERT on verifications, checks and the audit trail to
+// healthcare_admin), or a hand that granted one since, loses them at the
+// next run: facts are written only through pgphi's definer functions.
+func TestEveryRunRevokesDirectWritesOnFacts(t *testing.T) {
+	ctx := ctxFor(t)
+	db := pgtest.NewDatabase(t)
+	a := pgtest.NewActors(t, db)
+	su := pgtest.Connect(t, db)
+	if err := ensure(ctx, t, su); err != nil {
+		t.Fatal(err)
+	}
+	grants := []struct{ table, priv, role string }{
+		{"verifications", "INSERT", pgtest.GroupHealthcareAdmin},
+		{"checks", "INSERT", pgtest.GroupHealthcareAdmin},
+		{"audit_log", "INSERT", pgtest.GroupAuditOfficer},
+		{"flags", "UPDATE", a.AppWriter},
+		{"approvals", "DELETE", a.Outsider},
+	}
+	for _, g := range grants {
+		exec(ctx, t, su, "GRANT "+g.priv+" ON pgphi."+g.table+" TO "+pgx.Identifier{g.role}.Sanitize())
+	}
+	if err := ensure(ctx, t, su); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range grants {
+		var has bool
+		if err := su.QueryRow(ctx, "SELECT has_table_privilege($1, $2, $3)", g.role, "pgphi."+g.table, g.priv).Scan(&has); err != nil || has {
+			t.Errorf("%s keeps %s on pgphi.%s after a run (err %v)", g.role, g.priv, g.table, err)
+		}
+	}
+	// Reading stays as granted.
+	exec(ctx, t, su, "GRANT SELECT ON pgphi.verifications TO "+pgtest.GroupHealthcareAdmin)
+	if err := ensure(ctx, t, su); err != nil {
+		t.Fatal(err)
+	}
+	var has bool
+	if err := su.QueryRow(ctx, "SELECT has_table_privilege($1, 'pgphi.verifications', 'SELECT')", pgtest.GroupHealthcareAdmin).Scan(&has); err != nil || !has {
+		t.Fatalf("SELECT was revoked too (err %v)", err)
+	}
+}
