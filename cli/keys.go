@@ -26,7 +26,7 @@ func (a *app) keysCommand() *cobra.Command {
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "init",
-		Short: "Create the first data key, wrapped by PGPHI_PASSPHRASE or PGPHI_KEY_FILE, in the pgphi schema",
+		Short: "Create the first data key, wrapped by the KEK (PGPHI_PASSPHRASE[_FILE|_FD] or PGPHI_KEY_FILE), in the pgphi schema",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			provider, err := keys.ProviderFromEnv()
 			if err != nil {

@@ -174,7 +174,9 @@ still-searchable columns while the application keeps running.
 Config: --config, else $PGPHI_CONFIG, else ./pgphi.yaml.
 Database: --database-url, else database.url in the config, else $DATABASE_URL,
 else the libpq PG* environment variables.
-Keys: PGPHI_PASSPHRASE or PGPHI_KEY_FILE (never printed).
+Keys: PGPHI_PASSPHRASE, PGPHI_PASSPHRASE_FILE (a 0600 file), PGPHI_PASSPHRASE_FD
+(an open descriptor) or PGPHI_KEY_FILE: read once, removed from the
+environment, never printed.
 
 Exit codes: 0 success, 1 operation failed, 2 usage or configuration error,
 3 cannot connect, 4 refused by policy.`,
