@@ -144,6 +144,28 @@ func lockDown(ctx context.Context, tx pgx.Tx) error {
 			return fmt.Errorf("revoking writes on pgphi.%s from %s: %w", g.table, g.grantee, err)
 		}
 	}
+	// Trigger functions of earlier versions ran as their owner (SECURITY
+	// DEFINER) and cast row values: a type's cast code ran with the owner's
+	// rights. They run as the writer from the next run on; apply replaces
+	// their bodies.
+	rows, err = tx.Query(ctx, `SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+		JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+		WHERE n.nspname = 'pgphi' AND p.proname LIKE 'mark\_%' AND p.prosecdef AND p.prorettype = 'pg_catalog.trigger'::pg_catalog.regtype`)
+	if err != nil {
+		return err
+	}
+	definers, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, f := range definers {
+		if !strings.HasPrefix(f, "pgphi.") {
+			f = "pgphi." + f
+		}
+		if _, err := tx.Exec(ctx, "ALTER FUNCTION "+f+" SECURITY INVOKER"); err != nil {
+			return fmt.Errorf("making %s run as the writer: %w", f, err)
+		}
+	}
 	for _, f := range PublicFunctions {
 		var ok bool
 		if err := tx.QueryRow(ctx, "SELECT pg_catalog.to_regprocedure($1) IS NOT NULL", f).Scan(&ok); err != nil {

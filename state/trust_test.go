@@ -184,3 +184,24 @@ func TestEveryRunRevokesDirectWritesOnFacts(t *testing.T) {
 		t.Fatalf("SELECT was revoked too (err %v)", err)
 	}
 }
+
+// The per-table trigger function of earlier versions was SECURITY DEFINER:
+// the next run makes it run as the writer, before apply replaces its body.
+func TestEveryRunTurnsOldDefinerTriggerFunctionsIntoInvokers(t *testing.T) {
+	ctx := ctxFor(t)
+	db := pgtest.NewDatabase(t)
+	su := pgtest.Connect(t, db)
+	if err := ensure(ctx, t, su); err != nil {
+		t.Fatal(err)
+	}
+	exec(ctx, t, su, `CREATE FUNCTION pgphi.mark_public_patient_0a1b2c3d() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+		SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN NEW; END $$`)
+	if err := ensure(ctx, t, su); err != nil {
+		t.Fatal(err)
+	}
+	var definer, public bool
+	if err := su.QueryRow(ctx, `SELECT prosecdef, has_function_privilege('public', oid, 'EXECUTE') FROM pg_proc
+		WHERE proname = 'mark_public_patient_0a1b2c3d'`).Scan(&definer, &public); err != nil || definer || public {
+		t.Fatalf("old trigger function after a run: definer %v, executable by PUBLIC %v (err %v)", definer, public, err)
+	}
+}
