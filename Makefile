@@ -23,7 +23,7 @@ test: vet
 
 # The crypto packages and a full apply under Go's FIPS 140-3 mode.
 test-fips:
-	GODEBUG=fips140=on $(GO) test -count=1 -timeout 20m ./envelope/ ./keys/ ./engine/
+	GODEBUG=fips140=on $(GO) test -count=1 -timeout 20m ./envelope/ ./keys/ ./internal/engine/
 
 vet:
 	$(GO) vet ./...
@@ -32,13 +32,13 @@ vet:
 # Benchmarks of issue 6 on a throwaway cluster; records the results in BENCHMARKS.md.
 bench:
 	bash scripts/ensure-postgres.sh
-	$(GO) run ./bench -write $(BENCH_FLAGS)
+	$(GO) run ./tools/bench -write $(BENCH_FLAGS)
 
 # Fault campaign of issue 6 (kills, restarts, dropped connections, locks, a full
 # disk, under a concurrent writer) on a throwaway cluster; records RELIABILITY.md.
 faults:
 	bash scripts/ensure-postgres.sh
-	$(GO) run ./faults -write $(FAULTS_FLAGS)
+	$(GO) run ./tools/faults -write $(FAULTS_FLAGS)
 
 clean:
 	rm -rf bin

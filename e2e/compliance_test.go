@@ -34,8 +34,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/pgphi/pgphi/audit"
-	"github.com/pgphi/pgphi/policy"
+	"github.com/pgphi/pgphi/internal/audit"
+	"github.com/pgphi/pgphi/internal/policy"
 )
 
 // The compliance wrapper every database command runs in (cli/guard.go), seen

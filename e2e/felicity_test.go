@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgphi/pgphi/cli"
-	"github.com/pgphi/pgphi/demo"
+	"github.com/pgphi/pgphi/internal/cli"
+	"github.com/pgphi/pgphi/internal/demo"
 )
 
 // TestFelicityDemoTables runs the documented configuration (BRIEF.md, the

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pgphi/pgphi/audit"
+	"github.com/pgphi/pgphi/internal/audit"
 )
 
 // runWithStdin runs pgphi with the fixture's globals and stdin.

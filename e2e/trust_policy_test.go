@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgphi/pgphi/audit"
+	"github.com/pgphi/pgphi/internal/audit"
 	"github.com/pgphi/pgphi/internal/pgtest"
-	"github.com/pgphi/pgphi/policy"
+	"github.com/pgphi/pgphi/internal/policy"
 )
 
 // Findings 5, 7 and 14 (approvals) of issue 10, attacked through the binary

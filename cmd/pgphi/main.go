@@ -7,7 +7,7 @@ import (
 	"os"
 	"runtime/debug"
 
-	"github.com/pgphi/pgphi/cli"
+	"github.com/pgphi/pgphi/internal/cli"
 	"github.com/pgphi/pgphi/keys"
 )
 

@@ -1,0 +1,249 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/cobra"
+
+	"github.com/pgphi/pgphi/internal/engine"
+	"github.com/pgphi/pgphi/internal/progress"
+	"github.com/pgphi/pgphi/internal/state"
+)
+
+func (a *app) planCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "plan",
+		Short: "Print the plan and its id; change nothing",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			return a.guarded(ctx, guardSpec{Command: "plan", Conns: 2}, "", func(ctx context.Context, s *session, out *outcome) error {
+				specs, err := engine.IndexSpecs(ctx, s.Pool, s.Plan)
+				if err != nil {
+					return err
+				}
+				s.Plan.AttachIndexSpecs(specs)
+				if asJSON {
+					var steps []string
+					for _, st := range s.Plan.Steps {
+						steps = append(steps, st.Describe())
+					}
+					return json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.Plan.ID, "spec": s.Plan.Spec, "steps": steps, "blind_indexes": s.Plan.IndexReport()})
+				}
+				s.Plan.Print(a.stdout)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"plan_id": ..., "spec": ..., "steps": [...]}`)
+	return cmd
+}
+
+func (a *app) applyCommand() *cobra.Command {
+	var workers, batch int
+	var maxRate float64
+	var noAdaptive bool
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "apply",
+		Short: "Expand, backfill, catch up and verify; resumable and safe to run again",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			cfgWorkers := workers
+			return a.guarded(ctx, guardSpec{Command: "apply", Reason: true, Approvals: true, Validate: true, Pre: []string{"pre_validate", "pre_execute"}, Post: "post_execute"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
+				if cfgWorkers <= 0 {
+					cfgWorkers = s.Cfg.Apply.Workers
+				}
+				ring, err := loadKeys(ctx, s.Pool)
+				if err != nil {
+					return err
+				}
+				a.logf("applying %s to %d tables with %d workers", s.Plan.ID, len(s.Plan.Tables), cfgWorkers)
+				start := time.Now()
+				if maxRate < 0 {
+					return withCode(ExitUsage, errors.New("usage: --max-rate must be positive"))
+				}
+				th := &engine.Throttle{MaxRate: s.Cfg.Apply.MaxRate, Adaptive: s.Cfg.Apply.Adaptive && !noAdaptive && os.Getenv("PGPHI_ADAPTIVE") != "off",
+					CanaryQuery: s.Cfg.Apply.CanaryQuery, MaxLag: s.Cfg.Apply.MaxReplicationLag}
+				if maxRate > 0 {
+					th.MaxRate = maxRate
+				}
+				r := &engine.Runner{
+					Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan,
+					Workers: cfgWorkers, BatchSize: batch, Log: a.stderr, Throttle: th,
+					Progress: func(label string, total int64, poll func(context.Context) (int64, error)) interface{ Stop() } {
+						return progress.Start(a.stderr, label, total, poll, progress.Options{StatusSuffix: th.Status})
+					},
+				}
+				// Row counts before and after, as audit evidence that the
+				// migration itself lost nothing (the application may still
+				// insert and delete meanwhile).
+				before := countRows(ctx, s)
+				if err := r.Apply(ctx); err != nil {
+					return err
+				}
+				after := countRows(ctx, s)
+				out.Rows = after
+				out.Details["rows_before"], out.Details["rows_after"] = fmt.Sprint(before), fmt.Sprint(after)
+				if n := r.Remaining(); n > 0 {
+					fmt.Fprintf(a.stdout, "applied %s in %s: every row encrypted and verified, except %d rows the application changed during the last pass; run `pgphi apply` again to encrypt them\n",
+						s.Plan.ID, time.Since(start).Round(time.Millisecond), n)
+					return nil
+				}
+				fmt.Fprintf(a.stdout, "applied %s in %s: every configured column is encrypted and verified\n", s.Plan.ID, time.Since(start).Round(time.Millisecond))
+				return nil
+			})
+		},
+	}
+	cmd.Flags().IntVar(&workers, "workers", 0, "concurrent workers in this process (default apply.workers)")
+	cmd.Flags().IntVar(&batch, "batch-size", 0, "rows per batch transaction (default apply.batch_size)")
+	cmd.Flags().Float64Var(&maxRate, "max-rate", 0, "at most this many rows per second (default apply.max_rate; none)")
+	cmd.Flags().BoolVar(&noAdaptive, "no-adaptive", false, "do not slow down when the canary query slows (apply.adaptive)")
+	cmd.Flags().StringVar(&reason, "reason", "", "why this migration runs (required, audited; default $PGPHI_REASON)")
+	return cmd
+}
+
+func (a *app) statusCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Per table and column: total, encrypted, pending, failed",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			return a.guarded(ctx, guardSpec{Command: "status", Conns: 2}, "", func(ctx context.Context, s *session, out *outcome) error {
+				st, err := engine.GetStatus(ctx, s.Pool, s.Plan)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					if err := json.NewEncoder(a.stdout).Encode(st); err != nil || len(st.Triggers) == 0 {
+						return err
+					}
+					return withCode(ExitFailed, engine.TriggersError(st.Triggers))
+				}
+				state := "not applied"
+				switch {
+				case st.Complete:
+					state = "complete"
+				case st.Applied:
+					state = "in progress"
+				}
+				fmt.Fprintf(a.stdout, "plan %s: %s\n\n", st.PlanID, state)
+				tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
+				fmt.Fprintln(tw, "TABLE\tCOLUMN\tTOTAL\tENCRYPTED\tPENDING\tNULL\tFAILED\t")
+				for _, c := range st.Columns {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t\n", c.Table, c.Column, c.Total, c.Encrypted, c.Pending, c.Null, c.Failed)
+				}
+				tw.Flush()
+				for _, f := range st.Failures {
+					fmt.Fprintf(a.stdout, "failed: %s.%s at key (%s): %s\n", f.Table, f.Column, strings.Join(f.PrimaryKey, ", "), f.Reason)
+				}
+				for _, p := range st.Triggers {
+					fmt.Fprintf(a.stdout, "TRIGGER PROBLEM %s\n", p)
+				}
+				if len(st.Triggers) > 0 {
+					return withCode(ExitFailed, engine.TriggersError(st.Triggers))
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) verifyCommand() *cobra.Command {
+	var asJSON bool
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Decrypt every ciphertext and compare it with the plaintext; non-zero exit on any mismatch",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			return a.guarded(ctx, guardSpec{Command: "verify", Conns: 6}, reason, func(ctx context.Context, s *session, out *outcome) error {
+				ring, err := loadKeys(ctx, s.Pool)
+				if err != nil {
+					return err
+				}
+				r := &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan}
+				mark, err := engine.MarkVerification(ctx, r)
+				if err != nil {
+					return err
+				}
+				start := mark.Started
+				res, err := engine.Verify(ctx, s.Pool, ring, s.Plan, 0)
+				if errors.Is(err, engine.ErrNotExpanded) {
+					return withCode(ExitFailed, err)
+				}
+				if err != nil {
+					return err
+				}
+				if hasState, _ := state.Exists(ctx, s.Pool); hasState {
+					if err := engine.RecordVerification(ctx, r, res, mark); err != nil {
+						return err
+					}
+				}
+				if asJSON {
+					if err := json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.Plan.ID, "ok": res.OK(), "result": res}); err != nil {
+						return err
+					}
+				} else {
+					for _, m := range res.Examples {
+						fmt.Fprintf(a.stdout, "MISMATCH %s\n", m)
+					}
+					if res.Mismatches > int64(len(res.Examples)) {
+						fmt.Fprintf(a.stdout, "... and %d more\n", res.Mismatches-int64(len(res.Examples)))
+					}
+					fmt.Fprintf(a.stdout, "verified %d values in %d rows in %s: %d mismatches, %d rows pending re-encryption\n",
+						res.Values, res.Rows, time.Since(start).Round(time.Millisecond), res.Mismatches, res.Pending)
+					for _, p := range res.Triggers {
+						fmt.Fprintf(a.stdout, "TRIGGER PROBLEM %s\n", p)
+					}
+				}
+				switch {
+				case len(res.Triggers) > 0:
+					return withCode(ExitFailed, engine.TriggersError(res.Triggers))
+				case res.Mismatches > 0:
+					return withCode(ExitFailed, fmt.Errorf("verification failed: %d values do not match their plaintext", res.Mismatches))
+				case res.Pending > 0:
+					return withCode(ExitFailed, fmt.Errorf("verification incomplete: %d rows changed since they were encrypted; run `pgphi apply`", res.Pending))
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "verification", "why (audited)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// countRows is the total row count of the plan's tables, or -1 when a table
+// could not be counted. It waits for a lock on a table no longer than DDL
+// would (apply.lock_timeout): behind a session holding ACCESS EXCLUSIVE,
+// apply goes on to its expand step, which retries and then fails with a
+// clear message, instead of waiting here without end.
+func countRows(ctx context.Context, s *session) int64 {
+	var total int64
+	for _, t := range s.Plan.Tables {
+		var n int64
+		err := pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", s.Cfg.Apply.LockTimeout.Milliseconds())); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, "SELECT count(*) FROM "+t.Ident()).Scan(&n)
+		})
+		if err != nil {
+			return -1
+		}
+		total += n
+	}
+	return total
+}

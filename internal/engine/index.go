@@ -1,0 +1,242 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgphi/pgphi/blindindex"
+	"github.com/pgphi/pgphi/internal/config"
+	"github.com/pgphi/pgphi/keys"
+)
+
+// IndexSuffix names the blind index column of a protected column: <column>_bidx.
+const IndexSuffix = "_bidx"
+
+// Querier runs queries: a pool, a connection or a transaction. A nil Querier
+// means "no pgphi state yet".
+type Querier interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}
+
+// IndexSpec is one blind index term family of a column, as planned or stored.
+type IndexSpec struct {
+	Table, Column string
+	SubKind       blindindex.SubKind
+	Bits          int
+	KeyID         uint32 // 0 until stored
+	Rows          int64  // rows the planner sized it for
+	Stored        bool
+	Overridden    bool // bits set in the config
+}
+
+// ExpectedCoincidences is how many unrelated values are expected to share one term.
+func (s IndexSpec) ExpectedCoincidences(termsPerRow float64) float64 {
+	return blindindex.ExpectedCoincidences(s.Rows, termsPerRow, s.Bits)
+}
+
+func searchKinds(names []string) []blindindex.Kind {
+	out := make([]blindindex.Kind, len(names))
+	for i, n := range names {
+		out[i] = blindindex.Kind(n)
+	}
+	return out
+}
+
+func searchOptions(o config.SearchOptions) blindindex.Options {
+	bo := blindindex.Defaults()
+	bo.PrefixMin, bo.PrefixMax, bo.TokenSize, bo.PhoneRegion = o.PrefixMin, o.PrefixMax, o.TokenSize, o.PhoneRegion
+	if o.FoldAccents != nil {
+		bo.FoldAccents = *o.FoldAccents
+	}
+	return bo
+}
+
+// termsPerRow is the planner's estimate of terms of one sub-kind per value.
+func termsPerRow(sub blindindex.SubKind, avgRunes float64, o blindindex.Options) float64 {
+	return blindindex.TermsPerRow(sub, avgRunes, o)
+}
+
+// IndexSpecs lists every blind index term family of the plan: the stored
+// sizing when the column was already indexed, else the planner's proposal for
+// the table's current row count (or the config's override).
+func IndexSpecs(ctx context.Context, q Querier, p *Plan) ([]IndexSpec, error) {
+	stored := map[string]IndexSpec{}
+	if q != nil {
+		rows, err := q.Query(ctx, `SELECT table_name, column_name, sub_kind, bits, key_id, rows_planned FROM pgphi.blind_indexes`)
+		if err == nil {
+			for rows.Next() {
+				var s IndexSpec
+				var sub string
+				var kid int32
+				if err := rows.Scan(&s.Table, &s.Column, &sub, &s.Bits, &kid, &s.Rows); err != nil {
+					rows.Close()
+					return nil, err
+				}
+				s.SubKind, s.KeyID, s.Stored = blindindex.SubKind(sub), uint32(kid), true
+				stored[s.Table+"\x00"+s.Column+"\x00"+sub] = s
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var out []IndexSpec
+	for _, t := range p.Tables {
+		for _, c := range t.Columns {
+			for _, sub := range c.SubKinds() {
+				if s, ok := stored[t.QualifiedName()+"\x00"+c.Name+"\x00"+string(sub)]; ok {
+					out = append(out, s)
+					continue
+				}
+				s := IndexSpec{Table: t.QualifiedName(), Column: c.Name, SubKind: sub, Rows: max(t.EstimatedRows, 1)}
+				if b, ok := c.BitsOverride[string(sub)]; ok {
+					s.Bits, s.Overridden = b, true
+				} else {
+					s.Bits = blindindex.Bits(s.Rows, termsPerRow(sub, 8, c.SearchOptions))
+				}
+				out = append(out, s)
+			}
+		}
+	}
+	return out, nil
+}
+
+// SubKinds lists the term families of a column's configured search kinds.
+func (c *TargetColumn) SubKinds() []blindindex.SubKind {
+	if len(c.Search) == 0 {
+		return nil
+	}
+	return blindindex.SubKinds(c.Search, c.SearchOptions)
+}
+
+// HasIndex reports whether the column has any blind index.
+func (c *TargetColumn) HasIndex() bool { return len(c.Search) > 0 }
+
+// checkBitsOverrides refuses bits for sub-kinds the column does not have.
+func checkBitsOverrides(cfg *config.Config, t *Target) error {
+	for i, c := range t.Columns {
+		subs := c.SubKinds()
+		for name := range c.BitsOverride {
+			if !slices.Contains(subs, blindindex.SubKind(name)) {
+				var names []string
+				for _, s := range subs {
+					names = append(names, string(s))
+				}
+				return cfg.Errorf(t.Config.Columns[i].Line, fmt.Sprintf("bits can be set for: %v", names),
+					"search_options.bits names %q, which column %s.%s does not index", name, t.QualifiedName(), c.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// Indexers builds the term computers of every indexed column, keyed by
+// "schema.table\x00column", from the stored sizing and keys.
+type Indexers map[string]*blindindex.Column
+
+func indexerKey(table, column string) string { return table + "\x00" + column }
+
+// For returns the indexer of a column, or nil when it has no blind index.
+func (ix Indexers) For(table, column string) *blindindex.Column { return ix[indexerKey(table, column)] }
+
+// LoadIndexers reads the stored sizing and derives each sub-kind's HMAC key
+// from the data key it was built with.
+func LoadIndexers(ctx context.Context, q Querier, ring *keys.Keyring, p *Plan) (Indexers, error) {
+	specs, err := IndexSpecs(ctx, q, p)
+	if err != nil {
+		return nil, err
+	}
+	byCol := map[string][]IndexSpec{}
+	for _, s := range specs {
+		if !s.Stored {
+			return nil, fmt.Errorf("blind index %s.%s (%s) is not set up yet: run `pgphi apply`", s.Table, s.Column, s.SubKind)
+		}
+		byCol[indexerKey(s.Table, s.Column)] = append(byCol[indexerKey(s.Table, s.Column)], s)
+	}
+	out := Indexers{}
+	for _, t := range p.Tables {
+		for _, c := range t.Columns {
+			if !c.HasIndex() {
+				continue
+			}
+			keyMap := map[blindindex.SubKind][]byte{}
+			bits := map[blindindex.SubKind]int{}
+			for _, s := range byCol[indexerKey(t.QualifiedName(), c.Name)] {
+				k, err := ring.PurposeKeyFor(s.KeyID, keys.PurposeBlindIndex, t.QualifiedName(), c.Name, string(s.SubKind))
+				if err != nil {
+					return nil, err
+				}
+				keyMap[s.SubKind], bits[s.SubKind] = k, s.Bits
+			}
+			col, err := blindindex.NewColumn(c.Search, c.SearchOptions, keyMap, bits)
+			if err != nil {
+				return nil, fmt.Errorf("blind index of %s.%s: %w", t.QualifiedName(), c.Name, err)
+			}
+			out[indexerKey(t.QualifiedName(), c.Name)] = col
+		}
+	}
+	return out, nil
+}
+
+// indexPlanStep fixes the sizing and key of every blind index the first time
+// the plan is applied, so that every term ever written is comparable.
+type indexPlanStep struct{}
+
+func (indexPlanStep) Describe() string {
+	return "size blind indexes: fix each term family's truncation (planner: 2 <= expected coincidences <= sqrt(rows)) and key"
+}
+
+func (indexPlanStep) Run(ctx context.Context, r *Runner) error {
+	specs, err := IndexSpecs(ctx, r.Pool, r.Plan)
+	if err != nil {
+		return err
+	}
+	for _, s := range specs {
+		if s.Stored {
+			continue
+		}
+		if _, err := r.Pool.Exec(ctx, `INSERT INTO pgphi.blind_indexes (table_name, column_name, sub_kind, bits, key_id, rows_planned)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, s.Table, s.Column, string(s.SubKind), s.Bits, r.Keys.ActiveKeyID(), s.Rows); err != nil {
+			return fmt.Errorf("recording blind index sizing: %w", err)
+		}
+	}
+	r.indexers, err = LoadIndexers(ctx, r.Pool, r.Keys, r.Plan)
+	return err
+}
+
+// searchIndexStep builds the GIN index over a column's terms, after the
+// backfill so that apply does not pay for incremental GIN maintenance.
+type searchIndexStep struct {
+	t *Target
+	c *TargetColumn
+}
+
+func (s searchIndexStep) Describe() string {
+	return fmt.Sprintf("index %s.%s: GIN index %s on %s, built concurrently", s.t.QualifiedName(), s.c.Name, s.t.searchIndex(s.c), s.c.Index)
+}
+
+func (s searchIndexStep) Run(ctx context.Context, r *Runner) error {
+	return r.buildIndex(ctx, s.t, s.t.searchIndex(s.c), fmt.Sprintf("USING gin (%s)", ident(s.c.Index)))
+}
+
+func (t *Target) searchIndex(c *TargetColumn) string {
+	return objectName("pgphi_bidx_", t.QualifiedName()+"."+c.Name)
+}
+
+// SearchIndexName is the GIN index of a column's blind index terms.
+func (t *Target) SearchIndexName(c *TargetColumn) string { return t.searchIndex(c) }
+
+// IndexReport is the plan's blind index sizing for JSON output.
+func (p *Plan) IndexReport() []map[string]any {
+	var out []map[string]any
+	for _, s := range p.indexSpecs {
+		out = append(out, map[string]any{"table": s.Table, "column": s.Column, "terms": s.SubKind, "bits": s.Bits,
+			"expected_coincidences": math.Round(s.coincidences*10) / 10, "rows": s.Rows, "fixed": s.Stored})
+	}
+	return out
+}

@@ -1,0 +1,409 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgphi/pgphi/internal/catalog"
+	"github.com/pgphi/pgphi/internal/config"
+	"github.com/pgphi/pgphi/keys"
+	"github.com/pgphi/pgphi/internal/state"
+)
+
+// Step is one idempotent unit of a plan. Run may be interrupted at any point
+// and run again, by this process or another, and must end in the same state.
+type Step interface {
+	Describe() string
+	Run(ctx context.Context, r *Runner) error
+}
+
+func buildSteps(p *Plan) []Step {
+	var steps []Step
+	steps = append(steps, stateStep{}, indexPlanStep{})
+	// Tables already cleaned up have nothing left to encrypt.
+	var live []*Target
+	for _, t := range p.Tables {
+		if !t.Cleaned() {
+			live = append(live, t)
+		}
+	}
+	for _, t := range live {
+		steps = append(steps, expandStep{t})
+	}
+	for _, t := range live {
+		steps = append(steps, pendingIndexStep{t})
+	}
+	for _, t := range live {
+		steps = append(steps, backfillStep{t})
+	}
+	for _, t := range live {
+		for i := range t.Columns {
+			if t.Columns[i].HasIndex() {
+				steps = append(steps, searchIndexStep{t, &t.Columns[i]})
+			}
+		}
+	}
+	for _, t := range live {
+		steps = append(steps, catchUpStep{t})
+	}
+	steps = append(steps, verifyStep{})
+	return steps
+}
+
+// Runner carries out a plan.
+type Runner struct {
+	Pool      *pgxpool.Pool
+	Keys      *keys.Keyring
+	Config    *config.Config
+	Plan      *Plan
+	Workers   int
+	BatchSize int
+	Log       io.Writer // plain progress and status lines (stderr); never values
+	Progress  ProgressFactory
+	WorkerID  string
+
+	// Throttle paces the backfill and catch-up; nil: full speed.
+	Throttle *Throttle
+
+	remaining atomic.Int64 // rows still marked after the last catch-up round
+	indexers  Indexers     // blind index term computers, set by indexPlanStep
+}
+
+// Remaining is how many rows the application changed after apply's last
+// catch-up round; they stay marked for the next apply.
+func (r *Runner) Remaining() int64 { return r.remaining.Load() }
+
+// ProgressFactory starts a progress display for one phase of work. poll
+// returns rows done so far (across every process working on the plan).
+type ProgressFactory func(label string, total int64, poll func(context.Context) (int64, error)) interface{ Stop() }
+
+func (r *Runner) logf(format string, args ...any) {
+	if r.Log != nil {
+		fmt.Fprintf(r.Log, format+"\n", args...)
+	}
+}
+
+func (r *Runner) defaults() {
+	if r.Workers <= 0 {
+		r.Workers = r.Config.Apply.Workers
+	}
+	if r.BatchSize <= 0 {
+		r.BatchSize = r.Config.Apply.BatchSize
+	}
+	if r.WorkerID == "" {
+		host, _ := os.Hostname()
+		r.WorkerID = fmt.Sprintf("%s:%d", host, os.Getpid())
+	}
+	if r.Progress == nil {
+		r.Progress = func(string, int64, func(context.Context) (int64, error)) interface{ Stop() } { return nopStop{} }
+	}
+}
+
+type nopStop struct{}
+
+func (nopStop) Stop() {}
+
+// Apply runs every step of the plan in order.
+func (r *Runner) Apply(ctx context.Context) error {
+	r.defaults()
+	r.remaining.Store(0)
+	for _, t := range r.Plan.Tables {
+		if t.Restoring() {
+			return fmt.Errorf("%w: a rollback of %s is under way: run `pgphi rollback` to finish it first", ErrRefused, t.QualifiedName())
+		}
+	}
+	if r.Throttle != nil {
+		if r.Throttle.CanaryQuery == "" && len(r.Plan.Tables) > 0 {
+			t := r.Plan.Tables[0]
+			r.Throttle.CanaryQuery = fmt.Sprintf("SELECT %s FROM %s ORDER BY %s LIMIT 10", t.keyList(""), t.Ident(), t.keyList(""))
+		}
+		if err := r.Throttle.Start(ctx, r.Pool); err != nil {
+			return err
+		}
+		defer r.Throttle.Stop()
+	}
+	for _, s := range r.Plan.Steps {
+		r.logf("==> %s", s.Describe())
+		if err := s.Run(ctx, r); err != nil {
+			return err
+		}
+	}
+	_, err := r.Pool.Exec(ctx, "UPDATE pgphi.plans SET completed_at = now() WHERE plan_id = $1", r.Plan.ID)
+	return err
+}
+
+// stateStep creates pgphi's schema and records the plan.
+type stateStep struct{}
+
+func (stateStep) Describe() string {
+	return "create or update pgphi's state schema and record the plan"
+}
+
+func (stateStep) Run(ctx context.Context, r *Runner) error {
+	conn, err := r.Pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	if _, err := state.Ensure(ctx, conn); err != nil {
+		return err
+	}
+	_, err = r.Pool.Exec(ctx, "INSERT INTO pgphi.plans (plan_id, spec) VALUES ($1, $2) ON CONFLICT (plan_id) DO NOTHING", r.Plan.ID, r.Plan.SpecJSON())
+	if err != nil {
+		return fmt.Errorf("recording plan: %w", err)
+	}
+	_, err = r.Pool.Exec(ctx, "UPDATE pgphi.failures SET resolved_at = now() WHERE resolved_at IS NULL")
+	return err
+}
+
+// ddl runs fn in a transaction with a short lock_timeout, retrying with
+// exponential backoff and jitter when the lock is not granted in time, so that
+// pgphi's DDL never queues in front of the application's queries for long.
+func (r *Runner) ddl(ctx context.Context, what string, fn func(pgx.Tx) error) error {
+	backoff := 100 * time.Millisecond
+	retries := r.Config.Apply.DDLRetries
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = '%dms'", r.Config.Apply.LockTimeout.Milliseconds())); err != nil {
+				return err
+			}
+			return fn(tx)
+		})
+		if err == nil {
+			return nil
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || (pgErr.Code != "55P03" && pgErr.Code != "40P01") || attempt >= retries {
+			if attempt >= retries {
+				return fmt.Errorf("%s: lock not granted after %d attempts: %w", what, attempt, err)
+			}
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		wait := backoff + time.Duration(rand.Int64N(int64(backoff)))
+		r.logf("    %s: table busy (lock not granted within %s), retry %d/%d in %s", what, r.Config.Apply.LockTimeout, attempt, retries, wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// expandStep adds the ciphertext columns, the marker and the trigger in one
+// transaction, so that no application write can fall between them.
+type expandStep struct{ t *Target }
+
+func (s expandStep) Describe() string {
+	var cols []string
+	for _, c := range s.t.Columns {
+		cols = append(cols, c.Encrypted)
+	}
+	return fmt.Sprintf("expand %s: add %s, marker %s, triggers %s", s.t.QualifiedName(), strings.Join(cols, ", "), MarkerColumn, strings.Join(triggerNames, ", "))
+}
+
+func (s expandStep) Run(ctx context.Context, r *Runner) error {
+	t := s.t
+	if err := CheckTableShapes(ctx, r.Pool, r.Config, []*catalog.Table{t.Table}); err != nil {
+		return err
+	}
+	done, err := s.alreadyDone(ctx, r)
+	if err != nil || done {
+		return err
+	}
+	return r.ddl(ctx, "expand "+t.QualifiedName(), func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('pgphi expand ' || $1))", t.QualifiedName()); err != nil {
+			return err
+		}
+		// An installation made by an older pgphi, or objects someone
+		// changed: say what this run puts back.
+		if probs, err := t.triggerProblems(ctx, tx); err == nil {
+			var fix []string
+			for _, p := range probs {
+				if !strings.HasPrefix(p.Problem, "missing") {
+					fix = append(fix, p.Object+": "+p.Problem)
+				}
+			}
+			if len(fix) > 0 {
+				r.logf("    %s: replacing pgphi's objects: %s", t.QualifiedName(), strings.Join(fix, "; "))
+			}
+		}
+		var adds []string
+		for _, c := range t.Columns {
+			adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s bytea", ident(c.Encrypted)))
+			if c.HasIndex() {
+				adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s bigint[]", ident(c.Index)))
+			}
+		}
+		adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s boolean", ident(MarkerColumn)))
+		fn := "FUNCTION " + t.markFunctionIdent() + "()"
+		stmts := []string{
+			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(adds, ", ")),
+			// The function, its owner and its grants change together: no
+			// role ever sees it executable by PUBLIC (CREATE FUNCTION grants
+			// that) in a committed state.
+			t.markFunctionSQL(),
+			"REVOKE ALL ON " + fn + " FROM PUBLIC",
+		}
+		for _, st := range stmts {
+			if _, err := tx.Exec(ctx, st); err != nil {
+				return err
+			}
+		}
+		if err := state.AdoptAsOwner(ctx, tx, fn); err != nil {
+			return fmt.Errorf("giving %s to pgphi's schema owner: %w", fn, err)
+		}
+		// CREATE OR REPLACE TRIGGER also enables a trigger someone disabled.
+		stmts = t.createTriggerSQL()
+		for i := range t.Columns {
+			stmts = append(stmts, t.envelopeCheckSQL(&t.Columns[i])...)
+		}
+		for _, st := range stmts {
+			if _, err := tx.Exec(ctx, st); err != nil {
+				return err
+			}
+		}
+		h, err := t.definitionsHash(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, fmt.Sprintf("COMMENT ON %s IS %s", fn, quoteLiteral(definitionsMarker+h))); err != nil {
+			return err
+		}
+		for _, c := range t.Columns {
+			var index *string
+			if c.HasIndex() {
+				index = &c.Index
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO pgphi.protected_columns (table_name, column_name, encrypted_column, original_type, class, plan_id, index_column)
+				VALUES ($1, $2, $3, $4, $5, $6, $7)
+				ON CONFLICT (table_name, column_name) DO UPDATE SET index_column = EXCLUDED.index_column, plan_id = EXCLUDED.plan_id
+				WHERE pgphi.protected_columns.phase = 'expanded'`,
+				t.QualifiedName(), c.Name, c.Encrypted, c.Type, c.Class, r.Plan.ID, index); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// alreadyDone avoids taking an ACCESS EXCLUSIVE lock on a rerun when every
+// object is already in place with the current definition: the columns, and
+// the mark function, triggers and envelope checks exactly as CheckTriggers
+// expects them (SECURITY INVOKER, this version's body, enabled, unchanged).
+// An installation made by an older pgphi fails that test and is expanded
+// again in place.
+func (s expandStep) alreadyDone(ctx context.Context, r *Runner) (bool, error) {
+	t := s.t
+	want := t.addedColumns()
+	var nCols int
+	err := r.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass AND attname = ANY($2) AND NOT attisdropped`,
+		t.Ident(), want).Scan(&nCols)
+	if err != nil {
+		return false, fmt.Errorf("inspecting %s: %w", t.QualifiedName(), err)
+	}
+	if nCols != len(want) {
+		return false, nil
+	}
+	probs, err := t.triggerProblems(ctx, r.Pool)
+	if err != nil {
+		return false, err
+	}
+	return len(probs) == 0, nil
+}
+
+// pendingIndexStep builds the partial index the catch-up pass reads marked rows
+// through. CONCURRENTLY keeps the table writable; an invalid leftover from an
+// interrupted build is dropped and rebuilt.
+type pendingIndexStep struct{ t *Target }
+
+func (s pendingIndexStep) Describe() string {
+	return fmt.Sprintf("index %s: partial index %s on (%s) WHERE %s, built concurrently", s.t.QualifiedName(), s.t.pendingIndex(), s.t.keyList(""), MarkerColumn)
+}
+
+func (s pendingIndexStep) Run(ctx context.Context, r *Runner) error {
+	return r.buildIndex(ctx, s.t, s.t.pendingIndex(), fmt.Sprintf("(%s) WHERE %s", s.t.keyList(""), ident(MarkerColumn)))
+}
+
+// buildIndex creates an index CONCURRENTLY, one process at a time, replacing
+// an invalid leftover of an interrupted build.
+func (r *Runner) buildIndex(ctx context.Context, t *Target, name, definition string) error {
+	// One process builds; the others wait. A session advisory lock taken with
+	// pg_try_advisory_lock, because a waiting pg_advisory_lock would hold a
+	// snapshot that CREATE INDEX CONCURRENTLY then waits for: a deadlock.
+	conn, err := r.Pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	lockKey := "pgphi index " + t.QualifiedName() + " " + name
+	for {
+		var got bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtext($1))", lockKey).Scan(&got); err != nil {
+			return err
+		}
+		if got {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(hashtext($1))", lockKey)
+
+	var valid *bool
+	err = conn.QueryRow(ctx, `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, name).Scan(&valid)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	if valid != nil && *valid {
+		return nil
+	}
+	qualified := pgx.Identifier{t.Schema, name}.Sanitize()
+	if valid != nil {
+		// Only an interrupted build leaves an invalid index: we hold the lock
+		// every builder takes.
+		r.logf("    dropping invalid index %s left by an interrupted build", name)
+		if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+qualified); err != nil {
+			return fmt.Errorf("dropping invalid index %s: %w", name, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE INDEX CONCURRENTLY IF NOT EXISTS %s ON %s %s", ident(name), t.Ident(), definition)); err != nil {
+		return fmt.Errorf("creating index %s: %w", name, err)
+	}
+	return nil
+}
+
+// runWorkers runs fn in n goroutines and returns the first error, cancelling the rest.
+func runWorkers(ctx context.Context, n int, fn func(ctx context.Context, worker int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if err := fn(ctx, i); err != nil {
+				cancel(err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return ctx.Err()
+}
