@@ -23,9 +23,9 @@ import (
 	"github.com/pgphi/pgphi/internal/dbconn"
 	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/hooks"
-	"github.com/pgphi/pgphi/keys"
 	"github.com/pgphi/pgphi/internal/policy"
 	"github.com/pgphi/pgphi/internal/redact"
+	"github.com/pgphi/pgphi/keys"
 )
 
 // Exit codes of the command-line contract.

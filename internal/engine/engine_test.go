@@ -16,13 +16,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgphi/pgphi/envelope"
 	"github.com/pgphi/pgphi/internal/catalog"
 	"github.com/pgphi/pgphi/internal/config"
 	"github.com/pgphi/pgphi/internal/dbconn"
-	"github.com/pgphi/pgphi/envelope"
 	"github.com/pgphi/pgphi/internal/pgtest"
-	"github.com/pgphi/pgphi/keys"
 	"github.com/pgphi/pgphi/internal/state"
+	"github.com/pgphi/pgphi/keys"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

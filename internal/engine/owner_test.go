@@ -16,9 +16,9 @@ import (
 	"github.com/pgphi/pgphi/internal/config"
 	"github.com/pgphi/pgphi/internal/dbconn"
 	"github.com/pgphi/pgphi/internal/pgtest"
-	"github.com/pgphi/pgphi/keys"
 	"github.com/pgphi/pgphi/internal/policy"
 	"github.com/pgphi/pgphi/internal/state"
+	"github.com/pgphi/pgphi/keys"
 )
 
 // ownerCodeDDL is the application owner's table with its own code on it: a

@@ -16,9 +16,9 @@ import (
 	"strings"
 
 	"github.com/pgphi/pgphi/blindindex"
+	"github.com/pgphi/pgphi/envelope"
 	"github.com/pgphi/pgphi/internal/catalog"
 	"github.com/pgphi/pgphi/internal/config"
-	"github.com/pgphi/pgphi/envelope"
 )
 
 // MarkerColumn is the per-row flag that says a row's ciphertexts must be (re)written.

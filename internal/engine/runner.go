@@ -18,8 +18,8 @@ import (
 
 	"github.com/pgphi/pgphi/internal/catalog"
 	"github.com/pgphi/pgphi/internal/config"
-	"github.com/pgphi/pgphi/keys"
 	"github.com/pgphi/pgphi/internal/state"
+	"github.com/pgphi/pgphi/keys"
 )
 
 // Step is one idempotent unit of a plan. Run may be interrupted at any point

@@ -16,8 +16,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgphi/pgphi/blindindex"
-	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/envelope"
+	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/keys"
 )
 

@@ -23,9 +23,9 @@ import (
 	"github.com/pgphi/pgphi/internal/demo"
 	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/pgtest"
+	"github.com/pgphi/pgphi/internal/state"
 	"github.com/pgphi/pgphi/keys"
 	"github.com/pgphi/pgphi/phonetic"
-	"github.com/pgphi/pgphi/internal/state"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

@@ -17,9 +17,9 @@ import (
 	"github.com/pgphi/pgphi/internal/demo"
 	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/pgtest"
-	"github.com/pgphi/pgphi/keys"
 	"github.com/pgphi/pgphi/internal/policy"
 	"github.com/pgphi/pgphi/internal/state"
+	"github.com/pgphi/pgphi/keys"
 )
 
 // trapSQL is run by the application owner, who owns schema public's

@@ -18,8 +18,8 @@ import (
 	"github.com/pgphi/pgphi/internal/config"
 	"github.com/pgphi/pgphi/internal/dbconn"
 	"github.com/pgphi/pgphi/internal/engine"
-	"github.com/pgphi/pgphi/keys"
 	"github.com/pgphi/pgphi/internal/search"
+	"github.com/pgphi/pgphi/keys"
 )
 
 // searchResult compares one kind of pgphi search with its plaintext
