@@ -350,6 +350,12 @@ func Describe(e *pgconn.PgError) string {
 	b.WriteString(": ")
 	if userText {
 		b.WriteString(Placeholder)
+	} else if systemError(e.Code) {
+		// Insufficient resources (53: disk full, out of memory) and system
+		// errors (58: I/O) name files and the operating system's error,
+		// never a value: the operator needs the whole line ("could not
+		// extend file ...: No space left on device").
+		b.WriteString(firstLine(e.Message))
 	} else {
 		markers := pgMarkers
 		if strings.HasPrefix(e.Code, "22") {
@@ -381,6 +387,12 @@ func Describe(e *pgconn.PgError) string {
 		}
 	}
 	return b.String()
+}
+
+// systemError reports whether code is of class 53 (insufficient resources)
+// or 58 (system error), whose messages carry file names and OS errors only.
+func systemError(code string) bool {
+	return strings.HasPrefix(code, "53") || strings.HasPrefix(code, "58")
 }
 
 func firstLine(s string) string {

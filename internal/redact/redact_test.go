@@ -217,3 +217,22 @@ func TestDescribe(t *testing.T) {
 		}
 	}
 }
+
+// A full disk or an I/O error names a file and the operating system's
+// error, never a value: the operator must read "No space left on device".
+func TestSystemErrorsKeepTheirWholeMessage(t *testing.T) {
+	for _, e := range []*pgconn.PgError{
+		{Severity: "ERROR", Code: "53100", Message: `could not extend file "pg_tblspc/16385/PG_15_202209061/16384/16390": No space left on device`},
+		{Severity: "PANIC", Code: "58030", Message: `could not write to file "pg_wal/xlogtemp.1234": No space left on device`},
+	} {
+		got := Describe(e)
+		if !strings.Contains(got, e.Message) {
+			t.Errorf("Describe(%s) = %q, want the whole message", e.Code, got)
+		}
+	}
+	// A data error still loses its value.
+	got := Describe(&pgconn.PgError{Severity: "ERROR", Code: "22P02", Message: `invalid input syntax for type integer: "Zzcanaryq"`})
+	if strings.Contains(got, "Zzcanaryq") {
+		t.Errorf("data error kept its value: %q", got)
+	}
+}
