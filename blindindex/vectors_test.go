@@ -176,7 +176,7 @@ func buildVectors(t *testing.T) *vecFile {
 		Versions: map[string]string{
 			"unicode_properties":              unicode.Version,
 			"golang.org/x/text":               "v0.44.0 (Unicode 15.0.0 tables before Go 1.27)",
-			"github.com/nyaruka/phonenumbers": "v1.8.1 (libphonenumber metadata 9.0.x)",
+			"github.com/nyaruka/phonenumbers": "v1.8.1 (libphonenumber metadata 9.0.32)",
 		},
 	}
 	// Key derivation.
