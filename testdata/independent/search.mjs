@@ -10,6 +10,7 @@
 // checked); the "digits:" fallback of other values is recomputed here.
 import { createHmac, hkdfSync } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
 
 // ---- Keys and terms (SEARCH.md section 1, FORMAT.md section 1.4) ----------
 
@@ -571,7 +572,7 @@ function phoneMessages(value, vec, fail) {
 
 // ---- A column's terms (SEARCH.md section 3) --------------------------------
 
-function subKinds(kinds, o) {
+export function subKinds(kinds, o) {
   const out = [];
   if (kinds.includes("exact")) out.push("exact");
   if (kinds.includes("prefix")) for (let l = o.prefix_min; l <= o.prefix_max; l++) out.push(`prefix/${l}`);
@@ -580,6 +581,31 @@ function subKinds(kinds, o) {
   if (kinds.includes("phone")) out.push("phone/e164", "phone/last4", "phone/area");
   if (kinds.includes("date")) out.push("date/day", "date/year", "date/month");
   return out;
+}
+
+export function storedDateMessages(value) {
+  const d = storedDate(value);
+  return d ? [["date/day", d.day], ["date/year", d.year], ["date/month", d.month]] : [];
+}
+
+// textMessages returns the exact, prefix and contains messages of a value.
+export function textMessages(kinds, o, N) {
+  const msgs = [];
+  const cps = codePoints(N);
+  if (kinds.includes("exact") && N !== "") msgs.push(["exact", N]);
+  if (kinds.includes("prefix")) {
+    for (let l = o.prefix_min; l <= o.prefix_max; l++) if (cps.length >= l) msgs.push([`prefix/${l}`, cps.slice(0, l).join("")]);
+  }
+  if (kinds.includes("contains")) {
+    for (let i = 0; i + o.token_size <= cps.length; i++) msgs.push(["contains", cps.slice(i, i + o.token_size).join("")]);
+  }
+  return msgs;
+}
+
+export function phoneticMessages(value) {
+  const msgs = [];
+  for (const w of valueWords(normalize(value, true))) for (const k of phoneticKeys(w)) msgs.push(["phonetic", k]);
+  return msgs;
 }
 
 function valueMessages(col, val, fail) {
@@ -691,4 +717,4 @@ function main() {
   process.exit(failures === 0 ? 0 : 1);
 }
 
-main();
+if (import.meta.url === pathToFileURL(process.argv[1]).href) main();
