@@ -24,5 +24,19 @@
 //	date      date/day, date/year, date/month  (age ranges are computed at query time)
 //
 // docs/SEARCH.md specifies the terms byte for byte and the leakage of each
-// kind.
+// kind; testdata/search-vectors.json holds vectors generated from this
+// package, which an independent implementation (testdata/independent)
+// recomputes in the test suite.
+//
+// Guarantees: for a given FormatVersion, key, truncation and StoredOptions,
+// the terms of a value made of code points assigned in Unicode 15.0.0 never
+// change between releases (a change would be a new FormatVersion, with the
+// old one still computable); Normalize is
+// idempotent and runs identically at write and query time; a value matches
+// a query (Plan.Match) exactly when its plaintext satisfies the query, so
+// truncation adds candidates, never results. The Unicode tables behind
+// Normalize are Unicode 15.0.0 (Go's unicode package and golang.org/x/text
+// before Go 1.27, which switches golang.org/x/text to its 17.0.0 tables):
+// code points assigned in 15.0.0 normalize the same under any later version;
+// others may not.
 package blindindex

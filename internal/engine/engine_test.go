@@ -34,6 +34,7 @@ type fixture struct {
 	ring   *keys.Keyring
 	runner *Runner
 	log    *strings.Builder
+	kek    string // the key file the KEK was read from
 }
 
 // setup creates a database with ddl, loads cfgYAML against it, and initializes keys.
@@ -71,6 +72,7 @@ func setup(t *testing.T, ddl, cfgYAML string) *fixture {
 	if err := os.WriteFile(keyFile, k, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	f.kek = keyFile
 	provider := keys.KeyFileProvider(keyFile)
 	if _, err := keys.Init(ctx, pool, provider); err != nil {
 		t.Fatal(err)

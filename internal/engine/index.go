@@ -2,9 +2,11 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -31,6 +33,10 @@ type IndexSpec struct {
 	Rows          int64  // rows the planner sized it for
 	Stored        bool
 	Overridden    bool // bits set in the config
+	// Options are the column's term options recorded with the family
+	// (pgphi.blind_indexes.options); nil when not stored, or stored by a
+	// version before 0013 and not yet filled in.
+	Options *blindindex.StoredOptions
 }
 
 // ExpectedCoincidences is how many unrelated values are expected to share one term.
@@ -66,15 +72,24 @@ func termsPerRow(sub blindindex.SubKind, avgRunes float64, o blindindex.Options)
 func IndexSpecs(ctx context.Context, q Querier, p *Plan) ([]IndexSpec, error) {
 	stored := map[string]IndexSpec{}
 	if q != nil {
-		rows, err := q.Query(ctx, `SELECT table_name, column_name, sub_kind, bits, key_id, rows_planned FROM pgphi.blind_indexes`)
+		rows, err := q.Query(ctx, `SELECT table_name, column_name, sub_kind, bits, key_id, rows_planned, options::text FROM pgphi.blind_indexes`)
 		if err == nil {
 			for rows.Next() {
 				var s IndexSpec
 				var sub string
 				var kid int32
-				if err := rows.Scan(&s.Table, &s.Column, &sub, &s.Bits, &kid, &s.Rows); err != nil {
+				var opts *string
+				if err := rows.Scan(&s.Table, &s.Column, &sub, &s.Bits, &kid, &s.Rows, &opts); err != nil {
 					rows.Close()
 					return nil, err
+				}
+				if opts != nil {
+					o, err := blindindex.ParseStoredOptions([]byte(*opts))
+					if err != nil {
+						rows.Close()
+						return nil, fmt.Errorf("pgphi.blind_indexes options of %s.%s (%s): %w", s.Table, s.Column, sub, err)
+					}
+					s.Options = &o
 				}
 				s.SubKind, s.KeyID, s.Stored = blindindex.SubKind(sub), uint32(kid), true
 				stored[s.Table+"\x00"+s.Column+"\x00"+sub] = s
@@ -166,6 +181,10 @@ func LoadIndexers(ctx context.Context, q Querier, ring *keys.Keyring, p *Plan) (
 			}
 			keyMap := map[blindindex.SubKind][]byte{}
 			bits := map[blindindex.SubKind]int{}
+			opts, err := recordedOptions(t, &c, byCol[indexerKey(t.QualifiedName(), c.Name)])
+			if err != nil {
+				return nil, err
+			}
 			for _, s := range byCol[indexerKey(t.QualifiedName(), c.Name)] {
 				k, err := ring.PurposeKeyFor(s.KeyID, keys.PurposeBlindIndex, t.QualifiedName(), c.Name, string(s.SubKind))
 				if err != nil {
@@ -173,7 +192,7 @@ func LoadIndexers(ctx context.Context, q Querier, ring *keys.Keyring, p *Plan) (
 				}
 				keyMap[s.SubKind], bits[s.SubKind] = k, s.Bits
 			}
-			col, err := blindindex.NewColumn(c.Search, c.SearchOptions, keyMap, bits)
+			col, err := blindindex.NewColumn(c.Search, opts, keyMap, bits)
 			if err != nil {
 				return nil, fmt.Errorf("blind index of %s.%s: %w", t.QualifiedName(), c.Name, err)
 			}
@@ -181,6 +200,37 @@ func LoadIndexers(ctx context.Context, q Querier, ring *keys.Keyring, p *Plan) (
 		}
 	}
 	return out, nil
+}
+
+// ErrOptionsChanged is returned when the config's term options of an
+// indexed column differ from the options recorded when it was first indexed.
+var ErrOptionsChanged = errors.New("search options differ from those the column was indexed with")
+
+// recordedOptions returns the term options a column's terms are computed
+// with: those recorded in pgphi.blind_indexes (every family of a column
+// records the same). The config's options must give the same terms: a
+// difference is refused, naming each option, because the stored terms would
+// no longer match the queries (changing them needs a reindex). A column
+// whose rows predate 0013 and were not filled yet uses the config's options,
+// as earlier versions did.
+func recordedOptions(t *Target, c *TargetColumn, specs []IndexSpec) (blindindex.Options, error) {
+	var rec *blindindex.StoredOptions
+	for _, s := range specs {
+		if s.Options == nil {
+			continue
+		}
+		if rec != nil && *rec != *s.Options {
+			return blindindex.Options{}, fmt.Errorf("pgphi.blind_indexes records different options for the families of %s.%s", t.QualifiedName(), c.Name)
+		}
+		rec = s.Options
+	}
+	if rec == nil {
+		return c.SearchOptions, nil
+	}
+	if d := blindindex.OptionDifferences(c.Search, rec.Options(), c.SearchOptions); len(d) > 0 {
+		return blindindex.Options{}, fmt.Errorf("blind index of %s.%s: %w (%s); the recorded options are kept: restore them in the config (search_options), or rebuild the column's terms", t.QualifiedName(), c.Name, ErrOptionsChanged, strings.Join(d, "; "))
+	}
+	return rec.Options(), nil
 }
 
 // indexPlanStep fixes the sizing and key of every blind index the first time
@@ -196,12 +246,41 @@ func (indexPlanStep) Run(ctx context.Context, r *Runner) error {
 	if err != nil {
 		return err
 	}
+	// Refuse a config whose options differ from the recorded ones before
+	// anything is written.
+	byCol := map[string][]IndexSpec{}
 	for _, s := range specs {
+		byCol[indexerKey(s.Table, s.Column)] = append(byCol[indexerKey(s.Table, s.Column)], s)
+	}
+	opts := map[string]blindindex.Options{}
+	for _, t := range r.Plan.Tables {
+		for i := range t.Columns {
+			c := &t.Columns[i]
+			if !c.HasIndex() {
+				continue
+			}
+			o, err := recordedOptions(t, c, byCol[indexerKey(t.QualifiedName(), c.Name)])
+			if err != nil {
+				return err
+			}
+			opts[indexerKey(t.QualifiedName(), c.Name)] = o
+		}
+	}
+	for _, s := range specs {
+		o := string(opts[indexerKey(s.Table, s.Column)].Stored().JSON())
 		if s.Stored {
+			// Rows written before 0013 whose plan could not be found: record
+			// the options in use now, which are the ones their terms used.
+			if s.Options == nil {
+				if _, err := r.Pool.Exec(ctx, `UPDATE pgphi.blind_indexes SET options = $4::jsonb
+					WHERE table_name = $1 AND column_name = $2 AND sub_kind = $3 AND options IS NULL`, s.Table, s.Column, string(s.SubKind), o); err != nil {
+					return fmt.Errorf("recording blind index options: %w", err)
+				}
+			}
 			continue
 		}
-		if _, err := r.Pool.Exec(ctx, `INSERT INTO pgphi.blind_indexes (table_name, column_name, sub_kind, bits, key_id, rows_planned)
-			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`, s.Table, s.Column, string(s.SubKind), s.Bits, r.Keys.ActiveKeyID(), s.Rows); err != nil {
+		if _, err := r.Pool.Exec(ctx, `INSERT INTO pgphi.blind_indexes (table_name, column_name, sub_kind, bits, key_id, rows_planned, options, format_version)
+			VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) ON CONFLICT DO NOTHING`, s.Table, s.Column, string(s.SubKind), s.Bits, r.Keys.ActiveKeyID(), s.Rows, o, blindindex.FormatVersion); err != nil {
 			return fmt.Errorf("recording blind index sizing: %w", err)
 		}
 	}
