@@ -100,7 +100,16 @@ func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions
 		}
 	}
 	if pending {
-		var err error
+		// What depends on the plaintext is settled before anything is
+		// verified or dropped: an object that would stop the drop halfway
+		// (a view) or lose its meaning silently (uniqueness) refuses now.
+		dropped, err := r.cleanupRefusal(ctx)
+		if err != nil {
+			return err
+		}
+		for _, d := range dropped {
+			r.logf("    cleanup drops with the plaintext: %s.%s: %s %s", d.Table, d.Column, d.Kind, d.Object)
+		}
 		if verifiedFrom, err = r.checkCleanupAllowed(ctx); err != nil {
 			return err
 		}

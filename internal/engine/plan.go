@@ -37,6 +37,11 @@ type Plan struct {
 	Steps  []Step
 
 	indexSpecs []plannedIndex // filled by AttachIndexSpecs, for Print
+
+	// Dependencies are the objects that depend on protected columns
+	// (DiscoverDependencies); not part of the spec, so not of the plan id.
+	Dependencies     []catalog.Dependency
+	dependenciesRead bool
 }
 
 type plannedIndex struct {
@@ -238,6 +243,14 @@ func (p *Plan) Print(w io.Writer) {
 				fmt.Fprintf(w, ", %s bigint[] (search: %s)", c.Index, strings.Join(c.searchNames(), ", "))
 			}
 			fmt.Fprintln(w)
+			printDependencies(w, p.Dependencies, t.QualifiedName(), c.Name)
+		}
+		fmt.Fprintln(w)
+	}
+	if blockers := p.CheckBlockers(); len(blockers) > 0 {
+		fmt.Fprintf(w, "%d objects read the plaintext and must change before cleanup (`pgphi check` fails until they do):\n", len(blockers))
+		for _, d := range blockers {
+			fmt.Fprintf(w, "  %s\n", d)
 		}
 		fmt.Fprintln(w)
 	}

@@ -124,6 +124,14 @@ func (r *Runner) Apply(ctx context.Context) error {
 			return fmt.Errorf("%w: a rollback of %s is under way: run `pgphi rollback` to finish it first", ErrRefused, t.QualifiedName())
 		}
 	}
+	if !r.Plan.dependenciesRead {
+		if err := r.Plan.DiscoverDependencies(ctx, r.Pool, r.Config.Encryption.ColumnSuffix); err != nil {
+			return err
+		}
+	}
+	if err := r.Plan.ForeignKeyRefusal(); err != nil {
+		return err
+	}
 	if r.Throttle != nil {
 		if r.Throttle.CanaryQuery == "" && len(r.Plan.Tables) > 0 {
 			t := r.Plan.Tables[0]
