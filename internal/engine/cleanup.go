@@ -238,6 +238,17 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")),
 			fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", t.markFunctionIdent()),
 		)
+		// A column that was NOT NULL: its ciphertext is NOT NULL from now on
+		// (pgphi's CHECK went with the plaintext it names).
+		notNull, err := originalNotNull(ctx, tx, t)
+		if err != nil {
+			return err
+		}
+		for _, c := range t.Columns {
+			if notNull[c.Name] {
+				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL", t.Ident(), ident(c.Encrypted)))
+			}
+		}
 		for _, c := range t.Columns {
 			enc := c.Encrypted
 			if opt.Rename {
@@ -348,4 +359,26 @@ func (e *refusal) Unwrap() error { return ErrRefused }
 
 func refusef(format string, args ...any) error {
 	return &refusal{msg: fmt.Sprintf(format, args...)}
+}
+
+// originalNotNull reads which protected columns of t were NOT NULL before
+// expand (pgphi.protected_columns.original_not_null).
+func originalNotNull(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, t *Target) (map[string]bool, error) {
+	rows, err := q.Query(ctx, `SELECT column_name, COALESCE(original_not_null, false) FROM pgphi.protected_columns WHERE table_name OPERATOR(pg_catalog.=) $1`, t.QualifiedName())
+	if err != nil {
+		return nil, fmt.Errorf("reading the NOT NULL columns of %s: %w", t.QualifiedName(), err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var name string
+		var nn bool
+		if err := rows.Scan(&name, &nn); err != nil {
+			return nil, err
+		}
+		out[name] = nn
+	}
+	return out, rows.Err()
 }

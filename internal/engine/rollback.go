@@ -44,7 +44,14 @@ func (r *Runner) Rollback(ctx context.Context) error {
 // table, in one transaction: a crash leaves all or nothing to redo.
 func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 	return r.ddl(ctx, "rollback "+t.QualifiedName(), func(tx pgx.Tx) error {
+		notNull, err := originalNotNull(ctx, tx, t)
+		if err != nil {
+			return err
+		}
 		var drops []string
+		for i := range t.Columns {
+			drops = append(drops, "DROP CONSTRAINT IF EXISTS "+ident(t.Columns[i].notNullCheck()))
+		}
 		for _, c := range t.Columns {
 			drops = append(drops, "DROP COLUMN IF EXISTS "+ident(c.Encrypted))
 			if c.Index != "" {
@@ -56,6 +63,13 @@ func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")),
 			fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", t.markFunctionIdent()),
 		)
+		// The plaintext gets its NOT NULL back (a row the application wrote
+		// only as ciphertext refuses the rollback, naming the column).
+		for _, c := range t.Columns {
+			if notNull[c.Name] {
+				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL", t.Ident(), ident(c.Name)))
+			}
+		}
 		for _, st := range stmts {
 			if _, err := tx.Exec(ctx, st); err != nil {
 				return err
