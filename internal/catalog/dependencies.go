@@ -136,7 +136,7 @@ func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc strin
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	uniqueDetail := "uniqueness is not enforced on ciphertext yet (a <column>_uniq keyed-hash column is later work): cleanup refuses while it exists; drop it, or keep the plaintext"
+	uniqueDetail := "cleanup refuses while it exists: uniqueness is not enforced on ciphertext yet (a <column>_uniq keyed-hash column is later work); drop it before cleanup, or keep the plaintext"
 	for _, c := range cons {
 		cols := ""
 		if c.ncols > 1 {

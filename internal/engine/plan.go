@@ -248,7 +248,7 @@ func (p *Plan) Print(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	if blockers := p.CheckBlockers(); len(blockers) > 0 {
-		fmt.Fprintf(w, "%d objects read the plaintext and must change before cleanup (`pgphi check` fails until they do):\n", len(blockers))
+		fmt.Fprintf(w, "%d objects must change first (a foreign key refuses the plan; the others fail `pgphi check` and refuse cleanup):\n", len(blockers))
 		for _, d := range blockers {
 			fmt.Fprintf(w, "  %s\n", d)
 		}
