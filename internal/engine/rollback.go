@@ -25,6 +25,9 @@ func (r *Runner) Rollback(ctx context.Context) error {
 			}
 		} else {
 			r.logf("==> rollback %s: remove ciphertext, blind index, marker and trigger", t.QualifiedName())
+			if err := r.restoreCiphertextOnly(ctx, t); err != nil {
+				return err
+			}
 		}
 		if err := r.removeExpansion(ctx, t); err != nil {
 			return err
@@ -47,6 +50,19 @@ func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 		notNull, err := originalNotNull(ctx, tx, t)
 		if err != nil {
 			return err
+		}
+		if !t.Cleaned() {
+			// Under the lock the drop needs anyway: a value the application
+			// wrote only as ciphertext since restoreCiphertextOnly would be
+			// lost with the ciphertext column.
+			if _, err := tx.Exec(ctx, "LOCK TABLE "+t.Ident()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+				return err
+			}
+			if n, err := r.ciphertextOnlyRows(ctx, tx, t); err != nil {
+				return err
+			} else if n > 0 {
+				return fmt.Errorf("rollback of %s: %d rows were written only as ciphertext meanwhile; nothing was dropped, run `pgphi rollback` again", t.QualifiedName(), n)
+			}
 		}
 		var drops []string
 		for i := range t.Columns {
@@ -269,4 +285,86 @@ func (r *Runner) restoreBatch(ctx context.Context, t *Target, last []string) (in
 		return err
 	})
 	return n, lastKey, err
+}
+
+// ciphertextOnlyPredicate is true for a row holding a value only as
+// ciphertext: the application wrote it after cutover, with NULL plaintext.
+func (t *Target) ciphertextOnlyPredicate(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) (string, error) {
+	var names []string
+	for _, c := range t.Columns {
+		names = append(names, c.Name, c.Encrypted)
+	}
+	var n int
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
+		AND attname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]) AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped`, t.Ident(), names).Scan(&n); err != nil {
+		return "", fmt.Errorf("inspecting %s: %w", t.QualifiedName(), err)
+	}
+	if n != len(names) {
+		return "", nil // not expanded (any more): nothing only as ciphertext
+	}
+	var preds []string
+	for _, c := range t.Columns {
+		preds = append(preds, fmt.Sprintf("(%s IS NULL AND %s IS NOT NULL)", ident(c.Name), ident(c.Encrypted)))
+	}
+	return strings.Join(preds, " OR "), nil
+}
+
+func (r *Runner) ciphertextOnlyRows(ctx context.Context, tx pgx.Tx, t *Target) (n int64, err error) {
+	// Read as the owner: row-level security would fail the read otherwise.
+	restore, err := r.asOwner(ctx, tx, t)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if rerr := restore(); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	pred, err := t.ciphertextOnlyPredicate(ctx, tx)
+	if err != nil || pred == "" {
+		return 0, err
+	}
+	if err := tx.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s", t.Ident(), pred)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("rollback of %s: counting rows written only as ciphertext: %w", t.QualifiedName(), err)
+	}
+	return n, nil
+}
+
+// restoreCiphertextOnly decrypts, before cleanup, the values the application
+// wrote only as ciphertext after cutover into their plaintext columns, so
+// that dropping the ciphertext loses nothing (and NOT NULL can come back).
+// require_encryption goes off first: the plaintext is what the application
+// writes again once rolled back, and the trigger would refuse it.
+func (r *Runner) restoreCiphertextOnly(ctx context.Context, t *Target) error {
+	pred, err := t.ciphertextOnlyPredicate(ctx, r.Pool)
+	if err != nil || pred == "" {
+		return err
+	}
+	var n int64
+	if err := r.ownerQueryRow(ctx, t, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s", t.Ident(), pred), &n); err != nil {
+		return fmt.Errorf("rollback of %s: counting rows written only as ciphertext: %w", t.QualifiedName(), err)
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := SetFlag(ctx, r.Pool, FlagRequireEncryption, false); err != nil {
+		return err
+	}
+	var done int64
+	var last []string
+	for {
+		k, lastKey, err := r.restoreBatch(ctx, t, last)
+		if err != nil {
+			return err
+		}
+		if k == 0 {
+			break
+		}
+		done += int64(k)
+		last = lastKey
+	}
+	r.logf("    %s: %d rows written only as ciphertext decrypted into their plaintext columns", t.QualifiedName(), done)
+	return nil
 }
