@@ -219,7 +219,17 @@ func (s expandStep) Describe() string {
 	for _, c := range s.t.Columns {
 		cols = append(cols, c.Encrypted)
 	}
-	return fmt.Sprintf("expand %s: add %s, marker %s, triggers %s", s.t.QualifiedName(), strings.Join(cols, ", "), MarkerColumn, strings.Join(triggerNames, ", "))
+	d := fmt.Sprintf("expand %s: add %s, marker %s, triggers %s", s.t.QualifiedName(), strings.Join(cols, ", "), MarkerColumn, strings.Join(triggerNames, ", "))
+	var nn []string
+	for _, c := range s.t.Columns {
+		if c.NotNull {
+			nn = append(nn, fmt.Sprintf("CHECK (%s IS NOT NULL OR %s IS NOT NULL)", c.Name, c.Encrypted))
+		}
+	}
+	if len(nn) > 0 {
+		d += "; NOT NULL becomes " + strings.Join(nn, ", ") + ", validated without blocking writes"
+	}
+	return d
 }
 
 // Run expands the table unless everything is in place already, then
