@@ -255,3 +255,74 @@ func TestNotNullSurvivesEncryption(t *testing.T) {
 		t.Fatalf("after rollback following cleanup: %s", nn)
 	}
 }
+
+// Every kind of dependency the catalog records is found, with its action.
+func TestDiscoveryFindsEveryKind(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t, `
+CREATE TABLE public.person (
+  id int PRIMARY KEY,
+  tenant int NOT NULL,
+  code text DEFAULT 'none',
+  name text,
+  name_upper text GENERATED ALWAYS AS (upper(name)) STORED,
+  UNIQUE (tenant, code)
+);
+COMMENT ON COLUMN public.person.name IS 'the name';
+CREATE UNIQUE INDEX person_name_partial ON public.person (name) WHERE tenant > 0;
+CREATE INDEX person_tenant_name ON public.person (tenant, name);
+CREATE MATERIALIZED VIEW public.person_names AS SELECT name FROM public.person;
+CREATE TABLE public.person_log (id int, name text);
+CREATE RULE person_copy AS ON INSERT TO public.person DO ALSO INSERT INTO public.person_log VALUES (NEW.id, NEW.name);
+ALTER TABLE public.person ENABLE ROW LEVEL SECURITY;
+CREATE POLICY person_own ON public.person USING (name = current_user);
+CREATE STATISTICS person_stats (dependencies) ON tenant, code FROM public.person;
+CREATE PUBLICATION person_pub FOR TABLE public.person (id, name);
+CREATE PUBLICATION person_all FOR TABLE public.person_log;
+CREATE FUNCTION public.person_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE NOTICE 'changed %', NEW.name; RETURN NEW; END $$;
+CREATE TRIGGER person_audit BEFORE UPDATE ON public.person FOR EACH ROW EXECUTE FUNCTION public.person_audit();
+CREATE FUNCTION public.person_lookup(int) RETURNS text LANGUAGE sql AS $$ SELECT name FROM public.person WHERE id = $1 $$;
+INSERT INTO public.person (id, tenant, code, name) VALUES (1, 1, 'a', 'Zzcanary');`, `version: 1
+tables:
+  person:
+    columns:
+      name: { class: pii }
+      code: { class: pii }
+`)
+	if err := f.plan.DiscoverDependencies(ctx, f.pool, f.cfg.Encryption.ColumnSuffix); err != nil {
+		t.Fatal(err)
+	}
+	deps := f.plan.Dependencies
+	for _, want := range []struct{ column, kind, object, action, blocks string }{
+		{"name", "comment", "", catalog.ActionWarned, ""},
+		{"name", "unique index", "public.person_name_partial (partial)", catalog.ActionRefused, catalog.BlocksCleanup},
+		{"name", "index", "public.person_tenant_name (2 columns)", catalog.ActionWarned, ""},
+		{"name", "materialized view", "public.person_names", catalog.ActionRefused, catalog.BlocksCheck},
+		{"name", "rule", "person_copy on public.person", catalog.ActionRefused, catalog.BlocksCheck},
+		{"name", "policy", "person_own", catalog.ActionRefused, catalog.BlocksCheck},
+		{"name", "generated column", "name_upper", catalog.ActionRefused, catalog.BlocksCheck},
+		{"name", "publication", "person_pub", catalog.ActionRefused, catalog.BlocksCheck},
+		{"name", "trigger", "person_audit", catalog.ActionWarned, ""},
+		{"name", "function", "public.person_lookup(integer)", catalog.ActionWarned, ""},
+		{"code", "default", "", catalog.ActionWarned, ""},
+		{"code", "unique", "person_tenant_code_key (2 columns)", catalog.ActionRefused, catalog.BlocksCleanup},
+		{"code", "statistics", "public.person_stats", catalog.ActionWarned, ""},
+	} {
+		d := findDep(deps, want.column, want.kind, want.object)
+		if d == nil {
+			t.Errorf("discovery does not list %s %s on %s; it lists:\n%v", want.kind, want.object, want.column, deps)
+			continue
+		}
+		if d.Action != want.action || d.Blocks != want.blocks {
+			t.Errorf("%s: action %q blocks %q, want %q %q", d, d.Action, d.Blocks, want.action, want.blocks)
+		}
+	}
+	for _, d := range deps {
+		if strings.Contains(d.String(), "Zzcanary") || strings.Contains(d.String(), "the name") {
+			t.Fatalf("a dependency shows a value or a comment's text: %s", d)
+		}
+	}
+	if d := findDep(deps, "name", "publication", "person_all"); d != nil {
+		t.Errorf("a publication of another table: %s", d)
+	}
+}
