@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgphi/pgphi/envelope"
+	"github.com/pgphi/pgphi/internal/catalog"
 )
 
 // Rollback returns every table of the plan to plaintext and removes what pgphi
@@ -28,6 +29,9 @@ func (r *Runner) Rollback(ctx context.Context) error {
 			if err := r.restoreCiphertextOnly(ctx, t); err != nil {
 				return err
 			}
+		}
+		if err := r.prepareNotNull(ctx, t); err != nil {
+			return err
 		}
 		if err := r.removeExpansion(ctx, t); err != nil {
 			return err
@@ -85,6 +89,7 @@ func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 			if notNull[c.Name] {
 				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL", t.Ident(), ident(c.Name)))
 			}
+			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(c.restoreNotNullCheck())))
 		}
 		for _, st := range stmts {
 			if _, err := tx.Exec(ctx, st); err != nil {
@@ -366,5 +371,53 @@ func (r *Runner) restoreCiphertextOnly(ctx context.Context, t *Target) error {
 		last = lastKey
 	}
 	r.logf("    %s: %d rows written only as ciphertext decrypted into their plaintext columns", t.QualifiedName(), done)
+	return nil
+}
+
+// restoreNotNullCheck names the CHECK (col IS NOT NULL) that rollback
+// validates before it sets the plaintext NOT NULL again.
+func (c *TargetColumn) restoreNotNullCheck() string {
+	return objectName(catalog.PgphiConstraintPrefix+"restore_not_null_", c.Name)
+}
+
+// prepareNotNull lets removeExpansion put NOT NULL back on the plaintext
+// without reading the table under its ACCESS EXCLUSIVE lock: a CHECK (col IS
+// NOT NULL), added NOT VALID and validated under SHARE UPDATE EXCLUSIVE
+// (writes go on), proves it to SET NOT NULL, which then skips the scan.
+func (r *Runner) prepareNotNull(ctx context.Context, t *Target) error {
+	notNull, err := originalNotNull(ctx, r.Pool, t)
+	if err != nil {
+		return err
+	}
+	for i := range t.Columns {
+		c := &t.Columns[i]
+		if !notNull[c.Name] {
+			continue
+		}
+		name := c.restoreNotNullCheck()
+		var exists, valid bool
+		if err := r.Pool.QueryRow(ctx, `SELECT count(*) > 0, COALESCE(bool_and(convalidated), false) FROM pg_catalog.pg_constraint
+			WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) $2`, t.Ident(), name).Scan(&exists, &valid); err != nil {
+			return fmt.Errorf("rollback of %s: %w", t.QualifiedName(), err)
+		}
+		if !exists {
+			err := r.ddl(ctx, "rollback "+t.QualifiedName()+": NOT NULL of "+c.Name, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL) NOT VALID", t.Ident(), ident(name), ident(c.Name)))
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if !valid {
+			err := r.ddl(ctx, "rollback "+t.QualifiedName()+": NOT NULL of "+c.Name, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", t.Ident(), ident(name)))
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("rollback of %s: column %s was NOT NULL and some rows have no plaintext for it: %w", t.QualifiedName(), c.Name, err)
+			}
+		}
+	}
 	return nil
 }
