@@ -267,7 +267,7 @@ func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc strin
 		}
 		switch kind {
 		case "view", "materialized view":
-			add(kind, name, ActionRefused, fmt.Sprintf("it reads the plaintext, which cleanup drops: recreate it over %s (decrypt in the application, or select the ciphertext) before cleanup (README: Views)", enc), BlocksCheck)
+			add(kind, name, ActionRefused, fmt.Sprintf("it reads the plaintext, which cleanup drops: recreate it over %s (decrypt in the application, or select the ciphertext) before cleanup (README, \"What depends on a protected column\")", enc), BlocksCheck)
 		case "rule":
 			add(kind, name, ActionRefused, "it uses the plaintext, which cleanup drops: rewrite or drop it before cleanup", BlocksCheck)
 		case "policy":
