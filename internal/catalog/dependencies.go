@@ -103,7 +103,7 @@ func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc strin
 		add("default", "", ActionWarned, "the default writes plaintext: under require_encryption the trigger refuses it (drop the default at cutover); dropped with the plaintext at cleanup", "")
 	}
 	if hasComment {
-		add("comment", "", ActionWarned, "dropped with the plaintext at cleanup; add it to "+enc+" if it should stay", "")
+		add("comment", "", ActionCarried, "copied to "+enc+" at cleanup, and back to the plaintext by a rollback after cleanup", "")
 	}
 
 	// Constraints on the column, and foreign keys from other tables to it.

@@ -248,6 +248,10 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 			if notNull[c.Name] {
 				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL", t.Ident(), ident(c.Encrypted)))
 			}
+			// The column's comment goes to its ciphertext (and back at rollback).
+			if err := copyColumnComment(ctx, tx, t, c.Name, c.Encrypted); err != nil {
+				return err
+			}
 		}
 		for _, c := range t.Columns {
 			enc := c.Encrypted
@@ -381,4 +385,22 @@ func originalNotNull(ctx context.Context, q interface {
 		out[name] = nn
 	}
 	return out, rows.Err()
+}
+
+// copyColumnComment gives column to of t the comment of column from, if it
+// has one (COMMENT takes only a literal: it is read, then quoted).
+func copyColumnComment(ctx context.Context, tx pgx.Tx, t *Target, from, to string) error {
+	var comment *string
+	err := tx.QueryRow(ctx, `SELECT pg_catalog.col_description(attrelid, attnum) FROM pg_catalog.pg_attribute
+		WHERE attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND attname OPERATOR(pg_catalog.=) $2 AND NOT attisdropped`, t.Ident(), from).Scan(&comment)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && comment == nil) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the comment of %s.%s: %w", t.QualifiedName(), from, err)
+	}
+	if _, err := tx.Exec(ctx, fmt.Sprintf("COMMENT ON COLUMN %s.%s IS %s", t.Ident(), ident(to), quoteLiteral(*comment))); err != nil {
+		return fmt.Errorf("carrying the comment of %s.%s to %s: %w", t.QualifiedName(), from, to, err)
+	}
+	return nil
 }

@@ -86,7 +86,7 @@ func (r *Runner) cleanupRefusal(ctx context.Context) (dropped []catalog.Dependen
 	}
 	for _, d := range deps {
 		switch d.Kind {
-		case "check", "index", "statistics", "constraint", "comment", "default":
+		case "check", "index", "statistics", "constraint", "default":
 			dropped = append(dropped, d)
 		}
 	}

@@ -173,8 +173,20 @@ func notNullState(t *testing.T, f *fixture) string {
 
 func TestNotNullSurvivesEncryption(t *testing.T) {
 	ctx := context.Background()
-	f := setup(t, clinicDDL+`DROP VIEW public.patient_contact; ALTER TABLE public.patient DROP CONSTRAINT patient_mrn_key, DROP CONSTRAINT patient_email_key;`, clinicConfig)
+	f := setup(t, clinicDDL+`DROP VIEW public.patient_contact; ALTER TABLE public.patient DROP CONSTRAINT patient_mrn_key, DROP CONSTRAINT patient_email_key;
+		COMMENT ON COLUMN public.patient.mrn IS 'medical record number';`, clinicConfig)
 	before := notNullState(t, f)
+	comment := func(col string) string {
+		t.Helper()
+		var c *string
+		if err := f.pool.QueryRow(ctx, "SELECT col_description('public.patient'::regclass, attnum) FROM pg_attribute WHERE attrelid = 'public.patient'::regclass AND attname = $1", col).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		if c == nil {
+			return ""
+		}
+		return *c
+	}
 	f.apply(t)
 	var mrnNotNull, validated bool
 	if err := f.pool.QueryRow(ctx, `SELECT a.attnotnull, c.convalidated FROM pg_attribute a JOIN pg_constraint c ON c.conrelid = a.attrelid
@@ -239,6 +251,9 @@ func TestNotNullSurvivesEncryption(t *testing.T) {
 	if err := f.pool.QueryRow(ctx, `SELECT bool_and(attnotnull) FROM pg_attribute WHERE attrelid = 'public.patient'::regclass AND attname IN ('mrn_encrypted', 'full_name_encrypted')`).Scan(&encNotNull); err != nil || !encNotNull {
 		t.Fatalf("after cleanup the ciphertexts of NOT NULL columns are NOT NULL: %v %v", encNotNull, err)
 	}
+	if comment("mrn_encrypted") != "medical record number" {
+		t.Error("cleanup did not carry mrn's comment to mrn_encrypted")
+	}
 	if _, err := f.pool.Exec(ctx, `INSERT INTO public.patient (id) VALUES ('00000000-0000-4000-8000-000000000003')`); err == nil {
 		t.Fatal("after cleanup an insert without mrn was accepted")
 	}
@@ -253,6 +268,9 @@ func TestNotNullSurvivesEncryption(t *testing.T) {
 	}
 	if nn != "email:false,full_name:true,mrn:true,notes:false" {
 		t.Fatalf("after rollback following cleanup: %s", nn)
+	}
+	if comment("mrn") != "medical record number" {
+		t.Error("rollback after cleanup did not bring mrn's comment back")
 	}
 }
 
@@ -294,7 +312,7 @@ tables:
 	}
 	deps := f.plan.Dependencies
 	for _, want := range []struct{ column, kind, object, action, blocks string }{
-		{"name", "comment", "", catalog.ActionWarned, ""},
+		{"name", "comment", "", catalog.ActionCarried, ""},
 		{"name", "unique index", "public.person_name_partial (partial)", catalog.ActionRefused, catalog.BlocksCleanup},
 		{"name", "index", "public.person_tenant_name (2 columns)", catalog.ActionWarned, ""},
 		{"name", "materialized view", "public.person_names", catalog.ActionRefused, catalog.BlocksCheck},

@@ -144,6 +144,16 @@ func (r *Runner) restorePlaintext(ctx context.Context, t *Target) error {
 		if _, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(adds, ", "))); err != nil {
 			return err
 		}
+		// Cleanup gave the plaintext's comment to the ciphertext: back it goes.
+		for _, c := range t.Columns {
+			enc := c.Encrypted
+			if enc == c.Name {
+				enc = c.Name + r.Config.Encryption.ColumnSuffix
+			}
+			if err := copyColumnComment(ctx, tx, t, enc, c.Name); err != nil {
+				return err
+			}
+		}
 		// From here until the rollback ends, the table is neither cleaned nor
 		// expanded: cleanup and apply refuse, rollback resumes.
 		_, err := tx.Exec(ctx, "UPDATE pgphi.protected_columns SET phase = 'restoring' WHERE table_name = $1", t.QualifiedName())
