@@ -198,6 +198,25 @@ func TestNotNullSurvivesEncryption(t *testing.T) {
 		t.Fatalf("after apply mrn NOT NULL %v, check validated %v", mrnNotNull, validated)
 	}
 	f.apply(t) // a rerun changes nothing
+	// The table's owner drops pgphi's CHECK: the trigger check says so, and
+	// apply puts it back.
+	var check string
+	for _, c := range f.plan.Tables[0].Columns {
+		if c.Name == "mrn" {
+			check = c.notNullCheck()
+		}
+	}
+	if _, err := f.pool.Exec(ctx, "ALTER TABLE public.patient DROP CONSTRAINT "+check); err != nil {
+		t.Fatal(err)
+	}
+	probs, err := CheckTriggers(ctx, f.pool, f.plan)
+	if err != nil || len(probs) != 1 || !strings.Contains(probs[0].String(), check) || !strings.Contains(probs[0].String(), "mrn was NOT NULL") {
+		t.Fatalf("pgphi's NOT NULL check dropped: %v %v", probs, err)
+	}
+	f.apply(t)
+	if probs, err := CheckTriggers(ctx, f.pool, f.plan); err != nil || len(probs) != 0 {
+		t.Fatalf("after apply: %v %v", probs, err)
+	}
 	f.cutOver(t)
 
 	// The application writes NULL plaintext and ciphertexts: accepted.
@@ -218,7 +237,7 @@ func TestNotNullSurvivesEncryption(t *testing.T) {
 		t.Fatalf("an application insert under require_encryption: %v", err)
 	}
 	// Neither plaintext nor ciphertext: refused, naming pgphi's check.
-	_, err := f.pool.Exec(ctx, `INSERT INTO public.patient (id, mrn, full_name, full_name_encrypted) VALUES ('00000000-0000-4000-8000-000000000002', NULL, NULL, $1)`,
+	_, err = f.pool.Exec(ctx, `INSERT INTO public.patient (id, mrn, full_name, full_name_encrypted) VALUES ('00000000-0000-4000-8000-000000000002', NULL, NULL, $1)`,
 		seal("full_name", "No Mrn", "00000000-0000-4000-8000-000000000002"))
 	if err == nil || !strings.Contains(err.Error(), "pgphi_not_null_mrn") {
 		t.Fatalf("an insert without mrn: %v", err)
