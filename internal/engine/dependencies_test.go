@@ -270,6 +270,10 @@ func TestNotNullSurvivesEncryption(t *testing.T) {
 	if err := f.pool.QueryRow(ctx, `SELECT bool_and(attnotnull) FROM pg_attribute WHERE attrelid = 'public.patient'::regclass AND attname IN ('mrn_encrypted', 'full_name_encrypted')`).Scan(&encNotNull); err != nil || !encNotNull {
 		t.Fatalf("after cleanup the ciphertexts of NOT NULL columns are NOT NULL: %v %v", encNotNull, err)
 	}
+	var leftover int
+	if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM pg_constraint WHERE conrelid = 'public.patient'::regclass AND conname LIKE 'pgphi\_%not\_null%'`).Scan(&leftover); err != nil || leftover != 0 {
+		t.Fatalf("pgphi's NOT NULL checks left after cleanup: %d %v", leftover, err)
+	}
 	if comment("mrn_encrypted") != "medical record number" {
 		t.Error("cleanup did not carry mrn's comment to mrn_encrypted")
 	}

@@ -256,10 +256,12 @@ func (s expandStep) Run(ctx context.Context, r *Runner) error {
 // the application keeps writing while the table is read.
 func (r *Runner) validateNotNull(ctx context.Context, t *Target) error {
 	// A rollback that stopped after prepareNotNull left CHECK (col IS NOT
-	// NULL): it would refuse the NULL plaintext of ciphertext-only writes.
+	// NULL): it would refuse the NULL plaintext of ciphertext-only writes;
+	// a cleanup that stopped after prepareCiphertextNotNull left CHECK
+	// (col_encrypted IS NOT NULL): it would refuse plaintext-only writes.
 	var stale []string
 	for i := range t.Columns {
-		stale = append(stale, t.Columns[i].restoreNotNullCheck())
+		stale = append(stale, t.Columns[i].restoreNotNullCheck(), t.Columns[i].cleanupNotNullCheck())
 	}
 	rows, err := r.Pool.Query(ctx, `SELECT conname::pg_catalog.text FROM pg_catalog.pg_constraint
 		WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[])`, t.Ident(), stale)
