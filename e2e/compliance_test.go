@@ -1224,7 +1224,7 @@ func TestCheck(t *testing.T) {
 	r := f.run("check", "--json")
 	complExpect(t, r, 0)
 	cl := decode(r)
-	wantIDs := []string{"tls", "audit", "role", "keys", "approvals", "validation", "server-logs", "pgaudit", "disk", "triggers", "owner-code"}
+	wantIDs := []string{"tls", "audit", "role", "keys", "approvals", "validation", "server-logs", "pgaudit", "disk", "triggers", "dependencies", "owner-code"}
 	wantEvidence := map[string]string{
 		"tls":         "plaintext TCP (no TLS), loopback",
 		"audit":       "records",

@@ -468,6 +468,7 @@ func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
 	}
 	add(report.Disk(ctx, s.Pool, tables, freeBytes))
 	add(report.Triggers(engine.CheckTriggers(ctx, s.Pool, s.Plan)))
+	add(report.Dependencies(s.Plan.CheckBlockers(), s.Plan.Dependencies))
 	ownerFindings, ownerErr := engine.OwnerCodeReport(ctx, s.Pool, s.Plan)
 	add(report.OwnerCode(ownerFindings, ownerErr, s.Cfg.IsProduction()))
 	return cl

@@ -31,19 +31,24 @@ func (a *app) planCommand() *cobra.Command {
 					return err
 				}
 				s.Plan.AttachIndexSpecs(specs)
+				// A foreign key on a protected column refuses the plan
+				// itself: nothing after it could work.
+				if err := s.Plan.ForeignKeyRefusal(); err != nil {
+					return withCode(ExitRefused, err)
+				}
 				if asJSON {
 					var steps []string
 					for _, st := range s.Plan.Steps {
 						steps = append(steps, st.Describe())
 					}
-					return json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.Plan.ID, "spec": s.Plan.Spec, "steps": steps, "blind_indexes": s.Plan.IndexReport()})
+					return json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.Plan.ID, "spec": s.Plan.Spec, "steps": steps, "blind_indexes": s.Plan.IndexReport(), "dependencies": s.Plan.Dependencies})
 				}
 				s.Plan.Print(a.stdout)
 				return nil
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"plan_id": ..., "spec": ..., "steps": [...]}`)
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"plan_id": ..., "spec": ..., "steps": [...], "blind_indexes": [...], "dependencies": [...]}`)
 	return cmd
 }
 

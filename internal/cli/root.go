@@ -263,8 +263,10 @@ func (a *app) resolvePlan(ctx context.Context, s *session) error {
 	if err := engine.CheckTableShapes(ctx, pool, cfg, tables); err != nil {
 		return err
 	}
-	s.Plan, err = engine.NewPlan(cfg, tables)
-	return err
+	if s.Plan, err = engine.NewPlan(cfg, tables); err != nil {
+		return err
+	}
+	return s.Plan.DiscoverDependencies(ctx, pool, cfg.Encryption.ColumnSuffix)
 }
 
 func loadKeys(ctx context.Context, pool *pgxpool.Pool) (*keys.Keyring, error) {

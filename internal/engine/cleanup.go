@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgphi/pgphi/internal/catalog"
 )
 
 // ErrRefused marks a lifecycle step that policy refuses (exit code 4).
@@ -100,7 +103,16 @@ func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions
 		}
 	}
 	if pending {
-		var err error
+		// What depends on the plaintext is settled before anything is
+		// verified or dropped: an object that would stop the drop halfway
+		// (a view) or lose its meaning silently (uniqueness) refuses now.
+		dropped, err := r.cleanupRefusal(ctx)
+		if err != nil {
+			return err
+		}
+		for _, d := range dropped {
+			r.logf("    cleanup drops with the plaintext: %s.%s: %s %s", d.Table, d.Column, d.Kind, d.Object)
+		}
 		if verifiedFrom, err = r.checkCleanupAllowed(ctx); err != nil {
 			return err
 		}
@@ -118,7 +130,11 @@ func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions
 	for _, t := range r.Plan.Tables {
 		if !t.Cleaned() {
 			r.logf("==> cleanup %s: under a brief lock catch up, re-verify what changed since the verification, drop plaintext columns, triggers and marker", t.QualifiedName())
+			if err := r.prepareCiphertextNotNull(ctx, t); err != nil {
+				return err
+			}
 			if err := r.dropPlaintext(ctx, t, opt, verifiedFrom); err != nil {
+				r.dropCiphertextNotNullChecks(context.WithoutCancel(ctx), t)
 				return err
 			}
 		}
@@ -229,6 +245,22 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")),
 			fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", t.markFunctionIdent()),
 		)
+		// A column that was NOT NULL: its ciphertext is NOT NULL from now on
+		// (pgphi's CHECK went with the plaintext it names).
+		notNull, err := originalNotNull(ctx, tx, t)
+		if err != nil {
+			return err
+		}
+		for _, c := range t.Columns {
+			if notNull[c.Name] {
+				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL", t.Ident(), ident(c.Encrypted)))
+			}
+			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(c.cleanupNotNullCheck())))
+			// The column's comment goes to its ciphertext (and back at rollback).
+			if err := copyColumnComment(ctx, tx, t, c.Name, c.Encrypted); err != nil {
+				return err
+			}
+		}
 		for _, c := range t.Columns {
 			enc := c.Encrypted
 			if opt.Rename {
@@ -339,4 +371,116 @@ func (e *refusal) Unwrap() error { return ErrRefused }
 
 func refusef(format string, args ...any) error {
 	return &refusal{msg: fmt.Sprintf(format, args...)}
+}
+
+// originalNotNull reads which protected columns of t were NOT NULL before
+// expand (pgphi.protected_columns.original_not_null).
+func originalNotNull(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, t *Target) (map[string]bool, error) {
+	rows, err := q.Query(ctx, `SELECT column_name, COALESCE(original_not_null, false) FROM pgphi.protected_columns WHERE table_name OPERATOR(pg_catalog.=) $1`, t.QualifiedName())
+	if err != nil {
+		return nil, fmt.Errorf("reading the NOT NULL columns of %s: %w", t.QualifiedName(), err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var name string
+		var nn bool
+		if err := rows.Scan(&name, &nn); err != nil {
+			return nil, err
+		}
+		out[name] = nn
+	}
+	return out, rows.Err()
+}
+
+// copyColumnComment gives column to of t the comment of column from, if it
+// has one (COMMENT takes only a literal: it is read, then quoted).
+func copyColumnComment(ctx context.Context, tx pgx.Tx, t *Target, from, to string) error {
+	var comment *string
+	err := tx.QueryRow(ctx, `SELECT pg_catalog.col_description(attrelid, attnum) FROM pg_catalog.pg_attribute
+		WHERE attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND attname OPERATOR(pg_catalog.=) $2 AND NOT attisdropped`, t.Ident(), from).Scan(&comment)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && comment == nil) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the comment of %s.%s: %w", t.QualifiedName(), from, err)
+	}
+	if _, err := tx.Exec(ctx, fmt.Sprintf("COMMENT ON COLUMN %s.%s IS %s", t.Ident(), ident(to), quoteLiteral(*comment))); err != nil {
+		return fmt.Errorf("carrying the comment of %s.%s to %s: %w", t.QualifiedName(), from, to, err)
+	}
+	return nil
+}
+
+// cleanupNotNullCheck names the CHECK (col_encrypted IS NOT NULL) cleanup
+// validates before its lock, so that SET NOT NULL under the lock skips its
+// scan of the table.
+func (c *TargetColumn) cleanupNotNullCheck() string {
+	return objectName(catalog.PgphiConstraintPrefix+"cleanup_not_null_", c.Name)
+}
+
+// prepareCiphertextNotNull adds, for each column that was NOT NULL,
+// CHECK (col_encrypted IS NOT NULL) NOT VALID and validates it under SHARE
+// UPDATE EXCLUSIVE (writes go on): applications have cut over, so every
+// write brings a ciphertext. A row still waiting for its ciphertext fails
+// the validation; the check is then dropped and SET NOT NULL reads the table
+// under cleanup's lock instead, after the catch-up.
+func (r *Runner) prepareCiphertextNotNull(ctx context.Context, t *Target) error {
+	notNull, err := originalNotNull(ctx, r.Pool, t)
+	if err != nil {
+		return err
+	}
+	for i := range t.Columns {
+		c := &t.Columns[i]
+		if !notNull[c.Name] {
+			continue
+		}
+		name := c.cleanupNotNullCheck()
+		var exists, valid bool
+		if err := r.Pool.QueryRow(ctx, `SELECT count(*) > 0, COALESCE(bool_and(convalidated), false) FROM pg_catalog.pg_constraint
+			WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) $2`, t.Ident(), name).Scan(&exists, &valid); err != nil {
+			return fmt.Errorf("cleanup of %s: %w", t.QualifiedName(), err)
+		}
+		if valid {
+			continue
+		}
+		if !exists {
+			err := r.ddl(ctx, "cleanup "+t.QualifiedName()+": NOT NULL of "+c.Encrypted, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL) NOT VALID", t.Ident(), ident(name), ident(c.Encrypted)))
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+		err := r.ddl(ctx, "cleanup "+t.QualifiedName()+": NOT NULL of "+c.Encrypted, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", t.Ident(), ident(name)))
+			return err
+		})
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23514" {
+			r.logf("    %s: rows still wait for their %s: NOT NULL is checked under the lock instead", t.QualifiedName(), c.Encrypted)
+			r.dropCiphertextNotNullChecks(ctx, t)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropCiphertextNotNullChecks removes prepareCiphertextNotNull's checks
+// after a cleanup that did not go through (best effort: expand and rollback
+// remove them too).
+func (r *Runner) dropCiphertextNotNullChecks(ctx context.Context, t *Target) {
+	var drops []string
+	for _, c := range t.Columns {
+		drops = append(drops, "DROP CONSTRAINT IF EXISTS "+ident(c.cleanupNotNullCheck()))
+	}
+	_ = r.ddl(ctx, "cleanup "+t.QualifiedName()+": drop NOT NULL checks", func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")))
+		return err
+	})
 }

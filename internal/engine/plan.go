@@ -37,6 +37,11 @@ type Plan struct {
 	Steps  []Step
 
 	indexSpecs []plannedIndex // filled by AttachIndexSpecs, for Print
+
+	// Dependencies are the objects that depend on protected columns
+	// (DiscoverDependencies); not part of the spec, so not of the plan id.
+	Dependencies     []catalog.Dependency
+	dependenciesRead bool
 }
 
 type plannedIndex struct {
@@ -238,6 +243,14 @@ func (p *Plan) Print(w io.Writer) {
 				fmt.Fprintf(w, ", %s bigint[] (search: %s)", c.Index, strings.Join(c.searchNames(), ", "))
 			}
 			fmt.Fprintln(w)
+			printDependencies(w, p.Dependencies, t.QualifiedName(), c.Name)
+		}
+		fmt.Fprintln(w)
+	}
+	if blockers := p.CheckBlockers(); len(blockers) > 0 {
+		fmt.Fprintf(w, "%d objects must change first (a foreign key refuses the plan; the others fail `pgphi check` and refuse cleanup):\n", len(blockers))
+		for _, d := range blockers {
+			fmt.Fprintf(w, "  %s\n", d)
 		}
 		fmt.Fprintln(w)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgphi/pgphi/envelope"
+	"github.com/pgphi/pgphi/internal/catalog"
 )
 
 // Rollback returns every table of the plan to plaintext and removes what pgphi
@@ -25,6 +26,12 @@ func (r *Runner) Rollback(ctx context.Context) error {
 			}
 		} else {
 			r.logf("==> rollback %s: remove ciphertext, blind index, marker and trigger", t.QualifiedName())
+			if err := r.restoreCiphertextOnly(ctx, t); err != nil {
+				return err
+			}
+		}
+		if err := r.prepareNotNull(ctx, t); err != nil {
+			return err
 		}
 		if err := r.removeExpansion(ctx, t); err != nil {
 			return err
@@ -44,7 +51,27 @@ func (r *Runner) Rollback(ctx context.Context) error {
 // table, in one transaction: a crash leaves all or nothing to redo.
 func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 	return r.ddl(ctx, "rollback "+t.QualifiedName(), func(tx pgx.Tx) error {
+		notNull, err := originalNotNull(ctx, tx, t)
+		if err != nil {
+			return err
+		}
+		if !t.Cleaned() {
+			// Under the lock the drop needs anyway: a value the application
+			// wrote only as ciphertext since restoreCiphertextOnly would be
+			// lost with the ciphertext column.
+			if _, err := tx.Exec(ctx, "LOCK TABLE "+t.Ident()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+				return err
+			}
+			if n, err := r.ciphertextOnlyRows(ctx, tx, t); err != nil {
+				return err
+			} else if n > 0 {
+				return fmt.Errorf("rollback of %s: %d rows were written only as ciphertext meanwhile; nothing was dropped, run `pgphi rollback` again", t.QualifiedName(), n)
+			}
+		}
 		var drops []string
+		for i := range t.Columns {
+			drops = append(drops, "DROP CONSTRAINT IF EXISTS "+ident(t.Columns[i].notNullCheck()))
+		}
 		for _, c := range t.Columns {
 			drops = append(drops, "DROP COLUMN IF EXISTS "+ident(c.Encrypted))
 			if c.Index != "" {
@@ -56,6 +83,14 @@ func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")),
 			fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", t.markFunctionIdent()),
 		)
+		// The plaintext gets its NOT NULL back (a row the application wrote
+		// only as ciphertext refuses the rollback, naming the column).
+		for _, c := range t.Columns {
+			if notNull[c.Name] {
+				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL", t.Ident(), ident(c.Name)))
+			}
+			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(c.restoreNotNullCheck())))
+		}
 		for _, st := range stmts {
 			if _, err := tx.Exec(ctx, st); err != nil {
 				return err
@@ -108,6 +143,16 @@ func (r *Runner) restorePlaintext(ctx context.Context, t *Target) error {
 		}
 		if _, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(adds, ", "))); err != nil {
 			return err
+		}
+		// Cleanup gave the plaintext's comment to the ciphertext: back it goes.
+		for _, c := range t.Columns {
+			enc := c.Encrypted
+			if enc == c.Name {
+				enc = c.Name + r.Config.Encryption.ColumnSuffix
+			}
+			if err := copyColumnComment(ctx, tx, t, enc, c.Name); err != nil {
+				return err
+			}
 		}
 		// From here until the rollback ends, the table is neither cleaned nor
 		// expanded: cleanup and apply refuse, rollback resumes.
@@ -255,4 +300,134 @@ func (r *Runner) restoreBatch(ctx context.Context, t *Target, last []string) (in
 		return err
 	})
 	return n, lastKey, err
+}
+
+// ciphertextOnlyPredicate is true for a row holding a value only as
+// ciphertext: the application wrote it after cutover, with NULL plaintext.
+func (t *Target) ciphertextOnlyPredicate(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) (string, error) {
+	var names []string
+	for _, c := range t.Columns {
+		names = append(names, c.Name, c.Encrypted)
+	}
+	var n int
+	if err := q.QueryRow(ctx, `SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
+		AND attname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]) AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped`, t.Ident(), names).Scan(&n); err != nil {
+		return "", fmt.Errorf("inspecting %s: %w", t.QualifiedName(), err)
+	}
+	if n != len(names) {
+		return "", nil // not expanded (any more): nothing only as ciphertext
+	}
+	var preds []string
+	for _, c := range t.Columns {
+		preds = append(preds, fmt.Sprintf("(%s IS NULL AND %s IS NOT NULL)", ident(c.Name), ident(c.Encrypted)))
+	}
+	return strings.Join(preds, " OR "), nil
+}
+
+func (r *Runner) ciphertextOnlyRows(ctx context.Context, tx pgx.Tx, t *Target) (n int64, err error) {
+	// Read as the owner: row-level security would fail the read otherwise.
+	restore, err := r.asOwner(ctx, tx, t)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if rerr := restore(); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	pred, err := t.ciphertextOnlyPredicate(ctx, tx)
+	if err != nil || pred == "" {
+		return 0, err
+	}
+	if err := tx.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s", t.Ident(), pred)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("rollback of %s: counting rows written only as ciphertext: %w", t.QualifiedName(), err)
+	}
+	return n, nil
+}
+
+// restoreCiphertextOnly decrypts, before cleanup, the values the application
+// wrote only as ciphertext after cutover into their plaintext columns, so
+// that dropping the ciphertext loses nothing (and NOT NULL can come back).
+// require_encryption goes off first: the plaintext is what the application
+// writes again once rolled back, and the trigger would refuse it.
+func (r *Runner) restoreCiphertextOnly(ctx context.Context, t *Target) error {
+	pred, err := t.ciphertextOnlyPredicate(ctx, r.Pool)
+	if err != nil || pred == "" {
+		return err
+	}
+	var n int64
+	if err := r.ownerQueryRow(ctx, t, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s", t.Ident(), pred), &n); err != nil {
+		return fmt.Errorf("rollback of %s: counting rows written only as ciphertext: %w", t.QualifiedName(), err)
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := SetFlag(ctx, r.Pool, FlagRequireEncryption, false); err != nil {
+		return err
+	}
+	var done int64
+	var last []string
+	for {
+		k, lastKey, err := r.restoreBatch(ctx, t, last)
+		if err != nil {
+			return err
+		}
+		if k == 0 {
+			break
+		}
+		done += int64(k)
+		last = lastKey
+	}
+	r.logf("    %s: %d rows written only as ciphertext decrypted into their plaintext columns", t.QualifiedName(), done)
+	return nil
+}
+
+// restoreNotNullCheck names the CHECK (col IS NOT NULL) that rollback
+// validates before it sets the plaintext NOT NULL again.
+func (c *TargetColumn) restoreNotNullCheck() string {
+	return objectName(catalog.PgphiConstraintPrefix+"restore_not_null_", c.Name)
+}
+
+// prepareNotNull lets removeExpansion put NOT NULL back on the plaintext
+// without reading the table under its ACCESS EXCLUSIVE lock: a CHECK (col IS
+// NOT NULL), added NOT VALID and validated under SHARE UPDATE EXCLUSIVE
+// (writes go on), proves it to SET NOT NULL, which then skips the scan.
+func (r *Runner) prepareNotNull(ctx context.Context, t *Target) error {
+	notNull, err := originalNotNull(ctx, r.Pool, t)
+	if err != nil {
+		return err
+	}
+	for i := range t.Columns {
+		c := &t.Columns[i]
+		if !notNull[c.Name] {
+			continue
+		}
+		name := c.restoreNotNullCheck()
+		var exists, valid bool
+		if err := r.Pool.QueryRow(ctx, `SELECT count(*) > 0, COALESCE(bool_and(convalidated), false) FROM pg_catalog.pg_constraint
+			WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) $2`, t.Ident(), name).Scan(&exists, &valid); err != nil {
+			return fmt.Errorf("rollback of %s: %w", t.QualifiedName(), err)
+		}
+		if !exists {
+			err := r.ddl(ctx, "rollback "+t.QualifiedName()+": NOT NULL of "+c.Name, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL) NOT VALID", t.Ident(), ident(name), ident(c.Name)))
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if !valid {
+			err := r.ddl(ctx, "rollback "+t.QualifiedName()+": NOT NULL of "+c.Name, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", t.Ident(), ident(name)))
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("rollback of %s: column %s was NOT NULL and some rows have no plaintext for it: %w", t.QualifiedName(), c.Name, err)
+			}
+		}
+	}
+	return nil
 }

@@ -124,6 +124,14 @@ func (r *Runner) Apply(ctx context.Context) error {
 			return fmt.Errorf("%w: a rollback of %s is under way: run `pgphi rollback` to finish it first", ErrRefused, t.QualifiedName())
 		}
 	}
+	if !r.Plan.dependenciesRead {
+		if err := r.Plan.DiscoverDependencies(ctx, r.Pool, r.Config.Encryption.ColumnSuffix); err != nil {
+			return err
+		}
+	}
+	if err := r.Plan.ForeignKeyRefusal(); err != nil {
+		return err
+	}
 	if r.Throttle != nil {
 		if r.Throttle.CanaryQuery == "" && len(r.Plan.Tables) > 0 {
 			t := r.Plan.Tables[0]
@@ -211,18 +219,95 @@ func (s expandStep) Describe() string {
 	for _, c := range s.t.Columns {
 		cols = append(cols, c.Encrypted)
 	}
-	return fmt.Sprintf("expand %s: add %s, marker %s, triggers %s", s.t.QualifiedName(), strings.Join(cols, ", "), MarkerColumn, strings.Join(triggerNames, ", "))
+	d := fmt.Sprintf("expand %s: add %s, marker %s, triggers %s", s.t.QualifiedName(), strings.Join(cols, ", "), MarkerColumn, strings.Join(triggerNames, ", "))
+	var nn []string
+	for _, c := range s.t.Columns {
+		if c.NotNull {
+			nn = append(nn, fmt.Sprintf("CHECK (%s IS NOT NULL OR %s IS NOT NULL)", c.Name, c.Encrypted))
+		}
+	}
+	if len(nn) > 0 {
+		d += "; NOT NULL becomes " + strings.Join(nn, ", ") + ", validated without blocking writes"
+	}
+	return d
 }
 
+// Run expands the table unless everything is in place already, then
+// validates the CHECKs that stand for NOT NULL.
 func (s expandStep) Run(ctx context.Context, r *Runner) error {
 	t := s.t
 	if err := CheckTableShapes(ctx, r.Pool, r.Config, []*catalog.Table{t.Table}); err != nil {
 		return err
 	}
 	done, err := s.alreadyDone(ctx, r)
-	if err != nil || done {
+	if err != nil {
 		return err
 	}
+	if !done {
+		if err := s.expand(ctx, r); err != nil {
+			return err
+		}
+	}
+	return r.validateNotNull(ctx, t)
+}
+
+// validateNotNull validates the CHECKs that stand for NOT NULL (added NOT
+// VALID by expand): VALIDATE CONSTRAINT takes SHARE UPDATE EXCLUSIVE, so
+// the application keeps writing while the table is read.
+func (r *Runner) validateNotNull(ctx context.Context, t *Target) error {
+	// A rollback that stopped after prepareNotNull left CHECK (col IS NOT
+	// NULL): it would refuse the NULL plaintext of ciphertext-only writes;
+	// a cleanup that stopped after prepareCiphertextNotNull left CHECK
+	// (col_encrypted IS NOT NULL): it would refuse plaintext-only writes.
+	var stale []string
+	for i := range t.Columns {
+		stale = append(stale, t.Columns[i].restoreNotNullCheck(), t.Columns[i].cleanupNotNullCheck())
+	}
+	rows, err := r.Pool.Query(ctx, `SELECT conname::pg_catalog.text FROM pg_catalog.pg_constraint
+		WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[])`, t.Ident(), stale)
+	if err != nil {
+		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
+	}
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
+	}
+	for _, name := range left {
+		err := r.ddl(ctx, "drop "+name+" on "+t.QualifiedName(), func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(name)))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	var names []string
+	for i := range t.Columns {
+		names = append(names, t.Columns[i].notNullCheck())
+	}
+	rows, err = r.Pool.Query(ctx, `SELECT conname::pg_catalog.text FROM pg_catalog.pg_constraint
+		WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]) AND NOT convalidated`, t.Ident(), names)
+	if err != nil {
+		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
+	}
+	todo, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
+	}
+	for _, name := range todo {
+		err := r.ddl(ctx, "validate "+name+" on "+t.QualifiedName(), func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", t.Ident(), ident(name)))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s expandStep) expand(ctx context.Context, r *Runner) error {
+	t := s.t
 	return r.ddl(ctx, "expand "+t.QualifiedName(), func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('pgphi expand ' || $1))", t.QualifiedName()); err != nil {
 			return err
@@ -275,6 +360,37 @@ func (s expandStep) Run(ctx context.Context, r *Runner) error {
 				return err
 			}
 		}
+		// A NOT NULL plaintext becomes "plaintext or ciphertext": under
+		// require_encryption the application writes NULL plaintext.
+		notNull := map[string]bool{}
+		for i := range t.Columns {
+			c := &t.Columns[i]
+			var attNotNull, hasCheck bool
+			var recorded *bool
+			err := tx.QueryRow(ctx, `SELECT a.attnotnull,
+				EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conrelid OPERATOR(pg_catalog.=) a.attrelid AND k.conname OPERATOR(pg_catalog.=) $3),
+				(SELECT p.original_not_null FROM pgphi.protected_columns p WHERE p.table_name OPERATOR(pg_catalog.=) $4 AND p.column_name OPERATOR(pg_catalog.=) $2)
+				FROM pg_catalog.pg_attribute a
+				WHERE a.attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND a.attname OPERATOR(pg_catalog.=) $2 AND NOT a.attisdropped`,
+				t.Ident(), c.Name, c.notNullCheck(), t.QualifiedName()).Scan(&attNotNull, &hasCheck, &recorded)
+			if err != nil {
+				return fmt.Errorf("reading NOT NULL of %s.%s: %w", t.QualifiedName(), c.Name, err)
+			}
+			orig := attNotNull || (recorded != nil && *recorded)
+			notNull[c.Name] = orig
+			var stmts []string
+			if orig && !hasCheck {
+				stmts = append(stmts, t.notNullCheckSQL(c)...)
+			}
+			if attNotNull {
+				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL", t.Ident(), ident(c.Name)))
+			}
+			for _, st := range stmts {
+				if _, err := tx.Exec(ctx, st); err != nil {
+					return err
+				}
+			}
+		}
 		h, err := t.definitionsHash(ctx, tx)
 		if err != nil {
 			return err
@@ -287,11 +403,12 @@ func (s expandStep) Run(ctx context.Context, r *Runner) error {
 			if c.HasIndex() {
 				index = &c.Index
 			}
-			if _, err := tx.Exec(ctx, `INSERT INTO pgphi.protected_columns (table_name, column_name, encrypted_column, original_type, class, plan_id, index_column)
-				VALUES ($1, $2, $3, $4, $5, $6, $7)
-				ON CONFLICT (table_name, column_name) DO UPDATE SET index_column = EXCLUDED.index_column, plan_id = EXCLUDED.plan_id
+			if _, err := tx.Exec(ctx, `INSERT INTO pgphi.protected_columns (table_name, column_name, encrypted_column, original_type, class, plan_id, index_column, original_not_null)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+				ON CONFLICT (table_name, column_name) DO UPDATE SET index_column = EXCLUDED.index_column, plan_id = EXCLUDED.plan_id,
+					original_not_null = COALESCE(pgphi.protected_columns.original_not_null, false) OR EXCLUDED.original_not_null
 				WHERE pgphi.protected_columns.phase = 'expanded'`,
-				t.QualifiedName(), c.Name, c.Encrypted, c.Type, c.Class, r.Plan.ID, index); err != nil {
+				t.QualifiedName(), c.Name, c.Encrypted, c.Type, c.Class, r.Plan.ID, index, notNull[c.Name]); err != nil {
 				return err
 			}
 		}
@@ -315,6 +432,20 @@ func (s expandStep) alreadyDone(ctx context.Context, r *Runner) (bool, error) {
 		return false, fmt.Errorf("inspecting %s: %w", t.QualifiedName(), err)
 	}
 	if nCols != len(want) {
+		return false, nil
+	}
+	// A protected column still NOT NULL (expanded by an earlier version):
+	// expand turns it into pgphi's CHECK.
+	var plain []string
+	for _, c := range t.Columns {
+		plain = append(plain, c.Name)
+	}
+	var stillNotNull bool
+	if err := r.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = ANY($2) AND attnotnull AND NOT attisdropped)`,
+		t.Ident(), plain).Scan(&stillNotNull); err != nil {
+		return false, fmt.Errorf("inspecting %s: %w", t.QualifiedName(), err)
+	}
+	if stillNotNull {
 		return false, nil
 	}
 	probs, err := t.triggerProblems(ctx, r.Pool)

@@ -61,7 +61,8 @@ func (t *Target) definitionsHash(ctx context.Context, q catalog.Querier) (string
 // firing only in replica mode, or calling a function other than pgphi's; a
 // mark function missing, SECURITY DEFINER, not owned by pgphi's schema
 // owner, executable by PUBLIC, without its pinned search_path, or with
-// another body; an envelope CHECK missing; definitions changed since expand;
+// another body; an envelope CHECK missing; the CHECK that stands for a
+// column's NOT NULL missing; definitions changed since expand;
 // a table that gained inheritance parents or children. status, verify and
 // check fail while any is found; apply puts the objects back.
 func CheckTriggers(ctx context.Context, q catalog.Querier, p *Plan) ([]TriggerProblem, error) {
@@ -239,6 +240,25 @@ func (t *Target) triggerProblems(ctx context.Context, q catalog.Querier) ([]Trig
 		}
 	}
 
+	// The CHECKs that stand for the NOT NULL of columns that had one (none
+	// to check without state, or with state from before original_not_null).
+	var haveState bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass('pgphi.protected_columns')
+		AND attname OPERATOR(pg_catalog.=) 'original_not_null' AND NOT attisdropped)`).Scan(&haveState); err != nil {
+		return nil, wrap(err)
+	}
+	if haveState {
+		missing, err := t.missingNotNullChecks(ctx, q)
+		if err != nil {
+			return nil, wrap(err)
+		}
+		for _, c := range t.Columns {
+			if slices.Contains(missing, c.Name) {
+				add("constraint "+c.notNullCheck(), "missing: %s was NOT NULL, and a row with neither %s nor %s would be accepted", c.Name, c.Name, c.Encrypted)
+			}
+		}
+	}
+
 	// The definitions as a whole, against what expand recorded.
 	if markOID != 0 {
 		h, err := t.definitionsHash(ctx, q)
@@ -259,4 +279,39 @@ func TriggersError(problems []TriggerProblem) error {
 		parts[i] = p.String()
 	}
 	return fmt.Errorf("%w: %s; run `pgphi apply` to put them back, and find out who changed them", ErrTriggers, strings.Join(parts, "; "))
+}
+
+// missingNotNullChecks lists the columns of t recorded NOT NULL before expand
+// whose pgphi CHECK is gone.
+func (t *Target) missingNotNullChecks(ctx context.Context, q catalog.Querier) ([]string, error) {
+	var cols, names []string
+	for _, c := range t.Columns {
+		cols, names = append(cols, c.Name), append(names, c.notNullCheck())
+	}
+	rows, err := q.Query(ctx, `SELECT p.column_name FROM pgphi.protected_columns p
+		WHERE p.table_name OPERATOR(pg_catalog.=) $1 AND p.phase OPERATOR(pg_catalog.=) 'expanded' AND p.original_not_null
+		  AND p.column_name OPERATOR(pg_catalog.=) ANY ($2::text[])`, t.QualifiedName(), cols)
+	if err != nil {
+		return nil, err
+	}
+	notNull, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(notNull) == 0 {
+		return nil, err
+	}
+	rows, err = q.Query(ctx, `SELECT conname::text FROM pg_catalog.pg_constraint
+		WHERE conrelid OPERATOR(pg_catalog.=) $1::regclass AND contype OPERATOR(pg_catalog.=) 'c' AND conname OPERATOR(pg_catalog.=) ANY ($2::text[])`, t.Ident(), names)
+	if err != nil {
+		return nil, err
+	}
+	present, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, c := range t.Columns {
+		if slices.Contains(notNull, c.Name) && !slices.Contains(present, c.notNullCheck()) {
+			missing = append(missing, c.Name)
+		}
+	}
+	return missing, nil
 }

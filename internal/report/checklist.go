@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgphi/pgphi/internal/catalog"
 	"github.com/pgphi/pgphi/internal/engine"
 )
 
@@ -215,6 +216,36 @@ func OwnerCode(findings []string, err error, production bool) Check {
 		c.Evidence = "every protected table's triggers, index expressions, constraints, defaults and policies run as its owner when pgphi writes (SET LOCAL ROLE), or there are none"
 	default:
 		c.Evidence = fmt.Sprintf("%d tables: %s", len(findings), strings.Join(findings, "; "))
+	}
+	return c
+}
+
+// Dependencies is the check item of the objects that depend on protected
+// columns (engine.Plan.CheckBlockers): a view, materialized view, rule, RLS
+// policy, generated column or publication that reads a protected column's
+// plaintext would stop cleanup, and a foreign key cannot reference
+// ciphertext. Each is named with what to do; uniqueness, which cleanup
+// refuses to drop, is named in the evidence.
+func Dependencies(blockers, all []catalog.Dependency) Check {
+	c := Check{ID: "dependencies", Title: "no view, rule, policy, generated column, publication or foreign key uses a protected column's plaintext", Required: true}
+	var unique []string
+	for _, d := range all {
+		if d.Blocks == catalog.BlocksCleanup {
+			unique = append(unique, d.Table+"."+d.Column+": "+d.Kind+" "+d.Object)
+		}
+	}
+	if len(blockers) == 0 {
+		c.Passed = true
+		c.Evidence = fmt.Sprintf("%d dependent objects, none reads the plaintext after cleanup (`pgphi plan` lists each with its action)", len(all))
+	} else {
+		parts := make([]string, len(blockers))
+		for i, d := range blockers {
+			parts[i] = d.String()
+		}
+		c.Evidence = fmt.Sprintf("%d objects: %s", len(blockers), strings.Join(parts, "; "))
+	}
+	if len(unique) > 0 {
+		c.Evidence += fmt.Sprintf("; cleanup will refuse while uniqueness is enforced on the plaintext (%s)", strings.Join(unique, "; "))
 	}
 	return c
 }

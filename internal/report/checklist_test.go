@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgphi/pgphi/internal/catalog"
 	"github.com/pgphi/pgphi/internal/engine"
 )
 
@@ -26,5 +27,20 @@ func TestTriggersCheckFailsOnAProblem(t *testing.T) {
 	f.Checklist.Items = append(f.Checklist.Items, bad)
 	if f.Approved() {
 		t.Fatal("report approved with pgphi's trigger disabled")
+	}
+}
+
+// A view over a protected column fails the required check, naming the view
+// and what to do; a unique constraint is named as a coming cleanup refusal.
+func TestDependenciesCheckFailsOnAView(t *testing.T) {
+	unique := catalog.Dependency{Table: "public.patient", Column: "mrn", Kind: "unique", Object: "patient_mrn_key", Action: catalog.ActionRefused, Detail: "cleanup refuses", Blocks: catalog.BlocksCleanup}
+	ok := Dependencies(nil, []catalog.Dependency{unique})
+	if !ok.Required || !ok.Passed || !strings.Contains(ok.Evidence, "patient_mrn_key") {
+		t.Fatalf("no blockers: %+v", ok)
+	}
+	view := catalog.Dependency{Table: "public.patient", Column: "full_name", Kind: "view", Object: "public.patient_contact", Action: catalog.ActionRefused, Detail: "recreate it over full_name_encrypted", Blocks: catalog.BlocksCheck}
+	bad := Dependencies([]catalog.Dependency{view}, []catalog.Dependency{unique, view})
+	if bad.Passed || !strings.Contains(bad.Evidence, "view public.patient_contact") || !strings.Contains(bad.Evidence, "recreate it over full_name_encrypted") {
+		t.Fatalf("a view: %+v", bad)
 	}
 }
