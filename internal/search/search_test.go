@@ -42,8 +42,11 @@ tables:
       email:         { class: pii }
 `
 
-// Rows planted next to the synthetic data: the hard cases of the issue.
+// Rows planted next to the synthetic data: the hard cases of the issue. The
+// demo schema's names are NOT NULL (as Felicity's); this table lets them be
+// NULL so that a row with every searchable value NULL is among the cases.
 const specialRows = `
+ALTER TABLE public.patient ALTER COLUMN first_name DROP NOT NULL, ALTER COLUMN last_name DROP NOT NULL;
 INSERT INTO public.patient (uid, first_name, last_name, phone_mobile, date_of_birth) VALUES
  ('sp-01', 'José', 'Núñez', '+1 415 555 0132', '2000-02-29'),
  ('sp-02', 'JOSE', 'O’Brien', '(415) 555-0132', '2000-03-01'),
