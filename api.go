@@ -235,12 +235,16 @@ func (c *Client) Find(ctx context.Context, table, column string, q Query, reason
 	return out, nil
 }
 
-// Read is the compatibility read of one value during cutover: the plaintext
-// column while use_encrypted_search is off and the plaintext exists, else
-// the decrypted ciphertext (after cleanup always). The value is canonical
-// text. Reading the ciphertext writes one audit record (command api.read);
-// reading the plaintext writes none (it is what the application read before
-// pgphi). A row that does not exist gives ErrNoRow.
+// Read is the compatibility read of one value during cutover (seed 000's
+// compatibility layer): the plaintext column while use_encrypted_search is
+// off and the row has a plaintext value, else the decrypted ciphertext
+// (after cleanup always; a value written encrypted only under
+// require_encryption; after use_encrypted_search, unless the application
+// changed the plaintext since it was encrypted and pgphi's catch-up has not
+// run yet). The value is canonical text. Reading the ciphertext writes one
+// audit record (command api.read); reading the plaintext writes none (it is
+// what the application read before pgphi). A row that does not exist gives
+// ErrNoRow.
 func (c *Client) Read(ctx context.Context, table, column string, key Key, reason string) (text string, null bool, err error) {
 	if strings.TrimSpace(reason) == "" {
 		return "", false, ErrReason
@@ -281,18 +285,17 @@ func (c *Client) Read(ctx context.Context, table, column string, key Key, reason
 	if err != nil {
 		return "", false, fmt.Errorf("pgphi: reading %s.%s: %w", t.QualifiedName(), col.Name, err)
 	}
-	if plain || (ct == nil && pt != nil) {
+	switch {
+	case pt != nil && (plain || ct == nil):
 		// Before use_encrypted_search, or a value the application changed
 		// since it was encrypted (its ciphertext is cleared until pgphi's
 		// catch-up): the plaintext is current.
-		if pt == nil {
-			return "", true, nil
-		}
 		return *pt, false, nil
-	}
-	if ct == nil {
+	case ct == nil:
 		return "", true, nil
 	}
+	// After use_encrypted_search, after cleanup, or a value written
+	// encrypted only (require_encryption): the ciphertext.
 	v, err := c.ring.Opener(t.QualifiedName(), col.Name).Open(ct, b)
 	if err != nil {
 		return "", false, fmt.Errorf("pgphi: %s.%s: %w", t.QualifiedName(), col.Name, err)
