@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgphi/pgphi/blindindex"
 	"github.com/pgphi/pgphi/envelope"
+	"github.com/pgphi/pgphi/internal/redact"
 )
 
 // Assignments are the values to write, by column name, for an INSERT or an
@@ -220,7 +221,7 @@ func (c *Client) Find(ctx context.Context, table, column string, q Query, reason
 	}
 	res, err := m.searcher.Find(ctx, table, column, q)
 	if err != nil {
-		return nil, fmt.Errorf("pgphi: %w", err)
+		return nil, fmt.Errorf("pgphi: %w", redact.Error(err))
 	}
 	out := make([]Key, len(res.Keys))
 	for i, k := range res.Keys {
@@ -283,7 +284,7 @@ func (c *Client) Read(ctx context.Context, table, column string, key Key, reason
 		return "", false, fmt.Errorf("%w in %s", ErrNoRow, t.QualifiedName())
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("pgphi: reading %s.%s: %w", t.QualifiedName(), col.Name, err)
+		return "", false, fmt.Errorf("pgphi: reading %s.%s: %w", t.QualifiedName(), col.Name, redact.Error(err))
 	}
 	switch {
 	case pt != nil && (plain || ct == nil):

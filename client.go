@@ -21,8 +21,10 @@
 //   - Values are turned into canonical text in Go, exactly as docs/FORMAT.md
 //     §2.4 says, from Go values or from the canonical text itself; a value
 //     that does not fit the column is refused (ErrValue) naming table and
-//     column, never the value. No error of this package contains a value,
-//     a key of a row or key material.
+//     column, never the value. No error of this package contains a value
+//     or key material; database errors are rebuilt from their fields
+//     without values (as pgphi's command does). A search error may name the
+//     key of a row whose ciphertext does not decrypt, as `pgphi search` does.
 //   - Blind index terms are computed from the families, sizes, data keys
 //     and options recorded in pgphi.blind_indexes (docs/SEARCH.md), so they
 //     equal the terms pgphi itself writes.
@@ -54,6 +56,7 @@ import (
 	"github.com/pgphi/pgphi/internal/audit"
 	"github.com/pgphi/pgphi/internal/catalog"
 	"github.com/pgphi/pgphi/internal/engine"
+	"github.com/pgphi/pgphi/internal/redact"
 	"github.com/pgphi/pgphi/internal/search"
 	"github.com/pgphi/pgphi/keys"
 )
@@ -165,7 +168,7 @@ func Open(ctx context.Context, pool *pgxpool.Pool, kek KEK, opts ...Option) (*Cl
 	}
 	ring, err := keys.Load(ctx, pool, kek)
 	if err != nil {
-		return nil, fmt.Errorf("pgphi: open: %w", err)
+		return nil, fmt.Errorf("pgphi: open: %w", redact.Error(err))
 	}
 	c.ring = ring
 	var canAudit bool
@@ -203,7 +206,7 @@ func (c *Client) state(ctx context.Context) (m *metadata, useEncrypted, requireE
 	err = c.pool.QueryRow(ctx, `SELECT pgphi.flag('use_encrypted_search'), pgphi.flag('require_encryption'), (`+versionSQL+`)`).
 		Scan(&useEncrypted, &requireEncryption, &version)
 	if err != nil {
-		return nil, false, false, fmt.Errorf("pgphi: reading flags: %w", err)
+		return nil, false, false, fmt.Errorf("pgphi: reading flags: %w", redact.Error(err))
 	}
 	m, err = c.load(ctx, version)
 	return m, useEncrypted, requireEncryption, err
@@ -220,7 +223,7 @@ func (c *Client) load(ctx context.Context, version string) (*metadata, error) {
 	}
 	m, err := readMetadata(ctx, c.pool, c.ring)
 	if err != nil {
-		return nil, err
+		return nil, redact.Error(err)
 	}
 	c.meta = m
 	return m, nil
