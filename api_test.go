@@ -373,3 +373,43 @@ func TestReadFollowsCutover(t *testing.T) {
 		t.Fatalf("missing row: %v", err)
 	}
 }
+
+// After cleanup the client notices that the plaintext columns are gone: it
+// writes ciphertext and terms only, and reads and searches them.
+func TestAfterCleanup(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	pool := appPool(t, f.url)
+	client, err := pgphi.Open(ctx, pool, pgphi.KeyFile(f.keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, flag := range engine.FlagNames {
+		if err := engine.SetFlag(ctx, f.pool, flag, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard}
+	if err := r.Cleanup(ctx, f.plan.ID, engine.CleanupOptions{Purge: "vacuum-full"}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := client.Row(ctx, "patient", pgphi.Key{"uid": "P40"}, map[string]any{"last_name": "Smith", "phone": "+1 650 253 0000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(a.Columns()); got != "[last_name_bidx last_name_encrypted phone_bidx phone_encrypted]" {
+		t.Fatalf("assignments after cleanup: %s", got)
+	}
+	if err := insert(ctx, pool, "P40", a); err != nil {
+		t.Fatal(err)
+	}
+	for uid, want := range map[string]string{"P1": "Smith", "P40": "Smith"} {
+		if text, _, err := client.Read(ctx, "patient", "last_name", pgphi.Key{"uid": uid}, "chart"); err != nil || text != want {
+			t.Fatalf("read %s after cleanup: %q %v", uid, text, err)
+		}
+	}
+	got, err := client.Find(ctx, "patient", "last_name", pgphi.Query{Kind: pgphi.Exact, Value: "SMITH"}, "test")
+	if err != nil || fmt.Sprint(got) != "[map[uid:P1] map[uid:P40]]" {
+		t.Fatalf("find after cleanup: %v %v", got, err)
+	}
+}
