@@ -165,6 +165,9 @@ func (c *Client) DecryptAll(ctx context.Context, table, column, reason string, r
 			return nil, err
 		}
 		v, err := opener.Open(r.Ciphertext, b)
+		if err == nil && v.Type != col.ValueType {
+			err = fmt.Errorf("%w: value type %s, the column's is %s", envelope.ErrFormat, v.Type, col.ValueType)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("pgphi: %s.%s: value %d of %d: %w", t.QualifiedName(), col.Name, i+1, len(rows), err)
 		}
@@ -298,6 +301,9 @@ func (c *Client) Read(ctx context.Context, table, column string, key Key, reason
 	// After use_encrypted_search, after cleanup, or a value written
 	// encrypted only (require_encryption): the ciphertext.
 	v, err := c.ring.Opener(t.QualifiedName(), col.Name).Open(ct, b)
+	if err == nil && v.Type != col.ValueType {
+		err = fmt.Errorf("%w: value type %s, the column's is %s", envelope.ErrFormat, v.Type, col.ValueType)
+	}
 	if err != nil {
 		return "", false, fmt.Errorf("pgphi: %s.%s: %w", t.QualifiedName(), col.Name, err)
 	}
