@@ -333,7 +333,7 @@ func readMetadata(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring) (
 		}
 		if f := fams[r.table+"\x00"+r.column]; f != nil && r.index != nil {
 			if f.opts == nil {
-				return nil, fmt.Errorf("pgphi: the term options of %s.%s are not recorded yet (pgphi.blind_indexes.options); run pgphi apply with the current version", r.table, r.column)
+				return nil, fmt.Errorf("pgphi: the term options of %s.%s are not recorded yet in pgphi.blind_indexes.options (the next apply of this version records them)", r.table, r.column)
 			}
 			tc.Search, tc.SearchOptions, tc.Index = f.kinds, f.opts.Options(), *r.index
 		}
