@@ -47,17 +47,36 @@ var (
 // PGPHI_TEST_DATABASE_URL is set (a superuser URL of an existing server), it
 // uses that server instead and starts nothing.
 func Main(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(run(m, nil))
 }
 
-func run(m *testing.M) int {
+// MainSetup is Main with setup run once the server is up, before the tests
+// and examples (which have no *testing.T: setup may make their database with
+// CreateDatabase); the returned function runs after them.
+func MainSetup(m *testing.M, setup func() (teardown func(), err error)) {
+	os.Exit(run(m, setup))
+}
+
+func run(m *testing.M, setup func() (func(), error)) int {
+	runTests := m.Run
+	if setup != nil {
+		runTests = func() int {
+			teardown, err := setup()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "pgtest: setup: %v\n", err)
+				return 1
+			}
+			defer teardown()
+			return m.Run()
+		}
+	}
 	if u := os.Getenv(EnvDatabaseURL); u != "" {
 		if err := checkURL(u); err != nil {
 			fmt.Fprintf(os.Stderr, "pgtest: $%s: %v\n", EnvDatabaseURL, err)
 			return 1
 		}
 		adminURL = u
-		return m.Run()
+		return runTests()
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -85,7 +104,7 @@ func run(m *testing.M) int {
 		os.Exit(1)
 	}()
 
-	code := m.Run()
+	code := runTests()
 	if err := c.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "pgtest: stopping PostgreSQL cluster: %v\n", err)
 		if code == 0 {
@@ -124,6 +143,38 @@ func checkURL(s string) error {
 		return fmt.Errorf("want a postgres:// URL, got %q", s)
 	}
 	return nil
+}
+
+// CreateDatabase creates a fresh database named after name, outside any
+// test, and returns its URL and a function that drops it.
+func CreateDatabase(name string) (string, func(), error) {
+	if adminURL == "" {
+		return "", nil, fmt.Errorf("pgtest: no PostgreSQL server (use MainSetup)")
+	}
+	db := databaseName(name)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return "", nil, err
+	}
+	defer conn.Close(ctx)
+	ident := pgx.Identifier{db}.Sanitize()
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident+" TEMPLATE template0"); err != nil {
+		return "", nil, err
+	}
+	drop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if conn, err := pgx.Connect(ctx, adminURL); err == nil {
+			_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)")
+			conn.Close(ctx)
+		}
+	}
+	u, _ := url.Parse(adminURL)
+	u.Path = "/" + db
+	u.RawPath = ""
+	return u.String(), drop, nil
 }
 
 // NewDatabase creates a fresh database with a unique name for this test

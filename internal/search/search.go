@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -36,9 +37,13 @@ var ErrNotSearchable = errors.New("not searchable")
 
 // Searcher runs searches against one database with loaded keys.
 type Searcher struct {
-	Pool     *pgxpool.Pool
-	Keys     *keys.Keyring
-	Plan     *engine.Plan
+	Pool *pgxpool.Pool
+	Keys *keys.Keyring
+	Plan *engine.Plan
+	// Settings are set (SET LOCAL) in the search's transaction: the
+	// canonical session settings, for a pool whose sessions do not have
+	// them (an application's). Key and plaintext texts depend on them.
+	Settings map[string]string
 	indexers engine.Indexers
 }
 
@@ -49,6 +54,12 @@ func New(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, p *engine.
 		return nil, err
 	}
 	return &Searcher{Pool: pool, Keys: ring, Plan: p, indexers: ix}, nil
+}
+
+// Indexer returns the term computer of a searchable column (nil when the
+// column has no blind index): the terms of a value, as pgphi writes them.
+func (s *Searcher) Indexer(table, column string) *blindindex.Column {
+	return s.indexers.For(table, column)
 }
 
 // Find returns the rows of table whose column matches q.
@@ -76,6 +87,9 @@ func (s *Searcher) Find(ctx context.Context, table, column string, q blindindex.
 	batch := &pgx.Batch{}
 	batch.Queue("BEGIN READ ONLY")
 	batch.Queue("SET LOCAL enable_seqscan = off")
+	for _, name := range slices.Sorted(maps.Keys(s.Settings)) {
+		batch.Queue("SELECT pg_catalog.set_config($1, $2, true)", name, s.Settings[name])
+	}
 	var scanErr error
 	batch.Queue(sql, args...).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
