@@ -25,10 +25,17 @@ var mechanismCodes = map[string]uint{
 	MechGCM:        pkcs11.CKM_AES_GCM,
 }
 
-// pkcs11WrappedValueSize is the size of what the wrap mechanisms protect:
-// the data key and u32be(key id), which binds the wrapped key to its id as
-// the associated data of Wrap does.
-const pkcs11WrappedValueSize = KeySize + 4
+// pkcs11WrapSuffix ends what the key wrap mechanisms protect: data key ||
+// u32be(key id) || "pgk1", 40 bytes. The key id binds the wrapped key to its
+// id as the associated data of Wrap does; the 4 bytes of "pgk1" make the
+// value a multiple of 8 bytes, so that RFC 5649 adds no padding (SoftHSM
+// 2.6 returns a padded value from C_UnwrapKey with CKM_AES_KEY_WRAP_PAD).
+const pkcs11WrapSuffix = "pgk1"
+
+const pkcs11WrappedValueSize = KeySize + 4 + len(pkcs11WrapSuffix)
+
+// pkcs11WrappedSize is the length of a data key wrapped with RFC 5649.
+const pkcs11WrappedSize = pkcs11WrappedValueSize + 8
 
 // modules shares one initialized *pkcs11.Ctx per module path in a process:
 // C_Initialize may be called once per module, and C_Finalize ends every
@@ -173,7 +180,14 @@ func (p *pkcs11Provider) openLocked() (err error) {
 			ctx.CloseSession(sess)
 		}
 	}()
-	if err := ctx.Login(sess, pkcs11.CKU_USER, p.cfg.PIN); err != nil && !isCKR(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
+	err = ctx.Login(sess, pkcs11.CKU_USER, p.cfg.PIN)
+	if isCKR(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
+		// Another session of this process is logged in: the login state
+		// is shared, so log out and in again to check this PIN.
+		ctx.Logout(sess)
+		err = ctx.Login(sess, pkcs11.CKU_USER, p.cfg.PIN)
+	}
+	if err != nil {
 		switch {
 		case isCKR(err, pkcs11.CKR_PIN_INCORRECT), isCKR(err, pkcs11.CKR_PIN_LEN_RANGE), isCKR(err, pkcs11.CKR_PIN_INVALID):
 			return &errWrongPIN{fmt.Sprintf("keys: PKCS#11 token %q refused the PIN (%v): check %s", tok.Label, err, EnvPKCS11PINFile)}
@@ -436,7 +450,7 @@ func (p *pkcs11Provider) WrapKey(params KEKParams, id uint32, dataKey []byte) ([
 	if code == pkcs11.CKM_AES_GCM {
 		return p.gcmSealLocked(id, dataKey)
 	}
-	value := binary.BigEndian.AppendUint32(bytes.Clone(dataKey), id)
+	value := append(binary.BigEndian.AppendUint32(bytes.Clone(dataKey), id), pkcs11WrapSuffix...)
 	defer clear(value)
 	obj, err := p.ctx.CreateObject(p.sess, []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
@@ -480,8 +494,10 @@ func (p *pkcs11Provider) UnwrapKey(params KEKParams, id uint32, wrapped []byte) 
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
 	})
 	if err != nil {
-		if isUnwrapFailure(err) {
-			return nil, ErrWrongKEK
+		// An integrity check that fails is CKR_WRAPPED_KEY_INVALID in most
+		// tokens, CKR_GENERAL_ERROR in SoftHSM 2.6.
+		if isUnwrapFailure(err) || isCKR(err, pkcs11.CKR_GENERAL_ERROR) {
+			return nil, fmt.Errorf("%w (token: %v)", ErrWrongKEK, err)
 		}
 		return nil, fmt.Errorf("keys: PKCS#11 token %q: unwrapping data key %d with %s: %w", p.info.tokenLabel, id, params.Mechanism, err)
 	}
@@ -492,7 +508,8 @@ func (p *pkcs11Provider) UnwrapKey(params KEKParams, id uint32, wrapped []byte) 
 	}
 	value := attrs[0].Value
 	defer clear(value)
-	if len(value) != pkcs11WrappedValueSize || binary.BigEndian.Uint32(value[KeySize:]) != id {
+	if len(value) != pkcs11WrappedValueSize || binary.BigEndian.Uint32(value[KeySize:]) != id ||
+		string(value[KeySize+4:]) != pkcs11WrapSuffix {
 		return nil, ErrWrongKEK
 	}
 	return bytes.Clone(value[:KeySize]), nil
@@ -547,8 +564,10 @@ func (p *pkcs11Provider) gcmOpenLocked(id uint32, wrapped []byte) ([]byte, error
 	}
 	dk, err := p.ctx.Decrypt(p.sess, wrapped[12:])
 	if err != nil {
-		if isUnwrapFailure(err) {
-			return nil, ErrWrongKEK
+		// A tag that does not verify is CKR_ENCRYPTED_DATA_INVALID in
+		// most tokens, CKR_GENERAL_ERROR in SoftHSM 2.6.
+		if isUnwrapFailure(err) || isCKR(err, pkcs11.CKR_GENERAL_ERROR) {
+			return nil, fmt.Errorf("%w (token: %v)", ErrWrongKEK, err)
 		}
 		return nil, fmt.Errorf("keys: PKCS#11 token %q: unwrapping data key %d with %s: %w", p.info.tokenLabel, id, MechGCM, err)
 	}
