@@ -16,7 +16,11 @@ module_present() {
 	return 1
 }
 
-if module_present && command -v softhsm2-util >/dev/null 2>&1; then
+# The provider uses cgo (github.com/miekg/pkcs11): go disables cgo when no C
+# compiler is found, and the PKCS#11 tests would then not be built.
+need=()
+command -v "${CC:-gcc}" >/dev/null 2>&1 || need+=(gcc libc6-dev)
+if module_present && command -v softhsm2-util >/dev/null 2>&1 && [[ ${#need[@]} -eq 0 ]]; then
 	log "softhsm2 present ($(softhsm2-util --version 2>/dev/null || echo unknown version))"
 	exit 0
 fi
@@ -33,7 +37,7 @@ if [[ "$(id -u)" -ne 0 ]]; then
 		exit 1
 	fi
 fi
-log "installing softhsm2 with apt-get"
+log "installing softhsm2 ${need[*]} with apt-get"
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends softhsm2
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends softhsm2 "${need[@]}"
 module_present || { log "softhsm2 installed but libsofthsm2.so not found: set PGPHI_TEST_SOFTHSM_MODULE"; exit 1; }
