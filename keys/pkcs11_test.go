@@ -5,7 +5,9 @@ package keys
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"os"
@@ -494,5 +496,105 @@ func TestPKCS11ConfigFromEnv(t *testing.T) {
 	t.Setenv(EnvPKCS11KeyID, "")
 	if _, err := ProviderOfKind(KindPKCS11); !errors.Is(err, ErrNoKEK) || !strings.Contains(err.Error(), EnvPKCS11Module) {
 		t.Fatalf("ProviderOfKind(pkcs11) with nothing set: %v", err)
+	}
+}
+
+// rfc5649Wrap is AES key wrap with padding (RFC 5649, NIST SP 800-38F KWP),
+// for checking the token's output against docs/FORMAT.md.
+func rfc5649Wrap(t *testing.T, kek, p []byte) []byte {
+	t.Helper()
+	block, err := aes.NewCipher(kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := binary.BigEndian.AppendUint32([]byte{0xA6, 0x59, 0x59, 0xA6}, uint32(len(p)))
+	padded := append(bytes.Clone(p), make([]byte, (8-len(p)%8)%8)...)
+	n := len(padded) / 8
+	r := make([][]byte, n)
+	for i := range r {
+		r[i] = padded[8*i : 8*i+8]
+	}
+	var buf [16]byte
+	if n == 1 {
+		copy(buf[:8], a)
+		copy(buf[8:], r[0])
+		block.Encrypt(buf[:], buf[:])
+		return bytes.Clone(buf[:])
+	}
+	for j := 0; j < 6; j++ {
+		for i := 0; i < n; i++ {
+			copy(buf[:8], a)
+			copy(buf[8:], r[i])
+			block.Encrypt(buf[:], buf[:])
+			tt := uint64(n*j + i + 1)
+			a = binary.BigEndian.AppendUint64(nil, binary.BigEndian.Uint64(buf[:8])^tt)
+			r[i] = bytes.Clone(buf[8:])
+		}
+	}
+	out := bytes.Clone(a)
+	for _, b := range r {
+		out = append(out, b...)
+	}
+	return out
+}
+
+// TestPKCS11MatchesFormat checks, with a KEK that the test imports (and so
+// knows), that the token's wrapping is what docs/FORMAT.md section 1.5
+// says: RFC 5649 of data key || u32be(id) || "pgk1" for the key wrap
+// mechanisms, and the layout of section 1.3 for CKM_AES_GCM.
+func TestPKCS11MatchesFormat(t *testing.T) {
+	tok := newSoftToken(t)
+	kek := make([]byte, KeySize)
+	rand.Read(kek)
+	ctx, sess := tok.session(t)
+	if _, err := ctx.CreateObject(sess, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
+		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
+		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, "known"),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE, kek),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dk, _ := GenerateDataKey()
+	for _, mech := range []string{MechKWP, MechKeyWrapPad, MechGCM} {
+		t.Run(mech, func(t *testing.T) {
+			if !tok.offered(t, mech) {
+				t.Skipf("SoftHSM does not offer %s", mech)
+			}
+			p := tok.provider(t, "known", mech)
+			params, err := p.NewParams()
+			if err != nil {
+				t.Fatal(err)
+			}
+			wrapped, err := p.WrapKey(params, 5, dk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mech == MechGCM {
+				// Section 1.3: the software Unwrap opens it.
+				got, err := Unwrap(kek, 5, wrapped)
+				if err != nil || !bytes.Equal(got, dk) {
+					t.Fatalf("software Unwrap of the token's GCM wrap: %v", err)
+				}
+				// And the token opens what software wrapped.
+				sw, _ := Wrap(kek, 5, dk)
+				if got, err := p.UnwrapKey(params, 5, sw); err != nil || !bytes.Equal(got, dk) {
+					t.Fatalf("token unwrap of a software GCM wrap: %v", err)
+				}
+				return
+			}
+			value := append(binary.BigEndian.AppendUint32(bytes.Clone(dk), 5), "pgk1"...)
+			if want := rfc5649Wrap(t, kek, value); !bytes.Equal(wrapped, want) {
+				t.Fatalf("token wrap = %x, RFC 5649 = %x", wrapped, want)
+			}
+		})
 	}
 }
