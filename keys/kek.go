@@ -239,7 +239,8 @@ const (
 )
 
 // ProviderFromEnv returns the KEKProvider configured in the environment: the
-// kind named by PGPHI_KEK if set (ProviderOfKind), else a PKCS#11 provider if
+// kind named by PGPHI_KEK if set, or by the config file (UseKEKDefaults)
+// (ProviderOfKind), else a PKCS#11 provider if
 // PGPHI_PKCS11_MODULE is set (PKCS11ConfigFromEnv), else a KeyFileProvider
 // for the path in PGPHI_KEY_FILE if it is set and non-empty, otherwise a
 // PassphraseProvider for the passphrase of PGPHI_PASSPHRASE,
@@ -247,7 +248,7 @@ const (
 // which it calls, and removed from the environment), otherwise an error that
 // explains the options.
 func ProviderFromEnv() (KEKProvider, error) {
-	if kind := os.Getenv(EnvKEK); kind != "" {
+	if kind := envOr(EnvKEK, currentKEKDefaults().Kind); kind != "" {
 		return ProviderOfKind(kind)
 	}
 	if os.Getenv(EnvPKCS11Module) != "" {

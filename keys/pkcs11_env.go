@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Environment variables that configure the PKCS#11 KEK provider. The PIN is
@@ -57,16 +58,59 @@ type PKCS11Config struct {
 	PIN       string // the user PIN; never printed nor stored
 }
 
+// KEKDefaults is what a config file says about the KEK (`keys:`); each
+// PGPHI_* variable overrides its field. It holds no secret: PINFile is the
+// path of a file holding the PIN.
+type KEKDefaults struct {
+	Kind    string       // passphrase, keyfile or pkcs11; "" to decide from the environment
+	PKCS11  PKCS11Config // module, token and key; its PIN is ignored
+	PINFile string
+}
+
+var kekDefaults struct {
+	sync.Mutex
+	d KEKDefaults
+}
+
+// UseKEKDefaults sets the defaults ProviderFromEnv and PKCS11ConfigFromEnv
+// use where the environment says nothing.
+func UseKEKDefaults(d KEKDefaults) {
+	kekDefaults.Lock()
+	defer kekDefaults.Unlock()
+	d.PKCS11.PIN = ""
+	kekDefaults.d = d
+}
+
+func currentKEKDefaults() KEKDefaults {
+	kekDefaults.Lock()
+	defer kekDefaults.Unlock()
+	return kekDefaults.d
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
 // PKCS11ConfigFromEnv reads a PKCS11Config from the PGPHI_PKCS11_*
-// variables, and the PIN captured by CaptureSecrets.
+// variables, and the PIN captured by CaptureSecrets; where a variable is not
+// set, from the defaults of UseKEKDefaults (the config file), whose PIN file
+// is read when no PIN was captured.
 func PKCS11ConfigFromEnv() (PKCS11Config, error) {
+	def := currentKEKDefaults()
 	cfg := PKCS11Config{
-		Module:      os.Getenv(EnvPKCS11Module),
-		TokenLabel:  os.Getenv(EnvPKCS11Token),
-		TokenSerial: os.Getenv(EnvPKCS11Serial),
+		Module:      envOr(EnvPKCS11Module, def.PKCS11.Module),
+		TokenLabel:  envOr(EnvPKCS11Token, def.PKCS11.TokenLabel),
+		TokenSerial: envOr(EnvPKCS11Serial, def.PKCS11.TokenSerial),
 		Slot:        -1,
-		KeyLabel:    os.Getenv(EnvPKCS11KeyLabel),
-		Mechanism:   os.Getenv(EnvPKCS11Mechanism),
+		KeyLabel:    envOr(EnvPKCS11KeyLabel, def.PKCS11.KeyLabel),
+		KeyID:       def.PKCS11.KeyID,
+		Mechanism:   envOr(EnvPKCS11Mechanism, def.PKCS11.Mechanism),
+	}
+	if def.Kind == KindPKCS11 && os.Getenv(EnvPKCS11Slot) == "" {
+		cfg.Slot = def.PKCS11.Slot
 	}
 	if s := os.Getenv(EnvPKCS11Slot); s != "" {
 		n, err := strconv.ParseUint(s, 10, 32)
@@ -85,6 +129,11 @@ func PKCS11ConfigFromEnv() (PKCS11Config, error) {
 	pin, err := capturedPIN()
 	if err != nil {
 		return PKCS11Config{}, err
+	}
+	if pin == "" && def.PINFile != "" {
+		if pin, err = readPINFile(def.PINFile); err != nil {
+			return PKCS11Config{}, err
+		}
 	}
 	cfg.PIN = pin
 	return cfg, cfg.validate()

@@ -47,6 +47,7 @@ PGPHI_PKCS11_KEY_LABEL or _KEY_ID, PGPHI_PKCS11_PIN_FILE or PGPHI_PKCS11_PIN,
 PGPHI_PKCS11_MECHANISM auto|kwp|pad|gcm) wraps and unwraps the data keys inside
 the token.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, _ = a.loadConfigOptional() // its keys: section; dbRun reports a bad config
 			provider, err := kekProvider(kekKind)
 			if err != nil {
 				return withCode(ExitUsage, err)
@@ -71,6 +72,7 @@ the token.`,
 		Use:   "rotate",
 		Short: "Add a new data key and make it active; older keys stay for decryption",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, _ = a.loadConfigOptional() // its keys: section; dbRun reports a bad config
 			provider, err := keys.ProviderFromEnv()
 			if err != nil {
 				return withCode(ExitUsage, err)
