@@ -145,6 +145,24 @@ func TestHSMHoldsTheKEK(t *testing.T) {
 	if !strings.Contains(r.stderr, "PIN") || strings.Contains(r.stdout+r.stderr, pin[4:]) {
 		t.Errorf("wrong PIN: %s", r)
 	}
+	// The same token configured in the config file's keys: section, with
+	// only SOFTHSM2_CONF in the environment.
+	var conf, module, pinFile string
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "SOFTHSM2_CONF":
+			conf = v
+		case "PGPHI_PKCS11_MODULE":
+			module = v
+		case "PGPHI_PKCS11_PIN_FILE":
+			pinFile = v
+		}
+	}
+	f.writeConfig(hsmConfig + "keys: { kek: pkcs11, module: " + module + ", token: pgphi, key_label: pgphi-kek, pin_file: " + pinFile + " }\n")
+	f.env = []string{"SOFTHSM2_CONF=" + conf}
+	f.verifyOK(51)
+
 	// The PIN is nowhere in pgphi's schema, audit log included.
 	var n int
 	if err := f.conn().QueryRow(t.Context(), `SELECT count(*) FROM (
