@@ -22,6 +22,7 @@ import (
 const (
 	secretsCanaryPass = "Canary-e2e-passphrase-4a9"
 	secretsCanaryPG   = "Canary-e2e-pgpassword-c07"
+	secretsCanaryPIN  = "Canary-e2e-pkcs11-pin-5d1"
 )
 
 // A config whose database.url names ${PGPHI_PASSPHRASE} (or any variable
@@ -154,7 +155,7 @@ func TestHookCannotStealSecrets(t *testing.T) {
 	cmd := exec.CommandContext(ctx, bin, "--config", config, "--database-url", f.url, "apply")
 	cmd.Dir = shared
 	cmd.Env = append(cleanEnv(), "PATH="+evil+":/usr/bin:/bin", "HOME="+shared,
-		"PGPHI_PASSPHRASE="+secretsCanaryPass, "PGPASSWORD="+secretsCanaryPG)
+		"PGPHI_PASSPHRASE="+secretsCanaryPass, "PGPASSWORD="+secretsCanaryPG, "PGPHI_PKCS11_PIN="+secretsCanaryPIN)
 	if os.Geteuid() == 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	}
@@ -177,14 +178,14 @@ func TestHookCannotStealSecrets(t *testing.T) {
 	}
 	for _, name := range []string{"env", "environ"} {
 		got := read(name)
-		if strings.Contains(got, secretsCanaryPass) || strings.Contains(got, secretsCanaryPG) {
+		if strings.Contains(got, secretsCanaryPass) || strings.Contains(got, secretsCanaryPG) || strings.Contains(got, secretsCanaryPIN) {
 			t.Errorf("the hook stole a secret through its %s:\n%s", name, got)
 		}
 	}
 	if e := read("environ.err"); !strings.Contains(e, "Permission denied") {
 		t.Errorf("reading /proc/$PPID/environ: want permission denied, got %q", e)
 	}
-	if env := read("env"); !strings.Contains(env, "PATH=/usr/bin:/bin\n") || strings.Contains(env, "PGPASSWORD") || strings.Contains(env, "PGPHI_PASSPHRASE") {
+	if env := read("env"); !strings.Contains(env, "PATH=/usr/bin:/bin\n") || strings.Contains(env, "PGPASSWORD") || strings.Contains(env, "PGPHI_PASSPHRASE") || strings.Contains(env, "PGPHI_PKCS11_PIN") {
 		t.Errorf("hook environment:\n%s", env)
 	}
 }

@@ -18,6 +18,7 @@ import (
 const (
 	KindPassphrase = "passphrase"
 	KindKeyFile    = "keyfile"
+	KindPKCS11     = "pkcs11"
 )
 
 // MinPBKDF2Iterations is the minimum PBKDF2-SHA256 iteration count accepted
@@ -35,8 +36,10 @@ const SaltSize = 16
 const maxKeyFileSize = 4096
 
 // A KEKProvider produces the key-encryption key that wraps data keys. The
-// built-in providers are PassphraseProvider and KeyFileProvider; a KMS-backed
-// provider can implement the same interface.
+// built-in providers are PassphraseProvider and KeyFileProvider, which derive
+// or read the KEK, and PKCS11Provider, whose KEK never leaves its token and
+// which therefore also implements KeyWrapper; a KMS-backed provider can
+// implement the same interfaces.
 type KEKProvider interface {
 	// Name returns the provider kind, which is also the KEKParams.Kind it
 	// accepts ("passphrase", "keyfile", ...). It never includes secrets.
@@ -46,15 +49,44 @@ type KEKProvider interface {
 	KEK(params KEKParams) ([]byte, error)
 }
 
+// A KeyWrapper is a KEKProvider whose KEK cannot be handed out (an HSM key):
+// it wraps and unwraps data keys itself. Init, Load and Rotate use these
+// methods instead of KEK when a provider implements them; KEK then returns
+// an error.
+type KeyWrapper interface {
+	KEKProvider
+	// NewParams describes the KEK a new key store is initialized with: the
+	// kind, the mechanism and the identifiers of the key (never a secret).
+	NewParams() (KEKParams, error)
+	// WrapKey wraps the 32-byte data key with key id id under the KEK
+	// described by params.
+	WrapKey(params KEKParams, id uint32, dataKey []byte) ([]byte, error)
+	// UnwrapKey reverses WrapKey. A wrapped key that does not authenticate
+	// under the KEK gives an error that Is ErrWrongKEK.
+	UnwrapKey(params KEKParams, id uint32, wrapped []byte) ([]byte, error)
+}
+
 // KEKParams are the non-secret parameters stored next to wrapped data keys
-// that are needed to recompute the KEK.
+// that are needed to recompute the KEK, or to find it in a token.
 type KEKParams struct {
-	// Kind is "passphrase" or "keyfile".
+	// Kind is "passphrase", "keyfile" or "pkcs11".
 	Kind string
 	// Salt is the PBKDF2 salt (passphrase only, at least 16 bytes).
 	Salt []byte
 	// Iterations is the PBKDF2 iteration count (passphrase only).
 	Iterations int
+	// Mechanism is the PKCS#11 mechanism that wraps data keys
+	// (pkcs11 only): "CKM_AES_KEY_WRAP_KWP", "CKM_AES_KEY_WRAP_PAD" or
+	// "CKM_AES_GCM".
+	Mechanism string
+	// TokenLabel and TokenSerial identify the token holding the KEK, and
+	// KeyLabel and KeyID the KEK in it (pkcs11 only; KeyLabel or KeyID may
+	// be empty, not both). They are recorded for the operator and checked
+	// against the configured token and key; no PIN is ever recorded.
+	TokenLabel  string
+	TokenSerial string
+	KeyLabel    string
+	KeyID       []byte
 }
 
 // NewKEKParams returns fresh parameters for a new KEK of the given kind: for
@@ -70,8 +102,10 @@ func NewKEKParams(kind string) (KEKParams, error) {
 		return KEKParams{Kind: KindPassphrase, Salt: salt, Iterations: MinPBKDF2Iterations}, nil
 	case KindKeyFile:
 		return KEKParams{Kind: KindKeyFile}, nil
+	case KindPKCS11:
+		return KEKParams{}, fmt.Errorf("keys: the parameters of a `%s` KEK come from its token: use the provider's NewParams", KindPKCS11)
 	}
-	return KEKParams{}, fmt.Errorf("keys: unknown KEK kind `%s` (want `%s` or `%s`)", kind, KindPassphrase, KindKeyFile)
+	return KEKParams{}, fmt.Errorf("keys: unknown KEK kind `%s` (want `%s`, `%s` or `%s`)", kind, KindPassphrase, KindKeyFile, KindPKCS11)
 }
 
 type passphraseProvider struct {
@@ -199,15 +233,61 @@ func parseKeyFile(data []byte) ([]byte, error) {
 const (
 	EnvKeyFile    = "PGPHI_KEY_FILE"
 	EnvPassphrase = "PGPHI_PASSPHRASE"
+	// EnvKEK chooses the provider kind explicitly: passphrase, keyfile or
+	// pkcs11 (`pgphi keys init --kek KIND` sets it).
+	EnvKEK = "PGPHI_KEK"
 )
 
-// ProviderFromEnv returns the KEKProvider configured in the environment: a
-// KeyFileProvider for the path in PGPHI_KEY_FILE if it is set and non-empty,
-// otherwise a PassphraseProvider for the passphrase of PGPHI_PASSPHRASE,
+// ProviderFromEnv returns the KEKProvider configured in the environment: the
+// kind named by PGPHI_KEK if set, or by the config file (UseKEKDefaults)
+// (ProviderOfKind), else a PKCS#11 provider if
+// PGPHI_PKCS11_MODULE is set (PKCS11ConfigFromEnv), else a KeyFileProvider
+// for the path in PGPHI_KEY_FILE if it is set and non-empty, otherwise a
+// PassphraseProvider for the passphrase of PGPHI_PASSPHRASE,
 // PGPHI_PASSPHRASE_FILE or PGPHI_PASSPHRASE_FD (read once by CaptureSecrets,
 // which it calls, and removed from the environment), otherwise an error that
 // explains the options.
 func ProviderFromEnv() (KEKProvider, error) {
+	if kind := envOr(EnvKEK, currentKEKDefaults().Kind); kind != "" {
+		return ProviderOfKind(kind)
+	}
+	if os.Getenv(EnvPKCS11Module) != "" {
+		return ProviderOfKind(KindPKCS11)
+	}
+	return providerFromEnv()
+}
+
+// ProviderOfKind returns the provider of the given kind configured in the
+// environment: for "pkcs11", NewPKCS11Provider(PKCS11ConfigFromEnv()); for
+// "keyfile", PGPHI_KEY_FILE; for "passphrase", the captured passphrase.
+func ProviderOfKind(kind string) (KEKProvider, error) {
+	switch kind {
+	case KindPKCS11:
+		cfg, err := PKCS11ConfigFromEnv()
+		if err != nil {
+			return nil, err
+		}
+		return NewPKCS11Provider(cfg)
+	case KindKeyFile:
+		path := os.Getenv(EnvKeyFile)
+		if path == "" {
+			return nil, fmt.Errorf("%w: the `%s` KEK needs %s (the path of a key file)", ErrNoKEK, KindKeyFile, EnvKeyFile)
+		}
+		return KeyFileProvider(path), nil
+	case KindPassphrase:
+		pass, err := capturedPassphrase()
+		if err != nil {
+			return nil, err
+		}
+		if pass == "" {
+			return nil, fmt.Errorf("%w: the `%s` KEK needs %s, %s or %s", ErrNoKEK, KindPassphrase, EnvPassphraseFile, EnvPassphraseFD, EnvPassphrase)
+		}
+		return PassphraseProvider(pass), nil
+	}
+	return nil, fmt.Errorf("keys: unknown KEK kind `%s` (want `%s`, `%s` or `%s`)", kind, KindPassphrase, KindKeyFile, KindPKCS11)
+}
+
+func providerFromEnv() (KEKProvider, error) {
 	pass, err := capturedPassphrase()
 	if path := os.Getenv(EnvKeyFile); path != "" {
 		return KeyFileProvider(path), nil
@@ -221,5 +301,5 @@ func ProviderFromEnv() (KEKProvider, error) {
 	return nil, fmt.Errorf("%w: set "+EnvKeyFile+
 		" to the path of a key file (32 random bytes, raw, hex or base64, mode 0600; e.g. `(umask 077; openssl rand -hex 32 > pgphi.key)`),"+
 		" or give a passphrase in "+EnvPassphraseFile+" (a file of mode 0600), "+EnvPassphraseFD+" (an open file descriptor) or "+EnvPassphrase+
-		" ("+EnvKeyFile+" wins if both are set)", ErrNoKEK)
+		" ("+EnvKeyFile+" wins if both are set), or an HSM key with "+EnvPKCS11Module+", "+EnvPKCS11Token+", "+EnvPKCS11KeyLabel+" and "+EnvPKCS11PIN+"[_FILE]", ErrNoKEK)
 }

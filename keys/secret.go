@@ -31,6 +31,9 @@ var captured struct {
 	sync.Mutex
 	pass string
 	err  error // a passphrase source was set but could not be read
+
+	pin    string // the PKCS#11 user PIN
+	pinErr error  // a PIN source was set but could not be read
 }
 
 // CaptureSecrets reads the passphrase once from whichever of
@@ -49,6 +52,7 @@ var captured struct {
 func CaptureSecrets() error {
 	captured.Lock()
 	defer captured.Unlock()
+	capturePINLocked()
 	values := map[string]string{}
 	var set []string
 	for _, k := range []string{EnvPassphrase, EnvPassphraseFile, EnvPassphraseFD} {
@@ -87,6 +91,62 @@ func CaptureSecrets() error {
 	return err
 }
 
+// capturePINLocked reads the PKCS#11 PIN once from PGPHI_PKCS11_PIN or
+// PGPHI_PKCS11_PIN_FILE and removes both from the environment.
+func capturePINLocked() {
+	values := map[string]string{}
+	var set []string
+	for _, k := range []string{EnvPKCS11PIN, EnvPKCS11PINFile} {
+		v, ok := os.LookupEnv(k)
+		if !ok {
+			continue
+		}
+		os.Unsetenv(k)
+		if v != "" {
+			values[k] = v
+			set = append(set, k)
+		}
+	}
+	if len(set) == 0 {
+		return
+	}
+	captured.pin, captured.pinErr = "", nil
+	if len(set) > 1 {
+		captured.pinErr = fmt.Errorf("keys: %s are both set: set only one PIN source", strings.Join(set, " and "))
+		return
+	}
+	pin := values[EnvPKCS11PIN]
+	var err error
+	if set[0] == EnvPKCS11PINFile {
+		pin, err = readPINFile(values[EnvPKCS11PINFile])
+	}
+	if err == nil && pin == "" {
+		err = fmt.Errorf("keys: %s gives an empty PIN", set[0])
+	}
+	captured.pin, captured.pinErr = pin, err
+}
+
+func readPINFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("keys: %s: cannot open the PIN file: %w", EnvPKCS11PINFile, err)
+	}
+	defer f.Close()
+	if err := checkSecretFile(f, path, "PIN file"); err != nil {
+		return "", err
+	}
+	return readPassphrase(f, EnvPKCS11PINFile+" "+path)
+}
+
+// capturedPIN captures the environment's secrets, if any, and returns the
+// PKCS#11 PIN held.
+func capturedPIN() (string, error) {
+	_ = CaptureSecrets()
+	captured.Lock()
+	defer captured.Unlock()
+	return captured.pin, captured.pinErr
+}
+
 // UsePassphrase sets the passphrase ProviderFromEnv uses, as if it had been
 // captured from the environment (the demo's random passphrase).
 func UsePassphrase(pass string) {
@@ -95,11 +155,12 @@ func UsePassphrase(pass string) {
 	captured.pass, captured.err = pass, nil
 }
 
-// ForgetPassphrase drops a captured passphrase or capture error.
+// ForgetPassphrase drops a captured passphrase or PIN, or a capture error.
 func ForgetPassphrase() {
 	captured.Lock()
 	defer captured.Unlock()
 	captured.pass, captured.err = "", nil
+	captured.pin, captured.pinErr = "", nil
 }
 
 // capturedPassphrase captures the environment's passphrase, if any, and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -55,24 +56,32 @@ func Init(ctx context.Context, db DB, p KEKProvider) (created bool, err error) {
 		}
 		return false, nil
 	}
-	params, err := NewKEKParams(kindOf(p))
+	var params KEKParams
+	if w, ok := p.(KeyWrapper); ok {
+		params, err = w.NewParams()
+	} else {
+		params, err = NewKEKParams(kindOf(p))
+	}
 	if err != nil {
 		return false, err
 	}
-	kek, err := p.KEK(params)
+	wrap, _, err := kekOps(p, params)
 	if err != nil {
 		return false, err
 	}
+	defer releaseProvider(p)
 	dk, err := GenerateDataKey()
 	if err != nil {
 		return false, err
 	}
-	wrapped, err := Wrap(kek, 1, dk)
+	defer clear(dk)
+	wrapped, err := wrap(1, dk)
 	if err != nil {
 		return false, err
 	}
-	if _, err := tx.Exec(ctx, "INSERT INTO pgphi.kek (id, kind, salt, iterations) VALUES (1, $1, $2, $3)",
-		params.Kind, params.Salt, params.Iterations); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO pgphi.kek (id, kind, salt, iterations, mechanism, token_label, token_serial, key_label, key_id)
+		VALUES (1, $1, $2, NULLIF($3::int, 0), NULLIF($4, ''), NULLIF($5, ''), NULLIF($6, ''), NULLIF($7, ''), $8)`,
+		params.Kind, params.Salt, params.Iterations, params.Mechanism, params.TokenLabel, params.TokenSerial, params.KeyLabel, nilIfEmpty(params.KeyID)); err != nil {
 		return false, err
 	}
 	if _, err := tx.Exec(ctx, "INSERT INTO pgphi.data_keys (key_id, wrapped, state) VALUES (1, $1, 'active')", wrapped); err != nil {
@@ -82,10 +91,48 @@ func Init(ctx context.Context, db DB, p KEKProvider) (created bool, err error) {
 }
 
 func kindOf(p KEKProvider) string {
-	if p.Name() == "keyfile" {
-		return "keyfile"
+	switch p.Name() {
+	case KindKeyFile, KindPKCS11:
+		return p.Name()
 	}
-	return "passphrase"
+	return KindPassphrase
+}
+
+// releaseProvider logs a provider that holds a session (a PKCS#11 token)
+// out once the data keys are unwrapped; it logs in again when next used.
+func releaseProvider(p KEKProvider) {
+	if c, ok := p.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+func nilIfEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// wrapFunc wraps a data key under the KEK; unwrapFunc reverses it.
+type (
+	wrapFunc   func(id uint32, dataKey []byte) ([]byte, error)
+	unwrapFunc func(id uint32, wrapped []byte) ([]byte, error)
+)
+
+// kekOps returns how p wraps and unwraps data keys for params: in its token
+// for a KeyWrapper, else with AES-256-GCM under the KEK it returns (obtained
+// once).
+func kekOps(p KEKProvider, params KEKParams) (wrapFunc, unwrapFunc, error) {
+	if w, ok := p.(KeyWrapper); ok {
+		return func(id uint32, dk []byte) ([]byte, error) { return w.WrapKey(params, id, dk) },
+			func(id uint32, wrapped []byte) ([]byte, error) { return w.UnwrapKey(params, id, wrapped) }, nil
+	}
+	kek, err := p.KEK(params)
+	if err != nil {
+		return nil, nil, err
+	}
+	return func(id uint32, dk []byte) ([]byte, error) { return Wrap(kek, id, dk) },
+		func(id uint32, wrapped []byte) ([]byte, error) { return Unwrap(kek, id, wrapped) }, nil
 }
 
 // Rotate adds a new data key and makes it the active one; older keys stay
@@ -95,6 +142,7 @@ func Rotate(ctx context.Context, db DB, p KEKProvider) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
+	defer releaseProvider(p)
 	tx, err := db.Begin(ctx)
 	if err != nil {
 		return 0, err
@@ -111,7 +159,7 @@ func Rotate(ctx context.Context, db DB, p KEKProvider) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	wrapped, err := Wrap(ring.kek, next, dk)
+	wrapped, err := ring.wrap(next, dk)
 	if err != nil {
 		return 0, err
 	}
@@ -147,7 +195,7 @@ func List(ctx context.Context, db DB) ([]Info, error) {
 // Keyring holds unwrapped data keys in memory for one process. It hands out
 // per-column sealers and openers and never exposes key bytes.
 type Keyring struct {
-	kek    []byte
+	wrap   wrapFunc // wraps a new data key under the KEK (Rotate)
 	active uint32
 	roots  map[uint32][]byte
 
@@ -160,8 +208,10 @@ type Keyring struct {
 // A wrong passphrase or key file gives ErrWrongKEK.
 func Load(ctx context.Context, db DB, p KEKProvider) (*Keyring, error) {
 	var params KEKParams
-	err := db.QueryRow(ctx, "SELECT kind, COALESCE(salt, ''::bytea), COALESCE(iterations, 0) FROM pgphi.kek WHERE id = 1").
-		Scan(&params.Kind, &params.Salt, &params.Iterations)
+	var mech, tokLabel, tokSerial, keyLabel *string
+	err := db.QueryRow(ctx, `SELECT kind, COALESCE(salt, ''::bytea), COALESCE(iterations, 0),
+		mechanism, token_label, token_serial, key_label, COALESCE(key_id, ''::bytea) FROM pgphi.kek WHERE id = 1`).
+		Scan(&params.Kind, &params.Salt, &params.Iterations, &mech, &tokLabel, &tokSerial, &keyLabel, &params.KeyID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotInitialized
 	}
@@ -172,20 +222,30 @@ func Load(ctx context.Context, db DB, p KEKProvider) (*Keyring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keys: reading key parameters: %w", err)
 	}
-	if params.Kind != kindOf(p) {
-		return nil, fmt.Errorf("keys: this database's keys are wrapped with a %s, but a %s was given (set %s)",
-			params.Kind, p.Name(), map[string]string{"passphrase": "PGPHI_PASSPHRASE", "keyfile": "PGPHI_KEY_FILE"}[params.Kind])
+	for _, f := range []struct {
+		dst *string
+		src *string
+	}{{&params.Mechanism, mech}, {&params.TokenLabel, tokLabel}, {&params.TokenSerial, tokSerial}, {&params.KeyLabel, keyLabel}} {
+		if f.src != nil {
+			*f.dst = *f.src
+		}
 	}
-	kek, err := p.KEK(params)
+	if params.Kind != kindOf(p) {
+		return nil, fmt.Errorf("keys: this database's keys are wrapped with a %s KEK, but a %s was given (set %s)",
+			params.Kind, p.Name(), map[string]string{KindPassphrase: EnvPassphraseFile + " or " + EnvPassphrase, KindKeyFile: EnvKeyFile,
+				KindPKCS11: EnvPKCS11Module + ", " + EnvPKCS11Token + ", " + EnvPKCS11KeyLabel + " and " + EnvPKCS11PIN}[params.Kind])
+	}
+	wrap, unwrap, err := kekOps(p, params)
 	if err != nil {
 		return nil, err
 	}
+	defer releaseProvider(p)
 	rows, err := db.Query(ctx, "SELECT key_id, wrapped, state FROM pgphi.data_keys ORDER BY key_id")
 	if err != nil {
 		return nil, fmt.Errorf("keys: reading data keys: %w", err)
 	}
 	defer rows.Close()
-	ring := &Keyring{kek: kek, roots: map[uint32][]byte{}, sealers: map[string]*envelope.Sealer{}, openers: map[string]*envelope.Opener{}}
+	ring := &Keyring{wrap: wrap, roots: map[uint32][]byte{}, sealers: map[string]*envelope.Sealer{}, openers: map[string]*envelope.Opener{}}
 	for rows.Next() {
 		var id int32
 		var wrapped []byte
@@ -193,7 +253,7 @@ func Load(ctx context.Context, db DB, p KEKProvider) (*Keyring, error) {
 		if err := rows.Scan(&id, &wrapped, &st); err != nil {
 			return nil, err
 		}
-		root, err := Unwrap(kek, uint32(id), wrapped)
+		root, err := unwrap(uint32(id), wrapped)
 		if err != nil {
 			return nil, err
 		}

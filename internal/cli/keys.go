@@ -19,16 +19,36 @@ func (a *app) dbRun(ctx context.Context, command string, body func(ctx context.C
 	})
 }
 
+// kekProvider returns the provider of the given kind, or the one the
+// environment configures when kind is empty.
+func kekProvider(kind string) (keys.KEKProvider, error) {
+	if kind == "" {
+		return keys.ProviderFromEnv()
+	}
+	return keys.ProviderOfKind(kind)
+}
+
 func (a *app) keysCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "keys",
 		Short: "Manage key material (init, rotate, list); key bytes are never printed",
 	}
-	cmd.AddCommand(&cobra.Command{
+	var kekKind string
+	initCmd := &cobra.Command{
 		Use:   "init",
-		Short: "Create the first data key, wrapped by the KEK (PGPHI_PASSPHRASE[_FILE|_FD] or PGPHI_KEY_FILE), in the pgphi schema",
+		Short: "Create the first data key, wrapped by the KEK (PGPHI_PASSPHRASE[_FILE|_FD], PGPHI_KEY_FILE or a PKCS#11 token), in the pgphi schema",
+		Long: `Create the first data key, wrapped by the key-encryption key, in the pgphi schema.
+
+The KEK comes from a passphrase (PGPHI_PASSPHRASE_FILE, PGPHI_PASSPHRASE_FD or
+PGPHI_PASSPHRASE), a key file (PGPHI_KEY_FILE), or an HSM: with --kek pkcs11 (or
+PGPHI_PKCS11_MODULE set), a non-extractable AES-256 key in a PKCS#11 token
+(PGPHI_PKCS11_MODULE, PGPHI_PKCS11_TOKEN or _SERIAL or _SLOT,
+PGPHI_PKCS11_KEY_LABEL or _KEY_ID, PGPHI_PKCS11_PIN_FILE or PGPHI_PKCS11_PIN,
+PGPHI_PKCS11_MECHANISM auto|kwp|pad|gcm) wraps and unwraps the data keys inside
+the token.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			provider, err := keys.ProviderFromEnv()
+			_, _ = a.loadConfigOptional() // its keys: section; dbRun reports a bad config
+			provider, err := kekProvider(kekKind)
 			if err != nil {
 				return withCode(ExitUsage, err)
 			}
@@ -45,11 +65,14 @@ func (a *app) keysCommand() *cobra.Command {
 				return nil
 			})
 		},
-	})
+	}
+	initCmd.Flags().StringVar(&kekKind, "kek", "", "KEK provider: passphrase, keyfile or pkcs11 (default: from the environment, PGPHI_KEK)")
+	cmd.AddCommand(initCmd)
 	cmd.AddCommand(&cobra.Command{
 		Use:   "rotate",
 		Short: "Add a new data key and make it active; older keys stay for decryption",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, _ = a.loadConfigOptional() // its keys: section; dbRun reports a bad config
 			provider, err := keys.ProviderFromEnv()
 			if err != nil {
 				return withCode(ExitUsage, err)

@@ -5,6 +5,7 @@ package cli
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -215,7 +216,24 @@ func (a *app) logf(format string, args ...any) {
 
 // session is a loaded config, an open pool and the resolved plan; inside
 func (a *app) loadConfig() (*config.Config, error) {
-	return config.Load(config.Locate(a.configFlag))
+	cfg, err := config.Load(config.Locate(a.configFlag))
+	if err == nil {
+		keys.UseKEKDefaults(kekDefaults(cfg))
+	}
+	return cfg, err
+}
+
+// kekDefaults turns the config's `keys:` section into the defaults of the
+// keys package; the PGPHI_* variables override them.
+func kekDefaults(cfg *config.Config) keys.KEKDefaults {
+	k := cfg.Keys
+	d := keys.KEKDefaults{Kind: k.KEK, PINFile: cfg.Resolve(k.PinFile)}
+	if k.KEK == keys.KindPKCS11 {
+		id, _ := hex.DecodeString(strings.TrimPrefix(k.KeyID, "0x")) // validated by config
+		d.PKCS11 = keys.PKCS11Config{Module: k.Module, TokenLabel: k.Token, TokenSerial: k.Serial, Slot: k.Slot,
+			KeyLabel: k.KeyLabel, KeyID: id, Mechanism: k.Mechanism}
+	}
+	return d
 }
 
 func (a *app) connect(ctx context.Context, cfg *config.Config, maxConns int) (*pgxpool.Pool, error) {

@@ -32,6 +32,7 @@ type Config struct {
 	Hooks       Hooks
 	Validation  Validation
 	Encryption  Encryption
+	Keys        Keys // where the key-encryption key is; the PGPHI_* variables override it
 	Apply       Apply
 	Search      SearchOptions // defaults for every column's search_options
 	Tables      []Table       // in file order
@@ -80,6 +81,22 @@ type Hooks struct {
 // Validation says what a pre-migration validation failure does.
 type Validation struct {
 	OnViolation string // fail or warn; default fail in production, warn elsewhere
+}
+
+// Keys says where the key-encryption key comes from (`keys:` in the file):
+// for a PKCS#11 token, the module, the token and the key. It never holds a
+// secret: the PIN comes from PinFile or PGPHI_PKCS11_PIN[_FILE], a passphrase
+// from PGPHI_PASSPHRASE[_FILE|_FD].
+type Keys struct {
+	KEK       string // passphrase, keyfile or pkcs11; "" leaves the choice to the environment
+	Module    string // PKCS#11 module path
+	Token     string // token label
+	Serial    string // token serial number
+	Slot      int    // slot id, -1 when not set
+	KeyLabel  string // CKA_LABEL of the KEK
+	KeyID     string // CKA_ID of the KEK, hexadecimal
+	Mechanism string // auto, kwp, pad or gcm
+	PinFile   string // file holding the PIN (mode 0600), relative to the config file
 }
 
 // Encryption holds the knobs of the encrypted columns pgphi adds.

@@ -27,7 +27,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	}
 	root := doc.Content[0]
 	sawVersion, sawTables := false, false
-	err := p.mapping(root, "top level", []string{"version", "environment", "actor", "database", "encryption", "apply", "search", "audit", "approvals", "access", "hooks", "validation", "tables"}, func(key string, k, v *yaml.Node) error {
+	err := p.mapping(root, "top level", []string{"version", "environment", "actor", "database", "encryption", "keys", "apply", "search", "audit", "approvals", "access", "hooks", "validation", "tables"}, func(key string, k, v *yaml.Node) error {
 		switch key {
 		case "version":
 			sawVersion = true
@@ -149,6 +149,8 @@ func Parse(path string, data []byte) (*Config, error) {
 				}
 				return nil
 			})
+		case "keys":
+			return p.keys(v, &cfg.Keys)
 		case "apply":
 			return p.mapping(v, "apply", []string{"batch_size", "chunk_rows", "workers", "lock_timeout", "ddl_retries", "max_rate", "adaptive", "canary_query", "max_replication_lag"}, func(key string, k, v *yaml.Node) error {
 				var err error
@@ -210,7 +212,67 @@ func Parse(path string, data []byte) (*Config, error) {
 
 var (
 	suffixRe = regexp.MustCompile(`^_[a-z0-9_]+$`)
+	hexRe    = regexp.MustCompile(`^(0x)?([0-9a-fA-F]{2})+$`)
 )
+
+// keys parses the `keys:` section: where the key-encryption key is.
+func (p *parser) keys(n *yaml.Node, k *Keys) error {
+	k.Slot = -1
+	err := p.mapping(n, "keys", []string{"kek", "module", "token", "serial", "slot", "key_label", "key_id", "mechanism", "pin_file", "pin", "passphrase"}, func(key string, kn, v *yaml.Node) error {
+		var err error
+		switch key {
+		case "pin", "passphrase":
+			return p.errorf(kn, "give it in a file of mode 0600: `pin_file: /etc/pgphi/pin`, or PGPHI_PKCS11_PIN_FILE / PGPHI_PASSPHRASE_FILE",
+				"keys.%s: a secret never goes in the config file", key)
+		case "kek":
+			k.KEK, err = p.str(v, "keys.kek")
+			if err == nil && !slices.Contains([]string{"passphrase", "keyfile", "pkcs11"}, k.KEK) {
+				err = p.errorf(v, "use passphrase, keyfile or pkcs11", "unknown keys.kek %q", k.KEK)
+			}
+		case "module":
+			k.Module, err = p.str(v, "keys.module")
+		case "token":
+			k.Token, err = p.str(v, "keys.token")
+		case "serial":
+			k.Serial, err = p.str(v, "keys.serial")
+		case "slot":
+			k.Slot, err = p.integer(v, "keys.slot")
+			if err == nil && k.Slot < 0 {
+				err = p.errorf(v, "give the slot id, 0 or more", "keys.slot is negative")
+			}
+		case "key_label":
+			k.KeyLabel, err = p.str(v, "keys.key_label")
+		case "key_id":
+			k.KeyID, err = p.str(v, "keys.key_id")
+			if err == nil && !hexRe.MatchString(k.KeyID) {
+				err = p.errorf(v, "give CKA_ID in hexadecimal, e.g. `key_id: \"01\"`", "keys.key_id %q is not hexadecimal", k.KeyID)
+			}
+		case "mechanism":
+			k.Mechanism, err = p.str(v, "keys.mechanism")
+			if err == nil && !slices.Contains([]string{"auto", "kwp", "pad", "gcm"}, k.Mechanism) {
+				err = p.errorf(v, "use auto, kwp, pad or gcm", "unknown keys.mechanism %q", k.Mechanism)
+			}
+		case "pin_file":
+			k.PinFile, err = p.str(v, "keys.pin_file")
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	pkcs11 := k.Module != "" || k.Token != "" || k.Serial != "" || k.Slot >= 0 || k.KeyLabel != "" || k.KeyID != "" || k.Mechanism != "" || k.PinFile != ""
+	switch {
+	case pkcs11 && k.KEK != "pkcs11":
+		return p.errorf(n, "add `kek: pkcs11`, or remove the PKCS#11 settings", "keys: module, token, key and PIN settings are for `kek: pkcs11`")
+	case k.KEK == "pkcs11" && k.Module == "":
+		return p.errorf(n, "add `module: /path/to/vendor-pkcs11.so` (SoftHSM: /usr/lib/softhsm/libsofthsm2.so)", "keys: `kek: pkcs11` needs the module")
+	case k.KEK == "pkcs11" && k.Token == "" && k.Serial == "" && k.Slot < 0:
+		return p.errorf(n, "add `token: LABEL` (or serial, or slot)", "keys: `kek: pkcs11` needs the token")
+	case k.KEK == "pkcs11" && k.KeyLabel == "" && k.KeyID == "":
+		return p.errorf(n, "add `key_label: LABEL` (or key_id)", "keys: `kek: pkcs11` needs the key")
+	}
+	return nil
+}
 
 type parser struct{ path string }
 

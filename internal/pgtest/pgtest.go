@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -114,6 +115,57 @@ func run(m *testing.M, setup func() (func(), error)) int {
 	return code
 }
 
+// lazy is set by MainLazy: the cluster starts when a test first needs it.
+var lazy struct {
+	sync.Mutex
+	on      bool
+	started bool
+	err     error
+}
+
+// MainLazy is Main for a package where few tests need a server: the cluster
+// starts when a test first calls NewDatabase, and is stopped after the tests.
+func MainLazy(m *testing.M) {
+	if os.Getenv(EnvDatabaseURL) != "" {
+		Main(m)
+		return
+	}
+	lazy.on = true
+	code := m.Run()
+	lazy.Lock()
+	if cluster != nil {
+		if err := cluster.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "pgtest: stopping PostgreSQL cluster: %v\n", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	lazy.Unlock()
+	os.Exit(code)
+}
+
+func startLazy(t testing.TB) string {
+	lazy.Lock()
+	defer lazy.Unlock()
+	if !lazy.started {
+		lazy.started = true
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		c, err := pgcluster.Start(ctx, pgcluster.Options{Fast: true})
+		cancel()
+		if err != nil {
+			lazy.err = err
+		} else {
+			cluster = c
+			adminURL = c.URL("postgres")
+		}
+	}
+	if lazy.err != nil {
+		t.Fatalf("pgtest: starting a throwaway PostgreSQL cluster: %v (or set %s to a superuser URL of an existing server)", lazy.err, EnvDatabaseURL)
+	}
+	return adminURL
+}
+
 // Cluster returns the running cluster (nil when using
 // PGPHI_TEST_DATABASE_URL or before Main).
 func Cluster() *pgcluster.Cluster { return cluster }
@@ -121,6 +173,9 @@ func Cluster() *pgcluster.Cluster { return cluster }
 // admin returns the superuser URL, failing t when no server is configured.
 func admin(t testing.TB) string {
 	t.Helper()
+	if lazy.on {
+		return startLazy(t)
+	}
 	if adminURL != "" {
 		return adminURL
 	}
