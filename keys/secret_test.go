@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -129,7 +130,15 @@ func TestPassphraseFD(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Close()
-	t.Setenv(EnvPassphraseFD, strconv.Itoa(int(r.Fd())))
+	// pgphi closes the descriptor it reads: hand it a duplicate of its own,
+	// so that r's finalizer cannot close the number again once another
+	// test has reused it.
+	fd, err := syscall.Dup(int(r.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	t.Setenv(EnvPassphraseFD, strconv.Itoa(fd))
 	if got, err := passphraseOf(t); err != nil || got != canary {
 		t.Fatalf("got %q, %v", got, err)
 	}
