@@ -30,10 +30,10 @@ type ruleFile struct {
 // The seed's alert conditions (seed 000, "Monitoring During Migration").
 // Those pgphi can measure today must each be cited by a rule.
 var seedConditions = map[string]bool{
-	"Migration failure rate > 5%":        true,
-	"System response time > 2x baseline": true,
+	"Migration failure rate > 5%":         true,
+	"System response time > 2x baseline":  true,
 	"Database storage > 150% of expected": false, // needs the plan's storage estimate
-	"Search result accuracy < 95%":       false, // needs the sampled search oracle
+	"Search result accuracy < 95%":        false, // needs the sampled search oracle
 }
 
 // promqlWords are PromQL's keywords, aggregation modifiers and functions
