@@ -16,7 +16,7 @@
 //     any other table name is exported as "other"),
 //   - error classes shaped like "SQLSTATE 55P03" or a short lower-case
 //     phrase (anything else becomes "error"),
-//   - the plan id (hex) and pgphi's version.
+//   - the plan id (plan-HEX) and pgphi's version.
 //
 // Measurements are counts, durations and rates. The Recorder's methods are
 // safe on a nil *Recorder (they do nothing), so callers need no checks.

@@ -28,7 +28,7 @@ var (
 
 var (
 	classRE  = regexp.MustCompile(`^(SQLSTATE [0-9A-Z]{5}|[a-z][a-z :]{0,40})$`)
-	planIDRE = regexp.MustCompile(`^[0-9a-f]{1,64}$`)
+	planIDRE = regexp.MustCompile(`^plan-[0-9a-f]{1,64}$`)
 )
 
 // Recorder holds one process's metrics. A nil *Recorder records nothing.

@@ -13,7 +13,7 @@ import (
 
 // exercise calls every method of a Recorder, so every metric has a sample.
 func exercise(r *Recorder) {
-	r.SetPlan("0123abcd", []string{"public.patient"})
+	r.SetPlan("plan-0123abcd", []string{"public.patient"})
 	r.SetThrottle(func() ThrottleState {
 		return ThrottleState{State: "throttled", Limit: 100, Latency: 30 * time.Millisecond, Baseline: 10 * time.Millisecond, Attempts: 40, Failures: 1, FailureLimit: 0.05}
 	})
@@ -146,7 +146,7 @@ func TestServeExposition(t *testing.T) {
 		"pgphi_batch_failure_ratio 0.025",
 		"pgphi_lock_retries_total 1",
 		`pgphi_audit_records_total{event="start"} 1`,
-		`pgphi_info{command="apply",plan_id="0123abcd",version="`,
+		`pgphi_info{command="apply",plan_id="plan-0123abcd",version="`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("missing %q in:\n%s", want, body)

@@ -67,21 +67,21 @@ func (a Addr) String() string { return net.JoinHostPort(a.Host, strconv.Itoa(a.P
 func ParseAddr(s string) (Addr, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return Addr{}, fmt.Errorf("%w %q: want HOST:PORT, for example 127.0.0.1:9187", ErrAddr, s)
+		return Addr{}, fmt.Errorf("%w: want HOST:PORT, for example 127.0.0.1:9187", ErrAddr)
 	}
 	p, err := strconv.Atoi(port)
 	if err != nil || p < 0 || p > 65535 {
-		return Addr{}, fmt.Errorf("%w %q: the port must be a number from 0 to 65535", ErrAddr, s)
+		return Addr{}, fmt.Errorf("%w: the port must be a number from 0 to 65535 (0: any free port)", ErrAddr)
 	}
 	if host == "" {
-		return Addr{}, fmt.Errorf("%w %q: give the interface to listen on: 127.0.0.1:%s (this machine only) or 0.0.0.0:%s (every interface)", ErrAddr, s, port, port)
+		return Addr{}, fmt.Errorf("%w: give the interface to listen on: 127.0.0.1:%d (this machine only) or 0.0.0.0:%d (every interface)", ErrAddr, p, p)
 	}
 	if host == "localhost" {
 		return Addr{Host: "127.0.0.1", Port: p, Loopback: true}, nil
 	}
 	ip := net.ParseIP(host)
 	if ip == nil {
-		return Addr{}, fmt.Errorf("%w %q: the host must be an IP address or localhost (no name is looked up)", ErrAddr, s)
+		return Addr{}, fmt.Errorf("%w: the host must be an IP address or localhost (no name is looked up)", ErrAddr)
 	}
 	return Addr{Host: host, Port: p, Loopback: ip.IsLoopback()}, nil
 }
@@ -98,7 +98,7 @@ type Server struct {
 func (r *Recorder) Serve(addr Addr) (*Server, error) {
 	ln, err := net.Listen("tcp", addr.String())
 	if err != nil {
-		return nil, fmt.Errorf("%w %s: %v", ErrAddr, addr, errors.Unwrap(err))
+		return nil, fmt.Errorf("%w: cannot listen on %s: %v", ErrAddr, addr, errors.Unwrap(err))
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
