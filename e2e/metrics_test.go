@@ -114,11 +114,14 @@ func (w *lineWatcher) text() string {
 // TestMetricsDuringApply runs apply with --metrics-addr on an ephemeral
 // port, scrapes /metrics over HTTP while it runs and after it ends, and
 // checks the counters against the table's rows, the rate and ETA while
-// rows advance, and that no planted value ever appears in a scrape.
+// rows advance; then verify (rows and values verified) and rollback behind
+// a lock (lock retries counted). No planted value ever appears in a scrape
+// or in the output.
 func TestMetricsDuringApply(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, `version: 1
 environment: test
+apply: { lock_timeout: 100ms }
 tables:
   patient:
     columns:
@@ -135,11 +138,109 @@ tables:
 	f.exec(`INSERT INTO patient SELECT g, $1 || '-fn-' || g, $1 || '-nt-' || g FROM generate_series(1, $2) g`, canary, rows)
 	f.mustRun("keys", "init")
 
+	run := runScraped(t, f, "apply", "--batch-size", "20", "--max-rate", "150")
+	checkFinalApplyMetrics(t, run.final, rows)
+	var seenDone []float64
+	sawRate, sawETA := false, false
+	for _, mfs := range run.during {
+		if v, ok := metricValue(mfs, "pgphi_rows_done", map[string]string{"phase": "backfill", "table": "public.patient"}); ok {
+			if len(seenDone) == 0 || seenDone[len(seenDone)-1] != v {
+				seenDone = append(seenDone, v)
+			}
+			if r, _ := metricValue(mfs, "pgphi_rate_rows_per_second", map[string]string{"phase": "backfill"}); r > 0 && v < rows {
+				sawRate = true
+				if e, _ := metricValue(mfs, "pgphi_eta_seconds", map[string]string{"phase": "backfill"}); e > 0 {
+					sawETA = true
+				}
+			}
+		}
+	}
+	advancing := 0
+	for _, v := range seenDone {
+		if v > 0 && v < rows {
+			advancing++
+		}
+	}
+	if advancing == 0 || !sawRate || !sawETA {
+		t.Errorf("during the run: rows_done went %v (want a value between 0 and %d), a positive rate %v, a positive ETA %v", seenDone, rows, sawRate, sawETA)
+	}
+	if !strings.Contains(run.stdout, "every configured column is encrypted and verified") {
+		t.Errorf("apply did not finish its work:\n%s", run.stdout)
+	}
+	t.Logf("apply: %d scrapes; rows_done seen: %v", len(run.bodies), seenDone)
+	outputs := []scrapedRun{run}
+
+	// verify: every row and value counted, no mismatch.
+	run = runScraped(t, f, "verify")
+	outputs = append(outputs, run)
+	expectMetrics(t, "verify", run.final, []expected{
+		{"pgphi_rows_verified_total", map[string]string{"table": "public.patient"}, rows},
+		{"pgphi_values_verified_total", map[string]string{"table": "public.patient"}, 2 * rows},
+		{"pgphi_verification_mismatches_total", map[string]string{"table": "public.patient"}, 0},
+		{"pgphi_run_finished", map[string]string{"result": "success"}, 1},
+		{"pgphi_audit_records_total", map[string]string{"event": "success"}, 1},
+	})
+
+	// rollback while a reader holds the table: its DDL waits at most
+	// lock_timeout (100ms here), retries, and the retries are counted.
+	c := f.conn()
+	lctx, lcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer lcancel()
+	tx, err := c.Begin(lctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(lctx, "LOCK TABLE patient IN ACCESS SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		time.Sleep(2500 * time.Millisecond)
+		tx.Rollback(lctx)
+	}()
+	run = runScraped(t, f, "rollback")
+	<-released
+	outputs = append(outputs, run)
+	expectMetrics(t, "rollback", run.final, []expected{
+		{"pgphi_run_finished", map[string]string{"result": "success"}, 1},
+		{"pgphi_audit_records_total", map[string]string{"event": "start"}, 1},
+	})
+	if v, _ := metricValue(run.final, "pgphi_lock_retries_total", nil); v < 1 {
+		t.Errorf("rollback behind a lock: pgphi_lock_retries_total = %v, want at least 1\n%s", v, run.stderr)
+	}
+	if v, _ := metricValue(run.final, "pgphi_lock_wait_seconds_total", nil); v <= 0 {
+		t.Errorf("rollback behind a lock: pgphi_lock_wait_seconds_total = %v, want > 0", v)
+	}
+
+	for _, o := range outputs {
+		for _, b := range append(o.bodies, o.stdout, o.stderr) {
+			if strings.Contains(b, canaryPrefix) {
+				t.Fatalf("a planted value appeared in a scrape or in the output:\n%s", b)
+			}
+		}
+	}
+}
+
+// scrapedRun is one pgphi command run with --metrics-addr: every scrape
+// made while it ran, and the last one, made after the command ended.
+type scrapedRun struct {
+	during         []map[string]*dto.MetricFamily
+	final          map[string]*dto.MetricFamily
+	bodies         []string
+	stdout, stderr string
+}
+
+// runScraped runs a pgphi command with --metrics-addr 127.0.0.1:0 and
+// --metrics-linger, finds the bound address on stderr, scrapes /metrics
+// every 50ms until the command says it ended, scrapes once more, then ends
+// the linger with SIGTERM and expects exit 0.
+func runScraped(t *testing.T, f *fixture, args ...string) scrapedRun {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
-	args := append(f.globals(), "apply", "--batch-size", "20", "--max-rate", "150",
-		"--metrics-addr", "127.0.0.1:0", "--metrics-linger", "60s")
-	cmd := exec.CommandContext(ctx, pgphiBin, args...)
+	all := append(append(f.globals(), args...), "--metrics-addr", "127.0.0.1:0", "--metrics-linger", "60s")
+	cmd := exec.CommandContext(ctx, pgphiBin, all...)
 	cmd.Env = append(cleanEnv(), f.env...)
 	cmd.Dir = t.TempDir()
 	var stdout strings.Builder
@@ -152,7 +253,7 @@ tables:
 		t.Fatal(err)
 	}
 	lines := watchLines(errPipe)
-	var exited bool
+	exited := false
 	defer func() {
 		if !exited {
 			cmd.Process.Kill()
@@ -160,8 +261,6 @@ tables:
 			cmd.Wait()
 		}
 	}()
-
-	// The bound address is printed on stderr before the work begins.
 	var url string
 	for url == "" {
 		if l, ok := lines.find("metrics: serving "); ok {
@@ -170,86 +269,66 @@ tables:
 		}
 		select {
 		case <-lines.done:
-			t.Fatalf("apply ended without serving metrics:\n%s", lines.text())
+			t.Fatalf("pgphi %s ended without serving metrics:\n%s", strings.Join(args, " "), lines.text())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	if !strings.HasPrefix(url, "http://127.0.0.1:") || strings.HasSuffix(url, ":0/metrics") {
 		t.Fatalf("metrics URL %q: want the bound loopback port", url)
 	}
-
-	// Scrape while it runs, until it says the command ended.
-	var bodies []string
-	var seenDone []float64
-	sawRate, sawETA := false, false
+	var run scrapedRun
 	for {
 		_, ended := lines.find("metrics: command ended")
 		mfs, body, err := scrapeMetrics(t, url)
 		if err != nil {
 			select {
 			case <-lines.done:
-				t.Fatalf("apply ended before its final scrape:\n%s", lines.text())
+				t.Fatalf("pgphi %s ended before its final scrape:\n%s", strings.Join(args, " "), lines.text())
 			default:
 			}
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		bodies = append(bodies, body)
+		run.bodies = append(run.bodies, body)
 		if ended {
-			// The final values.
-			checkFinalApplyMetrics(t, mfs, rows)
+			run.final = mfs
 			break
 		}
-		if v, ok := metricValue(mfs, "pgphi_rows_done", map[string]string{"phase": "backfill", "table": "public.patient"}); ok {
-			if len(seenDone) == 0 || seenDone[len(seenDone)-1] != v {
-				seenDone = append(seenDone, v)
-			}
-			if r, _ := metricValue(mfs, "pgphi_rate_rows_per_second", map[string]string{"phase": "backfill"}); r > 0 && v < rows {
-				sawRate = true
-				if e, _ := metricValue(mfs, "pgphi_eta_seconds", map[string]string{"phase": "backfill"}); e > 0 {
-					sawETA = true
-				}
-			}
-		}
+		run.during = append(run.during, mfs)
 		time.Sleep(50 * time.Millisecond)
 	}
-	advancing := 0
-	for _, v := range seenDone {
-		if v > 0 && v < rows {
-			advancing++
-		}
-	}
-	if advancing == 0 || !sawRate || !sawETA {
-		t.Errorf("during the run: rows_done went %v (want a value between 0 and %d), a positive rate %v, a positive ETA %v", seenDone, rows, sawRate, sawETA)
-	}
-
-	// The command ended; stop the linger early (SIGTERM) and expect success.
 	cmd.Process.Signal(syscall.SIGTERM)
 	<-lines.done
 	err = cmd.Wait()
 	exited = true
+	run.stdout, run.stderr = stdout.String(), lines.text()
 	if err != nil {
-		t.Fatalf("apply: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), lines.text())
+		t.Fatalf("pgphi %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, run.stdout, run.stderr)
 	}
-	if !strings.Contains(stdout.String(), "every configured column is encrypted and verified") {
-		t.Errorf("apply did not finish its work:\n%s", stdout.String())
-	}
-	for _, b := range append(bodies, lines.text(), stdout.String()) {
-		if strings.Contains(b, canaryPrefix) {
-			t.Fatalf("a planted value appeared in a scrape or in the output:\n%s", b)
+	t.Logf("pgphi %s: %d scrapes", strings.Join(args, " "), len(run.bodies))
+	return run
+}
+
+type expected struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+func expectMetrics(t *testing.T, what string, mfs map[string]*dto.MetricFamily, want []expected) {
+	t.Helper()
+	for _, w := range want {
+		got, ok := metricValue(mfs, w.name, w.labels)
+		if !ok || got != w.value {
+			t.Errorf("%s: %s%v = %v (present %v), want %v", what, w.name, w.labels, got, ok, w.value)
 		}
 	}
-	t.Logf("%d scrapes; rows_done seen: %v", len(bodies), seenDone)
 }
 
 func checkFinalApplyMetrics(t *testing.T, mfs map[string]*dto.MetricFamily, rows float64) {
 	t.Helper()
 	tbl := map[string]string{"table": "public.patient"}
-	want := []struct {
-		name   string
-		labels map[string]string
-		value  float64
-	}{
+	expectMetrics(t, "apply", mfs, []expected{
 		{"pgphi_up", nil, 1},
 		{"pgphi_rows_encrypted_total", tbl, rows}, // backfill plus catch-up: every row once (no application writes)
 		{"pgphi_rows_encrypted_total", map[string]string{"phase": "backfill", "table": "public.patient"}, rows},
@@ -266,13 +345,7 @@ func checkFinalApplyMetrics(t *testing.T, mfs map[string]*dto.MetricFamily, rows
 		{"pgphi_audit_records_total", map[string]string{"event": "start"}, 1},
 		{"pgphi_audit_records_total", map[string]string{"event": "success"}, 1},
 		{"pgphi_run_finished", map[string]string{"result": "success"}, 1},
-	}
-	for _, w := range want {
-		got, ok := metricValue(mfs, w.name, w.labels)
-		if !ok || got != w.value {
-			t.Errorf("%s%v = %v (present %v), want %v", w.name, w.labels, got, ok, w.value)
-		}
-	}
+	})
 	if _, ok := metricValue(mfs, "pgphi_rows_failed_total", nil); ok {
 		t.Error("pgphi_rows_failed_total has samples, but no row failed")
 	}
