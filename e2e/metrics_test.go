@@ -114,8 +114,9 @@ func (w *lineWatcher) text() string {
 // TestMetricsDuringApply runs apply with --metrics-addr on an ephemeral
 // port, scrapes /metrics over HTTP while it runs and after it ends, and
 // checks the counters against the table's rows, the rate and ETA while
-// rows advance; then verify (rows and values verified) and rollback behind
-// a lock (lock retries counted). No planted value ever appears in a scrape
+// rows advance; then verify (rows and values verified), cleanup (its own
+// verification) and rollback after cleanup behind a lock (rows restored,
+// lock retries counted). No planted value ever appears in a scrape
 // or in the output.
 func TestMetricsDuringApply(t *testing.T) {
 	t.Parallel()
@@ -181,8 +182,19 @@ tables:
 		{"pgphi_audit_records_total", map[string]string{"event": "success"}, 1},
 	})
 
-	// rollback while a reader holds the table: its DDL waits at most
-	// lock_timeout (100ms here), retries, and the retries are counted.
+	// cleanup verifies every value itself before it drops the plaintext.
+	lcCutOver(f)
+	run = runScraped(t, f, "cleanup", "--confirm", lcPlanID(f), "--purge", "vacuum-full")
+	outputs = append(outputs, run)
+	expectMetrics(t, "cleanup", run.final, []expected{
+		{"pgphi_rows_verified_total", map[string]string{"table": "public.patient"}, rows},
+		{"pgphi_verification_mismatches_total", map[string]string{"table": "public.patient"}, 0},
+		{"pgphi_run_finished", map[string]string{"result": "success"}, 1},
+	})
+
+	// rollback after cleanup, while a reader holds the table: its DDL waits
+	// at most lock_timeout (100ms here), retries, and the retries are
+	// counted; then every row's plaintext is restored from the ciphertext.
 	c := f.conn()
 	lctx, lcancel := context.WithTimeout(context.Background(), time.Minute)
 	defer lcancel()
@@ -205,6 +217,7 @@ tables:
 	expectMetrics(t, "rollback", run.final, []expected{
 		{"pgphi_run_finished", map[string]string{"result": "success"}, 1},
 		{"pgphi_audit_records_total", map[string]string{"event": "start"}, 1},
+		{"pgphi_rows_restored_total", map[string]string{"table": "public.patient"}, rows},
 	})
 	if v, _ := metricValue(run.final, "pgphi_lock_retries_total", nil); v < 1 {
 		t.Errorf("rollback behind a lock: pgphi_lock_retries_total = %v, want at least 1\n%s", v, run.stderr)
