@@ -362,6 +362,9 @@ func checkFinalApplyMetrics(t *testing.T, mfs map[string]*dto.MetricFamily, rows
 	if _, ok := metricValue(mfs, "pgphi_rows_failed_total", nil); ok {
 		t.Error("pgphi_rows_failed_total has samples, but no row failed")
 	}
+	if _, ok := metricValue(mfs, "pgphi_errors_total", nil); ok {
+		t.Error("pgphi_errors_total has samples, but nothing failed")
+	}
 	info := mfs["pgphi_info"].GetMetric()
 	if len(info) != 1 {
 		t.Fatalf("pgphi_info: %d samples", len(info))

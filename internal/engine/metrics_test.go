@@ -87,7 +87,7 @@ func TestRunnerReportsToMetrics(t *testing.T) {
 	if got := gatherValue(t, m, "pgphi_rows_failed_total", tbl); got != 1 {
 		t.Errorf("rows failed: %v, want 1", got)
 	}
-	if got := gatherValue(t, m, "pgphi_errors_total", map[string]string{"class": "unencryptable value"}); got != 1 {
+	if got := gatherValue(t, m, "pgphi_errors_total", map[string]string{"class": "unencryptable value", "scope": "batch"}); got != 1 {
 		t.Errorf("errors of class unencryptable value: %v, want 1", got)
 	}
 	if _, err := f.pool.Exec(ctx, "UPDATE public.p SET nm = 'CANARY-short' WHERE uid = 'u0250'"); err != nil {

@@ -94,7 +94,7 @@ func New(command string) *Recorder {
 	r.rowsFailed = counter("pgphi_rows_failed_total", "Rows whose value could not be encrypted (recorded in pgphi.failures by key, never by value), by table.", "table")
 	r.mismatches = counter("pgphi_verification_mismatches_total", "Values whose ciphertext did not verify against the plaintext, by table.", "table")
 	r.batches = counter("pgphi_batches_total", "Batch transactions by phase, table and result (ok, retried after a transient error, failed, unencryptable).", "phase", "table", "result")
-	r.errors = counter("pgphi_errors_total", "Errors by class: SQLSTATE or kind, never a message.", "class")
+	r.errors = counter("pgphi_errors_total", "Errors by class (SQLSTATE or kind, never a message) and scope: batch (a batch transaction, retried or not) or run (the error the command ended with; the same error may be counted once in each scope).", "class", "scope")
 	r.audit = counter("pgphi_audit_records_total", "Audit records this process appended, by event.", "event")
 	r.lockRetries = prometheus.NewCounter(prometheus.CounterOpts{Name: "pgphi_lock_retries_total", Help: "DDL attempts that did not get their lock within apply.lock_timeout and were retried."})
 	r.lockWait = prometheus.NewCounter(prometheus.CounterOpts{Name: "pgphi_lock_wait_seconds_total", Help: "Seconds spent waiting for locks that were not granted, backoff included."})
@@ -201,7 +201,7 @@ func (r *Recorder) Batch(phase, table string, rows int, result, class string) {
 	case "unencryptable":
 		r.rowsFailed.WithLabelValues(table).Inc()
 	}
-	r.errors.WithLabelValues(Class(class)).Inc()
+	r.errors.WithLabelValues(Class(class), "batch").Inc()
 }
 
 // Verified records a verification of table: rows read, values compared,
@@ -226,12 +226,12 @@ func (r *Recorder) LockRetry(wait time.Duration) {
 	r.lockWait.Add(wait.Seconds())
 }
 
-// Error counts an error of the run by its class.
+// Error counts the error the run ended with, by its class.
 func (r *Recorder) Error(class string) {
 	if r == nil {
 		return
 	}
-	r.errors.WithLabelValues(Class(class)).Inc()
+	r.errors.WithLabelValues(Class(class), "run").Inc()
 }
 
 // AuditRecord counts an audit record appended by this process.

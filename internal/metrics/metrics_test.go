@@ -87,7 +87,7 @@ func TestLabelsNeverTakeArbitraryText(t *testing.T) {
 	if strings.Contains(body, "CANARY") || strings.Contains(body, "Jane") {
 		t.Fatalf("arbitrary text reached the exposition:\n%s", body)
 	}
-	for _, want := range []string{`pgphi_batches_total{phase="other",result="other",table="other"} 1`, `pgphi_errors_total{class="error"} 3`,
+	for _, want := range []string{`pgphi_batches_total{phase="other",result="other",table="other"} 1`, `pgphi_errors_total{class="error",scope="batch"} 2`, `pgphi_errors_total{class="error",scope="run"} 1`,
 		`pgphi_batches_total{phase="backfill",result="failed",table="public.patient"} 1`, `plan_id="other"`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("missing %s in:\n%s", want, body)
@@ -137,7 +137,7 @@ func TestServeExposition(t *testing.T) {
 		`pgphi_rows_encrypted_total{phase="backfill",table="public.patient"} 50`,
 		`pgphi_rows_restored_total{table="public.patient"} 7`,
 		`pgphi_rows_failed_total{table="public.patient"} 1`,
-		`pgphi_errors_total{class="SQLSTATE 55P03"} 1`,
+		`pgphi_errors_total{class="SQLSTATE 55P03",scope="batch"} 1`,
 		`pgphi_rows_planned{phase="backfill",table="public.patient"} 100`,
 		`pgphi_rows_done{phase="backfill",table="public.patient"} 40`,
 		`pgphi_throttle_state{state="throttled"} 1`,

@@ -59,6 +59,14 @@ type Addr struct {
 
 func (a Addr) String() string { return net.JoinHostPort(a.Host, strconv.Itoa(a.Port)) }
 
+// Exposure: the endpoint is plain HTTP without authentication. Nothing is
+// served unless --metrics-addr is given; a non-loopback address is accepted
+// when the operator writes it (the command line prints a warning), in every
+// environment, production included: the metrics hold no PHI by construction
+// (see the package comment), and Prometheus usually scrapes from another
+// host. pgphi does not terminate TLS; a firewall or a TLS proxy restricts who
+// reaches it.
+//
 // ParseAddr checks a --metrics-addr value: HOST:PORT where HOST is an IP
 // address or "localhost" (no name is looked up) and PORT is 0 to 65535 (0:
 // any free port; the bound address is printed). The host must be given:
