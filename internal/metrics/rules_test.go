@@ -39,7 +39,7 @@ var seedConditions = map[string]bool{
 // promqlWords are PromQL's keywords, aggregation modifiers and functions
 // used in the rules: identifiers that are not metric names.
 var promqlWords = []string{"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
-	"sum", "min", "max", "avg", "count", "rate", "irate", "increase", "delta", "max_over_time", "min_over_time", "avg_over_time", "abs", "clamp_min", "absent"}
+	"sum", "min", "max", "avg", "count", "rate", "irate", "increase", "delta", "max_over_time", "min_over_time", "avg_over_time", "abs", "clamp_min", "absent", "vector"}
 
 var (
 	reStrings   = regexp.MustCompile(`"[^"]*"|'[^']*'`)
