@@ -61,6 +61,8 @@ const minAdaptiveRate = 20
 
 // Start measures the canary's baseline and starts monitoring.
 func (th *Throttle) Start(ctx context.Context, pool *pgxpool.Pool) error {
+	// Snapshot (metrics) may read the throttle from another goroutine.
+	th.mu.Lock()
 	if th.SlowFactor <= 0 {
 		th.SlowFactor = 2
 	}
@@ -73,6 +75,7 @@ func (th *Throttle) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	if th.MinSlack <= 0 {
 		th.MinSlack = 10 * time.Millisecond
 	}
+	th.mu.Unlock()
 	if th.Adaptive && th.CanaryQuery != "" {
 		var samples []time.Duration
 		for range 7 {
@@ -83,7 +86,9 @@ func (th *Throttle) Start(ctx context.Context, pool *pgxpool.Pool) error {
 			samples = append(samples, d)
 		}
 		slices.Sort(samples)
+		th.mu.Lock()
 		th.baseline = max(samples[len(samples)/2], 200*time.Microsecond)
+		th.mu.Unlock()
 	}
 	mctx, cancel := context.WithCancel(context.Background())
 	th.stop, th.done = cancel, make(chan struct{})

@@ -188,3 +188,32 @@ func TestWindowRateAndETA(t *testing.T) {
 		t.Errorf("eta when done = %v, want 0", eta)
 	}
 }
+
+// Scrapes run on the server's goroutines while the engine records from its
+// workers (run with -race).
+func TestConcurrentRecordAndScrape(t *testing.T) {
+	r := New("apply")
+	r.SetPlan("plan-01", []string{"public.patient"})
+	addr, _ := ParseAddr("127.0.0.1:0")
+	srv, err := r.Serve(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 200 {
+			exercise(r)
+		}
+	}()
+	for range 5 {
+		resp, err := http.Get(srv.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	<-done
+}
