@@ -178,7 +178,8 @@ func (a *app) runDemo(ctx context.Context, patients, workers int, keep bool) err
 	var wg sync.WaitGroup
 	wg.Go(func() { app.run(appCtx) })
 	applyStart := time.Now()
-	err = run("apply", "--config", cfgPath, "--workers", fmt.Sprint(workers), "--reason", "demo: encrypt PHI columns")
+	// Prometheus metrics while it runs, on a free loopback port (printed).
+	err = run("apply", "--config", cfgPath, "--workers", fmt.Sprint(workers), "--reason", "demo: encrypt PHI columns", "--metrics-addr", "127.0.0.1:0")
 	applyTook := time.Since(applyStart)
 	stopApp()
 	wg.Wait()

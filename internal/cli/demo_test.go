@@ -29,6 +29,9 @@ func TestDemoRunsTheWholeStoryAndCleansUp(t *testing.T) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out)
 		}
 	}
+	if !regexp.MustCompile(`metrics: serving http://127\.0\.0\.1:\d+/metrics`).MatchString(stderr.String()) {
+		t.Errorf("demo did not say where apply's metrics were:\n%s", stderr.String())
+	}
 	if !strings.Contains(stderr.String(), "nothing is left running") {
 		t.Fatalf("cluster not reported stopped:\n%s", stderr.String())
 	}

@@ -19,7 +19,20 @@ type (
 )
 
 func (a *app) wrapper() *compliance.Wrapper {
+	var audited func(event, class string)
+	if m := a.metrics; m != nil {
+		audited = func(event, class string) {
+			m.AuditRecord(event)
+			if class != "" {
+				m.Error(class)
+			}
+			if event != "start" {
+				m.Finished(event)
+			}
+		}
+	}
 	return &compliance.Wrapper{
+		Audited: audited,
 		LoadConfig: func(optional bool) (*config.Config, error) {
 			if optional {
 				return a.loadConfigOptional()

@@ -14,6 +14,7 @@ import (
 func (a *app) cleanupCommand() *cobra.Command {
 	var confirm, purge, reason string
 	var rename, vacuumFull bool
+	var mo metricsOpt
 	cmd := &cobra.Command{
 		Use:   "cleanup --confirm PLAN_ID",
 		Short: "Drop the plaintext, purge it from the table files, keep the ciphertext",
@@ -40,12 +41,18 @@ the whole rewrite.`,
 				return withCode(ExitUsage, errors.New("usage: --purge is auto, repack or vacuum-full"))
 			}
 			ctx := cmd.Context()
+			m, stopMetrics, err := a.startMetrics(ctx, &mo, "cleanup")
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			return a.guarded(ctx, guardSpec{Command: "cleanup", Reason: true, Approvals: true, Pre: []string{"pre_cleanup"}, Post: "post_cleanup"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
 				ring, err := loadKeys(ctx, s.Pool)
 				if err != nil {
 					return err
 				}
-				r := &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan, Log: a.stderr}
+				r := &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan, Log: a.stderr, Metrics: engineMetrics(m)}
+				observeRun(m, s.Plan, nil)
 				start := time.Now()
 				if err := r.Cleanup(ctx, confirm, engine.CleanupOptions{Rename: rename, Purge: purge, VacuumFull: vacuumFull}); err != nil {
 					if errors.Is(err, engine.ErrRefused) {
@@ -68,22 +75,30 @@ the whole rewrite.`,
 	cmd.Flags().StringVar(&purge, "purge", "auto", "how to purge old row versions: auto (pg_repack, else refuse unless --vacuum-full), repack or vacuum-full")
 	cmd.Flags().BoolVar(&vacuumFull, "vacuum-full", false, "when pg_repack cannot be used, purge with VACUUM FULL, which locks each table for its whole rewrite")
 	cmd.Flags().StringVar(&reason, "reason", "", "why (required, audited; default $PGPHI_REASON)")
+	mo.register(cmd)
 	return cmd
 }
 
 func (a *app) rollbackCommand() *cobra.Command {
 	var reason string
+	var mo metricsOpt
 	cmd := &cobra.Command{
 		Use:   "rollback",
 		Short: "Back to plaintext: remove what pgphi added (after cleanup: decrypt into the original columns first)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			m, stopMetrics, err := a.startMetrics(ctx, &mo, "rollback")
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			return a.guarded(ctx, guardSpec{Command: "rollback", Reason: true, Approvals: true, Pre: []string{"pre_rollback"}, Post: "post_rollback"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
 				ring, err := loadKeys(ctx, s.Pool)
 				if err != nil {
 					return err
 				}
-				r := &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan, Log: a.stderr}
+				r := &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan, Log: a.stderr, Metrics: engineMetrics(m)}
+				observeRun(m, s.Plan, nil)
 				start := time.Now()
 				if err := r.Rollback(ctx); err != nil {
 					return err
@@ -94,5 +109,6 @@ func (a *app) rollbackCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (required, audited; default $PGPHI_REASON)")
+	mo.register(cmd)
 	return cmd
 }

@@ -57,12 +57,18 @@ func (a *app) applyCommand() *cobra.Command {
 	var maxRate float64
 	var noAdaptive bool
 	var reason string
+	var mo metricsOpt
 	cmd := &cobra.Command{
 		Use:   "apply",
 		Short: "Expand, backfill, catch up and verify; resumable and safe to run again",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			cfgWorkers := workers
+			m, stopMetrics, err := a.startMetrics(ctx, &mo, "apply")
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			return a.guarded(ctx, guardSpec{Command: "apply", Reason: true, Approvals: true, Validate: true, Pre: []string{"pre_validate", "pre_execute"}, Post: "post_execute"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
 				if cfgWorkers <= 0 {
 					cfgWorkers = s.Cfg.Apply.Workers
@@ -84,10 +90,12 @@ func (a *app) applyCommand() *cobra.Command {
 				r := &engine.Runner{
 					Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan,
 					Workers: cfgWorkers, BatchSize: batch, Log: a.stderr, Throttle: th,
-					Progress: func(label string, total int64, poll func(context.Context) (int64, error)) interface{ Stop() } {
+					Progress: m.Progress(func(label string, total int64, poll func(context.Context) (int64, error)) interface{ Stop() } {
 						return progress.Start(a.stderr, label, total, poll, progress.Options{StatusSuffix: th.Status})
-					},
+					}),
+					Metrics: engineMetrics(m),
 				}
+				observeRun(m, s.Plan, th)
 				// Row counts before and after, as audit evidence that the
 				// migration itself lost nothing (the application may still
 				// insert and delete meanwhile).
@@ -113,6 +121,7 @@ func (a *app) applyCommand() *cobra.Command {
 	cmd.Flags().Float64Var(&maxRate, "max-rate", 0, "at most this many rows per second (default apply.max_rate; none)")
 	cmd.Flags().BoolVar(&noAdaptive, "no-adaptive", false, "do not slow down when the canary query slows (apply.adaptive)")
 	cmd.Flags().StringVar(&reason, "reason", "", "why this migration runs (required, audited; default $PGPHI_REASON)")
+	mo.register(cmd)
 	return cmd
 }
 
@@ -168,23 +177,30 @@ func (a *app) statusCommand() *cobra.Command {
 func (a *app) verifyCommand() *cobra.Command {
 	var asJSON bool
 	var reason string
+	var mo metricsOpt
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Decrypt every ciphertext and compare it with the plaintext; non-zero exit on any mismatch",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			m, stopMetrics, err := a.startMetrics(ctx, &mo, "verify")
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			return a.guarded(ctx, guardSpec{Command: "verify", Conns: 6}, reason, func(ctx context.Context, s *session, out *outcome) error {
 				ring, err := loadKeys(ctx, s.Pool)
 				if err != nil {
 					return err
 				}
 				r := &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan}
+				observeRun(m, s.Plan, nil)
 				mark, err := engine.MarkVerification(ctx, r)
 				if err != nil {
 					return err
 				}
 				start := mark.Started
-				res, err := engine.Verify(ctx, s.Pool, ring, s.Plan, 0)
+				res, err := engine.VerifyObserved(ctx, s.Pool, ring, s.Plan, 0, engineMetrics(m))
 				if errors.Is(err, engine.ErrNotExpanded) {
 					return withCode(ExitFailed, err)
 				}
@@ -227,6 +243,7 @@ func (a *app) verifyCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&reason, "reason", "verification", "why (audited)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	mo.register(cmd)
 	return cmd
 }
 

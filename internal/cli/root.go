@@ -24,6 +24,7 @@ import (
 	"github.com/pgphi/pgphi/internal/dbconn"
 	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/hooks"
+	"github.com/pgphi/pgphi/internal/metrics"
 	"github.com/pgphi/pgphi/internal/policy"
 	"github.com/pgphi/pgphi/internal/redact"
 	"github.com/pgphi/pgphi/keys"
@@ -118,6 +119,7 @@ type app struct {
 	dbFlag     string
 	stdout     io.Writer
 	stderr     io.Writer
+	metrics    *metrics.Recorder // set by startMetrics when --metrics-addr is given
 }
 
 // Main runs pgphi with args and returns the exit code. It never panics to

@@ -54,6 +54,7 @@ func (w *Wrapper) refuseOutsider(ctx context.Context, s *Session, command string
 	if aerr := audit.AppendRefusal(ctx, s.Pool, command); aerr != nil {
 		return refused(errors.Join(err, fmt.Errorf("the refusal could not be audited: %w", aerr)))
 	}
+	w.audited("refused", "policy: access denied")
 	return refused(err)
 }
 

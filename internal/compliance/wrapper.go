@@ -84,6 +84,16 @@ type Wrapper struct {
 	Refused func(error) bool
 	// Logf prints a line for the operator (stderr).
 	Logf func(format string, args ...any)
+	// Audited, when set, is told of every audit record the run appended:
+	// its event (start, success, failure, refused) and, at the end, the
+	// error class (empty on success). Metrics count them.
+	Audited func(event, errorClass string)
+}
+
+func (w *Wrapper) audited(event, class string) {
+	if w.Audited != nil {
+		w.Audited(event, class)
+	}
 }
 
 // ErrRefused is wrapped by every refusal of the wrapper (exit 4), and
@@ -203,6 +213,7 @@ func (w *Wrapper) Run(ctx context.Context, spec Spec, reason string, body func(c
 		if _, aerr := alog.Append(context.WithoutCancel(ctx), r); aerr != nil && !w.mirrorTolerated(spec, aerr) {
 			return errors.Join(err, fmt.Errorf("writing the audit record: %w", aerr))
 		}
+		w.audited(event, r.ErrorClass)
 		return err
 	}
 	// Every run writes a start record and exactly one end record.
@@ -214,6 +225,7 @@ func (w *Wrapper) Run(ctx context.Context, spec Spec, reason string, body func(c
 		if _, err := alog.Append(ctx, withEvent(rec, "start")); err != nil && !w.mirrorTolerated(spec, err) {
 			return fmt.Errorf("writing the audit record: %w", err)
 		}
+		w.audited("start", "")
 		return nil
 	}
 	refuse := func(err error) error {

@@ -67,6 +67,7 @@ func (s backfillStep) Run(ctx context.Context, r *Runner) error {
 					return err
 				}
 				more, n, err := r.backfillBatch(ctx, t)
+				r.batchDone("backfill", t, n, err)
 				if err != nil && transient(err) {
 					// Lock timeouts and the like: the batch rolled back whole;
 					// count it, back off, and take the chunk again.

@@ -71,6 +71,7 @@ func (r *Runner) catchUp(ctx context.Context, t *Target) (int64, error) {
 				n, _, err = r.encryptBatch(ctx, tx, t, t.catchUpQuery(), []any{r.BatchSize})
 				return err
 			})
+			r.batchDone("catchup", t, n, err)
 			if err != nil && transient(err) {
 				if terr := r.Throttle.Done(-1); terr != nil {
 					return terr

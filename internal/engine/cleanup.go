@@ -173,7 +173,7 @@ func (r *Runner) checkCleanupAllowed(ctx context.Context) (verifiedFrom uint64, 
 			pending.Tables = append(pending.Tables, t)
 		}
 	}
-	res, err := Verify(ctx, r.Pool, r.Keys, pending, 0)
+	res, err := VerifyObserved(ctx, r.Pool, r.Keys, pending, 0, r.Metrics)
 	if err != nil {
 		return 0, fmt.Errorf("verifying before cleanup: %w", err)
 	}

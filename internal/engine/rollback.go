@@ -172,6 +172,7 @@ func (r *Runner) restorePlaintext(ctx context.Context, t *Target) error {
 	var last []string
 	for {
 		n, lastKey, err := r.restoreBatch(ctx, t, last)
+		r.batchDone("restore", t, n, err)
 		if err != nil {
 			return err
 		}

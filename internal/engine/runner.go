@@ -77,8 +77,79 @@ type Runner struct {
 	// Throttle paces the backfill and catch-up; nil: full speed.
 	Throttle *Throttle
 
+	// Metrics receives value-free measurements (package metrics); nil: none.
+	Metrics Metrics
+
 	remaining atomic.Int64 // rows still marked after the last catch-up round
 	indexers  Indexers     // blind index term computers, set by indexPlanStep
+}
+
+// Metrics receives what a run measures: counts, durations, a table's
+// qualified name and fixed words (phase, result, error class), never a
+// value. Package metrics implements it.
+type Metrics interface {
+	// Batch: one batch transaction of phase (backfill, catchup, restore) on
+	// table committed rows (result ok), or was retried after a transient
+	// error (retried), or failed (failed; unencryptable: a value could not
+	// be encrypted); class names the error (ErrorClass).
+	Batch(phase, table string, rows int, result, class string)
+	// Verified: a verification of table read rows, compared values and
+	// found mismatches.
+	Verified(table string, rows, values, mismatches int64)
+	// LockRetry: a lock was not granted within lock_timeout; the statement
+	// is retried after wait (lock_timeout plus backoff) in all.
+	LockRetry(wait time.Duration)
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) Batch(string, string, int, string, string) {}
+func (nopMetrics) Verified(string, int64, int64, int64)      {}
+func (nopMetrics) LockRetry(time.Duration)                   {}
+
+func (r *Runner) metrics() Metrics {
+	if r.Metrics == nil {
+		return nopMetrics{}
+	}
+	return r.Metrics
+}
+
+// ErrorClass names what went wrong without any value: "SQLSTATE xxxxx",
+// "unencryptable value", "verification mismatch", "interrupted" or "error".
+func ErrorClass(err error) string {
+	var pgErr *pgconn.PgError
+	var rowErr *RowError
+	var ve *VerifyError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &pgErr):
+		return "SQLSTATE " + pgErr.Code
+	case errors.As(err, &rowErr):
+		return "unencryptable value"
+	case errors.As(err, &ve):
+		return "verification mismatch"
+	case errors.Is(err, context.Canceled):
+		return "interrupted"
+	}
+	return "error"
+}
+
+// batchDone reports a finished batch to the metrics.
+func (r *Runner) batchDone(phase string, t *Target, rows int, err error) {
+	var rowErr *RowError
+	switch {
+	case err == nil && rows == 0:
+		// The empty read that ends a chunk or a backlog: no batch was written.
+	case err == nil:
+		r.metrics().Batch(phase, t.QualifiedName(), rows, "ok", "")
+	case transient(err):
+		r.metrics().Batch(phase, t.QualifiedName(), 0, "retried", ErrorClass(err))
+	case errors.As(err, &rowErr):
+		r.metrics().Batch(phase, t.QualifiedName(), 0, "unencryptable", ErrorClass(err))
+	default:
+		r.metrics().Batch(phase, t.QualifiedName(), 0, "failed", ErrorClass(err))
+	}
 }
 
 // Remaining is how many rows the application changed after apply's last
@@ -200,6 +271,7 @@ func (r *Runner) ddl(ctx context.Context, what string, fn func(pgx.Tx) error) er
 			return fmt.Errorf("%s: %w", what, err)
 		}
 		wait := backoff + time.Duration(rand.Int64N(int64(backoff)))
+		r.metrics().LockRetry(r.Config.Apply.LockTimeout + wait)
 		r.logf("    %s: table busy (lock not granted within %s), retry %d/%d in %s", what, r.Config.Apply.LockTimeout, attempt, retries, wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +40,7 @@ type Throttle struct {
 	tokens    float64   // rows that may start now
 	refilled  time.Time // when tokens were last topped up
 	paused    bool
+	lag       float64 // last replication lag read, seconds
 	reason    string
 	attempts  int
 	failures  int
@@ -59,6 +61,8 @@ const minAdaptiveRate = 20
 
 // Start measures the canary's baseline and starts monitoring.
 func (th *Throttle) Start(ctx context.Context, pool *pgxpool.Pool) error {
+	// Snapshot (metrics) may read the throttle from another goroutine.
+	th.mu.Lock()
 	if th.SlowFactor <= 0 {
 		th.SlowFactor = 2
 	}
@@ -71,6 +75,7 @@ func (th *Throttle) Start(ctx context.Context, pool *pgxpool.Pool) error {
 	if th.MinSlack <= 0 {
 		th.MinSlack = 10 * time.Millisecond
 	}
+	th.mu.Unlock()
 	if th.Adaptive && th.CanaryQuery != "" {
 		var samples []time.Duration
 		for range 7 {
@@ -81,7 +86,9 @@ func (th *Throttle) Start(ctx context.Context, pool *pgxpool.Pool) error {
 			samples = append(samples, d)
 		}
 		slices.Sort(samples)
+		th.mu.Lock()
 		th.baseline = max(samples[len(samples)/2], 200*time.Microsecond)
+		th.mu.Unlock()
 	}
 	mctx, cancel := context.WithCancel(context.Background())
 	th.stop, th.done = cancel, make(chan struct{})
@@ -166,6 +173,7 @@ func (th *Throttle) monitor(ctx context.Context, pool *pgxpool.Pool) {
 			th.reason = ""
 		}
 		th.latency = lat
+		th.lag = lag
 		th.mu.Unlock()
 	}
 }
@@ -260,6 +268,46 @@ func (th *Throttle) Status() string {
 		return fmt.Sprintf("capped at %.0f rows/s", th.MaxRate)
 	}
 	return th.reason
+}
+
+// ThrottleSnapshot is the throttle's state for metrics: numbers and one of
+// the words full, capped, throttled, recovering or paused.
+type ThrottleSnapshot struct {
+	State              string
+	Limit              float64 // rows/s in force; 0: none
+	Latency, Baseline  time.Duration
+	LagSeconds         float64
+	Slowdowns          int
+	Attempts, Failures int
+	MaxFailureRate     float64
+}
+
+// Snapshot reads the throttle's state.
+func (th *Throttle) Snapshot() ThrottleSnapshot {
+	if th == nil {
+		return ThrottleSnapshot{State: "full"}
+	}
+	th.mu.Lock()
+	defer th.mu.Unlock()
+	s := ThrottleSnapshot{Latency: th.latency, Baseline: th.baseline, LagSeconds: th.lag, Slowdowns: th.slowdowns,
+		Attempts: th.attempts, Failures: th.failures, MaxFailureRate: th.MaxFailureRate}
+	s.Limit = th.MaxRate
+	if th.limit > 0 && (s.Limit == 0 || th.limit < s.Limit) {
+		s.Limit = th.limit
+	}
+	switch {
+	case th.paused:
+		s.State = "paused"
+	case strings.HasPrefix(th.reason, "throttled"):
+		s.State = "throttled"
+	case strings.HasPrefix(th.reason, "recovering"):
+		s.State = "recovering"
+	case th.MaxRate > 0:
+		s.State = "capped"
+	default:
+		s.State = "full"
+	}
+	return s
 }
 
 // Slowdowns is how many times the canary made the throttle slow down.

@@ -70,6 +70,11 @@ var ErrNotExpanded = errors.New("the ciphertext columns do not exist yet: run `p
 // Verify decrypts every ciphertext of every planned column and compares it with
 // the plaintext still present. It reads in key order without locking.
 func Verify(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, p *Plan, batch int) (*VerifyResult, error) {
+	return VerifyObserved(ctx, pool, ring, p, batch, nil)
+}
+
+// VerifyObserved is Verify reporting each table's counts to m (nil: none).
+func VerifyObserved(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, p *Plan, batch int, m Metrics) (*VerifyResult, error) {
 	if batch <= 0 {
 		// Pages of a thousand rows: a few are in memory at once (one being
 		// read, one per checker, one queued), whatever the table's size.
@@ -97,6 +102,9 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, p *Plan
 			part, err := verifyTable(ctx, pool, ring, ix, p.Tables[i], batch)
 			if err != nil {
 				return err
+			}
+			if m != nil {
+				m.Verified(p.Tables[i].QualifiedName(), part.Rows, part.Values, part.Mismatches)
 			}
 			mu.Lock()
 			res.merge(part)
@@ -393,7 +401,7 @@ func (e *VerifyError) Error() string {
 }
 
 func (verifyStep) Run(ctx context.Context, r *Runner) error {
-	res, err := Verify(ctx, r.Pool, r.Keys, r.Plan, 0)
+	res, err := VerifyObserved(ctx, r.Pool, r.Keys, r.Plan, 0, r.Metrics)
 	if err != nil {
 		return err
 	}
