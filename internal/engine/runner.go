@@ -406,14 +406,9 @@ func (s expandStep) expand(ctx context.Context, r *Runner) error {
 		}
 		adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s boolean", ident(MarkerColumn)))
 		fn := "FUNCTION " + t.markFunctionIdent() + "()"
-		stmts := []string{
-			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(adds, ", ")),
-			// The function, its owner and its grants change together: no
-			// role ever sees it executable by PUBLIC (CREATE FUNCTION grants
-			// that) in a committed state.
-			t.markFunctionSQL(),
-			"REVOKE ALL ON " + fn + " FROM PUBLIC",
-		}
+		// The function, its owner and its grants change together: no role
+		// ever sees it executable by PUBLIC in a committed state.
+		stmts := append([]string{fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(adds, ", "))}, t.markFunctionSQL()...)
 		for _, st := range stmts {
 			if _, err := tx.Exec(ctx, st); err != nil {
 				return err

@@ -221,7 +221,15 @@ const markVersion = 2
 // pgphi's schema it uses is pgphi.flag, which every role may execute (and
 // which is SECURITY DEFINER itself, so the writer needs no right on
 // pgphi.flags); schema pgphi is usable by PUBLIC for that.
-func (t *Target) markFunctionSQL() string {
+//
+// It returns the CREATE and the REVOKE EXECUTE ... FROM PUBLIC that must run
+// with it (CREATE FUNCTION grants EXECUTE to PUBLIC): no other role may
+// attach the function to a table of its own.
+func (t *Target) markFunctionSQL() []string {
+	return []string{t.createMarkFunctionSQL(), fmt.Sprintf("REVOKE EXECUTE ON FUNCTION %s() FROM PUBLIC", t.markFunctionIdent())}
+}
+
+func (t *Target) createMarkFunctionSQL() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $pgphi$\n", t.markFunctionIdent())
 	fmt.Fprintf(&b, "-- pgphi mark function, version %d\nBEGIN\n", markVersion)
@@ -273,7 +281,7 @@ func (t *Target) markFunctionSQL() string {
 
 // markFunctionBody is the function's source as pg_proc.prosrc holds it.
 func (t *Target) markFunctionBody() string {
-	full := t.markFunctionSQL()
+	full := t.createMarkFunctionSQL()
 	return full[strings.Index(full, "$pgphi$")+len("$pgphi$") : strings.LastIndex(full, "$pgphi$")]
 }
 
