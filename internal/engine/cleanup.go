@@ -436,28 +436,7 @@ func (r *Runner) prepareCiphertextNotNull(ctx context.Context, t *Target) error 
 		if !notNull[c.Name] {
 			continue
 		}
-		name := c.cleanupNotNullCheck()
-		var exists, valid bool
-		if err := r.Pool.QueryRow(ctx, `SELECT count(*) > 0, COALESCE(bool_and(convalidated), false) FROM pg_catalog.pg_constraint
-			WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) $2`, t.Ident(), name).Scan(&exists, &valid); err != nil {
-			return fmt.Errorf("cleanup of %s: %w", t.QualifiedName(), err)
-		}
-		if valid {
-			continue
-		}
-		if !exists {
-			err := r.ddl(ctx, "cleanup "+t.QualifiedName()+": NOT NULL of "+c.Encrypted, func(tx pgx.Tx) error {
-				_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL) NOT VALID", t.Ident(), ident(name), ident(c.Encrypted)))
-				return err
-			})
-			if err != nil {
-				return err
-			}
-		}
-		err := r.ddl(ctx, "cleanup "+t.QualifiedName()+": NOT NULL of "+c.Encrypted, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", t.Ident(), ident(name)))
-			return err
-		})
+		err := r.validatedNotNullCheck(ctx, t, "cleanup", c.cleanupNotNullCheck(), c.Encrypted)
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23514" {
 			r.logf("    %s: rows still wait for their %s: NOT NULL is checked under the lock instead", t.QualifiedName(), c.Encrypted)
