@@ -47,12 +47,10 @@ the whole rewrite.`,
 			}
 			defer stopMetrics()
 			return a.guarded(ctx, guardSpec{Command: "cleanup", Reason: true, Approvals: true, Pre: []string{"pre_cleanup"}, Post: "post_cleanup"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
-				ring, err := loadKeys(ctx, s.Pool)
+				r, err := a.runner(ctx, s, m)
 				if err != nil {
 					return err
 				}
-				r := &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan, Log: a.stderr, Metrics: engineMetrics(m)}
-				observeRun(m, s.Plan, nil)
 				start := time.Now()
 				if err := r.Cleanup(ctx, confirm, engine.CleanupOptions{Rename: rename, Purge: purge, VacuumFull: vacuumFull}); err != nil {
 					if errors.Is(err, engine.ErrRefused) {
@@ -93,12 +91,10 @@ func (a *app) rollbackCommand() *cobra.Command {
 			}
 			defer stopMetrics()
 			return a.guarded(ctx, guardSpec{Command: "rollback", Reason: true, Approvals: true, Pre: []string{"pre_rollback"}, Post: "post_rollback"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
-				ring, err := loadKeys(ctx, s.Pool)
+				r, err := a.runner(ctx, s, m)
 				if err != nil {
 					return err
 				}
-				r := &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan, Log: a.stderr, Metrics: engineMetrics(m)}
-				observeRun(m, s.Plan, nil)
 				start := time.Now()
 				if err := r.Rollback(ctx); err != nil {
 					return err

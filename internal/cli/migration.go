@@ -189,18 +189,16 @@ func (a *app) verifyCommand() *cobra.Command {
 			}
 			defer stopMetrics()
 			return a.guarded(ctx, guardSpec{Command: "verify", Conns: 6}, reason, func(ctx context.Context, s *session, out *outcome) error {
-				ring, err := loadKeys(ctx, s.Pool)
+				r, err := a.runner(ctx, s, m)
 				if err != nil {
 					return err
 				}
-				r := &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan}
-				observeRun(m, s.Plan, nil)
 				mark, err := engine.MarkVerification(ctx, r)
 				if err != nil {
 					return err
 				}
 				start := mark.Started
-				res, err := engine.VerifyObserved(ctx, s.Pool, ring, s.Plan, 0, engineMetrics(m))
+				res, err := engine.VerifyObserved(ctx, s.Pool, r.Keys, s.Plan, 0, r.Metrics)
 				if errors.Is(err, engine.ErrNotExpanded) {
 					return withCode(ExitFailed, err)
 				}

@@ -1,5 +1,5 @@
-// Package cli is pgphi's command line: the commands and flags of the contract
-// in BRIEF.md, the lookup of config and database, and the mapping of every
+// Package cli is pgphi's command line: the commands and flags documented in
+// README.md, the lookup of config and database, and the mapping of every
 // failure to a documented exit code and a message free of values.
 package cli
 
@@ -287,6 +287,17 @@ func (a *app) resolvePlan(ctx context.Context, s *session) error {
 		return err
 	}
 	return s.Plan.DiscoverDependencies(ctx, pool, cfg.Encryption.ColumnSuffix)
+}
+
+// runner loads the keys and returns the engine runner of a command that
+// reports to m (nil: no metrics).
+func (a *app) runner(ctx context.Context, s *session, m *metrics.Recorder) (*engine.Runner, error) {
+	ring, err := loadKeys(ctx, s.Pool)
+	if err != nil {
+		return nil, err
+	}
+	observeRun(m, s.Plan, nil)
+	return &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan, Log: a.stderr, Metrics: engineMetrics(m)}, nil
 }
 
 func loadKeys(ctx context.Context, pool *pgxpool.Pool) (*keys.Keyring, error) {
