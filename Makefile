@@ -29,12 +29,12 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 
-# Benchmarks of issue 6 on a throwaway cluster; records the results in BENCHMARKS.md.
+# Benchmarks on a throwaway cluster; records the results in BENCHMARKS.md.
 bench:
 	bash scripts/ensure-postgres.sh
 	$(GO) run ./tools/bench -write $(BENCH_FLAGS)
 
-# Fault campaign of issue 6 (kills, restarts, dropped connections, locks, a full
+# Fault campaign (kills, restarts, dropped connections, locks, a full
 # disk, under a concurrent writer) on a throwaway cluster; records RELIABILITY.md.
 faults:
 	bash scripts/ensure-postgres.sh

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// What depends on a protected column, from the command line (issue 15):
+// What depends on a protected column, from the command line:
 // plan lists each object with its action, a view fails check, a foreign key
 // refuses the plan naming the constraint.
 func TestDependenciesInPlanAndCheck(t *testing.T) {

@@ -9,8 +9,7 @@ import (
 	"github.com/pgphi/pgphi/internal/demo"
 )
 
-// TestFelicityDemoTables runs the documented configuration (BRIEF.md, the
-// demo's) against the synthetic Felicity LIMS tables: varchar keys, dates,
+// TestFelicityDemoTables runs the documented configuration (the demo's) against the synthetic Felicity LIMS tables: varchar keys, dates,
 // json and jsonb, multilingual text, foreign keys between protected tables.
 func TestFelicityDemoTables(t *testing.T) {
 	t.Parallel()

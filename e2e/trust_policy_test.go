@@ -15,7 +15,7 @@ import (
 	"github.com/pgphi/pgphi/internal/policy"
 )
 
-// Findings 5, 7 and 14 (approvals) of issue 10, attacked through the binary
+// The security policy, approvals and the access check, attacked through the binary
 // with separate login roles (pgtest.NewActors): the security policy is
 // pinned in the database and the YAML only proposes it; approvals bind
 // plan, command, environment, database and expiry and are written only
@@ -79,7 +79,7 @@ func tpHasRefusal(t *testing.T, f *fixture, command, dbRole string) bool {
 
 var pinsIDRe = regexp.MustCompile(`the config \(.*\) proposes (pins-[0-9a-f]{24})`)
 
-// Finding 5: `environment: prod` ran apply with no approvals (TLS treated
+// `environment: prod` ran apply with no approvals (TLS treated
 // it as production, approvals did not). Unknown environments are now
 // configuration errors, before anything connects.
 func TestTrustUnknownEnvironment(t *testing.T) {
@@ -95,7 +95,7 @@ func TestTrustUnknownEnvironment(t *testing.T) {
 	complExpect(t, f.run("flags"), 2, `unknown environment "PRODUCTION" (did you mean "production"?)`)
 }
 
-// Finding 5: after the first run pins the policy, a YAML that changes the
+// after the first run pins the policy, a YAML that changes the
 // approval policy, the signers, the environment, the role names or
 // allow_superuser is refused (exit 4, audited), naming the pin; the change
 // goes through `pins set --from-config`, approved under the current pins.
@@ -205,7 +205,7 @@ func TestTrustApprovalsBind(t *testing.T) {
 	}
 }
 
-// Finding 5: the executor is the connected database role, matched to the
+// the executor is the connected database role, matched to the
 // approvers' pinned database roles (not `actor:` from the YAML); and an
 // approval recorded for one database does not count in another.
 func TestTrustSelfApprovalAndOtherDatabase(t *testing.T) {
@@ -236,7 +236,7 @@ func TestTrustSelfApprovalAndOtherDatabase(t *testing.T) {
 	complExpect(t, g.run("apply"), 4, "needs 1 approval by dba, has 0", "it is for another database")
 }
 
-// Finding 7: with no config file, `flags set` ran with no role check and no
+// with no config file, `flags set` ran with no role check and no
 // audit record; outsiders failed with exit 1 and left no record. Now every
 // role goes through the check and the audit trail, config or not.
 func TestTrustNoConfigGuard(t *testing.T) {

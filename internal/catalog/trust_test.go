@@ -60,7 +60,7 @@ func resolveAsOwner(t *testing.T, yaml string) ([]*Table, error) {
 
 // TestUntrustedTypeCodeRefused: a protected or key column whose text
 // conversion reaches code the application owner wrote is a configuration
-// error naming table, column, type and owner (issue 10, finding 1).
+// error naming table, column, type and owner.
 func TestUntrustedTypeCodeRefused(t *testing.T) {
 	cases := []struct{ name, yaml, want string }{
 		{"enum with a cast to text", "version: 1\ntables:\n  t:\n    columns: { cast_enum: { class: pii } }\n",

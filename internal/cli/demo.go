@@ -26,7 +26,7 @@ import (
 	"github.com/pgphi/pgphi/keys"
 )
 
-// DemoConfig is the pgphi.yaml the demo writes for the Felicity tables (BRIEF.md).
+// DemoConfig is the pgphi.yaml the demo writes for the Felicity tables (the configuration README.md documents).
 const DemoConfig = `version: 1
 environment: development
 tables:
@@ -163,7 +163,7 @@ func (a *app) runDemo(ctx context.Context, patients, workers int, keep bool) err
 	if err := os.WriteFile(cfgPath, []byte(DemoConfig), 0o644); err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "\n(the demo uses the curated config of BRIEF.md, written to %s)\n", cfgPath)
+	fmt.Fprintf(a.stdout, "\n(the demo uses the curated config README.md documents, written to %s)\n", cfgPath)
 	if err := run("keys", "init", "--config", cfgPath); err != nil {
 		return err
 	}

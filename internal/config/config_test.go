@@ -49,7 +49,7 @@ func TestErrorsNameFileLineAndFix(t *testing.T) {
 		{"dup table", "version: 1\ntables:\n  p:\n    columns: {a: {class: pii}}\n  public.p:\n    columns: {a: {class: pii}}\n", "configured twice", 5},
 		{"bad batch", "version: 1\napply: { batch_size: -3 }\ntables:\n  p:\n    columns: {a: {class: pii}}\n", "batch_size must be positive", 2},
 		{"bad duration", "version: 1\napply: { lock_timeout: soon }\ntables:\n  p:\n    columns: {a: {class: pii}}\n", "invalid duration", 2},
-		// Finding 5: "prod" got production TLS but no approvals; unknown
+		// "prod" got production TLS but no approvals; unknown
 		// environment names are configuration errors now.
 		{"environment prod", "version: 1\nenvironment: prod\ntables:\n  p:\n    columns: {a: {class: pii}}\n", `unknown environment "prod" (did you mean "production"?)`, 2},
 		{"environment Production", "version: 1\nenvironment: Production\ntables:\n  p:\n    columns: {a: {class: pii}}\n", `unknown environment "Production" (did you mean "production"?)`, 2},

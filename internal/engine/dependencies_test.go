@@ -11,7 +11,7 @@ import (
 	"github.com/pgphi/pgphi/internal/catalog"
 )
 
-// A small clinic schema pgphi was not built for (issue 15).
+// A small clinic schema pgphi was not built for.
 const clinicDDL = `
 CREATE TABLE public.patient (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -127,7 +127,7 @@ func (f *ownerFixture) fired(t *testing.T) []string {
 	return who
 }
 
-// TestBackfillRunsOwnerCodeAsOwner: the READINGS rule on owner code. The
+// TestBackfillRunsOwnerCodeAsOwner: owner code fired by pgphi's statements. The
 // owner's trigger and CHECK fire inside the dba's backfill, catch-up and
 // sweep; they run as the owner (the dba login is a member of it), never
 // with the dba's rights: the trigger records the owner, and the CHECK,

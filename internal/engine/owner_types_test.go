@@ -7,8 +7,7 @@ import (
 	"testing"
 )
 
-// TestRollbackRefusesForgedOriginalType is finding 14 of issue 10:
-// rollback after cleanup pasted pgphi.protected_columns.original_type into
+// TestRollbackRefusesForgedOriginalType: rollback after cleanup pasted pgphi.protected_columns.original_type into
 // ALTER TABLE and a cast. A row edited (here by a superuser) to carry a
 // statement is refused and runs nothing; so is a type that does not exist
 // and one spelled otherwise than the catalog does. Put back, the recorded

@@ -17,7 +17,7 @@ import (
 	"github.com/pgphi/pgphi/internal/policy"
 )
 
-// Attack tests of the trigger (issue 10, findings 1, 4 and 8). None of them
+// Attack tests of the trigger. None of them
 // is parallel: NewActors shares the pgphi group roles cluster-wide.
 
 // triggerFixture is setup plus the attack's login roles and a superuser

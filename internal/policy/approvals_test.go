@@ -317,7 +317,7 @@ func wantDenied(t *testing.T, what string, err error) {
 	}
 }
 
-// Finding 14 (approvals part) and finding 5: approvals are written only
+// Approvals are written only
 // through pgphi.approval_record; a healthcare_admin member can neither write
 // a row directly nor block a plan with a bad row; the executor is the
 // connected database role, not a name from a file.

@@ -66,7 +66,7 @@ func TestPinsDiffAndEncode(t *testing.T) {
 	}
 }
 
-// Finding 5: the security policy lives in the database. Only a dba pins
+// the security policy lives in the database. Only a dba pins
 // and replaces it, through definer functions; no other role writes it, and
 // the first pins cannot be overwritten by a second "initial" pinning.
 func TestPinsAttacks(t *testing.T) {

@@ -37,7 +37,7 @@ CREATE OPERATOR public.> (LEFTARG = public.ward, RIGHTARG = public.ward, FUNCTIO
 CREATE OPERATOR public.<= (LEFTARG = public.ward, RIGHTARG = public.ward, FUNCTION = public.trap_lt);
 `
 
-// TestSearchRunsNoOperatorOfSchemaPublic is finding 6 of issue 10: an owner
+// TestSearchRunsNoOperatorOfSchemaPublic: an owner
 // of schema public defined && for bigint[] and it ran inside a
 // healthcare_admin's search. pgphi's sessions pin search_path to
 // pg_catalog, pg_temp and name the operator OPERATOR(pg_catalog.&&): the

@@ -1,4 +1,4 @@
-// Command bench measures pgphi against the baselines of issue 6 in one run,
+// Command bench measures pgphi against its baselines in one run,
 // on a throwaway PostgreSQL cluster with durable settings and the demo's
 // synthetic patient table:
 //

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// goal is one target of issue 6 and whether this run met it.
+// goal is one target of the benchmark and whether this run met it.
 type goal struct {
 	what     string
 	measured string
@@ -199,7 +199,7 @@ func (r *results) markdown(o options) string {
 	}
 
 	// Goals.
-	b.WriteString("#### Goals of issue 6\n\n| goal | measured | holds |\n|---|---|---|\n")
+	b.WriteString("#### Goals\n\n| goal | measured | holds |\n|---|---|---|\n")
 	for _, g := range r.goals() {
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", g.what, g.measured, g.holds)
 	}

@@ -1,4 +1,4 @@
-// Command faults is the fault campaign of issue 6: it runs the real pgphi
+// Command faults is the fault campaign: it runs the real pgphi
 // binary against a throwaway PostgreSQL cluster while an application writes
 // to the same table, injects a fault into each trial, resumes by running the
 // same pgphi command again until it succeeds, and then checks that nothing

@@ -1,4 +1,4 @@
--- Objects that depend on protected columns (issue 15). A protected column
+-- Objects that depend on protected columns. A protected column
 -- that was NOT NULL loses its NOT NULL at expand (an application writing
 -- only ciphertext must write NULL plaintext) for
 -- CHECK (col IS NOT NULL OR col_encrypted IS NOT NULL); cleanup makes the
