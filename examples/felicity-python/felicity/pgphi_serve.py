@@ -1,0 +1,78 @@
+"""A client of `pgphi serve` with the standard library's urllib only.
+
+Values travel in their canonical text (docs/FORMAT.md §2.4); terms as
+decimal strings (int64 does not fit a JSON number everywhere); ciphertexts
+in base64. Errors carry serve's code and message, which never contain a
+value; this client adds none.
+"""
+
+import json
+import urllib.error
+import urllib.request
+
+
+class ServeError(Exception):
+    def __init__(self, status, code, message):
+        super().__init__(f"pgphi serve: HTTP {status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+class Serve:
+    def __init__(self, url, token, timeout=30):
+        self.url = url.rstrip("/")
+        self._token = token
+        self.timeout = timeout
+
+    def _call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Authorization", "Bearer " + self._token)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read().decode("utf-8"))
+        except urllib.error.HTTPError as e:
+            try:
+                err = json.loads(e.read().decode("utf-8")).get("error", {})
+            except ValueError:
+                err = {}
+            raise ServeError(e.code, err.get("code", "unknown"), err.get("message", e.reason)) from None
+        except urllib.error.URLError as e:
+            raise ServeError(0, "unreachable", str(e.reason)) from None
+
+    def flags(self):
+        """{flag name: bool}."""
+        doc = self._call("GET", "/v1/flags")
+        flags = doc.get("flags", doc)
+        if isinstance(flags, list):
+            return {f["name"]: bool(f.get("on", f.get("value"))) for f in flags}
+        return {k: bool(v) for k, v in flags.items()}
+
+    def columns(self):
+        """The protected columns, as serve describes them: a list of dicts."""
+        doc = self._call("GET", "/v1/columns")
+        return doc.get("columns", doc if isinstance(doc, list) else [])
+
+    def encrypt(self, table, column, rows):
+        """rows: [(key dict, canonical text or None)] -> [assignments dict]."""
+        doc = self._call("POST", "/v1/encrypt", {
+            "table": table, "column": column,
+            "rows": [{"key": k, "value": v} for k, v in rows]})
+        return [r["assignments"] for r in doc["rows"]]
+
+    def decrypt(self, table, column, reason, rows):
+        """rows: [(key dict, base64 ciphertext or None)] -> [canonical text or None]."""
+        doc = self._call("POST", "/v1/decrypt", {
+            "table": table, "column": column, "reason": reason,
+            "rows": [{"key": k, "ciphertext": c} for k, c in rows]})
+        return [r.get("value") for r in doc["rows"]]
+
+    def search(self, table, column, kind, reason, columns, **query):
+        """One search: kind and its value (or min_age/max_age, or sub-kind
+        options as serve names them). Returns (keys, rows)."""
+        body = {"table": table, "column": column, "kind": kind, "reason": reason, "columns": columns}
+        body.update(query)
+        doc = self._call("POST", "/v1/search", body)
+        return doc.get("keys", []), doc.get("rows", [])
