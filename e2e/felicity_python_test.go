@@ -1,0 +1,663 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgphi/pgphi/blindindex"
+)
+
+// The Felicity-style Python service (examples/felicity-python) taken
+// through the whole migration on a real server, with `pgphi serve` running:
+// it writes plaintext while apply runs, searches through serve once
+// use_encrypted_search is on, writes ciphertext and terms under
+// require_encryption, lives without plaintext after cleanup, and reads
+// plaintext again after a rollback. It decides from pgphi's flags and the
+// table's columns; the test only switches pgphi's flags.
+
+const storyConfig = `version: 1
+environment: test
+apply: { batch_size: 50, adaptive: false }
+tables:
+  patient:
+    primary_key: uid
+    columns:
+      first_name:    { class: pii, search: [exact, prefix, phonetic] }
+      middle_name:   { class: pii, search: [exact] }
+      last_name:     { class: pii, search: [exact, prefix, contains, phonetic] }
+      phone_mobile:  { class: pii, search: [phone] }
+      phone_home:    { class: pii, search: [phone] }
+      email:         { class: pii, search: [exact] }
+      date_of_birth: { class: pii, search: [date] }
+`
+
+// storyProtected are the protected columns, in the order the test reads them.
+var storyProtected = []string{"first_name", "middle_name", "last_name", "phone_mobile", "phone_home", "email", "date_of_birth"}
+
+// storyKinds are the search kinds of each searched column, for the
+// predicate the test evaluates itself.
+var storyKinds = map[string][]blindindex.Kind{
+	"first_name":    {blindindex.Exact, blindindex.Prefix, blindindex.Phonetic},
+	"last_name":     {blindindex.Exact, blindindex.Prefix, blindindex.Contains, blindindex.Phonetic},
+	"phone_mobile":  {blindindex.Phone},
+	"phone_home":    {blindindex.Phone},
+	"date_of_birth": {blindindex.Date},
+}
+
+// syncBuffer is an output buffer a process writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// felicityApp is the Python service, one request per line.
+type felicityApp struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	in     io.WriteCloser
+	out    *bufio.Scanner
+	stderr *syncBuffer
+	mu     sync.Mutex
+}
+
+func startFelicity(t *testing.T, dbURL, serveURL, tokenFile string) *felicityApp {
+	t.Helper()
+	app := filepath.Join(moduleRoot(), "examples", "felicity-python", "app.py")
+	cmd := exec.Command(python(t), app)
+	cmd.Env = append(pythonEnv(), "FELICITY_DATABASE_URL="+dbURL, "PGPHI_SERVE_URL="+serveURL, "PGPHI_SERVE_TOKEN_FILE="+tokenFile)
+	cmd.Dir = t.TempDir()
+	a := &felicityApp{t: t, cmd: cmd, stderr: &syncBuffer{}}
+	cmd.Stderr = a.stderr
+	var err error
+	if a.in, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.out = bufio.NewScanner(stdout)
+	a.out.Buffer(make([]byte, 1<<20), 16<<20)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting the Felicity service: %v", err)
+	}
+	t.Cleanup(func() {
+		a.in.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	return a
+}
+
+// call sends one request and returns the response; it fails the test on a
+// broken process.
+func (a *felicityApp) call(req map[string]any) map[string]any {
+	a.t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	line, _ := json.Marshal(req)
+	if _, err := a.in.Write(append(line, '\n')); err != nil {
+		a.t.Fatalf("Felicity service: writing %s: %v\nstderr:\n%s", req["op"], err, a.stderr.String())
+	}
+	if !a.out.Scan() {
+		a.t.Fatalf("Felicity service: no answer to %s (%v)\nstderr:\n%s", req["op"], a.out.Err(), a.stderr.String())
+	}
+	var resp map[string]any
+	if err := json.Unmarshal(a.out.Bytes(), &resp); err != nil {
+		a.t.Fatalf("Felicity service: answer to %s is not JSON: %v", req["op"], err)
+	}
+	return resp
+}
+
+// must sends a request that has to succeed.
+func (a *felicityApp) must(req map[string]any) map[string]any {
+	a.t.Helper()
+	resp := a.call(req)
+	if resp["ok"] != true {
+		a.t.Fatalf("Felicity service: %s refused: %v\nstderr:\n%s", req["op"], resp["error"], a.stderr.String())
+	}
+	return resp
+}
+
+// storyPatients is what the application was told: uid -> field -> value
+// (nil: NULL). It is the plaintext the searches must be judged on once the
+// database no longer holds it.
+type storyPatients map[string]map[string]any
+
+var (
+	storyFirst = []string{"John", "Jon", "Jonathan", "Jane", "Jean", "June", "Katherine", "Catherine", "Kathryn", "Stephen", "Steven",
+		"Mohammed", "Muhammad", "Zoë", "José", "Amara", "Wanjiru", "Aoife", "Siobhan", "Li"}
+	storyLast = []string{"Smith", "Smyth", "Schmidt", "Okafor", "Okafur", "Nguyen", "Garcia", "García", "O'Brien", "Obrien", "Müller",
+		"Mueller", "Kowalski", "Kamau", "Odhiambo", "Thompson", "Thomson", "Van der Berg"}
+	storyAreas = []string{"415", "212", "617", "312", "206"}
+)
+
+// newPatient makes patient n: names with phonetic relatives, US phones in
+// several formats (some not valid numbers), dates of birth across ages,
+// NULLs, and a planted canary in the middle name and e-mail.
+func newPatient(r *rand.Rand, n int, canary string) map[string]any {
+	p := map[string]any{
+		"client_patient_id": fmt.Sprintf("CP-%05d", n),
+		"patient_id":        fmt.Sprintf("P%05d", n),
+		"first_name":        storyFirst[r.IntN(len(storyFirst))],
+		"last_name":         storyLast[r.IntN(len(storyLast))],
+		"gender":            []string{"female", "male", "unknown"}[r.IntN(3)],
+		"middle_name":       nil,
+		"phone_mobile":      nil,
+		"phone_home":        nil,
+		"email":             fmt.Sprintf("%s-%d@example.org", canary, n),
+		"date_of_birth":     nil,
+		"consent_sms":       r.IntN(2) == 0,
+	}
+	if n%3 == 0 {
+		p["middle_name"] = canary + "-mid"
+	}
+	area, line := storyAreas[r.IntN(len(storyAreas))], 100+r.IntN(9800)
+	switch n % 5 {
+	case 0:
+		p["phone_mobile"] = fmt.Sprintf("(%s) 555-%04d", area, line)
+	case 1:
+		p["phone_mobile"] = fmt.Sprintf("+1 %s 555 %04d", area, line)
+	case 2:
+		p["phone_mobile"] = fmt.Sprintf("%s.555.%04d", area, line)
+	case 3:
+		p["phone_mobile"] = fmt.Sprintf("555-%04d", line) // no area code: not a valid number
+	}
+	if n%4 == 0 {
+		p["phone_home"] = fmt.Sprintf("+1-%s-555-%04d", storyAreas[r.IntN(len(storyAreas))], 100+r.IntN(9800))
+	}
+	if n%7 != 0 {
+		dob := time.Now().UTC().AddDate(-r.IntN(95), 0, -r.IntN(365))
+		p["date_of_birth"] = dob.Format("2006-01-02")
+	}
+	return p
+}
+
+// storyQueries are the searches the application runs in each phase.
+type storyQuery struct {
+	by             string
+	value          string
+	minAge, maxAge int
+}
+
+var storyQueries = []storyQuery{
+	{by: "name", value: "Jon"}, {by: "name", value: "smyth"}, {by: "name", value: "Catherine"}, {by: "name", value: "Okafor"},
+	{by: "name", value: "Steven"}, {by: "name", value: "Mueller"}, {by: "name", value: "obrien"},
+	{by: "phone_last4", value: ""}, // filled from the data: a last 4 that exists
+	{by: "phone_last4", value: "0000"},
+	{by: "age", minAge: 30, maxAge: 40}, {by: "age", minAge: 0, maxAge: 17}, {by: "age", minAge: 65, maxAge: 200},
+}
+
+// expected evaluates docs/SEARCH.md's match predicate of q on the plaintext
+// of every patient (not SQL equality: names match normalized and by sound,
+// phones as numbers, ages on today's date).
+func (ps storyPatients) expected(t *testing.T, q storyQuery) []string {
+	t.Helper()
+	var cols []string
+	var bq blindindex.Query
+	switch q.by {
+	case "name":
+		cols, bq = []string{"first_name", "last_name"}, blindindex.Query{Kind: blindindex.QPhonetic, Value: q.value}
+	case "phone_last4":
+		cols, bq = []string{"phone_mobile", "phone_home"}, blindindex.Query{Kind: blindindex.QLast4, Value: q.value}
+	case "age":
+		cols, bq = []string{"date_of_birth"}, blindindex.Query{Kind: blindindex.QAgeBetween, MinAge: q.minAge, MaxAge: q.maxAge}
+	}
+	var out []string
+	for uid, p := range ps {
+		for _, col := range cols {
+			v, _ := p[col].(string)
+			if p[col] == nil {
+				continue
+			}
+			if storyMatch(t, col, bq, v) {
+				out = append(out, uid)
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// storyMatch is Plan.Match of a column with the recorded options (the
+// defaults: US numbers); the keys are irrelevant to Match.
+func storyMatch(t *testing.T, col string, q blindindex.Query, plaintext string) bool {
+	t.Helper()
+	kinds := storyKinds[col]
+	o := blindindex.Defaults()
+	keys, bits := map[blindindex.SubKind][]byte{}, map[blindindex.SubKind]int{}
+	for i, s := range blindindex.SubKinds(kinds, o) {
+		k := make([]byte, blindindex.KeySize)
+		k[0] = byte(i + 1)
+		keys[s], bits[s] = k, 16
+	}
+	c, err := blindindex.NewColumn(kinds, o, keys, bits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := c.Query(q)
+	if err != nil {
+		t.Fatalf("query %s on %s: %v", q.Kind, col, err)
+	}
+	return plan.Match(plaintext)
+}
+
+// uidsOf lists the uids of the patients an answer returned, sorted.
+func uidsOf(resp map[string]any) []string {
+	var out []string
+	for _, p := range resp["patients"].([]any) {
+		out = append(out, p.(map[string]any)["uid"].(string))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// checkPatient compares what the application read with what it was told.
+func (ps storyPatients) checkPatient(t *testing.T, phase string, got map[string]any) {
+	t.Helper()
+	uid, _ := got["uid"].(string)
+	want, ok := ps[uid]
+	if !ok {
+		t.Errorf("%s: the application returned a patient %q it never created", phase, uid)
+		return
+	}
+	for f, w := range want {
+		if f == "uid" {
+			continue
+		}
+		if g := got[f]; fmt.Sprint(g) != fmt.Sprint(w) {
+			t.Errorf("%s: patient %s: %s differs from what the application wrote (NULL: got %v, want %v)", phase, uid, f, g == nil, w == nil)
+		}
+	}
+}
+
+// runSearches runs every query through the application and compares the
+// rows it returns with the predicate over the plaintext.
+func (ps storyPatients) runSearches(t *testing.T, app *felicityApp, phase string) {
+	t.Helper()
+	for _, q := range storyQueries {
+		if q.by == "phone_last4" && q.value == "" {
+			for _, uid := range slices.Sorted(maps.Keys(ps)) {
+				if s, ok := ps[uid]["phone_mobile"].(string); ok && len(s) >= 4 {
+					q.value = s[len(s)-4:]
+					break
+				}
+			}
+		}
+		resp := app.must(map[string]any{"op": "search", "by": q.by, "value": q.value, "min_age": q.minAge, "max_age": q.maxAge})
+		got, want := uidsOf(resp), ps.expected(t, q)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: search by %s (%d..%d): the application found %d patients, the predicate over the plaintext %d\nonly found: %v\nonly expected: %v",
+				phase, q.by, q.minAge, q.maxAge, len(got), len(want), minus(got, want), minus(want, got))
+		}
+		for _, p := range resp["patients"].([]any) {
+			ps.checkPatient(t, phase+": search by "+q.by, p.(map[string]any))
+		}
+	}
+}
+
+func minus(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// createPatients has the application create n patients and records them.
+func (ps storyPatients) createPatients(t *testing.T, app *felicityApp, r *rand.Rand, from, n int, canary string) []string {
+	t.Helper()
+	var batch []map[string]any
+	for i := range n {
+		batch = append(batch, newPatient(r, from+i, canary))
+	}
+	resp := app.must(map[string]any{"op": "create", "patients": batch})
+	var uids []string
+	for i, u := range resp["uids"].([]any) {
+		uid := u.(string)
+		batch[i]["uid"] = uid
+		ps[uid] = batch[i]
+		uids = append(uids, uid)
+	}
+	return uids
+}
+
+// updatePatient has the application change a patient's name, phone and
+// date of birth, and records it.
+func (ps storyPatients) updatePatient(t *testing.T, app *felicityApp, r *rand.Rand, uid string, n int) {
+	t.Helper()
+	fields := map[string]any{
+		"last_name":     storyLast[r.IntN(len(storyLast))],
+		"phone_mobile":  fmt.Sprintf("+1 %s 555 %04d", storyAreas[r.IntN(len(storyAreas))], 100+r.IntN(9800)),
+		"date_of_birth": time.Now().UTC().AddDate(-r.IntN(90), 0, -r.IntN(365)).Format("2006-01-02"),
+		"phone_home":    nil,
+	}
+	if n%2 == 0 {
+		fields["first_name"] = storyFirst[r.IntN(len(storyFirst))]
+	}
+	app.must(map[string]any{"op": "update", "uid": uid, "fields": fields})
+	maps.Copy(ps[uid], fields)
+}
+
+// checkAll reads every patient through the application and compares.
+func (ps storyPatients) checkAll(t *testing.T, app *felicityApp, phase string) {
+	t.Helper()
+	for _, uid := range slices.Sorted(maps.Keys(ps)) {
+		resp := app.must(map[string]any{"op": "get", "uid": uid})
+		ps.checkPatient(t, phase, resp["patient"].(map[string]any))
+	}
+}
+
+// dbPlaintext reads the plaintext columns by key: uid -> column -> text or nil.
+func dbPlaintext(t *testing.T, f *fixture) map[string]map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := f.conn()
+	rows, err := c.Query(ctx, `SELECT uid, first_name, middle_name, last_name, phone_mobile, phone_home, email, to_char(date_of_birth, 'YYYY-MM-DD') FROM patient`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]map[string]any{}
+	for rows.Next() {
+		var uid string
+		v := make([]*string, len(storyProtected))
+		dst := []any{&uid}
+		for i := range v {
+			dst = append(dst, &v[i])
+		}
+		if err := rows.Scan(dst...); err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]any{}
+		for i, col := range storyProtected {
+			if v[i] != nil {
+				m[col] = *v[i]
+			} else {
+				m[col] = nil
+			}
+		}
+		out[uid] = m
+	}
+	return out
+}
+
+// noCanary fails t when a planted value appears in output.
+func noCanary(t *testing.T, what, output string) {
+	t.Helper()
+	if strings.Contains(output, canaryPrefix) {
+		t.Errorf("a planted value leaked into %s:\n%s", what, output)
+	}
+}
+
+// TestFelicityPythonStory is the whole migration as a Python application
+// lives it.
+func TestFelicityPythonStory(t *testing.T) {
+	t.Parallel()
+	python(t)
+	canary := newCanary(t)
+	r := rand.New(rand.NewPCG(11, 17))
+	f := newFixture(t, storyConfig)
+	var outputs []result
+	run := func(args ...string) result {
+		t.Helper()
+		res := f.mustRun(args...)
+		outputs = append(outputs, res)
+		return res
+	}
+	verify := func() {
+		t.Helper()
+		outputs = append(outputs, f.verifyOK(countRows(t, f)))
+	}
+
+	run("keys", "init")
+	srv := startStoryServe(t, f)
+	app := startFelicity(t, f.url, srv.url, srv.tokenFile)
+	app.must(map[string]any{"op": "init"})
+	ps := storyPatients{}
+	first := ps.createPatients(t, app, r, 0, 200, canary)
+	n := 200
+
+	// 1. The application writes plaintext while apply runs.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd, aout, aerr := f.start(ctx, "apply")
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	writes := 0
+	for running := true; running; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("apply while the application writes: %v\nstdout:\n%s\nstderr:\n%s", err, aout, aerr)
+			}
+			running = false
+		default:
+			ps.createPatients(t, app, r, n, 3, canary)
+			ps.updatePatient(t, app, r, first[writes%len(first)], n)
+			n += 3
+			writes++
+		}
+	}
+	outputs = append(outputs, result{args: []string{"apply"}, stdout: aout.String(), stderr: aerr.String()})
+	if writes == 0 {
+		t.Fatal("apply finished before the application wrote anything")
+	}
+	t.Logf("phase 1: %d writes while apply ran", writes)
+	if ph := app.must(map[string]any{"op": "phase"})["phase"].(map[string]any); ph["use_encrypted_search"] != false || len(ph["plaintext"].([]any)) != 7 {
+		t.Fatalf("phase 1: the application sees %v", ph)
+	}
+	ps.checkAll(t, app, "phase 1 (plaintext)")
+	run("apply") // rows written after apply's last catch-up
+	verify()
+
+	// 2. use_encrypted_search: searches go through serve and return what
+	// the predicate over the plaintext (read by key) returns.
+	run("flags", "set", "use_encrypted_search", "on")
+	for uid, plain := range dbPlaintext(t, f) {
+		for _, col := range storyProtected {
+			if fmt.Sprint(plain[col]) != fmt.Sprint(ps[uid][col]) {
+				t.Fatalf("phase 2: patient %s: the database's plaintext %s differs from what the application wrote", uid, col)
+			}
+		}
+	}
+	ps.runSearches(t, app, "phase 2 (use_encrypted_search)")
+	ps.updatePatient(t, app, r, first[0], n) // a plaintext write: read back before pgphi catches up
+	ps.checkAll(t, app, "phase 2 (use_encrypted_search)")
+	run("apply")
+	verify()
+
+	// 3. require_encryption: the application writes ciphertext and terms,
+	// and NULL plaintext.
+	run("flags", "set", "require_encryption", "on")
+	written := ps.createPatients(t, app, r, n, 20, canary)
+	n += 20
+	for i, uid := range first[10:20] {
+		ps.updatePatient(t, app, r, uid, n+i)
+		written = append(written, uid)
+	}
+	c := f.conn()
+	if k := queryInt(t, c, `SELECT count(*) FROM patient WHERE uid = ANY($1) AND (first_name IS NOT NULL OR last_name IS NOT NULL OR middle_name IS NOT NULL
+		OR phone_mobile IS NOT NULL OR phone_home IS NOT NULL OR email IS NOT NULL OR date_of_birth IS NOT NULL)`, written); k != 0 {
+		t.Errorf("phase 3: %d rows the application wrote under require_encryption have plaintext", k)
+	}
+	if k := queryInt(t, c, `SELECT count(*) FROM patient WHERE uid = ANY($1) AND (first_name_encrypted IS NULL OR last_name_encrypted IS NULL OR email_encrypted IS NULL
+		OR first_name_bidx IS NULL OR last_name_bidx IS NULL OR phone_mobile_bidx IS NULL OR phone_mobile_encrypted IS NULL)`, written); k != 0 {
+		t.Errorf("phase 3: %d rows the application wrote under require_encryption lack a ciphertext or terms", k)
+	}
+	ps.checkAll(t, app, "phase 3 (require_encryption)")
+	ps.runSearches(t, app, "phase 3 (require_encryption)")
+	verify()
+
+	// 4. cleanup: no plaintext column; the application creates, updates,
+	// reads and searches.
+	run("cleanup", "--confirm", lcPlanID(f), "--purge", "vacuum-full")
+	if k := queryInt(t, c, `SELECT count(*) FROM information_schema.columns WHERE table_name = 'patient' AND column_name = ANY($1)`, storyProtected); k != 0 {
+		t.Fatalf("phase 4: %d plaintext columns left after cleanup", k)
+	}
+	ps.createPatients(t, app, r, n, 10, canary)
+	n += 10
+	for i, uid := range first[20:30] {
+		ps.updatePatient(t, app, r, uid, n+i)
+	}
+	ps.checkAll(t, app, "phase 4 (after cleanup)")
+	ps.runSearches(t, app, "phase 4 (after cleanup)")
+	verify()
+
+	// 5. rollback after cleanup: the plaintext is back and the application
+	// reads and writes it.
+	run("rollback")
+	if ph := app.must(map[string]any{"op": "phase"})["phase"].(map[string]any); len(ph["encrypted"].([]any)) != 0 || ph["use_encrypted_search"] != false {
+		t.Fatalf("phase 5: after rollback the application sees %v", ph)
+	}
+	ps.checkAll(t, app, "phase 5 (after rollback)")
+	back := ps.createPatients(t, app, r, n, 5, canary)
+	if k := queryInt(t, c, `SELECT count(*) FROM patient WHERE uid = ANY($1) AND first_name IS NOT NULL AND last_name IS NOT NULL AND email IS NOT NULL`, back); k != 5 {
+		t.Errorf("phase 5: %d of 5 patients created after rollback have their plaintext", k)
+	}
+	for uid, plain := range dbPlaintext(t, f) {
+		for _, col := range storyProtected {
+			if fmt.Sprint(plain[col]) != fmt.Sprint(ps[uid][col]) {
+				t.Errorf("phase 5: patient %s: the plaintext %s restored by rollback differs from what the application wrote", uid, col)
+			}
+		}
+	}
+	for _, q := range storyQueries {
+		if q.by == "age" { // plaintext SQL answers ages exactly as the predicate
+			got := uidsOf(app.must(map[string]any{"op": "search", "by": q.by, "min_age": q.minAge, "max_age": q.maxAge}))
+			if want := ps.expected(t, q); !slices.Equal(got, want) {
+				t.Errorf("phase 5: search by age %d..%d on plaintext: %d patients, want %d", q.minAge, q.maxAge, len(got), len(want))
+			}
+		}
+	}
+	outputs = append(outputs, f.run("verify"))
+
+	// Nothing pgphi, serve or the application printed or logged holds a
+	// planted value (the application's answers on stdout are its data).
+	for _, o := range outputs {
+		noCanary(t, "the output of pgphi "+shortArgs(o.args), o.stdout+o.stderr)
+	}
+	srv.stop(t)
+	noCanary(t, "pgphi serve's output", srv.output.String())
+	noCanary(t, "the Felicity service's log", app.stderr.String())
+}
+
+func countRows(t *testing.T, f *fixture) int64 {
+	t.Helper()
+	return queryInt(t, f.conn(), `SELECT count(*) FROM patient`)
+}
+
+// storyServe is a running `pgphi serve` and the token of the application.
+type storyServe struct {
+	url, tokenFile string
+	cmd            *exec.Cmd
+	output         *syncBuffer
+	stopped        bool
+}
+
+// startStoryServe creates a token for the application and starts pgphi
+// serve on a loopback port.
+func startStoryServe(t *testing.T, f *fixture) *storyServe {
+	t.Helper()
+	if r := f.run("serve", "--help"); r.code != 0 {
+		t.Skip("pgphi serve is not built yet")
+	}
+	tok := f.mustRun("serve", "token", "create", "felicity", "--role", "healthcare_admin")
+	token := strings.TrimSpace(tok.stdout)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	s := &storyServe{url: "http://127.0.0.1:" + port, tokenFile: tokenFile, output: &syncBuffer{}}
+	s.cmd = exec.Command(pgphiBin, append(f.globals(), "serve", "--listen", "127.0.0.1:"+port)...)
+	s.cmd.Env = append(cleanEnv(), f.env...)
+	s.cmd.Dir = t.TempDir()
+	s.cmd.Stdout, s.cmd.Stderr = s.output, s.output
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.stop(t) })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(s.url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pgphi serve did not answer /healthz within 30s\n%s", s.output.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// stop ends serve gracefully (SIGTERM) and waits for it.
+func (s *storyServe) stop(t *testing.T) {
+	if s.stopped {
+		return
+	}
+	s.stopped = true
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-done
+		t.Errorf("pgphi serve did not stop within 20s of SIGTERM")
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	return port
+}
