@@ -44,16 +44,11 @@ class Serve:
 
     def flags(self):
         """{flag name: bool}."""
-        doc = self._call("GET", "/v1/flags")
-        flags = doc.get("flags", doc)
-        if isinstance(flags, list):
-            return {f["name"]: bool(f.get("on", f.get("value"))) for f in flags}
-        return {k: bool(v) for k, v in flags.items()}
+        return {k: bool(v) for k, v in self._call("GET", "/v1/flags")["flags"].items()}
 
     def columns(self):
         """The protected columns, as serve describes them: a list of dicts."""
-        doc = self._call("GET", "/v1/columns")
-        return doc.get("columns", doc if isinstance(doc, list) else [])
+        return self._call("GET", "/v1/columns")["columns"]
 
     def encrypt(self, table, column, rows):
         """rows: [(key dict, canonical text or None)] -> [assignments dict]."""
@@ -70,9 +65,10 @@ class Serve:
         return [r.get("value") for r in doc["rows"]]
 
     def search(self, table, column, kind, reason, columns, **query):
-        """One search: kind and its value (or min_age/max_age, or sub-kind
-        options as serve names them). Returns (keys, rows)."""
+        """One search: kind (exact, prefix, contains, phonetic, phone, last4,
+        area-code, date, year, year-month, age-between) and value, or
+        min_age and max_age. Returns (keys, rows)."""
         body = {"table": table, "column": column, "kind": kind, "reason": reason, "columns": columns}
         body.update(query)
         doc = self._call("POST", "/v1/search", body)
-        return doc.get("keys", []), doc.get("rows", [])
+        return doc["keys"], doc["rows"]

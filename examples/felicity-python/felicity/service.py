@@ -222,9 +222,9 @@ class PatientService:
         if by == "name":
             cols, query = ["first_name", "last_name"], {"kind": "phonetic", "value": value}
         elif by == "phone_last4":
-            cols, query = ["phone_mobile", "phone_home"], {"kind": "phone", "last4": value}
+            cols, query = ["phone_mobile", "phone_home"], {"kind": "last4", "value": value}
         elif by == "age":
-            cols, query = ["date_of_birth"], {"kind": "date", "age_between": [min_age, max_age]}
+            cols, query = ["date_of_birth"], {"kind": "age-between", "min_age": min_age, "max_age": max_age}
         elif by == "text":
             return self._search_text(ph, t, value)
         else:
@@ -259,7 +259,7 @@ class PatientService:
         conds, uids = [], set()
         for c in plain_cols:
             if ph.encrypted(c) and (ph.use_encrypted_search or not ph.has_plain(c)):
-                kinds = ph.protected[c].get("kinds") or ph.protected[c].get("search") or []
+                kinds = ph.protected[c].get("search") or []
                 for kind in ("contains", "prefix", "exact", "phone"):
                     if kind in kinds:
                         try:
