@@ -9,11 +9,11 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -21,7 +21,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/pgphi/pgphi/blindindex"
+	"github.com/pgphi/pgphi/internal/pgtest"
 )
 
 // The Felicity-style Python service (examples/felicity-python) taken
@@ -449,10 +452,34 @@ func TestFelicityPythonStory(t *testing.T) {
 		outputs = append(outputs, f.verifyOK(countRows(t, f)))
 	}
 
+	// The application owns its table; pgphi's groups and keys are set up by
+	// the operator (here the superuser); serve logs in as a NOINHERIT
+	// member of the healthcare_admin group and of the role the
+	// application's token acts as.
+	a := pgtest.NewActors(t, f.url)
+	run("roles", "init")
 	run("keys", "init")
-	srv := startStoryServe(t, f)
-	app := startFelicity(t, f.url, srv.url, srv.tokenFile)
+	login := "serve_" + strings.TrimPrefix(a.DBA, "dba_")
+	f.exec(`CREATE ROLE ` + login + ` LOGIN NOINHERIT`)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if c, err := pgx.Connect(ctx, f.url); err == nil {
+			// DROP OWNED also revokes the role's privileges in this database.
+			_, _ = c.Exec(ctx, "DROP OWNED BY "+login)
+			_, _ = c.Exec(ctx, "DROP ROLE IF EXISTS "+login)
+			c.Close(ctx)
+		}
+	})
+	f.exec(`GRANT CONNECT ON DATABASE ` + dbNameOf(f.url) + ` TO ` + login)
+	f.exec(`GRANT ` + pgtest.GroupHealthcareAdmin + `, ` + a.HealthcareAdmin + ` TO ` + login)
+	srv := startStoryServe(t, f, a.URL(login), a.HealthcareAdmin)
+	app := startFelicity(t, a.URL(a.AppOwner), srv.url, srv.tokenFile)
 	app.must(map[string]any{"op": "init"})
+	// serve searches the table as the application's client role.
+	if _, err := pgtest.Connect(t, a.URL(a.AppOwner)).Exec(context.Background(), `GRANT SELECT ON patient TO `+a.HealthcareAdmin); err != nil {
+		t.Fatal(err)
+	}
 	ps := storyPatients{}
 	first := ps.createPatients(t, app, r, 0, 200, canary)
 	n := 200
@@ -594,22 +621,25 @@ type storyServe struct {
 	stopped        bool
 }
 
-// startStoryServe creates a token for the application and starts pgphi
-// serve on a loopback port.
-func startStoryServe(t *testing.T, f *fixture) *storyServe {
+var serveListening = regexp.MustCompile(`serve: listening on (http://127\.0\.0\.1:\d+)`)
+
+// startStoryServe starts pgphi serve on a loopback port, logged in as
+// login (a NOINHERIT member of the roles it acts as), and registers the
+// application as a client acting as clientRole; the token goes to a 0600
+// file, never into argv or the environment.
+func startStoryServe(t *testing.T, f *fixture, login, clientRole string) *storyServe {
 	t.Helper()
-	if r := f.run("serve", "--help"); r.code != 0 {
-		t.Skip("pgphi serve is not built yet")
-	}
-	tok := f.mustRun("serve", "token", "create", "felicity", "--role", "healthcare_admin")
+	tok := f.mustRun("serve", "token", "create", "felicity", "--role", clientRole)
 	token := strings.TrimSpace(tok.stdout)
+	if !strings.HasPrefix(token, "pgphi_") {
+		t.Fatalf("serve token create printed no token:\n%s", tok)
+	}
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
-	s := &storyServe{url: "http://127.0.0.1:" + port, tokenFile: tokenFile, output: &syncBuffer{}}
-	s.cmd = exec.Command(pgphiBin, append(f.globals(), "serve", "--listen", "127.0.0.1:"+port)...)
+	s := &storyServe{tokenFile: tokenFile, output: &syncBuffer{}}
+	s.cmd = exec.Command(pgphiBin, "--config", f.config, "--database-url", login, "serve", "--listen", "127.0.0.1:0")
 	s.cmd.Env = append(cleanEnv(), f.env...)
 	s.cmd.Dir = t.TempDir()
 	s.cmd.Stdout, s.cmd.Stderr = s.output, s.output
@@ -618,19 +648,22 @@ func startStoryServe(t *testing.T, f *fixture) *storyServe {
 	}
 	t.Cleanup(func() { s.stop(t) })
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(s.url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return s
-			}
+	for s.url == "" {
+		if m := serveListening.FindStringSubmatch(s.output.String()); m != nil {
+			s.url = m[1]
+			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pgphi serve did not answer /healthz within 30s\n%s", s.output.String())
+		if time.Now().After(deadline) || s.cmd.ProcessState != nil {
+			t.Fatalf("pgphi serve did not say where it listens within 30s:\n%s", s.output.String())
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
+	resp, err := http.Get(s.url + "/healthz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("pgphi serve /healthz: %v %v\n%s", err, resp, s.output.String())
+	}
+	resp.Body.Close()
+	return s
 }
 
 // stop ends serve gracefully (SIGTERM) and waits for it.
@@ -643,7 +676,10 @@ func (s *storyServe) stop(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.cmd.Wait() }()
 	select {
-	case <-done:
+	case err := <-done:
+		if err != nil {
+			t.Errorf("pgphi serve exited with %v after SIGTERM:\n%s", err, s.output.String())
+		}
 	case <-time.After(20 * time.Second):
 		_ = s.cmd.Process.Kill()
 		<-done
@@ -651,13 +687,10 @@ func (s *storyServe) stop(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+func dbNameOf(url string) string {
+	name := url[strings.LastIndex(url, "/")+1:]
+	if i := strings.IndexByte(name, '?'); i >= 0 {
+		name = name[:i]
 	}
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port
+	return name
 }
