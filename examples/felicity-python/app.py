@@ -1,12 +1,14 @@
 #!/usr/bin/python3
 """The Felicity-style patient service, driven by JSON lines on stdin.
 
-One request per line, one response per line on stdout:
+`app.py init` creates the patient table (SQLAlchemy metadata, as Felicity's
+migrations do) and exits; `app.py` alone serves requests, one per line, one
+response per line on stdout:
 
-    {"op": "init"}                                  create the patient table (SQLAlchemy metadata)
     {"op": "create", "patients": [{...}, ...]}      -> {"ok": true, "uids": [...]}
     {"op": "update", "uid": "...", "fields": {...}} -> {"ok": true}
     {"op": "get", "uid": "..."}                     -> {"ok": true, "patient": {...}}
+    {"op": "list", "uids": ["...", ...]}            -> {"ok": true, "patients": [...]} (one decrypt request per column)
     {"op": "search", "by": "name", "value": "..."}  -> {"ok": true, "patients": [...]}
         by: name (phonetic on first and last name), phone_last4 (value: 4 digits),
         age (min_age, max_age: date of birth by age), text (Felicity's free-text search)
@@ -61,6 +63,10 @@ def main():
     if url.startswith("postgres://"):
         url = "postgresql+psycopg2://" + url[len("postgres://"):]
     engine = create_engine(url, pool_size=2, future=True)
+    if sys.argv[1:] == ["init"]:
+        Base.metadata.create_all(engine)
+        log("init: patient table created")
+        return 0
     serve = Serve(os.environ["PGPHI_SERVE_URL"], read_token(os.environ["PGPHI_SERVE_TOKEN_FILE"]))
     svc = PatientService(engine, serve, log)
     for line in sys.stdin:
@@ -69,17 +75,15 @@ def main():
         try:
             req = json.loads(line)
             op = req.get("op")
-            if op == "init":
-                Base.metadata.create_all(engine)
-                log("init: patient table created")
-                resp = {"ok": True}
-            elif op == "create":
+            if op == "create":
                 resp = {"ok": True, "uids": svc.create(req["patients"])}
             elif op == "update":
                 svc.update(req["uid"], req["fields"])
                 resp = {"ok": True}
             elif op == "get":
                 resp = {"ok": True, "patient": svc.get(req["uid"])}
+            elif op == "list":
+                resp = {"ok": True, "patients": svc.get_many(req["uids"])}
             elif op == "search":
                 resp = {"ok": True, "patients": svc.search(req["by"], req.get("value"), req.get("min_age"), req.get("max_age"))}
             elif op == "phase":

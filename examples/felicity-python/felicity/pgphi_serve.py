@@ -7,8 +7,18 @@ value; this client adds none.
 """
 
 import json
+import time
 import urllib.error
 import urllib.request
+
+RETRIES = 8
+
+
+def retry_after(header, attempt):
+    try:
+        return min(float(header), 5.0)
+    except (TypeError, ValueError):
+        return min(0.05 * 2 ** attempt, 2.0)
 
 
 class ServeError(Exception):
@@ -30,17 +40,22 @@ class Serve:
         req.add_header("Accept", "application/json")
         if data is not None:
             req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read().decode("utf-8"))
-        except urllib.error.HTTPError as e:
+        for attempt in range(RETRIES + 1):
             try:
-                err = json.loads(e.read().decode("utf-8")).get("error", {})
-            except ValueError:
-                err = {}
-            raise ServeError(e.code, err.get("code", "unknown"), err.get("message", e.reason)) from None
-        except urllib.error.URLError as e:
-            raise ServeError(0, "unreachable", str(e.reason)) from None
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    return json.loads(resp.read().decode("utf-8"))
+            except urllib.error.HTTPError as e:
+                if e.code == 429 and attempt < RETRIES:
+                    # Over the client's rate: wait as told, then again.
+                    time.sleep(retry_after(e.headers.get("Retry-After"), attempt))
+                    continue
+                try:
+                    err = json.loads(e.read().decode("utf-8")).get("error", {})
+                except ValueError:
+                    err = {}
+                raise ServeError(e.code, err.get("code", "unknown"), err.get("message", e.reason)) from None
+            except urllib.error.URLError as e:
+                raise ServeError(0, "unreachable", str(e.reason)) from None
 
     def flags(self):
         """{flag name: bool}."""
