@@ -85,7 +85,7 @@ func (s *syncBuffer) String() string {
 
 func q(s string) string { return pgx.Identifier{s}.Sanitize() }
 
-func exec(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) {
+func mustExec(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) {
 	t.Helper()
 	if _, err := pool.Exec(context.Background(), sql, args...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
@@ -156,7 +156,7 @@ func newFixture(t *testing.T, opts ...func(*serve.Config)) *fixture {
 	// serve's login: NOINHERIT, so it has no rights but those of the role it
 	// sets; a member of its own session role and of each client's role.
 	f.serveLogin = "serve_" + strings.TrimPrefix(a.DBA, "dba_")
-	exec(t, f.admin, "CREATE ROLE "+q(f.serveLogin)+" LOGIN NOINHERIT")
+	mustExec(t, f.admin, "CREATE ROLE "+q(f.serveLogin)+" LOGIN NOINHERIT")
 	t.Cleanup(func() {
 		p, err := pgxpool.New(context.Background(), f.url)
 		if err == nil {
@@ -170,8 +170,8 @@ func newFixture(t *testing.T, opts ...func(*serve.Config)) *fixture {
 			adm.Close(context.Background())
 		}
 	})
-	exec(t, f.admin, "GRANT CONNECT ON DATABASE "+q(dbName(f.url))+" TO "+q(f.serveLogin))
-	exec(t, f.admin, "GRANT "+pgtest.GroupHealthcareAdmin+", "+q(a.HealthcareAdmin)+", "+q(a.DBA)+", "+q(a.AuditOfficer)+", "+q(a.AppWriter)+" TO "+q(f.serveLogin))
+	mustExec(t, f.admin, "GRANT CONNECT ON DATABASE "+q(dbName(f.url))+" TO "+q(f.serveLogin))
+	mustExec(t, f.admin, "GRANT "+pgtest.GroupHealthcareAdmin+", "+q(a.HealthcareAdmin)+", "+q(a.DBA)+", "+q(a.AuditOfficer)+", "+q(a.AppWriter)+" TO "+q(f.serveLogin))
 	if f.dba, err = dbconn.Open(ctx, a.URL(a.DBA), 2); err != nil {
 		t.Fatal(err)
 	}

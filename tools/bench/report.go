@@ -198,6 +198,19 @@ func (r *results) markdown(o options) string {
 			"spacing) and its phone search compares numbers, not strings.\n\n")
 	}
 
+	// serve.
+	if sv := r.serve; sv != nil {
+		b.WriteString("#### `pgphi serve` against the Go API\n\n")
+		fmt.Fprintf(&b, "One `pgphi serve` on loopback (plain HTTP, `--rate 0`), %d clients in parallel, requests of %d values of `last_name` "+
+			"(ciphertext and exact, prefix, contains and phonetic terms); the Go API (`SealAll`, `DecryptAll`) in the same process as the clients. "+
+			"Decrypt writes one audit record per request, committed. One-value seal: %d sequential requests.\n\n", sv.clients, sv.batch, len(sv.srvOne))
+		b.WriteString("| measure | Go API | serve | serve ÷ API |\n|---|---:|---:|---:|\n")
+		fmt.Fprintf(&b, "| encrypt with terms, values/s | %s | %s | %s |\n", fmtRate(sv.apiEnc), fmtRate(sv.srvEnc), ratio(sv.srvEnc, sv.apiEnc))
+		fmt.Fprintf(&b, "| decrypt, batches of %d, values/s | %s | %s | %s |\n", sv.batch, fmtRate(sv.apiDec), fmtRate(sv.srvDec), ratio(sv.srvDec, sv.apiDec))
+		fmt.Fprintf(&b, "| one-value encrypt p50 | %s | %s | |\n", fmtDur(percentile(sv.apiOne, 50)), fmtDur(percentile(sv.srvOne, 50)))
+		fmt.Fprintf(&b, "| one-value encrypt p99 | %s | %s | |\n\n", fmtDur(percentile(sv.apiOne, 99)), fmtDur(percentile(sv.srvOne, 99)))
+	}
+
 	// Goals.
 	b.WriteString("#### Goals\n\n| goal | measured | holds |\n|---|---|---|\n")
 	for _, g := range r.goals() {
@@ -246,6 +259,12 @@ func (r *results) goals() []goal {
 			add("contains search ≥ 10 × faster than plaintext ILIKE (p50)", float64(pl50) >= 10*float64(p50), p50 > 0,
 				"%s vs %s: %s faster", fmtDur(p50), fmtDur(pl50), ratio(float64(pl50), float64(p50)))
 		}
+	}
+	if sv := r.serve; sv != nil {
+		add("serve: ≥ 20,000 values/s encrypted with terms", sv.srvEnc >= 20000, true, "%s values/s (Go API %s)", fmtRate(sv.srvEnc), fmtRate(sv.apiEnc))
+		add(fmt.Sprintf("serve: ≥ 50,000 values/s decrypted in batches of %d", sv.batch), sv.srvDec >= 50000, true, "%s values/s (Go API %s)", fmtRate(sv.srvDec), fmtRate(sv.apiDec))
+		p50 := percentile(sv.srvOne, 50)
+		add("serve: one-value encrypt p50 ≤ 1 ms", p50 <= time.Millisecond, len(sv.srvOne) > 0, "%s (p99 %s)", fmtDur(p50), fmtDur(percentile(sv.srvOne, 99)))
 	}
 	if r.small != nil && r.small.err == nil && r.indexed != nil && r.indexed.err == nil {
 		big, small := r.indexed.maxRSS, r.small.maxRSS
