@@ -49,13 +49,16 @@ def read_token(path):
 
 
 def db_error(e):
-    # SQLAlchemy's message quotes the statement's parameters: only
-    # PostgreSQL's error code and primary message (no DETAIL, which can
-    # quote a row).
+    # SQLAlchemy's message quotes the statement's parameters, PostgreSQL's
+    # DETAIL can quote a row and some primary messages quote the input
+    # ('invalid input syntax for type date: "..."'): only the error code and
+    # the primary message up to its first quote.
     orig = getattr(e, "orig", None)
     code = getattr(orig, "pgcode", None)
-    primary = getattr(getattr(orig, "diag", None), "message_primary", None)
-    return f"database error {code or type(e).__name__}: {primary or 'see the server log'}"
+    primary = getattr(getattr(orig, "diag", None), "message_primary", None) or "see the server log"
+    for q in ('"', "'"):
+        primary = primary.split(q, 1)[0]
+    return f"database error {code or type(e).__name__}: {primary.rstrip(' :')}"
 
 
 def main():
