@@ -639,6 +639,14 @@ func TestFelicityPythonStory(t *testing.T) {
 		}
 	}
 	ps.checkAll(t, app, "phase 3 (require_encryption)")
+	// A value the column cannot take is refused by serve, without the value.
+	bad := newPatient(r, 9999, canary)
+	bad["date_of_birth"] = canary
+	if resp := app.call(map[string]any{"op": "create", "patients": []any{bad}}); resp["ok"] != false || !strings.Contains(fmt.Sprint(resp["error"]), "date_of_birth") {
+		t.Errorf("phase 3: a date of birth that is not a date: %v", resp)
+	} else {
+		noCanary(t, "the refusal of a bad value", fmt.Sprint(resp["error"]))
+	}
 	ps.runSearches(t, app, "phase 3 (require_encryption)")
 	verify()
 
