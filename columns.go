@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/redact"
 )
 
@@ -27,27 +28,33 @@ func (c *Client) Columns(ctx context.Context) ([]Column, error) {
 	}
 	var out []Column
 	for _, t := range m.plan.Tables {
-		var key []string
-		for _, k := range t.PrimaryKey {
-			key = append(key, k.Name)
-		}
-		for _, col := range t.Columns {
-			phase := "expanded"
-			switch {
-			case col.Restoring:
-				phase = "restoring"
-			case col.Cleaned:
-				phase = "cleaned"
-			}
-			search := []string{}
-			for _, k := range col.Search {
-				search = append(search, string(k))
-			}
-			out = append(out, Column{Table: t.QualifiedName(), Column: col.Name, Type: col.Column.Type, Key: key,
-				Encrypted: col.Encrypted, Index: col.Index, Search: search, Phase: phase})
-		}
+		out = append(out, columnsOf(t)...)
 	}
 	return out, nil
+}
+
+func columnsOf(t *engine.Target) []Column {
+	var out []Column
+	var key []string
+	for _, k := range t.PrimaryKey {
+		key = append(key, k.Name)
+	}
+	for _, col := range t.Columns {
+		phase := "expanded"
+		switch {
+		case col.Restoring:
+			phase = "restoring"
+		case col.Cleaned:
+			phase = "cleaned"
+		}
+		search := []string{}
+		for _, k := range col.Search {
+			search = append(search, string(k))
+		}
+		out = append(out, Column{Table: t.QualifiedName(), Column: col.Name, Type: col.Column.Type, Key: key,
+			Encrypted: col.Encrypted, Index: col.Index, Search: search, Phase: phase})
+	}
+	return out
 }
 
 // Flags are the cutover flags (pgphi flags set).
@@ -66,4 +73,24 @@ func (c *Client) Flags(ctx context.Context) (Flags, error) {
 		return f, fmt.Errorf("pgphi: reading flags: %w", redact.Error(err))
 	}
 	return f, nil
+}
+
+// Column describes one protected column from the metadata the client has
+// (no round trip; the calls that seal and search reload it when cleanup or
+// rollback changed it).
+func (c *Client) Column(table, column string) (Column, error) {
+	m, err := c.load(context.Background(), c.currentVersion())
+	if err != nil {
+		return Column{}, err
+	}
+	t, col, err := m.target(table, column)
+	if err != nil {
+		return Column{}, err
+	}
+	for _, info := range columnsOf(t) {
+		if info.Column == col.Name {
+			return info, nil
+		}
+	}
+	return Column{}, fmt.Errorf("%w: %s.%s", ErrNotProtected, t.QualifiedName(), column)
 }

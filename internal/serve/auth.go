@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -76,6 +78,55 @@ func lookup(ctx context.Context, q queryRower, cred credential) (client, *apiErr
 	}
 	return c, nil, nil
 }
+
+// authCache remembers recent successful token lookups for the endpoints
+// that reveal no value (encrypt, columns, flags), so that they cost no
+// round trip of their own; decrypt and search always look the client up
+// in their transaction. A revoked token therefore stops working at once
+// for decrypt and search, and within ttl for the others.
+type authCache struct {
+	ttl time.Duration
+	mu  sync.Mutex
+	m   map[[32]byte]cachedClient
+}
+
+type cachedClient struct {
+	c       client
+	expires time.Time
+}
+
+func (a *authCache) get(cred credential) (client, bool) {
+	if a == nil || a.ttl <= 0 || cred.hash == nil {
+		return client{}, false
+	}
+	k := [32]byte(cred.hash)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e, ok := a.m[k]
+	if !ok || time.Now().After(e.expires) {
+		delete(a.m, k)
+		return client{}, false
+	}
+	return e.c, true
+}
+
+func (a *authCache) put(cred credential, c client) {
+	if a == nil || a.ttl <= 0 || cred.hash == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.m) > 10000 {
+		clear(a.m) // bounded: tokens are few; an attacker's unknown tokens are never cached
+	}
+	a.m[[32]byte(cred.hash)] = cachedClient{c: c, expires: time.Now().Add(a.ttl)}
+}
+
+// accessSQL checks in one statement that the role set in the transaction
+// may decrypt: a member of one of the groups $1, or a superuser when $2.
+const accessSQL = `SELECT CASE WHEN r.rolsuper THEN $2::boolean
+	ELSE EXISTS (SELECT 1 FROM pg_catalog.pg_roles g WHERE g.rolname = ANY($1::text[]) AND pg_catalog.pg_has_role(current_user, g.oid, 'MEMBER')) END
+	FROM pg_catalog.pg_roles r WHERE r.rolname = current_user`
 
 // actAs sets the client's role for the rest of tx (SET LOCAL ROLE). The
 // server's login must be a member of the role.

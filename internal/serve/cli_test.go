@@ -23,6 +23,7 @@ import (
 
 	"github.com/pgphi/pgphi/internal/cli"
 	"github.com/pgphi/pgphi/internal/policy"
+	"github.com/pgphi/pgphi/internal/serve"
 )
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
@@ -93,8 +94,15 @@ func TestTokenCommands(t *testing.T) {
 	if recs := f.auditRecords(t, before); len(recs) != 2 || recs[1].Details["action"] != "revoke" || recs[1].Details["client"] != "ward-7" {
 		t.Fatalf("revoke audit: %+v", recs)
 	}
+	// Decrypt and search look the client up in their transaction: refused
+	// at once. Endpoints that reveal no value may know it for AuthCache.
+	dec := map[string]any{"table": "patient", "column": "last_name", "reason": "r", "rows": []any{}}
+	if status, _, _ := f.call(t, "POST", "/v1/decrypt", token, dec); status != 401 {
+		t.Fatalf("revoked token, decrypt: %d", status)
+	}
+	time.Sleep(serve.DefaultAuthCache + 100*time.Millisecond)
 	if status, _, _ := f.call(t, "GET", "/v1/flags", token, nil); status != 401 {
-		t.Fatalf("revoked token: %d", status)
+		t.Fatalf("revoked token, flags after the cache: %d", status)
 	}
 	if code, _, _ := f.pgphi(t, f.actors.DBA, "serve", "token", "revoke", "ward-7"); code != cli.ExitUsage {
 		t.Fatalf("revoking twice: exit %d", code)

@@ -86,21 +86,25 @@ func TestOpenAPIDescribesTheServer(t *testing.T) {
 		"post /v1/decrypt 400": func() scenario { return scenario{token(ha), dec("")} },
 		"post /v1/decrypt 401": func() scenario { return scenario{"pgphi_x", dec("chart")} },
 		"post /v1/decrypt 403": func() scenario { return scenario{token(ao), dec("chart")} },
-		"post /v1/decrypt 413": func() scenario { return scenario{token(ha), []byte(`{"pad":"` + strings.Repeat("x", serve.DefaultMaxBody) + `"}`)} },
+		"post /v1/decrypt 413": func() scenario {
+			return scenario{token(ha), []byte(`{"pad":"` + strings.Repeat("x", serve.DefaultMaxBody) + `"}`)}
+		},
 		"post /v1/decrypt 429": func() scenario { return scenario{spent(ha), dec("chart")} },
 		"post /v1/search 200":  func() scenario { return scenario{token(ha), srch([]string{"last_name", "phone"})} },
-		"post /v1/search 400":  func() scenario { return scenario{token(ha), map[string]any{"table": "patient", "column": "last_name", "kind": "soundex", "value": "x", "reason": "r"}} },
-		"post /v1/search 401":  func() scenario { return scenario{"", srch(nil)} },
-		"post /v1/search 403":  func() scenario { return scenario{token(f.actors.AppWriter), srch(nil)} },
-		"post /v1/search 413":  func() scenario { return scenario{token(ha), srch(many)} },
-		"post /v1/search 429":  func() scenario { return scenario{spent(ha), srch(nil)} },
-		"get /v1/columns 200":  func() scenario { return scenario{token(ao), nil} },
-		"get /v1/columns 401":  func() scenario { return scenario{"", nil} },
-		"get /v1/columns 429":  func() scenario { return scenario{spent(ao), nil} },
-		"get /v1/flags 200":    func() scenario { return scenario{token(ao), nil} },
-		"get /v1/flags 401":    func() scenario { return scenario{"", nil} },
-		"get /v1/flags 429":    func() scenario { return scenario{spent(ao), nil} },
-		"get /healthz 200":     func() scenario { return scenario{"", nil} },
+		"post /v1/search 400": func() scenario {
+			return scenario{token(ha), map[string]any{"table": "patient", "column": "last_name", "kind": "soundex", "value": "x", "reason": "r"}}
+		},
+		"post /v1/search 401": func() scenario { return scenario{"", srch(nil)} },
+		"post /v1/search 403": func() scenario { return scenario{token(f.actors.AppWriter), srch(nil)} },
+		"post /v1/search 413": func() scenario { return scenario{token(ha), srch(many)} },
+		"post /v1/search 429": func() scenario { return scenario{spent(ha), srch(nil)} },
+		"get /v1/columns 200": func() scenario { return scenario{token(ao), nil} },
+		"get /v1/columns 401": func() scenario { return scenario{"", nil} },
+		"get /v1/columns 429": func() scenario { return scenario{spent(ao), nil} },
+		"get /v1/flags 200":   func() scenario { return scenario{token(ao), nil} },
+		"get /v1/flags 401":   func() scenario { return scenario{"", nil} },
+		"get /v1/flags 429":   func() scenario { return scenario{spent(ao), nil} },
+		"get /healthz 200":    func() scenario { return scenario{"", nil} },
 	}
 	paths := doc["paths"].(map[string]any)
 	documented := map[string]bool{}

@@ -27,6 +27,8 @@ const (
 	DefaultMaxRows = 10000   // rows of one request
 	DefaultRate    = 200     // requests per second per client
 	DefaultBurst   = 400
+	// DefaultAuthCache: a revoked token may still encrypt for this long.
+	DefaultAuthCache = time.Second
 )
 
 // Config is what a Server needs.
@@ -48,13 +50,18 @@ type Config struct {
 	MaxRows        int    // 0: DefaultMaxRows
 	Rate           float64
 	Burst          int
-	Metrics        prometheus.Registerer // nil: none
-	Logf           func(format string, args ...any)
+	// AuthCache is how long a token stays known for encrypt, columns and
+	// flags after a lookup (decrypt and search look it up every time);
+	// 0: DefaultAuthCache, negative: never cached.
+	AuthCache time.Duration
+	Metrics   prometheus.Registerer // nil: none
+	Logf      func(format string, args ...any)
 }
 
 // Server answers the HTTP API.
 type Server struct {
 	cfg     Config
+	auth    *authCache
 	limit   *limiter
 	metrics *serverMetrics
 	routes  map[string]route
@@ -86,7 +93,11 @@ func New(cfg Config) *Server {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	s := &Server{cfg: cfg, limit: newLimiter(cfg.Rate, cfg.Burst), metrics: newServerMetrics(cfg.Metrics)}
+	if cfg.AuthCache == 0 {
+		cfg.AuthCache = DefaultAuthCache
+	}
+	s := &Server{cfg: cfg, auth: &authCache{ttl: cfg.AuthCache, m: map[[32]byte]cachedClient{}},
+		limit: newLimiter(cfg.Rate, cfg.Burst), metrics: newServerMetrics(cfg.Metrics)}
 	s.routes = map[string]route{
 		"/v1/encrypt": {http.MethodPost, "encrypt", s.encrypt},
 		"/v1/decrypt": {http.MethodPost, "decrypt", s.decrypt},
