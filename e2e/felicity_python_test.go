@@ -715,6 +715,15 @@ func TestFelicityPythonStory(t *testing.T) {
 	if !strings.Contains(srv.output.String(), "client=felicity") || !strings.Contains(app.stderr.String(), "through pgphi serve") {
 		t.Errorf("serve's and the application's logs do not show the searches; the canary check above saw nothing:\nserve:\n%s", srv.output.String())
 	}
+	// Every decrypt and search of the application is audited with its
+	// reason, as its client's role (serve acts as it).
+	if k := queryInt(t, c, `SELECT count(*) FROM pgphi.audit_log WHERE record->>'reason' LIKE 'felicity:%' AND record->>'command' IN ('api.decrypt', 'api.search')`); k < 10 {
+		t.Errorf("%d audit records of the application's decrypts and searches", k)
+	}
+	if k := queryInt(t, c, `SELECT count(*) FROM pgphi.audit_log WHERE record->>'reason' LIKE 'felicity:%' AND record->'actor'->>'db_role' IS DISTINCT FROM $1`, a.HealthcareAdmin); k != 0 {
+		logQuery(t, c, `SELECT record->>'command', record->'actor'->>'db_role' FROM pgphi.audit_log WHERE record->>'reason' LIKE 'felicity:%' LIMIT 3`)
+		t.Errorf("%d audit records of the application do not name its client role %s", k, a.HealthcareAdmin)
+	}
 	// Nor pgphi's state: audit records, plans, clients.
 	tables := strings.Fields(lcQueryLines(t, c, `SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pgphi' AND c.relkind = 'r'`))
 	if !slices.Contains(tables, "audit_log") {
