@@ -232,7 +232,8 @@ type storyQuery struct {
 var storyQueries = []storyQuery{
 	{by: "name", value: "Jon"}, {by: "name", value: "smyth"}, {by: "name", value: "Catherine"}, {by: "name", value: "Okafor"},
 	{by: "name", value: "Steven"}, {by: "name", value: "Mueller"}, {by: "name", value: "obrien"},
-	{by: "phone_last4", value: ""}, // filled from the data: a last 4 that exists
+	{by: "phone_last4", value: "phone_mobile"}, // filled from the data: the last 4 of a mobile number
+	{by: "phone_last4", value: "phone_home"},   // and of a home number
 	{by: "phone_last4", value: "0000"},
 	{by: "age", minAge: 30, maxAge: 40}, {by: "age", minAge: 0, maxAge: 17}, {by: "age", minAge: 65, maxAge: 200},
 }
@@ -326,9 +327,9 @@ func (ps storyPatients) checkPatient(t *testing.T, phase string, got map[string]
 func (ps storyPatients) runSearches(t *testing.T, app *felicityApp, phase string) {
 	t.Helper()
 	for _, q := range storyQueries {
-		if q.by == "phone_last4" && q.value == "" {
+		if col := q.value; q.by == "phone_last4" && strings.HasPrefix(col, "phone_") {
 			for _, uid := range slices.Sorted(maps.Keys(ps)) {
-				if s, ok := ps[uid]["phone_mobile"].(string); ok && len(s) >= 4 {
+				if s, ok := ps[uid][col].(string); ok && len(s) >= 4 {
 					q.value = s[len(s)-4:]
 					break
 				}
