@@ -62,6 +62,18 @@ func TestTokenCommands(t *testing.T) {
 	if status, _, raw := f.call(t, "GET", "/v1/flags", token, nil); status != 200 {
 		t.Fatalf("new token: %d %s", status, raw)
 	}
+	code, _, errOut = f.pgphi(t, f.actors.DBA, "serve", "token", "create", "ward-8", "--role", "no_such_role")
+	if code != cli.ExitUsage || !strings.Contains(errOut, "does not exist") {
+		t.Fatalf("unknown role: %d %s", code, errOut)
+	}
+	code, _, errOut = f.pgphi(t, f.actors.DBA, "serve", "token", "create", "ward-7", "--role", f.actors.HealthcareAdmin)
+	if code != cli.ExitUsage || !strings.Contains(errOut, "revoke it first") {
+		t.Fatalf("second client of one name: %d %s", code, errOut)
+	}
+	code, _, errOut = f.pgphi(t, f.actors.DBA, "serve", "token", "create", "Ward 8", "--role", f.actors.HealthcareAdmin)
+	if code != cli.ExitUsage {
+		t.Fatalf("bad name: %d %s", code, errOut)
+	}
 	code, out, _ = f.pgphi(t, f.actors.DBA, "serve", "token", "list")
 	if code != 0 || !strings.Contains(out, "ward-7") || strings.Contains(out, token) || strings.Contains(out, token[6:20]) {
 		t.Fatalf("list: %d %s", code, out)
