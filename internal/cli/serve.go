@@ -260,7 +260,7 @@ func (a *app) serveTokenCommand() *cobra.Command {
 // clientError maps a client registration error to its exit code.
 func clientError(err error) error {
 	switch {
-	case errors.Is(err, serve.ErrClientName), errors.Is(err, serve.ErrNoClient):
+	case errors.Is(err, serve.ErrClientName), errors.Is(err, serve.ErrNoClient), errors.Is(err, serve.ErrRole), errors.Is(err, serve.ErrClientExists):
 		return withCode(ExitUsage, err)
 	}
 	return err

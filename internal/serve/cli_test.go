@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -60,6 +61,18 @@ func TestTokenCommands(t *testing.T) {
 	}
 	if status, _, raw := f.call(t, "GET", "/v1/flags", token, nil); status != 200 {
 		t.Fatalf("new token: %d %s", status, raw)
+	}
+	code, _, errOut = f.pgphi(t, f.actors.DBA, "serve", "token", "create", "ward-8", "--role", "no_such_role")
+	if code != cli.ExitUsage || !strings.Contains(errOut, "does not exist") {
+		t.Fatalf("unknown role: %d %s", code, errOut)
+	}
+	code, _, errOut = f.pgphi(t, f.actors.DBA, "serve", "token", "create", "ward-7", "--role", f.actors.HealthcareAdmin)
+	if code != cli.ExitUsage || !strings.Contains(errOut, "revoke it first") {
+		t.Fatalf("second client of one name: %d %s", code, errOut)
+	}
+	code, _, errOut = f.pgphi(t, f.actors.DBA, "serve", "token", "create", "Ward 8", "--role", f.actors.HealthcareAdmin)
+	if code != cli.ExitUsage {
+		t.Fatalf("bad name: %d %s", code, errOut)
 	}
 	code, out, _ = f.pgphi(t, f.actors.DBA, "serve", "token", "list")
 	if code != 0 || !strings.Contains(out, "ward-7") || strings.Contains(out, token) || strings.Contains(out, token[6:20]) {
@@ -154,7 +167,7 @@ func TestProductionNeedsTLS(t *testing.T) {
 	}
 	var stderr syncBuffer
 	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile,
-		"--config", cfgFile, "--database-url", f.actors.URL(f.serveLogin))
+		"--metrics-addr", "127.0.0.1:0", "--config", cfgFile, "--database-url", f.actors.URL(f.serveLogin))
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "PGPHI_KEY_FILE=" + f.keyFile}
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -182,6 +195,20 @@ func TestProductionNeedsTLS(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("flags over HTTPS: %d", resp.StatusCode)
+	}
+	// Metrics on their own port, plain HTTP, no value.
+	mm := regexp.MustCompile(`metrics: serving (http://\S+/metrics)`).FindStringSubmatch(stderr.String())
+	if mm == nil {
+		t.Fatalf("no metrics address: %s", stderr.String())
+	}
+	mresp, err := http.Get(mm[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	scrape, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	if !strings.Contains(string(scrape), `pgphi_serve_requests_total{endpoint="flags",status="200"} 1`) || strings.Contains(string(scrape), token) {
+		t.Fatalf("metrics scrape: %s", scrape)
 	}
 	if resp, err := http.Get("http://" + m[1] + "/healthz"); err == nil {
 		resp.Body.Close()

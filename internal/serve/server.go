@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -115,7 +117,7 @@ func New(cfg Config) *Server {
 		MaxHeaderBytes:    64 << 10,
 		// The standard library's own messages (TLS handshakes, broken
 		// connections) carry no values but are not pgphi's: dropped.
-		ErrorLog: nil,
+		ErrorLog: log.New(io.Discard, "", 0),
 	}
 	return s
 }

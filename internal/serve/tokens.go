@@ -25,6 +25,25 @@ const TokenPrefix = "pgphi_"
 // [a-z0-9][a-z0-9_.-]{0,62}.
 var ErrClientName = errors.New("serve: a client name is 1-63 characters: lower-case letters, digits, _ . - (starting with a letter or digit)")
 
+// ErrRole is returned when the client's role does not exist, and
+// ErrClientExists when an active client has the name.
+var (
+	ErrRole         = errors.New("serve: no such database role")
+	ErrClientExists = errors.New("serve: an active client has that name; revoke it first")
+)
+
+// createError turns the registration function's refusals into ErrRole and
+// ErrClientExists.
+func createError(name string, err error) error {
+	switch sqlState(err) {
+	case "42704":
+		return fmt.Errorf("%w: client %s: %w", ErrRole, name, redact.Error(err))
+	case "23505":
+		return fmt.Errorf("%w: client %s", ErrClientExists, name)
+	}
+	return fmt.Errorf("serve: creating client %s: %w", name, redact.Error(err))
+}
+
 // ErrNoClient is returned by Revoke when no active client has the name.
 var ErrNoClient = errors.New("serve: no active client of that name")
 
@@ -55,7 +74,7 @@ func CreateToken(ctx context.Context, pool *pgxpool.Pool, name, role string) (st
 	}
 	token := NewToken()
 	if _, err := pool.Exec(ctx, "SELECT pgphi.serve_client_create($1, $2, $3, NULL)", name, role, TokenHash(token)); err != nil {
-		return "", fmt.Errorf("serve: creating client %s: %w", name, redact.Error(err))
+		return "", createError(name, err)
 	}
 	return token, nil
 }
@@ -70,7 +89,7 @@ func CreateCertificateClient(ctx context.Context, pool *pgxpool.Pool, name, role
 		return errors.New("serve: a certificate subject CN is 1-255 characters")
 	}
 	if _, err := pool.Exec(ctx, "SELECT pgphi.serve_client_create($1, $2, NULL, $3)", name, role, cn); err != nil {
-		return fmt.Errorf("serve: creating client %s: %w", name, redact.Error(err))
+		return createError(name, err)
 	}
 	return nil
 }
