@@ -102,6 +102,13 @@ accepting, lets requests finish and exits.`,
 					return withCode(ExitUsage, err)
 				}
 				defer ln.Close()
+				var clients bool
+				if err := s.Pool.QueryRow(ctx, "SELECT to_regclass('pgphi.serve_clients') IS NOT NULL").Scan(&clients); err != nil {
+					return err
+				}
+				if !clients {
+					return withCode(ExitUsage, errors.New("pgphi's schema predates serve's clients table: run `pgphi serve token list` (or any command) as a dba once to upgrade it"))
+				}
 				if err := dbconn.DetectPooler(ctx, s.Pool); err != nil {
 					if errors.Is(err, dbconn.ErrPooler) {
 						return withCode(ExitRefused, err)

@@ -1,7 +1,7 @@
 // Package serve is `pgphi serve`: the application API of package pgphi
 // (seal, decrypt, search, the protected columns and the cutover flags) as
 // JSON over HTTP, for applications in any language. It owns the HTTP
-// contract (docs/OPENAPI: docs/openapi.yaml), client authentication, the
+// contract (docs/openapi.yaml), client authentication, the
 // per-request role switch, refusals and their audit records, request
 // bounds and the server's metrics.
 //

@@ -19,6 +19,7 @@ func TestRefusalsAreAnsweredAndAudited(t *testing.T) {
 	auditor := f.token(t, "auditor", f.actors.AuditOfficer)
 	app := f.token(t, "app", f.actors.AppWriter)
 	app2 := f.token(t, "app2", f.actors.AppWriter)
+	desk2 := f.token(t, "desk2", f.actors.HealthcareAdmin)
 	stranger := f.token(t, "stranger", f.actors.Outsider) // serve's login is no member of it
 	gone := f.token(t, "gone", f.actors.HealthcareAdmin)
 	if err := serve.Revoke(ctx, f.dba, "gone"); err != nil {
@@ -57,6 +58,8 @@ func TestRefusalsAreAnsweredAndAudited(t *testing.T) {
 		{"oversized body", "/v1/encrypt", app, []byte(`{"table":"patient","column":"last_name","rows":[{"key":{"uid":"P1"},"value":"` + strings.Repeat("a", 20<<10) + `"}]}`), 413, serve.CodeTooLarge, "app"},
 		{"too many rows", "/v1/encrypt", app2, map[string]any{"table": "patient", "column": "last_name", "rows": many}, 413, serve.CodeTooLarge, "app2"},
 		{"not JSON", "/v1/encrypt", desk, []byte(`{"table": Smith`), 400, serve.CodeBadRequest, "desk"},
+		{"injected table name", "/v1/search", desk2, map[string]any{"table": "patient; DROP TABLE public.patient; --", "column": "last_name", "kind": "exact", "value": "x", "reason": "r"}, 400, serve.CodeBadRequest, "desk2"},
+		{"injected column name", "/v1/decrypt", desk2, map[string]any{"table": "patient", "column": `last_name" FROM pgphi.data_keys --`, "reason": "r", "rows": []any{}}, 400, serve.CodeBadRequest, "desk2"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -78,6 +81,10 @@ func TestRefusalsAreAnsweredAndAudited(t *testing.T) {
 				t.Fatalf("audit records %+v", recs)
 			}
 		})
+	}
+	var n int
+	if err := f.admin.QueryRow(ctx, "SELECT count(*) FROM public.patient").Scan(&n); err != nil || n != 2 {
+		t.Fatalf("the table after injected names: %d rows, %v", n, err)
 	}
 	// Rate: the bucket holds 3 requests and refills at one per 100 s.
 	t.Run("rate exceeded", func(t *testing.T) {

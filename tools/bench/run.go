@@ -112,8 +112,19 @@ func run(ctx context.Context, o options) (*results, error) {
 			return nil, a.err
 		}
 		if o.only == "serve" {
-			if _, err := e.serveBench(ctx, res, a); err != nil {
+			sv, err := e.serveBench(ctx, res, a)
+			if err != nil {
 				return nil, fmt.Errorf("serve benchmark: %w", err)
+			}
+			if o.write {
+				// The serve figures alone, in a section of their own.
+				res.serve = sv
+				res.machine.LoadEnd = machine.Loadavg()
+				md := res.serveMarkdown(o)
+				if err := writeSection(o.out, "serve", md); err != nil {
+					return nil, err
+				}
+				logf("serve results recorded in %s", o.out)
 			}
 		}
 		logf("baseline A %.0f rows/s; %s %.0f rows/s = %.2fx A; max RSS %d MiB", res.a.rate(), a.name, a.rate(), a.rate()/res.a.rate(), a.maxRSS/1024)
