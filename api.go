@@ -56,6 +56,36 @@ func (c *Client) Row(ctx context.Context, table string, key Key, values map[stri
 	if err != nil {
 		return nil, err
 	}
+	return c.row(m, require, table, key, values)
+}
+
+// Unsealed is one value to seal and the key of its row.
+type Unsealed struct {
+	Key   Key
+	Value any // as Seal takes it; nil: SQL NULL
+}
+
+// SealAll is Seal for many rows of one column, reading the cutover flags
+// once: the assignments of each value, in order. A value that cannot be
+// sealed fails the whole call, naming its position, never the value.
+func (c *Client) SealAll(ctx context.Context, table, column string, rows []Unsealed) ([]Assignments, error) {
+	m, _, require, err := c.state(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Assignments, len(rows))
+	for i, r := range rows {
+		if out[i], err = c.row(m, require, table, r.Key, map[string]any{column: r.Value}); err != nil {
+			if len(rows) > 1 {
+				return nil, fmt.Errorf("value %d of %d: %w", i+1, len(rows), err)
+			}
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (c *Client) row(m *metadata, require bool, table string, key Key, values map[string]any) (Assignments, error) {
 	t, _, err := m.target(table, "")
 	if err != nil {
 		return nil, err
@@ -173,7 +203,7 @@ func (c *Client) DecryptAll(ctx context.Context, table, column, reason string, r
 		}
 		out[i].Text = v.Text
 	}
-	if err := c.record(ctx, "api.decrypt", t.QualifiedName(), col.Name, reason, int64(len(rows)), nil); err != nil {
+	if err := c.record(ctx, "api.decrypt", t.QualifiedName(), []string{col.Name}, reason, int64(len(rows)), nil); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -222,7 +252,7 @@ func (c *Client) Find(ctx context.Context, table, column string, q Query, reason
 	if err != nil {
 		return nil, err
 	}
-	res, err := m.searcher.Find(ctx, table, column, q)
+	res, err := c.find(ctx, m, table, column, q)
 	if err != nil {
 		return nil, fmt.Errorf("pgphi: %w", redact.Error(err))
 	}
@@ -233,7 +263,7 @@ func (c *Client) Find(ctx context.Context, table, column string, q Query, reason
 			out[i][name] = k[j]
 		}
 	}
-	if err := c.record(ctx, "api.search", res.Table, res.Column, reason, int64(len(out)), map[string]string{"kind": string(q.Kind)}); err != nil {
+	if err := c.record(ctx, "api.search", res.Table, []string{res.Column}, reason, int64(len(out)), map[string]string{"kind": string(q.Kind)}); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -307,7 +337,7 @@ func (c *Client) Read(ctx context.Context, table, column string, key Key, reason
 	if err != nil {
 		return "", false, fmt.Errorf("pgphi: %s.%s: %w", t.QualifiedName(), col.Name, err)
 	}
-	if err := c.record(ctx, "api.read", t.QualifiedName(), col.Name, reason, 1, nil); err != nil {
+	if err := c.record(ctx, "api.read", t.QualifiedName(), []string{col.Name}, reason, 1, nil); err != nil {
 		return "", false, err
 	}
 	return v.Text, false, nil

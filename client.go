@@ -203,7 +203,7 @@ const versionSQL = `SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(table_n
 // reloads the metadata when cleanup or rollback changed it.
 func (c *Client) state(ctx context.Context) (m *metadata, useEncrypted, requireEncryption bool, err error) {
 	var version string
-	err = c.pool.QueryRow(ctx, `SELECT pgphi.flag('use_encrypted_search'), pgphi.flag('require_encryption'), (`+versionSQL+`)`).
+	err = c.querier(ctx).QueryRow(ctx, `SELECT pgphi.flag('use_encrypted_search'), pgphi.flag('require_encryption'), (`+versionSQL+`)`).
 		Scan(&useEncrypted, &requireEncryption, &version)
 	if err != nil {
 		return nil, false, false, fmt.Errorf("pgphi: reading flags: %w", redact.Error(err))
@@ -412,16 +412,21 @@ func keyNames(t *engine.Target) string {
 	return strings.Join(n, ", ")
 }
 
-// inTx runs fn in a transaction with the canonical session settings.
+// inTx runs fn in a transaction with the canonical session settings: the
+// caller's under Within (the settings stay until it ends), else its own.
 func (c *Client) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	return pgx.BeginTxFunc(ctx, c.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	settings := func(tx pgx.Tx) error {
 		for _, name := range slices.Sorted(mapsKeys(canonicalSettings)) {
 			if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config($1, $2, true)", name, canonicalSettings[name]); err != nil {
 				return err
 			}
 		}
 		return fn(tx)
-	})
+	}
+	if w, ok := withinOf(ctx); ok {
+		return settings(w.tx)
+	}
+	return pgx.BeginTxFunc(ctx, c.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, settings)
 }
 
 func mapsKeys(m map[string]string) func(func(string) bool) {
@@ -435,7 +440,7 @@ func mapsKeys(m map[string]string) func(func(string) bool) {
 }
 
 // record writes one audit record of a decrypting call, or refuses it.
-func (c *Client) record(ctx context.Context, command, table, column, reason string, rows int64, details map[string]string) error {
+func (c *Client) record(ctx context.Context, command, table string, columns []string, reason string, rows int64, details map[string]string) error {
 	if strings.TrimSpace(reason) == "" {
 		return ErrReason
 	}
@@ -445,11 +450,20 @@ func (c *Client) record(ctx context.Context, command, table, column, reason stri
 		}
 		return ErrNotAudited
 	}
-	_, err := c.log.Append(context.WithoutCancel(ctx), audit.Record{
+	rec := audit.Record{
 		Event: audit.EventSuccess, Command: command, RunID: audit.NewRunID(),
 		Actor: audit.LocalActor(c.opt.actor), Reason: reason,
-		Tables: []string{table}, Columns: []string{column}, Rows: rows, Details: details,
-	})
+		Tables: []string{table}, Columns: columns, Rows: rows, Details: details,
+	}
+	var err error
+	if w, ok := withinOf(ctx); ok {
+		if w.actor != "" {
+			rec.Actor.Name = w.actor
+		}
+		_, err = c.log.AppendIn(ctx, w.tx, rec)
+	} else {
+		_, err = c.log.Append(context.WithoutCancel(ctx), rec)
+	}
 	if err != nil {
 		return fmt.Errorf("pgphi: audit: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/pgphi/pgphi/internal/dbconn"
 	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/progress"
 	"github.com/pgphi/pgphi/internal/state"
@@ -72,6 +73,14 @@ func (a *app) applyCommand() *cobra.Command {
 			return a.guarded(ctx, guardSpec{Command: "apply", Reason: true, Approvals: true, Validate: true, Pre: []string{"pre_validate", "pre_execute"}, Post: "post_execute"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
 				if cfgWorkers <= 0 {
 					cfgWorkers = s.Cfg.Apply.Workers
+				}
+				// Checkpoints, leases and the canonical session settings
+				// need sessions of their own.
+				if err := dbconn.DetectPooler(ctx, s.Pool); err != nil {
+					if errors.Is(err, dbconn.ErrPooler) {
+						return withCode(ExitRefused, err)
+					}
+					return err
 				}
 				ring, err := loadKeys(ctx, s.Pool)
 				if err != nil {

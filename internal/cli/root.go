@@ -192,7 +192,7 @@ Exit codes: 0 success, 1 operation failed, 2 usage or configuration error,
 		return withCode(ExitUsage, fmt.Errorf("usage: %w", err))
 	})
 	root.AddCommand(a.initCommand(), a.keysCommand(), a.planCommand(), a.applyCommand(),
-		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.approveCommand(), a.pinsCommand(), a.rolesCommand(), a.auditCommand(), a.checkCommand(), a.reportCommand(), a.demoCommand())
+		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.approveCommand(), a.pinsCommand(), a.rolesCommand(), a.auditCommand(), a.checkCommand(), a.reportCommand(), a.demoCommand(), a.serveCommand())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}
@@ -239,9 +239,14 @@ func kekDefaults(cfg *config.Config) keys.KEKDefaults {
 }
 
 func (a *app) connect(ctx context.Context, cfg *config.Config, maxConns int) (*pgxpool.Pool, error) {
+	return a.connectWith(ctx, cfg, maxConns)
+}
+
+// connectWith is connect with options for the pool (serve's session role).
+func (a *app) connectWith(ctx context.Context, cfg *config.Config, maxConns int, opts ...dbconn.Option) (*pgxpool.Pool, error) {
 	if cfg == nil {
 		connString, _ := dbconn.Resolve(a.dbFlag, "") // no config URL: nothing to expand
-		return dbconn.Open(ctx, connString, maxConns)
+		return dbconn.Open(ctx, connString, maxConns, opts...)
 	}
 	connString, err := dbconn.Resolve(a.dbFlag, cfg.Database.URL)
 	if err != nil {
@@ -249,7 +254,7 @@ func (a *app) connect(ctx context.Context, cfg *config.Config, maxConns int) (*p
 	}
 	t := cfg.Database.TLS
 	tc := dbconn.TLSConfig{Mode: t.Mode, CA: cfg.Resolve(t.CA), Cert: cfg.Resolve(t.Cert), Key: cfg.Resolve(t.Key), PinSHA256: t.PinSHA256}
-	pool, err := dbconn.OpenWithTLS(ctx, connString, maxConns, tc, cfg.Environment)
+	pool, err := dbconn.OpenWithTLS(ctx, connString, maxConns, tc, cfg.Environment, opts...)
 	switch {
 	case errors.Is(err, dbconn.ErrTLSVerify), errors.Is(err, dbconn.ErrTLSPolicy):
 		return nil, withCode(ExitRefused, err)

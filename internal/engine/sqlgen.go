@@ -206,7 +206,7 @@ func (t *Target) applyBatch() string {
 // markVersion is the version of the mark function and of the objects expand
 // puts around it (triggers, envelope checks). The function's body names it, so
 // an installation made by an older pgphi is recognised and expanded again.
-const markVersion = 2
+const markVersion = 3
 
 // markFunctionSQL is the trigger function that keeps ciphertexts honest while
 // the application writes plaintext: a changed plaintext (or key) clears the
@@ -265,9 +265,17 @@ func (t *Target) createMarkFunctionSQL() string {
 	fmt.Fprintf(&b, "    NEW.%s := %s;\n  END IF;\n", ident(MarkerColumn), t.plaintextWritten())
 	for _, c := range t.Columns {
 		fmt.Fprintf(&b, "  IF %s THEN\n", valueChanged(c.Name))
-		fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; END IF;\n", ident(c.Encrypted))
+		// The writer's ciphertext and terms stand when it replaced the
+		// ciphertext: its terms may equal the old ones (the same value
+		// written again, encrypted after cutover), and clearing them would
+		// leave a value without terms. Terms it left stale beside a new
+		// ciphertext are re-computed by the catch-up (a new plaintext) or
+		// reported by verify. A ciphertext it did not replace is stale, and
+		// so are its terms.
 		if c.HasIndex() {
-			fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; END IF;\n", ident(c.Index))
+			fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; NEW.%[2]s := NULL; END IF;\n", ident(c.Encrypted), ident(c.Index))
+		} else {
+			fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; END IF;\n", ident(c.Encrypted))
 		}
 		// Only a new plaintext needs encrypting: a value the application
 		// cleared, or replaced by a ciphertext of its own after cutover

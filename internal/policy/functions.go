@@ -30,6 +30,9 @@ var functionGrants = map[string][]Role{
 	"pgphi.pins_replace": {DBA},
 	// the statement trigger of protected tables: apply creates it.
 	"pgphi.count_write": {DBA},
+	// clients of pgphi serve are registered and revoked by the dba.
+	"pgphi.serve_client_create": {DBA},
+	"pgphi.serve_client_revoke": {DBA},
 }
 
 // grantFunctions grants EXECUTE on each existing function of functionGrants

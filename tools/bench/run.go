@@ -35,6 +35,7 @@ type results struct {
 	cleanup        *applyRun
 
 	searches []searchResult
+	serve    *serveResult
 	notes    []string
 }
 
@@ -105,10 +106,26 @@ func run(ctx context.Context, o options) (*results, error) {
 	}
 	if o.only != "" {
 		// A development loop: baseline A and one apply, summarized on stderr.
-		mode := map[string]string{"plain": searchNone, "search": searchDefault, "demo": searchDemo}[o.only]
+		mode := map[string]string{"plain": searchNone, "search": searchDefault, "demo": searchDemo, "serve": searchDemo}[o.only]
 		a := e.apply(ctx, res, "pgphi apply ("+o.only+")", "bench_template", mode)
 		if a.err != nil {
 			return nil, a.err
+		}
+		if o.only == "serve" {
+			sv, err := e.serveBench(ctx, res, a)
+			if err != nil {
+				return nil, fmt.Errorf("serve benchmark: %w", err)
+			}
+			if o.write {
+				// The serve figures alone, in a section of their own.
+				res.serve = sv
+				res.machine.LoadEnd = machine.Loadavg()
+				md := res.serveMarkdown(o)
+				if err := writeSection(o.out, "serve", md); err != nil {
+					return nil, err
+				}
+				logf("serve results recorded in %s", o.out)
+			}
 		}
 		logf("baseline A %.0f rows/s; %s %.0f rows/s = %.2fx A; max RSS %d MiB", res.a.rate(), a.name, a.rate(), a.rate()/res.a.rate(), a.maxRSS/1024)
 		logf("CPU per 1,000 rows: baseline A server %s; pgphi client %s + server %s", perK(res.a.server, res.a.rows), perK(a.cpu, a.rows), perK(a.server, a.rows))
@@ -158,6 +175,9 @@ func run(ctx context.Context, o options) (*results, error) {
 	if res.demo.err == nil {
 		if res.searches, err = e.searchBench(ctx, res, res.demo); err != nil {
 			res.note("search benchmark failed: %v", err)
+		}
+		if res.serve, err = e.serveBench(ctx, res, res.demo); err != nil {
+			res.note("serve benchmark failed: %v", err)
 		}
 		if o.cleanup {
 			res.cleanup = e.cleanupRun(ctx, res, res.demo)
