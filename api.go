@@ -9,9 +9,11 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgphi/pgphi/blindindex"
 	"github.com/pgphi/pgphi/envelope"
+	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/redact"
 )
 
@@ -61,6 +63,7 @@ func (c *Client) Row(ctx context.Context, table string, key Key, values map[stri
 		return nil, err
 	}
 	out := Assignments{}
+	given := map[string]*string{} // canonical text of each column sealed; nil for NULL
 	for _, name := range slices.Sorted(maps.Keys(values)) {
 		_, col, err := m.target(t.QualifiedName(), name)
 		if err != nil {
@@ -74,6 +77,7 @@ func (c *Client) Row(ctx context.Context, table string, key Key, values map[stri
 			return nil, err
 		}
 		v := values[name]
+		given[col.Name] = nil
 		if v == nil {
 			out[col.Encrypted] = nil
 			if col.HasIndex() {
@@ -89,6 +93,7 @@ func (c *Client) Row(ctx context.Context, table string, key Key, values map[stri
 		if err != nil {
 			return nil, err
 		}
+		given[col.Name] = &text
 		sealer, err := c.ring.Sealer(t.QualifiedName(), col.Name)
 		if err != nil {
 			return nil, fmt.Errorf("pgphi: %s: %w", where, err)
@@ -109,7 +114,103 @@ func (c *Client) Row(ctx context.Context, table string, key Key, values map[stri
 			}
 		}
 	}
+	if err := c.validate(ctx, m, t, given); err != nil {
+		return nil, err
+	}
+	if err := c.uniqueDigests(t, given, out); err != nil {
+		return nil, err
+	}
 	return out, nil
+}
+
+// uniqueDigests adds the digest column of every unique rule whose columns
+// were sealed (docs/FORMAT.md §5): the database's unique index on it
+// refuses a duplicate, before and after cleanup. A rule's columns are
+// sealed together or not at all.
+func (c *Client) uniqueDigests(t *engine.Target, given map[string]*string, out Assignments) error {
+	for i := range t.Uniques {
+		u := &t.Uniques[i]
+		n := 0
+		for _, m := range u.Members {
+			if _, ok := given[m]; ok {
+				n++
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		if n < len(u.Members) {
+			return fmt.Errorf("%w: %s %s of %s covers %s", ErrUniqueMembers, u.Kind, u.Object, t.QualifiedName(), strings.Join(u.Members, ", "))
+		}
+		texts := make([][]byte, len(t.Columns))
+		for j, col := range t.Columns {
+			if p := given[col.Name]; p != nil {
+				texts[j] = []byte(*p)
+			}
+		}
+		key, err := engine.UniqueKey(c.ring, t, u)
+		if err != nil {
+			return fmt.Errorf("pgphi: %s.%s: %w", t.QualifiedName(), u.Column, err)
+		}
+		if d := u.Digest(key, texts); d != nil {
+			out[u.Column] = d
+		} else {
+			out[u.Column] = nil
+		}
+	}
+	return nil
+}
+
+// validate applies the validation rules carried from the plaintext columns
+// (their CHECKs and domains) to the values sealed, in one read-only
+// round trip: PostgreSQL evaluates each rule on the value cast to the
+// column's type, in this application's own session and rights, as the
+// CHECK would have run on its INSERT. Columns without rules cost nothing.
+func (c *Client) validate(ctx context.Context, m *metadata, t *engine.Target, given map[string]*string) error {
+	rules := m.rules[t.QualifiedName()]
+	var in []engine.RuleInput
+	var args []any
+	for _, col := range t.Columns {
+		p, ok := given[col.Name]
+		if !ok || p == nil || len(rules[col.Name]) == 0 {
+			continue
+		}
+		in = append(in, engine.RuleInput{Column: col.Name, Type: col.Type, Rules: rules[col.Name]})
+		args = append(args, *p)
+	}
+	if len(in) == 0 {
+		return nil
+	}
+	names := engine.RuleNames(in)
+	results := make([]bool, len(names))
+	dest := make([]any, len(names))
+	for i := range results {
+		dest[i] = &results[i]
+	}
+	err := c.inTx(ctx, func(tx pgx.Tx) error { return tx.QueryRow(ctx, engine.RuleQuery(in), args...).Scan(dest...) })
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "23514" || pgErr.Code == "23502" || strings.HasPrefix(pgErr.Code, "22")) {
+		// A domain's constraint (or the type itself) refused the cast;
+		// the message names the domain and constraint, never the value.
+		return fmt.Errorf("%w: %s (%s): %s", ErrInvalid, t.QualifiedName(), columnsOf(in), pgErr.Code)
+	}
+	if err != nil {
+		return fmt.Errorf("pgphi: validating %s: %w", t.QualifiedName(), redact.Error(err))
+	}
+	for i, ok := range results {
+		if !ok {
+			return fmt.Errorf("%w: %s: %s", ErrInvalid, t.QualifiedName(), names[i])
+		}
+	}
+	return nil
+}
+
+func columnsOf(in []engine.RuleInput) string {
+	var out []string
+	for _, x := range in {
+		out = append(out, x.Column)
+	}
+	return strings.Join(out, ", ")
 }
 
 // Sealed is one stored ciphertext and the key of its row.

@@ -100,6 +100,13 @@ var (
 	// ErrRestoring: a rollback after cleanup is putting the plaintext back;
 	// the client does not write the table meanwhile.
 	ErrRestoring = errors.New("pgphi: a rollback is under way on this table")
+	// ErrInvalid: a value breaks a validation rule carried over from the
+	// plaintext column (its CHECK constraint or domain); the error names
+	// the table, column and rule, never the value.
+	ErrInvalid = errors.New("pgphi: value breaks a validation rule of its column")
+	// ErrUniqueMembers: a column of a multi-column unique rule was sealed
+	// without the rule's other columns (Row seals them together).
+	ErrUniqueMembers = errors.New("pgphi: seal every column of a unique rule together")
 )
 
 // Option changes how Open sets up the client.
@@ -136,6 +143,7 @@ type metadata struct {
 	plan     *engine.Plan
 	types    map[string]columnType // "schema.table\x00column"
 	searcher *search.Searcher
+	rules    map[string]map[string][]engine.ColumnRule // table -> column -> rules
 }
 
 // canonicalSettings are set (SET LOCAL) in every transaction the client
@@ -196,7 +204,8 @@ func (c *Client) Close() {
 // Audited reports whether Find, Decrypt and Read write audit records.
 func (c *Client) Audited() bool { return c.log != nil }
 
-const versionSQL = `SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(table_name||'/'||column_name||'/'||encrypted_column||'/'||phase||'/'||COALESCE(index_column, '')||'/'||plan_id, ',' ORDER BY table_name, column_name), ''))
+const versionSQL = `SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(table_name||'/'||column_name||'/'||encrypted_column||'/'||phase||'/'||COALESCE(index_column, '')||'/'||plan_id, ',' ORDER BY table_name, column_name), '')
+	||'/'||(SELECT pg_catalog.count(*) FROM pgphi.unique_columns)||'/'||(SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(expression, ',' ORDER BY table_name, column_name, rule_name), '')) FROM pgphi.column_rules))
 	FROM pgphi.protected_columns`
 
 // state reads the flags and the metadata version in one round trip, and
@@ -339,6 +348,15 @@ func readMetadata(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring) (
 		}
 		t.Columns = append(t.Columns, tc)
 		m.types[r.table+"\x00"+r.column] = ct
+	}
+	m.rules = map[string]map[string][]engine.ColumnRule{}
+	for _, t := range m.plan.Tables {
+		if err := engine.LoadUniques(ctx, tx, &engine.Plan{Tables: []*engine.Target{t}}); err != nil {
+			return nil, fmt.Errorf("pgphi: %w", err)
+		}
+		if m.rules[t.QualifiedName()], err = engine.LoadRules(ctx, tx, t.QualifiedName()); err != nil {
+			return nil, fmt.Errorf("pgphi: %w", err)
+		}
 	}
 	_ = tx.Commit(ctx)
 	if m.searcher, err = search.New(ctx, pool, ring, m.plan); err != nil {

@@ -238,6 +238,7 @@ type batchRow struct {
 	key   []string
 	ct    [][]byte
 	terms [][]int64 // blind index terms per column; nil for NULL or no index
+	uniq  [][]byte  // digests per unique rule; nil for none
 }
 
 // encryptBatch reads the rows the query selects (and locks), encrypts every
@@ -267,6 +268,9 @@ func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query s
 }
 
 func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, query string, args []any) (int, []string, error) {
+	if err := t.loadUniques(ctx, tx); err != nil {
+		return 0, nil, err
+	}
 	rows, err := tx.Query(ctx, query, args...)
 	if err != nil {
 		return 0, nil, fmt.Errorf("reading batch of %s: %w", t.QualifiedName(), err)
@@ -288,6 +292,12 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 			}
 		}
 	}
+	ukeys, err := uniqueKeys(r.Keys, t)
+	if err != nil {
+		rows.Close()
+		return 0, nil, err
+	}
+	texts := make([][]byte, len(t.Columns))
 	var batch []batchRow
 	for rows.Next() {
 		raw := rows.RawValues()
@@ -304,6 +314,7 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 		br.terms = make([][]int64, len(t.Columns))
 		for i, c := range t.Columns {
 			v := raw[1+nk+i]
+			texts[i] = v
 			if v == nil {
 				continue
 			}
@@ -322,6 +333,12 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 			if indexers[i] != nil {
 				// Non-nil even when empty: '{}' says "indexed, no terms", NULL says "not indexed yet".
 				br.terms[i] = indexers[i].Terms(make([]int64, 0, 16), string(v))
+			}
+		}
+		if len(t.Uniques) > 0 {
+			br.uniq = make([][]byte, len(t.Uniques))
+			for j := range t.Uniques {
+				br.uniq[j] = t.Uniques[j].digest(ukeys[j], texts)
 			}
 		}
 		batch = append(batch, br)
@@ -344,6 +361,9 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 			if indexers[j] != nil {
 				vals = append(vals, batch[i].terms[j])
 			}
+		}
+		for _, u := range batch[i].uniq {
+			vals = append(vals, u)
 		}
 		return vals, nil
 	})

@@ -236,6 +236,10 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 		if err := r.reverifyUnderLock(ctx, tx, t, verifiedFrom); err != nil {
 			return err
 		}
+		// What the drop takes with it, for a rollback to put back.
+		if err := t.recordRemoved(ctx, tx); err != nil {
+			return err
+		}
 		var drops []string
 		for _, c := range t.Columns {
 			drops = append(drops, "DROP COLUMN "+ident(c.Name))
