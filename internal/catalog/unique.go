@@ -89,8 +89,10 @@ func UniqueRules(ctx context.Context, q Querier, t *Table) ([]UniqueRule, error)
 		if err := rows.Scan(&u.Object, &u.Kind, &u.Index, &deferrable, &u.NullsNotDistinct, &u.Predicate, &u.Members, &u.MemberTypes, &deterministic, &depends, &include); err != nil {
 			return nil, fmt.Errorf("reading the unique rules of %s: %w", t.QualifiedName(), err)
 		}
+		// A constraint's index depends on the constraint, not on its
+		// columns: its key columns count too.
 		involved := false
-		for _, d := range depends {
+		for _, d := range append(depends, u.Members...) {
 			involved = involved || protected[d]
 		}
 		if !involved {

@@ -207,7 +207,7 @@ var (
 		"protected_columns", "blind_indexes", "flags", "verifications", "checks",
 		"unique_columns", "column_rules", "removed_objects"}
 	// dbaWrite are the operational tables apply, cleanup and rollback keep.
-	dbaWrite    = []string{"plans", "plan_tables", "chunks", "failures", "protected_columns", "blind_indexes", "kek", "data_keys",
+	dbaWrite = []string{"plans", "plan_tables", "chunks", "failures", "protected_columns", "blind_indexes", "kek", "data_keys",
 		"unique_columns", "column_rules", "removed_objects"}
 	dbaSelect   = append(slices.Clone(stateTables), "kek", "data_keys", "approvals", "audit_log", "audit_checkpoints", "pins")
 	haSelect    = append(slices.Clone(stateTables), "kek", "data_keys", "approvals", "audit_log", "pins")

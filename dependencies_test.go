@@ -1,0 +1,368 @@
+package pgphi_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgphi/pgphi"
+	"github.com/pgphi/pgphi/internal/catalog"
+	"github.com/pgphi/pgphi/internal/engine"
+	"github.com/pgphi/pgphi/internal/pgcluster"
+	"github.com/pgphi/pgphi/internal/pgtest"
+)
+
+// A clinic schema with every kind of dependency on its protected columns.
+const clinicDDL = `
+CREATE TABLE public.patient (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  mrn text NOT NULL UNIQUE,
+  full_name text NOT NULL,
+  email text UNIQUE,
+  notes text DEFAULT '' CONSTRAINT notes_short CHECK (length(notes) < 200),
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON COLUMN public.patient.mrn IS 'medical record number';
+CREATE INDEX patient_name_lower ON public.patient (lower(full_name));
+COMMENT ON INDEX public.patient_name_lower IS 'name lookups';
+CREATE VIEW public.patient_contact AS SELECT id, full_name, email FROM public.patient;
+CREATE TABLE public.visit (
+  clinic int NOT NULL,
+  visit_no int NOT NULL,
+  patient_id uuid REFERENCES public.patient (id),
+  reason text NOT NULL,
+  code text,
+  PRIMARY KEY (clinic, visit_no),
+  CONSTRAINT visit_reason_code UNIQUE (reason, code)
+);
+CREATE UNIQUE INDEX visit_code_open ON public.visit (code) WHERE clinic > 0;
+INSERT INTO public.patient (mrn, full_name, email, notes)
+SELECT 'MRN' || g, 'Name ' || g, CASE WHEN g % 4 = 0 THEN NULL ELSE 'p' || g || '@example.org' END, 'note ' || g
+FROM generate_series(1, 60) g;
+INSERT INTO public.visit SELECT 1, g, NULL, 'reason ' || g, 'C' || g FROM generate_series(1, 20) g;`
+
+const clinicConfig = `version: 1
+apply: { batch_size: 25, workers: 1 }
+tables:
+  patient:
+    columns:
+      mrn:       { class: pii, search: [exact] }
+      full_name: { class: pii, search: [exact] }
+      email:     { class: pii }
+      notes:     { class: phi }
+  visit:
+    columns:
+      reason: { class: phi }
+      code:   { class: phi }
+`
+
+// schemaDump is pg_dump --schema-only of the application's schema, with
+// the lines inside each CREATE TABLE sorted (PostgreSQL cannot reorder
+// columns: re-added ones come last) and nothing else changed.
+func schemaDump(t *testing.T, url string) string {
+	t.Helper()
+	bin, err := pgcluster.FindBinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(bin, "pg_dump"), "--schema-only", "--no-owner", "--no-privileges", "-N", "pgphi", "-d", url).Output()
+	if err != nil {
+		t.Fatalf("pg_dump: %v", err)
+	}
+	var res, block []string
+	in := false
+	for _, line := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.HasPrefix(line, `\restrict `) || strings.HasPrefix(line, `\unrestrict `):
+			// A random token per dump (pg_dump's protection of psql).
+		case strings.HasPrefix(line, "CREATE TABLE "):
+			in = true
+			res = append(res, line)
+		case in && strings.HasPrefix(line, ");"):
+			sort.Strings(block)
+			res = append(res, block...)
+			res = append(res, line)
+			block, in = nil, false
+		case in:
+			block = append(block, strings.TrimSuffix(line, ","))
+		default:
+			res = append(res, line)
+		}
+	}
+	return strings.Join(res, "\n")
+}
+
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// writeRow inserts (or, with update, updates by key) table's row as an
+// application would: the key and every assignment.
+func writeRow(ctx context.Context, pool *pgxpool.Pool, table string, key pgphi.Key, a pgphi.Assignments, update bool) error {
+	var cols, sets []string
+	var args []any
+	for _, k := range sortedKeys(key) {
+		cols = append(cols, k)
+		args = append(args, key[k])
+	}
+	nk := len(cols)
+	for _, c := range a.Columns() {
+		cols = append(cols, c)
+		args = append(args, a[c])
+	}
+	var ph []string
+	for i := range cols {
+		ph = append(ph, "$"+itoa(i+1))
+		if i >= nk {
+			sets = append(sets, pgx.Identifier{cols[i]}.Sanitize()+" = $"+itoa(i+1))
+		}
+	}
+	q := "INSERT INTO public." + table + " (" + strings.Join(cols, ", ") + ") VALUES (" + strings.Join(ph, ", ") + ")"
+	if update {
+		var where []string
+		for i := range nk {
+			where = append(where, cols[i]+" = $"+itoa(i+1)+"::"+map[bool]string{true: "uuid", false: "int"}[cols[i] == "id"])
+		}
+		q = "UPDATE public." + table + " SET " + strings.Join(sets, ", ") + " WHERE " + strings.Join(where, " AND ")
+	}
+	_, err := pool.Exec(ctx, q, args...)
+	return err
+}
+
+func sortedKeys(k pgphi.Key) []string {
+	var out []string
+	for n := range k {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// The whole life of a schema pgphi was not built for: every dependency
+// listed, a duplicate MRN refused in every phase, application writes under
+// require_encryption, a view that blocks cleanup with nothing changed,
+// cleanup, rollback after cleanup, and the schema exactly as it was.
+func TestClinicSchemaLifecycle(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	conn := pgtest.Connect(t, url)
+	if _, err := conn.Exec(ctx, clinicDDL); err != nil {
+		t.Fatal(err)
+	}
+	before := schemaDump(t, url)
+	f, err := newFixture(ctx, url, t.TempDir(), "SELECT 1", clinicConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.close)
+	log := &bytes.Buffer{}
+	runner := func() *engine.Runner {
+		return &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: log}
+	}
+
+	// The plan lists every dependency, with its action.
+	if err := f.plan.DiscoverDependencies(ctx, f.pool, f.cfg.Encryption.ColumnSuffix); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []struct{ column, kind, object, action string }{
+		{"mrn", "not null", "", catalog.ActionCarried},
+		{"mrn", "unique", "patient_mrn_key", catalog.ActionCarried},
+		{"mrn", "comment", "", catalog.ActionCarried},
+		{"email", "unique", "patient_email_key", catalog.ActionCarried},
+		{"notes", "check", "notes_short", catalog.ActionCarried},
+		{"notes", "default", "", catalog.ActionWarned},
+		{"full_name", "index", "public.patient_name_lower (expression)", "replaced by exact search"},
+		{"full_name", "view", "public.patient_contact", catalog.ActionRefused},
+		{"reason", "unique", "visit_reason_code (2 columns)", catalog.ActionCarried},
+		{"code", "unique index", "public.visit_code_open (partial)", catalog.ActionCarried},
+	} {
+		found := false
+		for _, d := range f.plan.Dependencies {
+			if d.Column == want.column && d.Kind == want.kind && strings.HasPrefix(d.Object, want.object) {
+				found = true
+				if d.Action != want.action {
+					t.Errorf("%s: action %q, want %q", d, d.Action, want.action)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("plan does not list %s %s on %s:\n%v", want.kind, want.object, want.column, f.plan.Dependencies)
+		}
+	}
+	var printed bytes.Buffer
+	f.plan.Print(&printed)
+	if strings.Contains(printed.String(), "MRN1") || strings.Contains(printed.String(), "example.org") {
+		t.Fatal("the plan shows a value")
+	}
+
+	pool := appPool(t, url)
+	client, err := pgphi.Open(ctx, pool, pgphi.KeyFile(f.keyFile), pgphi.Unaudited())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dupMRN := func(phase string) {
+		t.Helper()
+		a, err := client.Row(ctx, "patient", pgphi.Key{"id": "00000000-0000-0000-0000-0000000000d1"}, map[string]any{"mrn": "MRN7", "full_name": "Dup", "email": nil, "notes": "x"})
+		if err != nil {
+			t.Fatalf("%s: seal: %v", phase, err)
+		}
+		if err := writeRow(ctx, pool, "patient", pgphi.Key{"id": "00000000-0000-0000-0000-0000000000d1"}, a, false); sqlState(err) != "23505" {
+			t.Fatalf("%s: a duplicate MRN: %v", phase, err)
+		}
+	}
+	dupMRN("after apply")
+	for _, c := range []string{"mrn_uniq", "email_uniq", "reason_uniq", "code_uniq"} {
+		var n int
+		if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM pg_attribute WHERE attname = $1 AND NOT attisdropped AND attrelid IN ('public.patient'::regclass, 'public.visit'::regclass)", c).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("digest column %s: %d %v", c, n, err)
+		}
+	}
+
+	// Cutover: the application writes ciphertext only, through the API.
+	for _, flag := range []string{engine.FlagUseEncryptedSearch, engine.FlagRequireEncryption} {
+		if err := engine.SetFlag(ctx, f.pool, flag, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newID := pgphi.Key{"id": "00000000-0000-0000-0000-0000000000a1"}
+	a, err := client.Row(ctx, "patient", newID, map[string]any{"mrn": "MRN-NEW", "full_name": "New Patient", "email": "new@example.org", "notes": "first visit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a["mrn"] != nil || a["mrn_uniq"] == nil {
+		t.Fatalf("assignments under require_encryption: %v", a.Columns())
+	}
+	if err := writeRow(ctx, pool, "patient", newID, a, false); err != nil {
+		t.Fatalf("insert under require_encryption: %v", err)
+	}
+	a, err = client.Row(ctx, "patient", newID, map[string]any{"email": "changed@example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeRow(ctx, pool, "patient", newID, a, true); err != nil {
+		t.Fatalf("update under require_encryption: %v", err)
+	}
+	dupMRN("after cutover")
+	if _, err := client.Row(ctx, "patient", newID, map[string]any{"notes": strings.Repeat("n", 300)}); !errors.Is(err, pgphi.ErrInvalid) || !strings.Contains(err.Error(), "notes_short") || strings.Contains(err.Error(), "nnnn") {
+		t.Fatalf("a note breaking notes_short: %v", err)
+	}
+	if _, err := client.Row(ctx, "visit", pgphi.Key{"clinic": "1", "visit_no": "99"}, map[string]any{"reason": "x"}); !errors.Is(err, pgphi.ErrUniqueMembers) {
+		t.Fatalf("half of a two-column unique rule: %v", err)
+	}
+	va, err := client.Row(ctx, "visit", pgphi.Key{"clinic": "1", "visit_no": "99"}, map[string]any{"reason": "reason 3", "code": "C3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeRow(ctx, pool, "visit", pgphi.Key{"clinic": "1", "visit_no": "99"}, va, false); sqlState(err) != "23505" {
+		t.Fatalf("a duplicate (reason, code): %v", err)
+	}
+	// Attack: a writer without the keys cannot slip a duplicate past the
+	// digest: leaving it out is refused, copying another row's is a duplicate.
+	if _, err := f.pool.Exec(ctx, "INSERT INTO public.patient (id, full_name_encrypted, mrn_encrypted, mrn_uniq, notes) SELECT '00000000-0000-0000-0000-0000000000e1', full_name_encrypted, mrn_encrypted, NULL, NULL FROM public.patient WHERE mrn = 'MRN9'"); sqlState(err) != "23514" {
+		t.Fatalf("a ciphertext without its digest: %v", err)
+	}
+	if _, err := f.pool.Exec(ctx, "INSERT INTO public.patient (id, full_name_encrypted, mrn_encrypted, mrn_uniq, notes) SELECT '00000000-0000-0000-0000-0000000000e2', full_name_encrypted, mrn_encrypted, mrn_uniq, NULL FROM public.patient WHERE mrn = 'MRN9'"); sqlState(err) != "23505" {
+		t.Fatalf("a copied digest: %v", err)
+	}
+	r := runner()
+	if err := r.Apply(ctx); err != nil {
+		t.Fatalf("apply after cutover: %v\n%s", err, log)
+	}
+	if res, err := engine.Verify(ctx, f.pool, f.ring, f.plan, 0); err != nil || !res.OK() {
+		t.Fatalf("verify after cutover: %+v %v", res, err)
+	}
+
+	// The view blocks check and cleanup, with nothing changed.
+	if blockers := f.plan.CheckBlockers(); len(blockers) == 0 || blockers[0].Object != "public.patient_contact" {
+		t.Fatalf("check blockers: %v", blockers)
+	}
+	snapshot := func() string {
+		var s string
+		if err := f.pool.QueryRow(ctx, `SELECT string_agg(attname || ':' || attnotnull, ',' ORDER BY attname) || (SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'public.patient'::regclass)
+			|| (SELECT md5(string_agg(concat_ws('|', id, mrn, mrn_encrypted, mrn_uniq, email), ',' ORDER BY id)) FROM public.patient)
+			FROM pg_attribute WHERE attrelid = 'public.patient'::regclass AND attnum > 0 AND NOT attisdropped`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s0 := snapshot()
+	if err := runner().Cleanup(ctx, f.plan.ID, engine.CleanupOptions{Purge: "vacuum-full"}); !errors.Is(err, engine.ErrRefused) || !strings.Contains(err.Error(), "view public.patient_contact") {
+		t.Fatalf("cleanup with a view: %v", err)
+	}
+	if snapshot() != s0 {
+		t.Fatal("a refused cleanup changed the table")
+	}
+	// The documented way: a view over the ciphertext columns meanwhile.
+	if _, err := conn.Exec(ctx, "DROP VIEW public.patient_contact; CREATE VIEW public.patient_contact_sealed AS SELECT id, full_name_encrypted, email_encrypted FROM public.patient"); err != nil {
+		t.Fatal(err)
+	}
+	if err := runner().Cleanup(ctx, f.plan.ID, engine.CleanupOptions{Purge: "vacuum-full"}); err != nil {
+		t.Fatalf("cleanup: %v\n%s", err, log)
+	}
+	cleaned, err := engine.LoadCleaned(ctx, f.pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := catalog.Resolve(ctx, f.pool, f.cfg, cleaned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.plan, err = engine.NewPlan(f.cfg, tables); err != nil {
+		t.Fatal(err)
+	}
+	dupMRN("after cleanup")
+	a, err = client.Row(ctx, "patient", pgphi.Key{"id": "00000000-0000-0000-0000-0000000000a2"}, map[string]any{"mrn": "MRN-NEW2", "full_name": "Second", "email": nil, "notes": "ok"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeRow(ctx, pool, "patient", pgphi.Key{"id": "00000000-0000-0000-0000-0000000000a2"}, a, false); err != nil {
+		t.Fatalf("insert after cleanup: %v", err)
+	}
+	if res, err := engine.Verify(ctx, f.pool, f.ring, f.plan, 0); err != nil || !res.OK() {
+		t.Fatalf("verify after cleanup: %+v %v", res, err)
+	}
+
+	// Rollback after cleanup puts back everything cleanup removed.
+	if _, err := conn.Exec(ctx, "DROP VIEW public.patient_contact_sealed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := runner().Rollback(ctx); err != nil {
+		t.Fatalf("rollback: %v\n%s", err, log)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO public.patient (mrn, full_name) VALUES ('MRN7', 'Dup')"); sqlState(err) != "23505" {
+		t.Fatalf("a duplicate MRN after rollback: %v", err)
+	}
+	if _, err := conn.Exec(ctx, "DELETE FROM public.patient WHERE id IN ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-0000000000a2'); CREATE VIEW public.patient_contact AS SELECT id, full_name, email FROM public.patient"); err != nil {
+		t.Fatal(err)
+	}
+	var mrn, email string
+	if err := conn.QueryRow(ctx, "SELECT mrn, email FROM public.patient WHERE mrn = 'MRN5'").Scan(&mrn, &email); err != nil || email != "p5@example.org" {
+		t.Fatalf("data after rollback: %q %q %v", mrn, email, err)
+	}
+	if after := schemaDump(t, url); after != before {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "before.sql"), []byte(before), 0o600)
+		os.WriteFile(filepath.Join(dir, "after.sql"), []byte(after), 0o600)
+		diff, _ := exec.Command("diff", "-u", filepath.Join(dir, "before.sql"), filepath.Join(dir, "after.sql")).CombinedOutput()
+		t.Fatalf("schema after rollback differs (column order ignored):\n%s", diff)
+	}
+	_ = io.Discard
+}
