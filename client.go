@@ -165,7 +165,7 @@ func Open(ctx context.Context, pool *pgxpool.Pool, kek KEK, opts ...Option) (*Cl
 	for _, o := range opts {
 		o(&c.opt)
 	}
-	for _, tbl := range []string{"protected_columns", "plans", "blind_indexes", "kek", "data_keys"} {
+	for _, tbl := range []string{"protected_columns", "plans", "blind_indexes", "kek", "data_keys", "unique_columns", "column_rules"} {
 		var ok bool
 		if err := pool.QueryRow(ctx, "SELECT pg_catalog.has_table_privilege('pgphi.'||$1, 'SELECT')", tbl).Scan(&ok); err != nil {
 			return nil, fmt.Errorf("pgphi: open: %w", err)
