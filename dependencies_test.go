@@ -22,6 +22,7 @@ import (
 	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/pgcluster"
 	"github.com/pgphi/pgphi/internal/pgtest"
+	"github.com/pgphi/pgphi/internal/policy"
 )
 
 // A clinic schema with every kind of dependency on its protected columns.
@@ -365,4 +366,65 @@ func TestClinicSchemaLifecycle(t *testing.T) {
 		t.Fatalf("schema after rollback differs (column order ignored):\n%s", diff)
 	}
 	_ = io.Discard
+}
+
+// Attacks on the digest column by separate login roles: a writer with
+// INSERT and UPDATE on the table but no key cannot slip a duplicate MRN
+// past it (leaving the digest out, clearing it, or copying another row's),
+// and an outsider cannot read the rules or the wrapped keys the digest key
+// derives from.
+func TestWriterCannotBypassTheDigest(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	f, err := newFixture(ctx, url, t.TempDir(), clinicDDL+"DROP VIEW public.patient_contact;", clinicConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.close)
+	actors := pgtest.NewActors(t, url)
+	if _, err := policy.InitRoles(ctx, f.pool, policy.DefaultRoleNames()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pool.Exec(ctx, "GRANT SELECT, INSERT, UPDATE ON public.patient TO "+actors.AppWriter); err != nil {
+		t.Fatal(err)
+	}
+	for _, flag := range []string{engine.FlagUseEncryptedSearch, engine.FlagRequireEncryption} {
+		if err := engine.SetFlag(ctx, f.pool, flag, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writer := actors.Connect(t, actors.AppWriter)
+	for _, attack := range []struct{ name, sql, state string }{
+		{"a ciphertext without its digest", `INSERT INTO public.patient (id, full_name_encrypted, mrn_encrypted, notes)
+			SELECT '00000000-0000-0000-0000-0000000000e1', full_name_encrypted, mrn_encrypted, NULL FROM public.patient WHERE mrn = 'MRN9'`, "23514"},
+		{"another row's digest", `INSERT INTO public.patient (id, full_name_encrypted, mrn_encrypted, mrn_uniq, notes)
+			SELECT '00000000-0000-0000-0000-0000000000e2', full_name_encrypted, mrn_encrypted, mrn_uniq, NULL FROM public.patient WHERE mrn = 'MRN9'`, "23505"},
+		{"a cleared digest", `UPDATE public.patient SET mrn_uniq = NULL WHERE mrn = 'MRN9'`, "23514"},
+		{"a digest copied onto a row", `UPDATE public.patient SET mrn_uniq = (SELECT mrn_uniq FROM public.patient WHERE mrn = 'MRN9') WHERE mrn = 'MRN10'`, "23505"},
+		{"dropping the digest's check", `ALTER TABLE public.patient DROP CONSTRAINT ` + pgx.Identifier{"pgphi_uniq_public_patient_mrn_uniq"}.Sanitize(), "42501"},
+	} {
+		if _, err := writer.Exec(ctx, attack.sql); sqlState(err) != attack.state {
+			t.Errorf("%s: %v, want SQLSTATE %s", attack.name, err, attack.state)
+		}
+	}
+	outsider := actors.Connect(t, actors.Outsider)
+	for _, q := range []string{"SELECT * FROM pgphi.unique_columns", "SELECT * FROM pgphi.data_keys", "SELECT mrn_uniq FROM public.patient"} {
+		if _, err := outsider.Exec(ctx, q); sqlState(err) != "42501" {
+			t.Errorf("outsider %q: %v", q, err)
+		}
+	}
+	if _, err := writer.Exec(ctx, "SELECT * FROM pgphi.data_keys"); sqlState(err) != "42501" {
+		t.Errorf("writer reads the wrapped keys: %v", err)
+	}
+	if res, err := engine.Verify(ctx, f.pool, f.ring, f.plan, 0); err != nil || !res.OK() {
+		t.Fatalf("verify after the attacks: %+v %v", res, err)
+	}
+	// A digest forged by someone holding the key is caught by verify.
+	if _, err := f.pool.Exec(ctx, "UPDATE public.patient SET mrn_uniq = sha256(mrn_uniq) WHERE mrn = 'MRN11'"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := engine.Verify(ctx, f.pool, f.ring, f.plan, 0)
+	if err != nil || res.Mismatches != 1 || res.Examples[0].Column != "mrn_uniq" || res.Examples[0].Problem != engine.ProblemUniq {
+		t.Fatalf("verify of a forged digest: %+v %v", res, err)
+	}
 }
