@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgphi/pgphi"
+	"github.com/pgphi/pgphi/envelope"
 	"github.com/pgphi/pgphi/internal/catalog"
 	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/pgcluster"
@@ -426,5 +428,32 @@ func TestWriterCannotBypassTheDigest(t *testing.T) {
 	res, err := engine.Verify(ctx, f.pool, f.ring, f.plan, 0)
 	if err != nil || res.Mismatches != 1 || res.Examples[0].Column != "mrn_uniq" || res.Examples[0].Problem != engine.ProblemUniq {
 		t.Fatalf("verify of a forged digest: %+v %v", res, err)
+	}
+	// A note sealed without the API's validation (it breaks notes_short)
+	// and written as ciphertext only: the CHECK passes on the NULL
+	// plaintext, verify applies the rule to the value.
+	var id string
+	if err := f.pool.QueryRow(ctx, "SELECT id::text FROM public.patient WHERE mrn = 'MRN12'").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := f.ring.Sealer("public.patient", "notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const canary = "Qzxlongnote"
+	ct, err := sealer.Seal(nil, envelope.Value{Type: envelope.TypeText, Text: canary + strings.Repeat("n", 300)},
+		envelope.Binding{Table: "public.patient", Column: "notes", PrimaryKey: []string{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pool.Exec(ctx, "UPDATE public.patient SET notes = NULL, notes_encrypted = $1 WHERE id = $2::uuid", ct, id); err != nil {
+		t.Fatal(err)
+	}
+	res, err = engine.Verify(ctx, f.pool, f.ring, f.plan, 0)
+	if err != nil || res.Mismatches != 2 || res.Examples[1].Column != "notes" || !strings.Contains(res.Examples[1].Problem, "check notes_short") || res.Examples[1].Key[0] != id {
+		t.Fatalf("verify of a note that breaks its CHECK: %+v %v", res, err)
+	}
+	if strings.Contains(fmt.Sprint(res), canary) {
+		t.Fatal("verify's result shows the value")
 	}
 }

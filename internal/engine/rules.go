@@ -2,12 +2,17 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgphi/pgphi/envelope"
 	"github.com/pgphi/pgphi/internal/catalog"
+	"github.com/pgphi/pgphi/keys"
 )
 
 // ColumnRule is a validation rule pgphi carries from the plaintext column:
@@ -141,4 +146,183 @@ func RuleNames(cols []RuleInput) []string {
 		}
 	}
 	return out
+}
+
+// ProblemRule is a verification problem: a value breaks a validation rule
+// carried from its plaintext column (the rule is named after it).
+const ProblemRule = "value breaks a validation rule of its column:"
+
+// verifyRules applies the validation rules of t's columns to every value
+// (the plaintext where there is one, else the decrypted ciphertext): a
+// value the application wrote only as ciphertext never met the CHECK. The
+// rules run in read-only transactions as the table's owner where the
+// connected role may act as it, pages of values at a time; a domain that
+// refuses a page is evaluated value by value to name the rows.
+func verifyRules(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, t *Target, res *VerifyResult) error {
+	rules, err := LoadRules(ctx, pool, t.QualifiedName())
+	if err != nil || len(rules) == 0 {
+		return err
+	}
+	for i := range t.Columns {
+		c := &t.Columns[i]
+		if len(rules[c.Name]) == 0 {
+			continue
+		}
+		typ, err := columnType(ctx, pool, t, c)
+		if err != nil {
+			return err
+		}
+		in := RuleInput{Column: c.Name, Type: typ, Rules: rules[c.Name]}
+		if err := verifyColumnRules(ctx, pool, ring, t, c, in, res); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// columnType is the column's type as pgphi recorded it at expand.
+func columnType(ctx context.Context, q catalog.Querier, t *Target, c *TargetColumn) (string, error) {
+	var typ string
+	if err := q.QueryRow(ctx, `SELECT original_type FROM pgphi.protected_columns WHERE table_name OPERATOR(pg_catalog.=) $1 AND column_name OPERATOR(pg_catalog.=) $2`,
+		t.QualifiedName(), c.Name).Scan(&typ); err != nil {
+		return "", fmt.Errorf("reading the type of %s.%s: %w", t.QualifiedName(), c.Name, err)
+	}
+	return typ, nil
+}
+
+func verifyColumnRules(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, t *Target, c *TargetColumn, in RuleInput, res *VerifyResult) error {
+	const page = 1000
+	nk := len(t.PrimaryKey)
+	plain := "NULL::text"
+	if !c.Cleaned {
+		plain = ident(c.Name) + "::text"
+	}
+	sel := strings.Join(t.KeyTexts(), ", ") + ", " + plain + ", " + ident(c.Encrypted)
+	first := fmt.Sprintf("SELECT %s FROM %s ORDER BY %s LIMIT %d", sel, t.Ident(), t.keyList(""), page)
+	next := fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT %d", sel, t.Ident(), t.keyCompare(">", 1), t.keyList(""), page)
+	var checks []string
+	for _, x := range in.Rules {
+		if x.Kind == "check" {
+			checks = append(checks, "("+x.Expression+") IS NOT FALSE")
+		}
+	}
+	if len(checks) == 0 {
+		checks = append(checks, "true")
+	}
+	eval := fmt.Sprintf(`SELECT pgphi_o FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS pgphi_u(pgphi_v, pgphi_o)
+		WHERE NOT (SELECT %s FROM (SELECT pgphi_u.pgphi_v::%s AS %s) AS pgphi_candidate)`, strings.Join(checks, " AND "), in.Type, ident(in.Column))
+	opener := ring.Opener(t.QualifiedName(), c.Name)
+	var last []string
+	for {
+		var keysOf [][]string
+		var values []string
+		err := pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+			if _, err := asTableOwner(ctx, tx, t, false); err != nil {
+				return err
+			}
+			var rows pgx.Rows
+			var err error
+			if last == nil {
+				rows, err = tx.Query(ctx, first)
+			} else {
+				args := make([]any, len(last))
+				for i, v := range last {
+					args[i] = v
+				}
+				rows, err = tx.Query(ctx, next, args...)
+			}
+			if err != nil {
+				return err
+			}
+			n := 0
+			for rows.Next() {
+				n++
+				raw := rows.RawValues()
+				key := make([]string, nk)
+				for i := range nk {
+					key[i] = string(raw[i])
+				}
+				last = key
+				pt, ct := raw[nk], raw[nk+1]
+				switch {
+				case pt != nil:
+					values = append(values, string(pt))
+				case ct != nil:
+					v, err := opener.Open(ct, envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: key})
+					if err != nil {
+						continue // reported by the row check
+					}
+					values = append(values, v.Text)
+				default:
+					continue
+				}
+				keysOf = append(keysOf, key)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			if n < page {
+				last = nil
+			}
+			if len(values) == 0 {
+				return nil
+			}
+			bad, err := evalRules(ctx, tx, eval, values)
+			for _, i := range bad {
+				res.add(Mismatch{Table: t.QualifiedName(), Column: c.Name, KeyColumns: t.keyNames(), Key: keysOf[i],
+					Problem: ProblemRule + " " + strings.Join(RuleNames([]RuleInput{in}), ", ")})
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("verifying the rules of %s.%s: %w", t.QualifiedName(), c.Name, err)
+		}
+		if last == nil {
+			return nil
+		}
+	}
+}
+
+// evalRules returns the indices of values that break the rules. A cast
+// that fails (a domain's constraint) fails the whole statement: then each
+// value is evaluated alone, under a savepoint.
+func evalRules(ctx context.Context, tx pgx.Tx, eval string, values []string) ([]int, error) {
+	bad, err := evalOnce(ctx, tx, eval, values)
+	if err == nil {
+		return bad, nil
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || (pgErr.Code != "23514" && !strings.HasPrefix(pgErr.Code, "22")) {
+		return nil, err
+	}
+	bad = nil
+	for i, v := range values {
+		sp, err := tx.Begin(ctx)
+		if err != nil {
+			return nil, err
+		}
+		b, err := evalOnce(ctx, sp, eval, []string{v})
+		_ = sp.Rollback(ctx)
+		if err != nil || len(b) > 0 {
+			bad = append(bad, i)
+		}
+	}
+	return bad, nil
+}
+
+func evalOnce(ctx context.Context, tx pgx.Tx, eval string, values []string) ([]int, error) {
+	rows, err := tx.Query(ctx, eval, values)
+	if err != nil {
+		return nil, err
+	}
+	ords, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int, len(ords))
+	for i, o := range ords {
+		out[i] = int(o) - 1
+	}
+	return out, nil
 }

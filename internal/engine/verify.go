@@ -107,6 +107,9 @@ func VerifyObserved(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring,
 			if err != nil {
 				return err
 			}
+			if err := verifyRules(ctx, pool, ring, p.Tables[i], part); err != nil {
+				return err
+			}
 			if m != nil {
 				m.Verified(p.Tables[i].QualifiedName(), part.Rows, part.Values, part.Mismatches)
 			}
