@@ -21,10 +21,12 @@ import (
 // UPDATE: every pgphi-owned column of the values sealed — the ciphertext
 // `<col>_encrypted` ([]byte), the blind index terms `<col>_bidx` ([]int64,
 // when the column is searchable) and, until cleanup, the plaintext `<col>`:
-// its canonical text before require_encryption is on, nil (NULL) after. A
-// SQL NULL value gives nil everywhere. It is a map so that later versions
-// can add columns (a unique-index column, a second generation during a
-// reindex) without changing callers: write every entry.
+// its canonical text before require_encryption is on, nil (NULL) after —
+// and, for a column under a UNIQUE constraint, primary key or unique index,
+// its digest `<col>_uniq` ([]byte; docs/FORMAT.md §5). A SQL NULL value
+// gives nil everywhere. It is a map so that later versions can add columns
+// (a second generation during a reindex) without changing callers: write
+// every entry.
 type Assignments map[string]any
 
 // Columns returns the column names, sorted.
@@ -50,7 +52,10 @@ func (c *Client) Seal(ctx context.Context, table, column string, key Key, value 
 
 // Row seals several protected columns of one row (values by column name; a
 // column that is not protected is refused) and returns the assignments of
-// all of them. It reads the cutover flags in one round trip, so the
+// all of them. The columns of a multi-column unique rule are sealed
+// together (ErrUniqueMembers otherwise). A value that breaks a CHECK or
+// domain of its column is refused with ErrInvalid (one read-only round
+// trip, only for columns that have such rules). It reads the cutover flags in one round trip, so the
 // assignments follow require_encryption as it is now; a write racing the
 // flag being switched on is refused by pgphi's trigger and can be retried.
 func (c *Client) Row(ctx context.Context, table string, key Key, values map[string]any) (Assignments, error) {

@@ -304,6 +304,7 @@ func (s expandStep) Describe() string {
 	if len(nn) > 0 {
 		d += "; NOT NULL becomes " + strings.Join(nn, ", ") + ", validated without blocking writes"
 	}
+	d += "; a <col>_uniq digest column for each unique rule on protected columns, and the columns' CHECKs and domains recorded as validation rules"
 	return d
 }
 
