@@ -339,6 +339,9 @@ func TestClinicSchemaLifecycle(t *testing.T) {
 	if err := writeRow(ctx, pool, "patient", pgphi.Key{"id": "00000000-0000-0000-0000-0000000000a2"}, a, false); err != nil {
 		t.Fatalf("insert after cleanup: %v", err)
 	}
+	if _, err := f.pool.Exec(ctx, "UPDATE public.patient SET mrn_uniq = NULL WHERE id = '00000000-0000-0000-0000-0000000000a2'"); sqlState(err) != "23514" {
+		t.Fatalf("a digest cleared after cleanup: %v", err)
+	}
 	if res, err := engine.Verify(ctx, f.pool, f.ring, f.plan, 0); err != nil || !res.OK() {
 		t.Fatalf("verify after cleanup: %+v %v", res, err)
 	}
@@ -401,7 +404,7 @@ func TestWriterCannotBypassTheDigest(t *testing.T) {
 			SELECT '00000000-0000-0000-0000-0000000000e1', full_name_encrypted, mrn_encrypted, NULL FROM public.patient WHERE mrn = 'MRN9'`, "23514"},
 		{"another row's digest", `INSERT INTO public.patient (id, full_name_encrypted, mrn_encrypted, mrn_uniq, notes)
 			SELECT '00000000-0000-0000-0000-0000000000e2', full_name_encrypted, mrn_encrypted, mrn_uniq, NULL FROM public.patient WHERE mrn = 'MRN9'`, "23505"},
-		{"a cleared digest", `UPDATE public.patient SET mrn_uniq = NULL WHERE mrn = 'MRN9'`, "23514"},
+		{"a cleared digest", `UPDATE public.patient SET mrn = NULL, mrn_uniq = NULL WHERE mrn = 'MRN9'`, "23514"},
 		{"a digest copied onto a row", `UPDATE public.patient SET mrn_uniq = (SELECT mrn_uniq FROM public.patient WHERE mrn = 'MRN9') WHERE mrn = 'MRN10'`, "23505"},
 		{"dropping the digest's check", `ALTER TABLE public.patient DROP CONSTRAINT ` + pgx.Identifier{"pgphi_uniq_public_patient_mrn_uniq"}.Sanitize(), "42501"},
 	} {

@@ -265,6 +265,13 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 				return err
 			}
 		}
+		// The digests' CHECKs named the plaintext and went with it: from
+		// now on every row with a ciphertext holds its digest (cleanup
+		// verified them all; NOT VALID: no scan under the lock).
+		for i := range t.Uniques {
+			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(t.uniquePresentCheck(t.Uniques[i].Column))),
+				t.uniquePresentCheckSQL(&t.Uniques[i], false))
+		}
 		for _, c := range t.Columns {
 			enc := c.Encrypted
 			if opt.Rename {

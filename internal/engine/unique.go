@@ -153,22 +153,34 @@ func (t *Target) recordUniques(ctx context.Context, tx pgx.Tx) error {
 }
 
 // uniqueExpandSQL adds the digest columns and their CHECKs (NOT VALID: no
-// scan; every row is verified, and the backfill writes digest and
-// ciphertext together). Built-in syntax only: the check runs as the writer.
+// scan; every row is verified). Until cleanup a row that still holds a
+// plaintext member is exempt: its digest may wait for the catch-up (the
+// plaintext's own constraint holds meanwhile), and rows backfilled before
+// the digest column existed stay writable. Built-in syntax only: the check
+// runs as the writer.
 func (t *Target) uniqueExpandSQL() []string {
 	var out []string
 	for _, u := range t.Uniques {
-		var preds []string
-		preds = append(preds, ident(u.Column)+" IS NOT NULL")
-		for _, j := range u.members {
-			preds = append(preds, ident(t.Columns[j].Encrypted)+" IS NULL")
-		}
 		out = append(out,
 			fmt.Sprintf("ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s bytea", t.Ident(), ident(u.Column)),
 			fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(t.uniquePresentCheck(u.Column))),
-			fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s) NOT VALID", t.Ident(), ident(t.uniquePresentCheck(u.Column)), strings.Join(preds, " OR ")))
+			t.uniquePresentCheckSQL(&u, true))
 	}
 	return out
+}
+
+// uniquePresentCheckSQL adds the CHECK that a row holding its members'
+// ciphertexts holds the digest; withPlaintext exempts rows that hold a
+// plaintext member (before cleanup).
+func (t *Target) uniquePresentCheckSQL(u *UniqueColumn, withPlaintext bool) string {
+	preds := []string{ident(u.Column) + " IS NOT NULL"}
+	for _, j := range u.members {
+		preds = append(preds, ident(t.Columns[j].Encrypted)+" IS NULL")
+		if withPlaintext {
+			preds = append(preds, ident(t.Columns[j].Name)+" IS NOT NULL")
+		}
+	}
+	return fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s) NOT VALID", t.Ident(), ident(t.uniquePresentCheck(u.Column)), strings.Join(preds, " OR "))
 }
 
 // uniqueIndexStep builds the unique index of each digest column
