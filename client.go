@@ -334,7 +334,12 @@ func readMetadata(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring) (
 			targets[r.table] = t
 			m.plan.Tables = append(m.plan.Tables, t)
 		}
-		ct := parseColumnType(r.original)
+		// A domain's values were encrypted as its base type.
+		base, err := catalog.DomainBase(ctx, tx, r.original)
+		if err != nil {
+			return nil, fmt.Errorf("pgphi: %w", err)
+		}
+		ct := parseColumnType(base)
 		tc := engine.TargetColumn{
 			Column:    catalog.Column{Name: r.column, Type: r.original},
 			Encrypted: r.encrypted, ValueType: ct.vt,

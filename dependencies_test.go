@@ -460,3 +460,94 @@ func TestWriterCannotBypassTheDigest(t *testing.T) {
 		t.Fatal("verify's result shows the value")
 	}
 }
+
+// Equality follows the column type, NULLs follow the rule, and a domain's
+// constraint is a validation rule: after cleanup, numeric 1.5 is a
+// duplicate of 1.50, a second NULL is a duplicate under NULLS NOT
+// DISTINCT, and a value outside the domain is refused before it is sealed.
+func TestUniqueUnderTheTypesEquality(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	ddl := `
+CREATE DOMAIN public.mrn_t AS text CHECK (VALUE ~ '^MRN[0-9]+$');
+CREATE TABLE public.lab (
+  id int PRIMARY KEY,
+  mrn public.mrn_t,
+  amount numeric UNIQUE,
+  code text,
+  CONSTRAINT lab_code UNIQUE NULLS NOT DISTINCT (code)
+);
+INSERT INTO public.lab VALUES (1, 'MRN1', 1.50, 'A'), (2, 'MRN2', 2, NULL), (3, 'MRN3', 30, 'a');`
+	cfg := `version: 1
+apply: { batch_size: 10, workers: 1 }
+tables:
+  lab:
+    columns:
+      mrn:    { class: pii }
+      amount: { class: phi }
+      code:   { class: phi }
+`
+	f, err := newFixture(ctx, url, t.TempDir(), ddl, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.close)
+	for _, flag := range engine.FlagNames {
+		if err := engine.SetFlag(ctx, f.pool, flag, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard}
+	if err := r.Cleanup(ctx, f.plan.ID, engine.CleanupOptions{Purge: "vacuum-full"}); err != nil {
+		t.Fatalf("cleanup: %v", err)
+	}
+	pool := appPool(t, url)
+	client, err := pgphi.Open(ctx, pool, pgphi.KeyFile(f.keyFile), pgphi.Unaudited())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := 10
+	write := func(values map[string]any) error {
+		t.Helper()
+		id++
+		key := pgphi.Key{"id": strconv.Itoa(id)}
+		a, err := client.Row(ctx, "lab", key, values)
+		if err != nil {
+			return err
+		}
+		return writeRow(ctx, pool, "lab", key, a, false)
+	}
+	for _, c := range []struct {
+		name   string
+		values map[string]any
+		state  string
+	}{
+		{"1.5 after 1.50", map[string]any{"mrn": "MRN11", "amount": "1.5", "code": "B"}, "23505"},
+		{"a second NULL code", map[string]any{"mrn": "MRN12", "amount": "7", "code": nil}, "23505"},
+		{"a code that differs only in case", map[string]any{"mrn": "MRN13", "amount": "8", "code": "A "}, ""},
+		{"Another case of a", map[string]any{"mrn": "MRN14", "amount": "9", "code": "A"}, "23505"},
+		{"a NULL amount twice", map[string]any{"mrn": "MRN15", "amount": nil, "code": "C"}, ""},
+		{"and again", map[string]any{"mrn": "MRN16", "amount": nil, "code": "D"}, ""},
+	} {
+		if err := write(c.values); sqlState(err) != c.state {
+			t.Errorf("%s: %v, want SQLSTATE %q", c.name, err, c.state)
+		}
+	}
+	if _, err := client.Row(ctx, "lab", pgphi.Key{"id": "99"}, map[string]any{"mrn": "Zqx-not-an-mrn"}); !errors.Is(err, pgphi.ErrInvalid) || strings.Contains(err.Error(), "Zqx") {
+		t.Fatalf("a value outside the domain: %v", err)
+	}
+	cleaned, err := engine.LoadCleaned(ctx, f.pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := catalog.Resolve(ctx, f.pool, f.cfg, cleaned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.plan, err = engine.NewPlan(f.cfg, tables); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := engine.Verify(ctx, f.pool, f.ring, f.plan, 0); err != nil || !res.OK() {
+		t.Fatalf("verify: %+v %v", res, err)
+	}
+}

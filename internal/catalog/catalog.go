@@ -159,7 +159,11 @@ func resolveTable(ctx context.Context, q Querier, cfg *config.Config, ct *config
 
 	for _, cc := range ct.Columns {
 		if g, ok := gone[ct.QualifiedName()+"."+cc.Name]; ok {
-			t.Protected = append(t.Protected, Column{Name: cc.Name, Type: g.OriginalType, BaseType: baseType(g.OriginalType), Cleaned: &g})
+			base, err := DomainBase(ctx, q, g.OriginalType)
+			if err != nil {
+				return nil, err
+			}
+			t.Protected = append(t.Protected, Column{Name: cc.Name, Type: g.OriginalType, BaseType: baseType(base), Cleaned: &g})
 			continue
 		}
 		c, ok := t.all[cc.Name]

@@ -213,7 +213,7 @@ func (t *Target) applyBatch() string {
 	}
 	for i := range t.Uniques {
 		u := &t.Uniques[i]
-		sets = append(sets, fmt.Sprintf("%[1]s = CASE WHEN %[2]s THEN t.%[1]s ELSE b.u%[3]d END", ident(u.Column), t.allMembersNull(u, "t."), i))
+		sets = append(sets, fmt.Sprintf("%[1]s = CASE WHEN %[2]s THEN t.%[1]s ELSE b.u%[3]d END", ident(u.Column), t.anyMemberSealedOnly(u, "t."), i))
 	}
 	sets = append(sets, ident(MarkerColumn)+" = false")
 	return fmt.Sprintf("UPDATE %s AS t SET %s FROM %s AS b WHERE t.ctid = b.row_ctid",

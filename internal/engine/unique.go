@@ -174,12 +174,23 @@ func (t *Target) uniqueExpandSQL() []string {
 // plaintext member (before cleanup).
 func (t *Target) uniquePresentCheckSQL(u *UniqueColumn, withPlaintext bool) string {
 	preds := []string{ident(u.Column) + " IS NOT NULL"}
+	var encNull []string
 	for _, j := range u.members {
-		preds = append(preds, ident(t.Columns[j].Encrypted)+" IS NULL")
+		encNull = append(encNull, ident(t.Columns[j].Encrypted)+" IS NULL")
 		if withPlaintext {
 			preds = append(preds, ident(t.Columns[j].Name)+" IS NOT NULL")
 		}
 	}
+	switch {
+	case !u.NullsNotDistinct:
+		// A tuple with a NULL member has no digest.
+		preds = append(preds, encNull...)
+	case withPlaintext:
+		// NULLs have a digest too; before cleanup a row the application
+		// wrote without any ciphertext gets its digest from the sweep.
+		preds = append(preds, "("+strings.Join(encNull, " AND ")+")")
+	}
+	// After cleanup under NULLS NOT DISTINCT: every row holds a digest.
 	return fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s) NOT VALID", t.Ident(), ident(t.uniquePresentCheck(u.Column)), strings.Join(preds, " OR "))
 }
 
@@ -238,29 +249,31 @@ func (u *UniqueColumn) digest(key []byte, texts [][]byte) []byte {
 	return unique.Digest(key, !u.NullsNotDistinct, members)
 }
 
-// allMembersNull is true when no member of u holds a plaintext: the
-// backfill then keeps whatever digest the row has (written by the
-// application with its ciphertexts).
-func (t *Target) allMembersNull(u *UniqueColumn, qual string) string {
+// anyMemberSealedOnly is true when a member of u holds its value only as a
+// ciphertext (the application wrote it after cutover): the backfill then
+// keeps the digest the application wrote with it, which it cannot
+// recompute from plaintexts.
+func (t *Target) anyMemberSealedOnly(u *UniqueColumn, qual string) string {
 	var parts []string
 	for _, j := range u.members {
-		parts = append(parts, qual+ident(t.Columns[j].Name)+" IS NULL")
+		parts = append(parts, fmt.Sprintf("(%[1]s%[2]s IS NULL AND %[1]s%[3]s IS NOT NULL)", qual, ident(t.Columns[j].Name), ident(t.Columns[j].Encrypted)))
 	}
-	return strings.Join(parts, " AND ")
+	return strings.Join(parts, " OR ")
 }
 
 // uniqueIncomplete is true for a row whose plaintext members need a digest
-// it does not have.
+// it does not have: every member a value (NULLS DISTINCT), or any row whose
+// members are not held as ciphertext only (NULLS NOT DISTINCT: NULLs have
+// a digest too).
 func (t *Target) uniqueIncomplete(u *UniqueColumn) string {
+	if u.NullsNotDistinct {
+		return fmt.Sprintf("(%s IS NULL AND NOT (%s))", ident(u.Column), t.anyMemberSealedOnly(u, ""))
+	}
 	var parts []string
 	for _, j := range u.members {
 		parts = append(parts, ident(t.Columns[j].Name)+" IS NOT NULL")
 	}
-	join := " AND "
-	if u.NullsNotDistinct {
-		join = " OR "
-	}
-	return fmt.Sprintf("((%s) AND %s IS NULL)", strings.Join(parts, join), ident(u.Column))
+	return fmt.Sprintf("((%s) AND %s IS NULL)", strings.Join(parts, " AND "), ident(u.Column))
 }
 
 // ProblemUniq is a verification problem of a digest column.
