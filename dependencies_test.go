@@ -41,6 +41,10 @@ COMMENT ON COLUMN public.patient.mrn IS 'medical record number';
 CREATE INDEX patient_name_lower ON public.patient (lower(full_name));
 COMMENT ON INDEX public.patient_name_lower IS 'name lookups';
 CREATE VIEW public.patient_contact AS SELECT id, full_name, email FROM public.patient;
+CREATE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.created_at := now(); RETURN NEW; END $$;
+CREATE TRIGGER patient_notes_touch BEFORE UPDATE OF notes ON public.patient FOR EACH ROW EXECUTE FUNCTION public.touch();
+COMMENT ON TRIGGER patient_notes_touch ON public.patient IS 'notes changed';
+CREATE STATISTICS public.patient_name_stats (dependencies) ON full_name, email FROM public.patient;
 CREATE TABLE public.visit (
   clinic int NOT NULL,
   visit_no int NOT NULL,
@@ -196,6 +200,8 @@ func TestClinicSchemaLifecycle(t *testing.T) {
 		{"full_name", "view", "public.patient_contact", catalog.ActionRefused},
 		{"reason", "unique", "visit_reason_code (2 columns)", catalog.ActionCarried},
 		{"code", "unique index", "public.visit_code_open (partial)", catalog.ActionCarried},
+		{"notes", "trigger", "patient_notes_touch", catalog.ActionRefused},
+		{"email", "statistics", "public.patient_name_stats", catalog.ActionWarned},
 	} {
 		found := false
 		for _, d := range f.plan.Dependencies {
@@ -313,7 +319,11 @@ func TestClinicSchemaLifecycle(t *testing.T) {
 	if snapshot() != s0 {
 		t.Fatal("a refused cleanup changed the table")
 	}
-	// The documented way: a view over the ciphertext columns meanwhile.
+	// The documented way: a view over the ciphertext columns meanwhile,
+	// and the trigger on the ciphertext column.
+	if _, err := conn.Exec(ctx, "DROP TRIGGER patient_notes_touch ON public.patient; CREATE TRIGGER patient_notes_touch BEFORE UPDATE OF notes_encrypted ON public.patient FOR EACH ROW EXECUTE FUNCTION public.touch()"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := conn.Exec(ctx, "DROP VIEW public.patient_contact; CREATE VIEW public.patient_contact_sealed AS SELECT id, full_name_encrypted, email_encrypted FROM public.patient"); err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +357,7 @@ func TestClinicSchemaLifecycle(t *testing.T) {
 	}
 
 	// Rollback after cleanup puts back everything cleanup removed.
-	if _, err := conn.Exec(ctx, "DROP VIEW public.patient_contact_sealed"); err != nil {
+	if _, err := conn.Exec(ctx, "DROP VIEW public.patient_contact_sealed; DROP TRIGGER patient_notes_touch ON public.patient"); err != nil {
 		t.Fatal(err)
 	}
 	if err := runner().Rollback(ctx); err != nil {
@@ -356,7 +366,10 @@ func TestClinicSchemaLifecycle(t *testing.T) {
 	if _, err := conn.Exec(ctx, "INSERT INTO public.patient (mrn, full_name) VALUES ('MRN7', 'Dup')"); sqlState(err) != "23505" {
 		t.Fatalf("a duplicate MRN after rollback: %v", err)
 	}
-	if _, err := conn.Exec(ctx, "DELETE FROM public.patient WHERE id IN ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-0000000000a2'); CREATE VIEW public.patient_contact AS SELECT id, full_name, email FROM public.patient"); err != nil {
+	if _, err := conn.Exec(ctx, `DELETE FROM public.patient WHERE id IN ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-0000000000a2');
+		CREATE VIEW public.patient_contact AS SELECT id, full_name, email FROM public.patient;
+		CREATE TRIGGER patient_notes_touch BEFORE UPDATE OF notes ON public.patient FOR EACH ROW EXECUTE FUNCTION public.touch();
+		COMMENT ON TRIGGER patient_notes_touch ON public.patient IS 'notes changed'`); err != nil {
 		t.Fatal(err)
 	}
 	var mrn, email string

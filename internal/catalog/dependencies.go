@@ -362,7 +362,11 @@ func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc strin
 	// functions whose source names both the table and the column: best
 	// effort, they may read the plaintext.
 	rows, err = q.Query(ctx, `
-		SELECT 'trigger', t.tgname::pg_catalog.text OPERATOR(pg_catalog.||) ' (' OPERATOR(pg_catalog.||) t.tgfoid::pg_catalog.regprocedure::pg_catalog.text OPERATOR(pg_catalog.||) ')'
+		SELECT 'trigger', t.tgname::pg_catalog.text OPERATOR(pg_catalog.||) ' (' OPERATOR(pg_catalog.||) t.tgfoid::pg_catalog.regprocedure::pg_catalog.text OPERATOR(pg_catalog.||) ')',
+		       $2 OPERATOR(pg_catalog.=) ANY (t.tgattr::pg_catalog.int2[])
+		       OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+		                  WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass AND d.objid OPERATOR(pg_catalog.=) t.oid
+		                    AND d.refobjid OPERATOR(pg_catalog.=) $1 AND d.refobjsubid OPERATOR(pg_catalog.=) $2)
 		FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid
 		WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND NOT t.tgisinternal
 		  AND t.tgname::pg_catalog.text NOT LIKE 'zz\_pgphi\_%'
@@ -372,7 +376,7 @@ func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc strin
 		                  WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass AND d.objid OPERATOR(pg_catalog.=) t.oid
 		                    AND d.refobjid OPERATOR(pg_catalog.=) $1 AND d.refobjsubid OPERATOR(pg_catalog.=) $2))
 		UNION ALL
-		(SELECT 'function', p.oid::pg_catalog.regprocedure::pg_catalog.text
+		(SELECT 'function', p.oid::pg_catalog.regprocedure::pg_catalog.text, false
 		FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
 		JOIN pg_catalog.pg_language l ON l.oid OPERATOR(pg_catalog.=) p.prolang
 		WHERE n.nspname OPERATOR(pg_catalog.<>) ALL ('{pg_catalog,information_schema,pgphi,pg_toast}'::pg_catalog.name[])
@@ -388,11 +392,19 @@ func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc strin
 	}
 	for rows.Next() {
 		var kind, name string
-		if err := rows.Scan(&kind, &name); err != nil {
+		var bound bool
+		if err := rows.Scan(&kind, &name, &bound); err != nil {
 			rows.Close()
 			return nil, err
 		}
+		if bound {
+			add(kind, name, ActionRefused, "its column list or WHEN clause names the plaintext, which cleanup drops: rewrite it over "+enc+" (e.g. UPDATE OF "+enc+") before cleanup", BlocksCheck)
+			continue
+		}
 		detail := "may read the plaintext (best effort: its source names the column): after cutover it sees NULL; read " + enc + " instead"
+		if kind == "trigger" {
+			detail += "; pgphi's triggers fire after it, so it sees the row the application wrote"
+		}
 		add(kind, name, ActionWarned, detail, "")
 	}
 	rows.Close()

@@ -17,7 +17,9 @@ type removedObject struct {
 // recordRemoved stores, in cleanup's transaction and before the drop, what
 // dropping t's plaintext columns takes with it: their defaults, the
 // constraints (CHECK, UNIQUE, primary key, exclusion) and indexes that use
-// them, extended statistics, and the comments on those. Every definition
+// them, extended statistics, and the comments on those. (An application
+// trigger whose column list or WHEN names a plaintext column stops cleanup
+// before it starts: DROP COLUMN would refuse.) Every definition
 // comes from PostgreSQL's own deparser (pg_get_expr, pg_get_constraintdef,
 // pg_get_indexdef, pg_get_statisticsobjdef) under pgphi's session
 // search_path (pg_catalog), so names outside it are schema-qualified.
