@@ -21,6 +21,8 @@ import (
 	"github.com/pgphi/pgphi"
 	"github.com/pgphi/pgphi/envelope"
 	"github.com/pgphi/pgphi/internal/catalog"
+	"github.com/pgphi/pgphi/internal/cli"
+	"github.com/pgphi/pgphi/internal/demo"
 	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/pgcluster"
 	"github.com/pgphi/pgphi/internal/pgtest"
@@ -562,5 +564,79 @@ tables:
 	}
 	if res, err := engine.Verify(ctx, f.pool, f.ring, f.plan, 0); err != nil || !res.OK() {
 		t.Fatalf("verify: %+v %v", res, err)
+	}
+}
+
+// The Felicity schema (first and last names NOT NULL, foreign keys between
+// protected tables' rows) through the same life: the application registers
+// a patient under require_encryption through the API, cleanup, rollback
+// after cleanup, and pg_dump --schema-only as before apply.
+func TestFelicityLifecycle(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	conn := pgtest.Connect(t, url)
+	if err := demo.CreateSchema(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := demo.Populate(ctx, conn, demo.Options{Patients: 120, Seed: 3}); err != nil {
+		t.Fatal(err)
+	}
+	before := schemaDump(t, url)
+	f, err := newFixture(ctx, url, t.TempDir(), "SELECT 1", cli.DemoConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.close)
+	for _, flag := range engine.FlagNames {
+		if err := engine.SetFlag(ctx, f.pool, flag, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool := appPool(t, url)
+	client, err := pgphi.Open(ctx, pool, pgphi.KeyFile(f.keyFile), pgphi.Unaudited())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := pgphi.Key{"uid": "P-NEW-1"}
+	a, err := client.Row(ctx, "patient", key, map[string]any{"first_name": "Wanjiru", "last_name": "Kamau", "middle_name": nil,
+		"phone_mobile": "+254 712 345678", "phone_home": nil, "email": nil, "date_of_birth": "1990-02-03"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := insert(ctx, pool, "P-NEW-1", a); err != nil {
+		t.Fatalf("registering a patient under require_encryption: %v", err)
+	}
+	r := &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard}
+	if err := r.Cleanup(ctx, f.plan.ID, engine.CleanupOptions{Purge: "vacuum-full"}); err != nil {
+		t.Fatalf("cleanup: %v", err)
+	}
+	cleaned, err := engine.LoadCleaned(ctx, f.pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := catalog.Resolve(ctx, f.pool, f.cfg, cleaned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.plan, err = engine.NewPlan(f.cfg, tables); err != nil {
+		t.Fatal(err)
+	}
+	r = &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard}
+	if err := r.Rollback(ctx); err != nil {
+		t.Fatalf("rollback: %v", err)
+	}
+	var last string
+	if err := conn.QueryRow(ctx, "SELECT last_name FROM public.patient WHERE uid = 'P-NEW-1'").Scan(&last); err != nil || last != "Kamau" {
+		t.Fatalf("the registered patient after rollback: %q %v", last, err)
+	}
+	if _, err := conn.Exec(ctx, "DELETE FROM public.patient WHERE uid = 'P-NEW-1'"); err != nil {
+		t.Fatal(err)
+	}
+	if after := schemaDump(t, url); after != before {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "before.sql"), []byte(before), 0o600)
+		os.WriteFile(filepath.Join(dir, "after.sql"), []byte(after), 0o600)
+		diff, _ := exec.Command("diff", "-u", filepath.Join(dir, "before.sql"), filepath.Join(dir, "after.sql")).CombinedOutput()
+		t.Fatalf("schema after rollback differs (column order ignored):\n%s", diff)
 	}
 }
