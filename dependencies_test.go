@@ -640,3 +640,50 @@ func TestFelicityLifecycle(t *testing.T) {
 		t.Fatalf("schema after rollback differs (column order ignored):\n%s", diff)
 	}
 }
+
+// Before require_encryption, one writer stores an MRN as ciphertext only
+// and another the same MRN as plaintext: the plaintext's constraint cannot
+// compare them, the digest can. Apply's catch-up stops, naming both rows'
+// keys (never the value), and records the failure.
+func TestDuplicateAcrossWriteModesNamesTheRows(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	f, err := newFixture(ctx, url, t.TempDir(), clinicDDL+"DROP VIEW public.patient_contact; DROP TRIGGER patient_notes_touch ON public.patient;", clinicConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.close)
+	pool := appPool(t, url)
+	client, err := pgphi.Open(ctx, pool, pgphi.KeyFile(f.keyFile), pgphi.Unaudited())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const canary = "MRN-Zqx77"
+	key := pgphi.Key{"id": "00000000-0000-0000-0000-0000000000c1"}
+	a, err := client.Row(ctx, "patient", key, map[string]any{"mrn": canary, "full_name": "Sealed Only", "email": nil, "notes": nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"mrn", "full_name", "email", "notes"} {
+		a[c] = nil // an application writing ciphertext only, early
+	}
+	if err := writeRow(ctx, pool, "patient", key, a, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "INSERT INTO public.patient (id, mrn, full_name) VALUES ('00000000-0000-0000-0000-0000000000c2', $1, 'Plain')", canary); err != nil {
+		t.Fatal(err)
+	}
+	r := &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard}
+	err = r.Apply(ctx)
+	var re *engine.RowError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "00000000-0000-0000-0000-0000000000c1") || !strings.Contains(err.Error(), "00000000-0000-0000-0000-0000000000c2") || !strings.Contains(err.Error(), "patient_mrn_key") {
+		t.Fatalf("apply with a duplicate across write modes: %v", err)
+	}
+	if strings.Contains(err.Error(), canary) {
+		t.Fatal("the error shows the value")
+	}
+	var n int
+	if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM pgphi.failures WHERE table_name = 'public.patient' AND resolved_at IS NULL").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("failures recorded: %d %v", n, err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgphi/pgphi/blindindex"
@@ -370,9 +371,30 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{t.batchTable()}, t.batchColumns(), src); err != nil {
 		return 0, nil, fmt.Errorf("copying batch of %s: %w", t.QualifiedName(), err)
 	}
-	tag, err := tx.Exec(ctx, t.applyBatch())
+	// With digests, the UPDATE runs under a savepoint: a duplicate the
+	// digest index refuses is then traced to its rows, by key.
+	var w pgx.Tx = tx
+	if len(t.Uniques) > 0 {
+		if w, err = tx.Begin(ctx); err != nil {
+			return 0, nil, err
+		}
+	}
+	tag, err := w.Exec(ctx, t.applyBatch())
 	if err != nil {
+		var pgErr *pgconn.PgError
+		if w != tx && errors.As(err, &pgErr) && pgErr.Code == "23505" {
+			if rerr := w.Rollback(ctx); rerr == nil {
+				if derr := t.duplicateError(ctx, tx, batch); derr != nil {
+					return 0, nil, derr
+				}
+			}
+		}
 		return 0, nil, fmt.Errorf("writing batch of %s: %w", t.QualifiedName(), err)
+	}
+	if w != tx {
+		if err := w.Commit(ctx); err != nil {
+			return 0, nil, err
+		}
 	}
 	if int(tag.RowsAffected()) != len(batch) {
 		return 0, nil, fmt.Errorf("writing batch of %s: updated %d rows, expected %d", t.QualifiedName(), tag.RowsAffected(), len(batch))

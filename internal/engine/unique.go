@@ -2,11 +2,13 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgphi/pgphi/internal/catalog"
 	"github.com/pgphi/pgphi/keys"
@@ -217,6 +219,12 @@ func (s uniqueIndexStep) Run(ctx context.Context, r *Runner) error {
 			def += " WHERE " + u.Predicate
 		}
 		if err := r.buildIndexKind(ctx, s.t, u.Index, def, true); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+				if derr := s.t.duplicateRows(ctx, r.Pool, &u); derr != nil {
+					return derr
+				}
+			}
 			return err
 		}
 	}
@@ -320,4 +328,84 @@ func (u *UniqueColumn) Digest(key []byte, texts [][]byte) []byte { return u.dige
 // UniqueKey derives the digest key of u, a rule of t.
 func UniqueKey(ring *keys.Keyring, t *Target, u *UniqueColumn) ([]byte, error) {
 	return ring.PurposeKeyFor(u.KeyID, keys.PurposeUnique, t.QualifiedName(), u.Column)
+}
+
+// duplicateError names the rows behind a unique violation of a digest
+// index while a batch was written: a value the application wrote once as
+// plaintext and once as ciphertext only, before require_encryption, where
+// the plaintext's own constraint could not compare them. nil when it finds
+// none (the caller returns the database's error then).
+func (t *Target) duplicateError(ctx context.Context, tx pgx.Tx, batch []batchRow) error {
+	for j := range t.Uniques {
+		u := &t.Uniques[j]
+		var digests [][]byte
+		seen := map[string][]string{}
+		for _, br := range batch {
+			d := br.uniq[j]
+			if d == nil {
+				continue
+			}
+			if other, dup := seen[string(d)]; dup {
+				return u.duplicate(t, br.key, other)
+			}
+			seen[string(d)] = br.key
+			digests = append(digests, d)
+		}
+		if len(digests) == 0 {
+			continue
+		}
+		rows, err := tx.Query(ctx, fmt.Sprintf("SELECT %s, ARRAY[%s] FROM %s WHERE %s = ANY($1)",
+			ident(u.Column), t.keyTextList(), t.Ident(), ident(u.Column)), digests)
+		if err != nil {
+			return nil
+		}
+		for rows.Next() {
+			var d []byte
+			var key []string
+			if err := rows.Scan(&d, &key); err != nil {
+				break
+			}
+			if mine, ok := seen[string(d)]; ok && !slices.Equal(mine, key) {
+				rows.Close()
+				return u.duplicate(t, mine, key)
+			}
+		}
+		rows.Close()
+	}
+	return nil
+}
+
+// duplicateRows names two rows that share a digest (the unique index on it
+// could not be built); nil when it finds none.
+func (t *Target) duplicateRows(ctx context.Context, q catalog.Querier, u *UniqueColumn) error {
+	pred := ""
+	if u.Predicate != "" {
+		pred = " AND (" + u.Predicate + ")"
+	}
+	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT ARRAY[%[1]s] FROM %[2]s WHERE %[3]s IN
+		(SELECT %[3]s FROM %[2]s WHERE %[3]s IS NOT NULL%[4]s GROUP BY 1 HAVING count(*) > 1 LIMIT 1)%[4]s ORDER BY %[5]s LIMIT 2`,
+		t.keyTextList(), t.Ident(), ident(u.Column), pred, t.keyList("")))
+	if err != nil {
+		return nil
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowTo[[]string])
+	if err != nil || len(keys) < 2 {
+		return nil
+	}
+	return u.duplicate(t, keys[1], keys[0])
+}
+
+func (u *UniqueColumn) duplicate(t *Target, key, other []string) error {
+	return &RowError{Table: t.QualifiedName(), Column: strings.Join(u.Members, ", "), Key: key, KeyColumns: t.keyNames(),
+		Reason: fmt.Sprintf("its value duplicates the row at key (%s) under %s %s (one of them was written as ciphertext only, where the plaintext's constraint could not compare them); remove or change one",
+			strings.Join(other, ", "), u.Kind, u.Object)}
+}
+
+// keyTextList is the key columns' canonical texts, for an ARRAY[...].
+func (t *Target) keyTextList() string {
+	parts := make([]string, len(t.PrimaryKey))
+	for i, k := range t.PrimaryKey {
+		parts[i] = ident(k.Name) + "::text"
+	}
+	return strings.Join(parts, ", ")
 }
