@@ -195,12 +195,16 @@ func verifyColumnRules(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyri
 	const page = 1000
 	nk := len(t.PrimaryKey)
 	plain := "NULL::text"
+	// While the plaintext is there its own CHECK holds for every plaintext
+	// value: only values written as ciphertext only need the rule.
+	where := ""
 	if !c.Cleaned {
 		plain = ident(c.Name) + "::text"
+		where = fmt.Sprintf("%s IS NULL AND %s IS NOT NULL", ident(c.Name), ident(c.Encrypted))
 	}
 	sel := strings.Join(t.KeyTexts(), ", ") + ", " + plain + ", " + ident(c.Encrypted)
-	first := fmt.Sprintf("SELECT %s FROM %s ORDER BY %s LIMIT %d", sel, t.Ident(), t.keyList(""), page)
-	next := fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT %d", sel, t.Ident(), t.keyCompare(">", 1), t.keyList(""), page)
+	first := fmt.Sprintf("SELECT %s FROM %s %s ORDER BY %s LIMIT %d", sel, t.Ident(), prefixWhere(where), t.keyList(""), page)
+	next := fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT %d", sel, t.Ident(), joinAnd(t.keyCompare(">", 1), where), t.keyList(""), page)
 	var checks []string
 	for _, x := range in.Rules {
 		if x.Kind == "check" {
@@ -326,4 +330,18 @@ func evalOnce(ctx context.Context, tx pgx.Tx, eval string, values []string) ([]i
 		out[i] = int(o) - 1
 	}
 	return out, nil
+}
+
+func prefixWhere(cond string) string {
+	if cond == "" {
+		return ""
+	}
+	return "WHERE " + cond
+}
+
+func joinAnd(a, b string) string {
+	if b == "" {
+		return a
+	}
+	return a + " AND " + b
 }
