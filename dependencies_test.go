@@ -687,3 +687,31 @@ func TestDuplicateAcrossWriteModesNamesTheRows(t *testing.T) {
 		t.Fatalf("failures recorded: %d %v", n, err)
 	}
 }
+
+// A rollback before cleanup removes the digest columns, their CHECKs,
+// indexes and recorded rules with the rest: the schema is as before apply.
+func TestRollbackBeforeCleanupRemovesDigests(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	conn := pgtest.Connect(t, url)
+	if _, err := conn.Exec(ctx, clinicDDL); err != nil {
+		t.Fatal(err)
+	}
+	before := schemaDump(t, url)
+	f, err := newFixture(ctx, url, t.TempDir(), "SELECT 1", clinicConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.close)
+	r := &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard}
+	if err := r.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := schemaDump(t, url); after != before {
+		t.Fatalf("schema after rollback before cleanup differs:\n%s", after)
+	}
+	var n int
+	if err := f.pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM pgphi.unique_columns) + (SELECT count(*) FROM pgphi.column_rules) + (SELECT count(*) FROM pgphi.removed_objects)").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("state left after rollback: %d %v", n, err)
+	}
+}
