@@ -254,6 +254,10 @@ type batchRow struct {
 // temporary batch table is created by the owner then (the owner needs
 // TEMPORARY on the database, which PUBLIC has by default).
 func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query string, args []any) (int, []string, error) {
+	// pgphi's state is read with the session's rights, before the switch.
+	if err := t.loadUniques(ctx, tx); err != nil {
+		return 0, nil, err
+	}
 	restore, err := r.asOwner(ctx, tx, t)
 	if err != nil {
 		return 0, nil, err
@@ -269,9 +273,6 @@ func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query s
 }
 
 func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, query string, args []any) (int, []string, error) {
-	if err := t.loadUniques(ctx, tx); err != nil {
-		return 0, nil, err
-	}
 	rows, err := tx.Query(ctx, query, args...)
 	if err != nil {
 		return 0, nil, fmt.Errorf("reading batch of %s: %w", t.QualifiedName(), err)
