@@ -22,6 +22,7 @@ import (
 	"github.com/pgphi/pgphi/envelope"
 	"github.com/pgphi/pgphi/internal/catalog"
 	"github.com/pgphi/pgphi/internal/cli"
+	"github.com/pgphi/pgphi/internal/dbconn"
 	"github.com/pgphi/pgphi/internal/demo"
 	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/pgcluster"
@@ -713,5 +714,66 @@ func TestRollbackBeforeCleanupRemovesDigests(t *testing.T) {
 	var n int
 	if err := f.pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM pgphi.unique_columns) + (SELECT count(*) FROM pgphi.column_rules) + (SELECT count(*) FROM pgphi.removed_objects)").Scan(&n); err != nil || n != 0 {
 		t.Fatalf("state left after rollback: %d %v", n, err)
+	}
+}
+
+// The whole life run by a dba login that is a member of the table's owner
+// and no superuser, as in production: the digest state and indexes need
+// nothing more than the grants `roles init` gives.
+func TestDigestsByADBAMember(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	f, err := prepareFixture(ctx, url, t.TempDir(), clinicDDL+"DROP VIEW public.patient_contact; DROP TRIGGER patient_notes_touch ON public.patient;", clinicConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.close)
+	a := pgtest.NewActors(t, url)
+	if _, err := f.pool.Exec(ctx, "ALTER TABLE public.patient OWNER TO "+pgx.Identifier{a.AppOwner}.Sanitize()+"; ALTER TABLE public.visit OWNER TO "+pgx.Identifier{a.AppOwner}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := policy.InitRoles(ctx, f.pool, policy.DefaultRoleNames()); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := dbconn.Open(ctx, a.URL(a.DBA), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	log := &bytes.Buffer{}
+	r := &engine.Runner{Pool: pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: log}
+	if err := r.Apply(ctx); err != nil {
+		t.Fatalf("apply by a dba member: %v\n%s", err, log)
+	}
+	if _, err := f.pool.Exec(ctx, "INSERT INTO public.patient (mrn, full_name) VALUES ('MRN3', 'Dup')"); sqlState(err) != "23505" {
+		t.Fatalf("a duplicate MRN: %v", err)
+	}
+	for _, flag := range engine.FlagNames {
+		if err := engine.SetFlag(ctx, pool, flag, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Cleanup(ctx, f.plan.ID, engine.CleanupOptions{Purge: "vacuum-full", VacuumFull: true}); err != nil {
+		t.Fatalf("cleanup by a dba member: %v\n%s", err, log)
+	}
+	cleaned, err := engine.LoadCleaned(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := catalog.Resolve(ctx, pool, f.cfg, cleaned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Plan, err = engine.NewPlan(f.cfg, tables); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := engine.Verify(ctx, pool, f.ring, r.Plan, 0); err != nil || !res.OK() {
+		t.Fatalf("verify by a dba member after cleanup: %+v %v", res, err)
+	}
+	if err := r.Rollback(ctx); err != nil {
+		t.Fatalf("rollback by a dba member: %v\n%s", err, log)
+	}
+	if _, err := f.pool.Exec(ctx, "INSERT INTO public.patient (mrn, full_name) VALUES ('MRN3', 'Dup')"); sqlState(err) != "23505" {
+		t.Fatalf("a duplicate MRN after rollback: %v", err)
 	}
 }
