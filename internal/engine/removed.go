@@ -170,19 +170,24 @@ func (r *Runner) restoreRemoved(ctx context.Context, t *Target) error {
 				return fmt.Errorf("%s: %w", what, err)
 			}
 		case "check":
-			if ok, err := conExists(o.Name); err != nil || ok {
-				if err != nil {
-					return fmt.Errorf("%s: %w", what, err)
-				}
+			validate := !strings.HasSuffix(o.Definition, " NOT VALID")
+			var exists, valid bool
+			if err := r.Pool.QueryRow(ctx, `SELECT count(*) > 0, COALESCE(bool_and(convalidated), false) FROM pg_catalog.pg_constraint
+				WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) $2`, t.Ident(), o.Name).Scan(&exists, &valid); err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			if exists && (valid || !validate) {
 				continue
 			}
-			validate := !strings.HasSuffix(o.Definition, " NOT VALID")
 			def := o.Definition
 			if validate {
 				def += " NOT VALID"
 			}
-			if err := r.ddl(ctx, what, func(tx pgx.Tx) error { _, err := tx.Exec(ctx, def); return err }); err != nil {
-				return err
+			// An interrupted rollback may have added it without validating.
+			if !exists {
+				if err := r.ddl(ctx, what, func(tx pgx.Tx) error { _, err := tx.Exec(ctx, def); return err }); err != nil {
+					return err
+				}
 			}
 			if validate {
 				if err := r.ddl(ctx, what, func(tx pgx.Tx) error {
