@@ -105,7 +105,7 @@ func run(ctx context.Context, o options) (*results, error) {
 	}
 	if o.only != "" {
 		// A development loop: baseline A and one apply, summarized on stderr.
-		mode := map[string]string{"plain": searchNone, "search": searchDefault, "demo": searchDemo}[o.only]
+		mode := map[string]string{"plain": searchNone, "search": searchDefault, "demo": searchDemo, "unique": searchUnique}[o.only]
 		a := e.apply(ctx, res, "pgphi apply ("+o.only+")", "bench_template", mode)
 		if a.err != nil {
 			return nil, a.err
