@@ -224,7 +224,7 @@ func TestApplicationWriterUnderRequireEncryption(t *testing.T) {
 	if !errors.Is(err, pgphi.ErrAccess) || !strings.Contains(err.Error(), "pgphi.protected_columns") {
 		t.Fatalf("open without grants: %v", err)
 	}
-	if _, err := f.pool.Exec(ctx, "GRANT SELECT ON pgphi.protected_columns, pgphi.plans, pgphi.blind_indexes, pgphi.kek, pgphi.data_keys TO "+actors.AppWriter); err != nil {
+	if _, err := f.pool.Exec(ctx, "GRANT SELECT ON pgphi.protected_columns, pgphi.plans, pgphi.blind_indexes, pgphi.kek, pgphi.data_keys, pgphi.unique_columns, pgphi.column_rules TO "+actors.AppWriter); err != nil {
 		t.Fatal(err)
 	}
 	if err := engine.SetFlag(ctx, f.pool, engine.FlagRequireEncryption, true); err != nil {

@@ -100,6 +100,13 @@ var (
 	// ErrRestoring: a rollback after cleanup is putting the plaintext back;
 	// the client does not write the table meanwhile.
 	ErrRestoring = errors.New("pgphi: a rollback is under way on this table")
+	// ErrInvalid: a value breaks a validation rule carried over from the
+	// plaintext column (its CHECK constraint or domain); the error names
+	// the table, column and rule, never the value.
+	ErrInvalid = errors.New("pgphi: value breaks a validation rule of its column")
+	// ErrUniqueMembers: a column of a multi-column unique rule was sealed
+	// without the rule's other columns (Row seals them together).
+	ErrUniqueMembers = errors.New("pgphi: seal every column of a unique rule together")
 )
 
 // Option changes how Open sets up the client.
@@ -136,6 +143,7 @@ type metadata struct {
 	plan     *engine.Plan
 	types    map[string]columnType // "schema.table\x00column"
 	searcher *search.Searcher
+	rules    map[string]map[string][]engine.ColumnRule // table -> column -> rules
 }
 
 // canonicalSettings are set (SET LOCAL) in every transaction the client
@@ -157,7 +165,7 @@ func Open(ctx context.Context, pool *pgxpool.Pool, kek KEK, opts ...Option) (*Cl
 	for _, o := range opts {
 		o(&c.opt)
 	}
-	for _, tbl := range []string{"protected_columns", "plans", "blind_indexes", "kek", "data_keys"} {
+	for _, tbl := range []string{"protected_columns", "plans", "blind_indexes", "kek", "data_keys", "unique_columns", "column_rules"} {
 		var ok bool
 		if err := pool.QueryRow(ctx, "SELECT pg_catalog.has_table_privilege('pgphi.'||$1, 'SELECT')", tbl).Scan(&ok); err != nil {
 			return nil, fmt.Errorf("pgphi: open: %w", err)
@@ -196,7 +204,8 @@ func (c *Client) Close() {
 // Audited reports whether Find, Decrypt and Read write audit records.
 func (c *Client) Audited() bool { return c.log != nil }
 
-const versionSQL = `SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(table_name||'/'||column_name||'/'||encrypted_column||'/'||phase||'/'||COALESCE(index_column, '')||'/'||plan_id, ',' ORDER BY table_name, column_name), ''))
+const versionSQL = `SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(table_name||'/'||column_name||'/'||encrypted_column||'/'||phase||'/'||COALESCE(index_column, '')||'/'||plan_id, ',' ORDER BY table_name, column_name), '')
+	||'/'||(SELECT pg_catalog.count(*) FROM pgphi.unique_columns)||'/'||(SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(expression, ',' ORDER BY table_name, column_name, rule_name), '')) FROM pgphi.column_rules))
 	FROM pgphi.protected_columns`
 
 // state reads the flags and the metadata version in one round trip, and
@@ -325,7 +334,12 @@ func readMetadata(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring) (
 			targets[r.table] = t
 			m.plan.Tables = append(m.plan.Tables, t)
 		}
-		ct := parseColumnType(r.original)
+		// A domain's values were encrypted as its base type.
+		base, err := catalog.DomainBase(ctx, tx, r.original)
+		if err != nil {
+			return nil, fmt.Errorf("pgphi: %w", err)
+		}
+		ct := parseColumnType(base)
 		tc := engine.TargetColumn{
 			Column:    catalog.Column{Name: r.column, Type: r.original},
 			Encrypted: r.encrypted, ValueType: ct.vt,
@@ -339,6 +353,15 @@ func readMetadata(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring) (
 		}
 		t.Columns = append(t.Columns, tc)
 		m.types[r.table+"\x00"+r.column] = ct
+	}
+	m.rules = map[string]map[string][]engine.ColumnRule{}
+	for _, t := range m.plan.Tables {
+		if err := engine.LoadUniques(ctx, tx, &engine.Plan{Tables: []*engine.Target{t}}); err != nil {
+			return nil, fmt.Errorf("pgphi: %w", err)
+		}
+		if m.rules[t.QualifiedName()], err = engine.LoadRules(ctx, tx, t.QualifiedName()); err != nil {
+			return nil, fmt.Errorf("pgphi: %w", err)
+		}
 	}
 	_ = tx.Commit(ctx)
 	if m.searcher, err = search.New(ctx, pool, ring, m.plan); err != nil {

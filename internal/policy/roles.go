@@ -211,9 +211,11 @@ const rolesLockKey = 0x70677072 // "pgpr"
 // of functionGrants.
 var (
 	stateTables = []string{"schema_version", "plans", "plan_tables", "chunks", "failures",
-		"protected_columns", "blind_indexes", "flags", "verifications", "checks", "serve_clients"}
+		"protected_columns", "blind_indexes", "flags", "verifications", "checks", "serve_clients",
+		"unique_columns", "column_rules", "removed_objects"}
 	// dbaWrite are the operational tables apply, cleanup and rollback keep.
-	dbaWrite    = []string{"plans", "plan_tables", "chunks", "failures", "protected_columns", "blind_indexes", "kek", "data_keys"}
+	dbaWrite = []string{"plans", "plan_tables", "chunks", "failures", "protected_columns", "blind_indexes", "kek", "data_keys",
+		"unique_columns", "column_rules", "removed_objects"}
 	dbaSelect   = append(slices.Clone(stateTables), "kek", "data_keys", "approvals", "audit_log", "audit_checkpoints", "pins")
 	haSelect    = append(slices.Clone(stateTables), "kek", "data_keys", "approvals", "audit_log", "pins")
 	aoSelect    = append(slices.Clone(stateTables), "audit_log", "audit_checkpoints", "approvals", "pins")

@@ -106,7 +106,7 @@ func run(ctx context.Context, o options) (*results, error) {
 	}
 	if o.only != "" {
 		// A development loop: baseline A and one apply, summarized on stderr.
-		mode := map[string]string{"plain": searchNone, "search": searchDefault, "demo": searchDemo, "serve": searchDemo}[o.only]
+		mode := map[string]string{"plain": searchNone, "search": searchDefault, "demo": searchDemo, "unique": searchUnique, "serve": searchDemo}[o.only]
 		a := e.apply(ctx, res, "pgphi apply ("+o.only+")", "bench_template", mode)
 		if a.err != nil {
 			return nil, a.err
