@@ -81,6 +81,7 @@ type Runner struct {
 	Metrics Metrics
 
 	remaining atomic.Int64 // rows still marked after the last catch-up round
+	verified  *VerifyResult // the result of apply's own verification
 	indexers  Indexers     // blind index term computers, set by indexPlanStep
 }
 
@@ -151,6 +152,11 @@ func (r *Runner) batchDone(phase string, t *Target, rows int, err error) {
 		r.metrics().Batch(phase, t.QualifiedName(), 0, "failed", ErrorClass(err))
 	}
 }
+
+// Verification is the result of apply's verification step (nil when it did
+// not run): evidence as good as a separate verify, which the command line
+// records through pgphi.verification_finish.
+func (r *Runner) Verification() *VerifyResult { return r.verified }
 
 // Remaining is how many rows the application changed after apply's last
 // catch-up round; they stay marked for the next apply.

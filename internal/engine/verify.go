@@ -405,6 +405,7 @@ func (verifyStep) Run(ctx context.Context, r *Runner) error {
 	if err != nil {
 		return err
 	}
+	r.verified = res
 	r.logf("    verified %d values in %d rows: %d mismatches, %d rows pending", res.Values, res.Rows, res.Mismatches, res.Pending)
 	for _, p := range res.Triggers {
 		r.logf("    TRIGGER %s", p)

@@ -22,7 +22,7 @@ var Version = ""
 var (
 	phases  = []string{"backfill", "catchup", "restore", "verify", "cleanup"}
 	results = []string{"ok", "retried", "failed", "unencryptable"}
-	events  = []string{"start", "success", "failure", "refused"}
+	events  = []string{"start", "success", "failure", "refused", "alert"}
 	states  = []string{"full", "capped", "throttled", "recovering", "paused"}
 )
 
