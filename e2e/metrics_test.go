@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -98,6 +99,11 @@ func (w *lineWatcher) find(prefix string) (string, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, l := range w.lines {
+		// With --log-format json each line is a record; its msg is the line.
+		var rec struct{ Msg string }
+		if strings.HasPrefix(l, "{") && json.Unmarshal([]byte(l), &rec) == nil && rec.Msg != "" {
+			l = rec.Msg
+		}
 		if strings.HasPrefix(l, prefix) {
 			return l, true
 		}
@@ -250,6 +256,12 @@ type scrapedRun struct {
 // the linger with SIGTERM and expects exit 0.
 func runScraped(t *testing.T, f *fixture, args ...string) scrapedRun {
 	t.Helper()
+	return runScrapedExit(t, f, 0, args...)
+}
+
+// runScrapedExit is runScraped expecting exit code want.
+func runScrapedExit(t *testing.T, f *fixture, want int, args ...string) scrapedRun {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
 	all := append(append(f.globals(), args...), "--metrics-addr", "127.0.0.1:0", "--metrics-linger", "60s")
@@ -315,8 +327,8 @@ func runScraped(t *testing.T, f *fixture, args ...string) scrapedRun {
 	err = cmd.Wait()
 	exited = true
 	run.stdout, run.stderr = stdout.String(), lines.text()
-	if err != nil {
-		t.Fatalf("pgphi %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, run.stdout, run.stderr)
+	if code := cmd.ProcessState.ExitCode(); code != want {
+		t.Fatalf("pgphi %s: exit %d (%v), want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, err, want, run.stdout, run.stderr)
 	}
 	t.Logf("pgphi %s: %d scrapes", strings.Join(args, " "), len(run.bodies))
 	return run
