@@ -100,7 +100,7 @@ func (a *app) applyCommand() *cobra.Command {
 					Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan,
 					Workers: cfgWorkers, BatchSize: batch, Log: a.stderr, Throttle: th,
 					Progress: m.Progress(a.progressFactory(statusLine(th.Status, s.Alerts.Summary))),
-					Metrics: engineMetrics(m),
+					Metrics:  engineMetrics(m),
 				}
 				observeRun(m, s.Plan, th)
 				// Row counts before and after, as audit evidence that the

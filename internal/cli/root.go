@@ -121,6 +121,7 @@ type app struct {
 	stdout     io.Writer
 	stderr     io.Writer
 	metrics    *metrics.Recorder // set by startMetrics when --metrics-addr is given
+	metricsURL string            // where startMetrics serves them
 	logFormat  string            // --log-format
 	jsonLog    *slog.Logger      // set with --log-format json
 }

@@ -80,9 +80,9 @@ type Runner struct {
 	// Metrics receives value-free measurements (package metrics); nil: none.
 	Metrics Metrics
 
-	remaining atomic.Int64 // rows still marked after the last catch-up round
+	remaining atomic.Int64  // rows still marked after the last catch-up round
 	verified  *VerifyResult // the result of apply's own verification
-	indexers  Indexers     // blind index term computers, set by indexPlanStep
+	indexers  Indexers      // blind index term computers, set by indexPlanStep
 }
 
 // Metrics receives what a run measures: counts, durations, a table's
