@@ -42,6 +42,7 @@ const (
 	ginBytesPerTerm  = 10 // a posting of a row in a GIN entry, compressed, with the entry's share
 	markerBytes      = 1
 	storageSample    = 1000
+	pageSize         = 8192
 )
 
 // EstimateStorage estimates each live table's size once encrypted.
@@ -119,6 +120,18 @@ func EstimateStorage(ctx context.Context, pool *pgxpool.Pool, p *Plan) ([]Storag
 		}
 		todo := float64(e.Rows) * e.PendingShare
 		e.ExpectedBytes = e.CurrentBytes + int64(todo*(e.AddedPerRow+oldVersion+ginBytesPerTerm*terms))
+		if !expanded {
+			// The indexes apply creates (the pending index, one GIN index
+			// per searchable column) take a metapage and a root page even
+			// when empty: on a small table they are most of the growth.
+			newIndexes := 1
+			for _, c := range t.Columns {
+				if c.HasIndex() {
+					newIndexes++
+				}
+			}
+			e.ExpectedBytes += int64(newIndexes * 2 * pageSize)
+		}
 		out = append(out, e)
 	}
 	return out, nil
