@@ -20,6 +20,8 @@ package alert
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 )
 
@@ -185,21 +187,19 @@ func (m *Monitor) Firing() []Alert {
 	return append([]Alert(nil), m.firing...)
 }
 
-// Summary is a short text of what fired, for the progress line: "" when
-// nothing did.
+// Summary is a short text of the thresholds that fired, for the progress
+// line ("ALERT storage, response_time"): "" when none did.
 func (m *Monitor) Summary() string {
-	f := m.Firing()
-	if len(f) == 0 {
+	var names []string
+	for _, a := range m.Firing() {
+		if !slices.Contains(names, string(a.Threshold)) {
+			names = append(names, string(a.Threshold))
+		}
+	}
+	if len(names) == 0 {
 		return ""
 	}
-	s := "ALERT"
-	for i, a := range f {
-		if i > 0 {
-			s += ","
-		}
-		s += " " + string(a.Threshold)
-	}
-	return s
+	return "ALERT " + strings.Join(names, ", ")
 }
 
 // Close stops accepting alerts and waits until the slow sinks have handled
