@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/pgphi/pgphi/internal/alert"
+	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/metrics"
 	"github.com/pgphi/pgphi/internal/search"
 	"github.com/pgphi/pgphi/keys"
@@ -18,7 +19,8 @@ const accuracySample = 5
 // checkSearchAccuracy runs the accuracy oracle (search.CheckAccuracy) after
 // a verification: below 95 % exact answers on a table, the search_accuracy
 // alert fires and the verification fails.
-func (a *app) checkSearchAccuracy(ctx context.Context, s *session, ring *keys.Keyring, m *metrics.Recorder) error {
+// The tables below the threshold are added to res (nil: not recorded).
+func (a *app) checkSearchAccuracy(ctx context.Context, s *session, ring *keys.Keyring, m *metrics.Recorder, res *engine.VerifyResult) error {
 	sr, err := search.New(ctx, s.Pool, ring, s.Plan)
 	if err != nil {
 		return err
@@ -34,6 +36,9 @@ func (a *app) checkSearchAccuracy(ctx context.Context, s *session, ring *keys.Ke
 		if acc.Ratio() < alert.DefaultMinAccuracy {
 			s.Alerts.Fire(alert.Alert{Threshold: alert.SearchAccuracy, Measured: acc.Ratio(), Limit: alert.DefaultMinAccuracy, Unit: "ratio", Table: acc.Table})
 			bad = append(bad, fmt.Sprintf("%s (%d of %d exact; columns %s)", acc.Table, acc.Exact, acc.Queries, strings.Join(acc.Columns, ", ")))
+			if res != nil {
+				res.InaccurateSearch = append(res.InaccurateSearch, acc.Table)
+			}
 		}
 	}
 	if len(bad) > 0 {

@@ -121,15 +121,17 @@ func (a *app) applyCommand() *cobra.Command {
 				mark, markErr := engine.MarkVerification(ctx, r)
 				err = r.Apply(ctx)
 				stopWatch()
-				if v := r.Verification(); v != nil && markErr == nil {
+				v := r.Verification()
+				if err == nil {
+					// The accuracy oracle is part of the verification.
+					err = a.checkSearchAccuracy(ctx, s, ring, m, v)
+				}
+				if v != nil && markErr == nil {
 					if rerr := engine.RecordVerification(ctx, r, v, mark); rerr != nil {
 						a.logf("recording apply's verification: %v", redact.Error(rerr))
 					}
 				}
 				if err != nil {
-					return err
-				}
-				if err := a.checkSearchAccuracy(ctx, s, ring, m); err != nil {
 					return err
 				}
 				after := countRows(ctx, s)
@@ -235,6 +237,10 @@ func (a *app) verifyCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				// The accuracy oracle: encrypted search against the
+				// plaintext answer, for a few random values per column;
+				// part of the recorded result.
+				accErr := a.checkSearchAccuracy(ctx, s, r.Keys, m, res)
 				if hasState, _ := state.Exists(ctx, s.Pool); hasState {
 					if err := engine.RecordVerification(ctx, r, res, mark); err != nil {
 						return err
@@ -257,9 +263,6 @@ func (a *app) verifyCommand() *cobra.Command {
 						fmt.Fprintf(a.stdout, "TRIGGER PROBLEM %s\n", p)
 					}
 				}
-				// The accuracy oracle: encrypted search against the
-				// plaintext answer, for a few random values per column.
-				accErr := a.checkSearchAccuracy(ctx, s, r.Keys, m)
 				switch {
 				case len(res.Triggers) > 0:
 					return withCode(ExitFailed, engine.TriggersError(res.Triggers))

@@ -215,8 +215,13 @@ func (f *Facts) Assess() []Item {
 		add("every value verified by decryption", false, ev, remedy)
 	} else {
 		v := f.Verification
-		add("every value verified by decryption", v.OK, fmt.Sprintf("%s (apply's verification step or `pgphi verify`): %d values in %d rows, %d mismatches, %d pending",
-			v.At.UTC().Format(time.RFC3339), v.Values, v.Rows, v.Mismatches, v.Pending),
+		ev := fmt.Sprintf("%s (apply's verification step or `pgphi verify`): %d values in %d rows, %d mismatches, %d pending",
+			v.At.UTC().Format(time.RFC3339), v.Values, v.Rows, v.Mismatches, v.Pending)
+		if !v.OK && v.Mismatches == 0 && v.Pending == 0 {
+			// The other reasons a verification fails leave no count here.
+			ev += "; failed on pgphi's triggers or on search accuracy below 95 %"
+		}
+		add("every value verified by decryption", v.OK, ev,
 			"mismatches name table, column and key in `pgphi verify`; rows pending were changed after they were encrypted: run `pgphi apply`, then `pgphi verify`")
 	}
 	pending := int64(0)
