@@ -534,6 +534,12 @@ installed: Debian's chromium package, or PGPHI_CHROMIUM; else exit 1) or json.`,
 	return cmd
 }
 
+// columnLeakage is where measured leakage of the blind indexes enters the
+// report, keyed by (qualified table, column): set by the command that
+// measures and records it. While it is nil, or has nothing for a column,
+// the report shows "not measured" for a searchable column.
+var columnLeakage func(ctx context.Context, s *session) (map[[2]string][]report.LeakageFact, error)
+
 func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error) {
 	f := &report.Facts{PlanID: s.Plan.ID, Environment: s.Cfg.Environment, GeneratedAt: time.Now().UTC()}
 	_ = s.Pool.QueryRow(ctx, "SELECT current_database()").Scan(&f.Database)
@@ -565,6 +571,15 @@ func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error
 			}
 		}
 		f.Columns = append(f.Columns, cf)
+	}
+	if columnLeakage != nil {
+		measured, err := columnLeakage(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		for i := range f.Columns {
+			f.Columns[i].Leakage = measured[[2]string{f.Columns[i].Table, f.Columns[i].Column}]
+		}
 	}
 	if f.Checklist, err = report.Latest(ctx, s.Pool, s.Plan.ID); err != nil {
 		return nil, err
