@@ -53,47 +53,60 @@ func EstimateStorage(ctx context.Context, pool *pgxpool.Pool, p *Plan) ([]Storag
 			continue
 		}
 		e := StorageEstimate{Table: t.QualifiedName()}
-		var reltuples float64
 		var heap int64
-		err := pool.QueryRow(ctx, `SELECT pg_catalog.pg_total_relation_size(c.oid), pg_catalog.pg_table_size(c.oid), c.reltuples::float8
+		var expanded bool
+		var vals []float64
+		// Never queue behind a lock (a DDL, a VACUUM FULL): an estimate
+		// can be left out, the work cannot wait for it.
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '1s'"); err != nil {
+				return err
+			}
+			var reltuples float64
+			err := tx.QueryRow(ctx, `SELECT pg_catalog.pg_total_relation_size(c.oid), pg_catalog.pg_table_size(c.oid), c.reltuples::float8
 			FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass`, t.Ident()).Scan(&e.CurrentBytes, &heap, &reltuples)
-		if err != nil {
-			return nil, fmt.Errorf("estimating the size of %s: %w", t.QualifiedName(), err)
-		}
-		e.Rows = int64(max(reltuples, 0))
-		expanded, err := hasColumn(ctx, pool, t, MarkerColumn)
+			if err != nil {
+				return fmt.Errorf("estimating the size of %s: %w", t.QualifiedName(), err)
+			}
+			e.Rows = int64(max(reltuples, 0))
+			expanded, err = hasColumn(ctx, tx, t, MarkerColumn)
+			if err != nil {
+				return err
+			}
+			// One pass over a sample: average length of each plaintext, and
+			// whether its ciphertext is still missing.
+			var sel []string
+			for _, c := range t.Columns {
+				txt := fmt.Sprintf("%s::pg_catalog.text", pgx.Identifier{c.Name}.Sanitize())
+				sel = append(sel, fmt.Sprintf("COALESCE(pg_catalog.avg(pg_catalog.octet_length(%s)), 0)::float8", txt),
+					fmt.Sprintf("COALESCE(pg_catalog.avg(pg_catalog.char_length(%s)), 0)::float8", txt))
+			}
+			pending := "1.0::float8"
+			if expanded {
+				var conds []string
+				for _, c := range t.Columns {
+					conds = append(conds, fmt.Sprintf("(%s IS NOT NULL AND %s IS NULL)", pgx.Identifier{c.Name}.Sanitize(), pgx.Identifier{c.Encrypted}.Sanitize()))
+				}
+				pending = fmt.Sprintf("COALESCE(pg_catalog.avg(CASE WHEN %s THEN 1 ELSE 0 END), 0)::float8", strings.Join(conds, " OR "))
+			}
+			pct := 100.0
+			if e.Rows > storageSample {
+				pct = math.Max(100*float64(storageSample)/float64(e.Rows), 0.01)
+			}
+			q := fmt.Sprintf("SELECT pg_catalog.count(*), %s, %s FROM (SELECT * FROM %s TABLESAMPLE BERNOULLI (%g) LIMIT %d) s",
+				pending, strings.Join(sel, ", "), t.Ident(), pct, storageSample)
+			vals = make([]float64, 2*len(t.Columns))
+			dest := []any{&e.SampledRows, &e.PendingShare}
+			for i := range vals {
+				dest = append(dest, &vals[i])
+			}
+			if err := tx.QueryRow(ctx, q).Scan(dest...); err != nil {
+				return fmt.Errorf("sampling value sizes of %s: %w", t.QualifiedName(), err)
+			}
+			return nil
+		})
 		if err != nil {
 			return nil, err
-		}
-		// One pass over a sample: average length of each plaintext, and
-		// whether its ciphertext is still missing.
-		var sel []string
-		for _, c := range t.Columns {
-			txt := fmt.Sprintf("%s::pg_catalog.text", pgx.Identifier{c.Name}.Sanitize())
-			sel = append(sel, fmt.Sprintf("COALESCE(pg_catalog.avg(pg_catalog.octet_length(%s)), 0)::float8", txt),
-				fmt.Sprintf("COALESCE(pg_catalog.avg(pg_catalog.char_length(%s)), 0)::float8", txt))
-		}
-		pending := "1.0::float8"
-		if expanded {
-			var conds []string
-			for _, c := range t.Columns {
-				conds = append(conds, fmt.Sprintf("(%s IS NOT NULL AND %s IS NULL)", pgx.Identifier{c.Name}.Sanitize(), pgx.Identifier{c.Encrypted}.Sanitize()))
-			}
-			pending = fmt.Sprintf("COALESCE(pg_catalog.avg(CASE WHEN %s THEN 1 ELSE 0 END), 0)::float8", strings.Join(conds, " OR "))
-		}
-		pct := 100.0
-		if e.Rows > storageSample {
-			pct = math.Max(100*float64(storageSample)/float64(e.Rows), 0.01)
-		}
-		q := fmt.Sprintf("SELECT pg_catalog.count(*), %s, %s FROM (SELECT * FROM %s TABLESAMPLE BERNOULLI (%g) LIMIT %d) s",
-			pending, strings.Join(sel, ", "), t.Ident(), pct, storageSample)
-		vals := make([]float64, 2*len(t.Columns))
-		dest := []any{&e.SampledRows, &e.PendingShare}
-		for i := range vals {
-			dest = append(dest, &vals[i])
-		}
-		if err := pool.QueryRow(ctx, q).Scan(dest...); err != nil {
-			return nil, fmt.Errorf("sampling value sizes of %s: %w", t.QualifiedName(), err)
 		}
 		if e.SampledRows == 0 {
 			e.PendingShare = 0
@@ -137,9 +150,9 @@ func EstimateStorage(ctx context.Context, pool *pgxpool.Pool, p *Plan) ([]Storag
 	return out, nil
 }
 
-func hasColumn(ctx context.Context, pool *pgxpool.Pool, t *Target, name string) (bool, error) {
+func hasColumn(ctx context.Context, q pgx.Tx, t *Target, name string) (bool, error) {
 	var ok bool
-	err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
 		AND attname OPERATOR(pg_catalog.=) $2 AND NOT attisdropped)`, t.Ident(), name).Scan(&ok)
 	if err != nil {
 		return false, fmt.Errorf("inspecting %s: %w", t.QualifiedName(), err)
@@ -205,7 +218,15 @@ func (w *StorageWatch) Check(ctx context.Context) {
 	}
 	for _, e := range w.Estimates {
 		var size int64
-		if err := w.Pool.QueryRow(ctx, "SELECT pg_catalog.pg_total_relation_size(pg_catalog.to_regclass($1))", e.Table).Scan(&size); err != nil {
+		// Reading a size takes a share lock on the table: never wait
+		// behind a DDL or a VACUUM FULL for it.
+		err := pgx.BeginFunc(ctx, w.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '500ms'"); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, "SELECT pg_catalog.pg_total_relation_size(pg_catalog.to_regclass($1))", e.Table).Scan(&size)
+		})
+		if err != nil {
 			continue
 		}
 		if w.Observer != nil {
