@@ -144,7 +144,7 @@ tables:
 		if stop.Load() {
 			return
 		}
-		if _, err := c.Exec(ctx, `UPDATE slowdown SET s = 0.08`); err != nil {
+		if _, err := c.Exec(ctx, `UPDATE slowdown SET s = 0.3`); err != nil {
 			t.Errorf("slowing the canary: %v", err)
 		}
 		// 300 rows of about 20 kB each, of random text (TOAST cannot
