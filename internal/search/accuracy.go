@@ -47,27 +47,16 @@ var queryFor = map[blindindex.Kind]blindindex.QueryKind{
 // to compare with) and compares encrypted search with the plaintext answer.
 // A query the kind refuses for the value (a date query on a timestamp, a
 // phone query on a value that is no number) is skipped. The plaintext is
-// read in one pass per column; a row the application changes between the
-// two answers can make one query differ, so a differing query is asked
-// again once before it counts.
+// read in one pass per table for all its queries; a row the application
+// changes between the two answers can make one query differ, so a
+// differing query is asked again once, after a second pass, before it
+// counts.
 func (s *Searcher) CheckAccuracy(ctx context.Context, perColumn int) ([]Accuracy, error) {
 	var out []Accuracy
 	for _, t := range s.Plan.Tables {
-		acc := Accuracy{Table: t.QualifiedName()}
-		for i := range t.Columns {
-			c := &t.Columns[i]
-			if !c.HasIndex() || c.Cleaned {
-				continue
-			}
-			n, exact, err := s.checkColumn(ctx, t, c, perColumn)
-			if err != nil {
-				return nil, err
-			}
-			acc.Queries += n
-			acc.Exact += exact
-			if exact < n {
-				acc.Columns = append(acc.Columns, c.Name)
-			}
+		acc, err := s.checkTable(ctx, t, perColumn)
+		if err != nil {
+			return nil, err
 		}
 		if acc.Queries > 0 {
 			out = append(out, acc)
@@ -76,11 +65,97 @@ func (s *Searcher) CheckAccuracy(ctx context.Context, perColumn int) ([]Accuracy
 	return out, nil
 }
 
-func (s *Searcher) checkColumn(ctx context.Context, t *engine.Target, c *engine.TargetColumn, k int) (queries, exact int, err error) {
-	idx := s.indexers.For(t.QualifiedName(), c.Name)
-	if idx == nil {
-		return 0, 0, nil
+// accuracyCheck is one sampled query of one column: its plan and the keys
+// of the rows the plaintext answers with.
+type accuracyCheck struct {
+	col  int // index into the table's columns
+	q    blindindex.Query
+	plan *blindindex.Plan
+	want []string
+}
+
+func (s *Searcher) checkTable(ctx context.Context, t *engine.Target, k int) (Accuracy, error) {
+	acc := Accuracy{Table: t.QualifiedName()}
+	var checks []*accuracyCheck
+	var cols []int
+	for i := range t.Columns {
+		c := &t.Columns[i]
+		if !c.HasIndex() || c.Cleaned {
+			continue
+		}
+		idx := s.indexers.For(t.QualifiedName(), c.Name)
+		if idx == nil {
+			continue
+		}
+		values, err := s.sample(ctx, t, c, k)
+		if err != nil {
+			return acc, err
+		}
+		n := len(checks)
+		for _, v := range values {
+			for _, kind := range c.Search {
+				qk, ok := queryFor[kind]
+				if !ok {
+					continue
+				}
+				q := blindindex.Query{Kind: qk, Value: v}
+				plan, err := idx.Query(q)
+				if errors.Is(err, blindindex.ErrInvalidQuery) {
+					continue
+				}
+				if err != nil {
+					return acc, fmt.Errorf("accuracy check of %s.%s: %w", t.QualifiedName(), c.Name, err)
+				}
+				checks = append(checks, &accuracyCheck{col: i, q: q, plan: plan})
+			}
+		}
+		if len(checks) > n {
+			cols = append(cols, i)
+		}
 	}
+	if len(checks) == 0 {
+		return acc, nil
+	}
+	if err := s.plaintextAnswers(ctx, t, cols, checks); err != nil {
+		return acc, err
+	}
+	var differ []*accuracyCheck
+	for _, ch := range checks {
+		ok, err := s.sameAnswer(ctx, t, ch)
+		if err != nil {
+			return acc, err
+		}
+		if ok {
+			acc.Exact++
+		} else {
+			differ = append(differ, ch)
+		}
+	}
+	if len(differ) > 0 {
+		if err := s.plaintextAnswers(ctx, t, cols, differ); err != nil {
+			return acc, err
+		}
+		missed := map[int]bool{}
+		for _, ch := range differ {
+			if ok, err := s.sameAnswer(ctx, t, ch); err == nil && ok {
+				acc.Exact++
+			} else {
+				missed[ch.col] = true
+			}
+		}
+		for _, i := range cols {
+			if missed[i] {
+				acc.Columns = append(acc.Columns, t.Columns[i].Name)
+			}
+		}
+	}
+	acc.Queries = len(checks)
+	return acc, nil
+}
+
+// sample reads up to k random non-NULL values of a column (a sample of
+// the table's pages on a large one).
+func (s *Searcher) sample(ctx context.Context, t *engine.Target, c *engine.TargetColumn, k int) ([]string, error) {
 	col := pgx.Identifier{c.Name}.Sanitize()
 	sample := ""
 	if t.EstimatedRows > 10000 {
@@ -89,106 +164,70 @@ func (s *Searcher) checkColumn(ctx context.Context, t *engine.Target, c *engine.
 	rows, err := s.Pool.Query(ctx, fmt.Sprintf("SELECT %s::pg_catalog.text FROM %s%s WHERE %s IS NOT NULL ORDER BY pg_catalog.random() LIMIT %d",
 		col, t.Ident(), sample, col, k))
 	if err != nil {
-		return 0, 0, fmt.Errorf("sampling %s.%s for the accuracy check: %w", t.QualifiedName(), c.Name, err)
+		return nil, fmt.Errorf("sampling %s.%s for the accuracy check: %w", t.QualifiedName(), c.Name, err)
 	}
 	values, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return 0, 0, fmt.Errorf("sampling %s.%s for the accuracy check: %w", t.QualifiedName(), c.Name, err)
+		return nil, fmt.Errorf("sampling %s.%s for the accuracy check: %w", t.QualifiedName(), c.Name, err)
 	}
-	type check struct {
-		q    blindindex.Query
-		plan *blindindex.Plan
-		want []string
-	}
-	var checks []*check
-	for _, v := range values {
-		for _, kind := range c.Search {
-			qk, ok := queryFor[kind]
-			if !ok {
-				continue
-			}
-			q := blindindex.Query{Kind: qk, Value: v}
-			plan, err := idx.Query(q)
-			if errors.Is(err, blindindex.ErrInvalidQuery) {
-				continue
-			}
-			if err != nil {
-				return 0, 0, fmt.Errorf("accuracy check of %s.%s: %w", t.QualifiedName(), c.Name, err)
-			}
-			checks = append(checks, &check{q: q, plan: plan})
-		}
-	}
-	if len(checks) == 0 {
-		return 0, 0, nil
-	}
-	plainAnswer := func() error {
-		for _, ch := range checks {
-			ch.want = nil
-		}
-		rows, err := s.Pool.Query(ctx, fmt.Sprintf("SELECT %s, %s::pg_catalog.text FROM %s WHERE %s IS NOT NULL",
-			strings.Join(t.KeyTexts(), ", "), col, t.Ident(), col))
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		nk := len(t.PrimaryKey)
-		for rows.Next() {
-			raw := rows.RawValues()
-			pt := string(raw[nk])
-			var key string
-			for _, ch := range checks {
-				if ch.plan.Match(pt) {
-					if key == "" {
-						parts := make([]string, nk)
-						for i := range nk {
-							parts[i] = string(raw[i])
-						}
-						key = strings.Join(parts, "\x00")
-					}
-					ch.want = append(ch.want, key)
-				}
-			}
-		}
-		return rows.Err()
-	}
-	if err := plainAnswer(); err != nil {
-		return 0, 0, fmt.Errorf("reading the plaintext answer of %s.%s: %w", t.QualifiedName(), c.Name, err)
-	}
-	same := func(ch *check) (bool, error) {
-		res, err := s.Find(ctx, t.QualifiedName(), c.Name, ch.q)
-		if err != nil {
-			return false, err
-		}
-		var got []string
-		for _, k := range res.Keys {
-			got = append(got, strings.Join(k, "\x00"))
-		}
-		slices.Sort(got)
-		want := slices.Clone(ch.want)
-		slices.Sort(want)
-		return slices.Equal(got, want), nil
-	}
-	var differ []*check
+	return values, nil
+}
+
+// plaintextAnswers reads the table once and sets each check's want: the
+// keys of the rows whose plaintext the query's predicate matches.
+func (s *Searcher) plaintextAnswers(ctx context.Context, t *engine.Target, cols []int, checks []*accuracyCheck) error {
 	for _, ch := range checks {
-		ok, err := same(ch)
-		if err != nil {
-			return 0, 0, fmt.Errorf("accuracy check of %s.%s: %w", t.QualifiedName(), c.Name, err)
-		}
-		if ok {
-			exact++
-		} else {
-			differ = append(differ, ch)
-		}
+		ch.want = nil
 	}
-	if len(differ) > 0 {
-		if err := plainAnswer(); err != nil {
-			return 0, 0, fmt.Errorf("reading the plaintext answer of %s.%s: %w", t.QualifiedName(), c.Name, err)
-		}
-		for _, ch := range differ {
-			if ok, err := same(ch); err == nil && ok {
-				exact++
+	sel := t.KeyTexts()
+	pos := map[int]int{} // column index -> position in the select list
+	for _, i := range cols {
+		pos[i] = len(sel)
+		sel = append(sel, pgx.Identifier{t.Columns[i].Name}.Sanitize()+"::pg_catalog.text")
+	}
+	rows, err := s.Pool.Query(ctx, fmt.Sprintf("SELECT %s FROM %s", strings.Join(sel, ", "), t.Ident()))
+	if err != nil {
+		return fmt.Errorf("reading the plaintext answers of %s: %w", t.QualifiedName(), err)
+	}
+	defer rows.Close()
+	nk := len(t.PrimaryKey)
+	for rows.Next() {
+		raw := rows.RawValues()
+		var key string
+		for _, ch := range checks {
+			pt := raw[pos[ch.col]]
+			if pt == nil || !ch.plan.Match(string(pt)) {
+				continue
 			}
+			if key == "" {
+				parts := make([]string, nk)
+				for i := range nk {
+					parts[i] = string(raw[i])
+				}
+				key = strings.Join(parts, "\x00")
+			}
+			ch.want = append(ch.want, key)
 		}
 	}
-	return len(checks), exact, nil
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading the plaintext answers of %s: %w", t.QualifiedName(), err)
+	}
+	return nil
+}
+
+// sameAnswer runs the check's search through the blind index and compares
+// the rows with the plaintext answer.
+func (s *Searcher) sameAnswer(ctx context.Context, t *engine.Target, ch *accuracyCheck) (bool, error) {
+	res, err := s.Find(ctx, t.QualifiedName(), t.Columns[ch.col].Name, ch.q)
+	if err != nil {
+		return false, fmt.Errorf("accuracy check of %s.%s: %w", t.QualifiedName(), t.Columns[ch.col].Name, err)
+	}
+	var got []string
+	for _, k := range res.Keys {
+		got = append(got, strings.Join(k, "\x00"))
+	}
+	slices.Sort(got)
+	want := slices.Clone(ch.want)
+	slices.Sort(want)
+	return slices.Equal(got, want), nil
 }
