@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -47,10 +48,9 @@ var queryFor = map[blindindex.Kind]blindindex.QueryKind{
 // to compare with) and compares encrypted search with the plaintext answer.
 // A query the kind refuses for the value (a date query on a timestamp, a
 // phone query on a value that is no number) is skipped. The plaintext is
-// read in one pass per table for all its queries; a row the application
-// changes between the two answers can make one query differ, so a
-// differing query is asked again once, after a second pass, before it
-// counts.
+// read in one pass per table for all its queries, and every encrypted
+// search reads in the snapshot the plaintext was read in, so writes of the
+// application meanwhile change neither answer.
 func (s *Searcher) CheckAccuracy(ctx context.Context, perColumn int) ([]Accuracy, error) {
 	var out []Accuracy
 	for _, t := range s.Plan.Tables {
@@ -116,42 +116,47 @@ func (s *Searcher) checkTable(ctx context.Context, t *engine.Target, k int) (Acc
 	if len(checks) == 0 {
 		return acc, nil
 	}
-	if err := s.plaintextAnswers(ctx, t, cols, checks); err != nil {
+	// Both answers come from one snapshot: the application may go on
+	// writing (apply runs beside it) without making them differ.
+	tx, err := s.Pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
 		return acc, err
 	}
-	var differ []*accuracyCheck
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	var snap string
+	if err := tx.QueryRow(ctx, "SELECT pg_catalog.pg_export_snapshot()").Scan(&snap); err != nil {
+		return acc, fmt.Errorf("accuracy check of %s: exporting a snapshot: %w", t.QualifiedName(), err)
+	}
+	if !snapshotRE.MatchString(snap) {
+		return acc, fmt.Errorf("accuracy check of %s: unexpected snapshot id", t.QualifiedName())
+	}
+	if err := plaintextAnswers(ctx, tx, t, cols, checks); err != nil {
+		return acc, err
+	}
+	in := *s
+	in.snapshot = snap
+	missed := map[int]bool{}
 	for _, ch := range checks {
-		ok, err := s.sameAnswer(ctx, t, ch)
+		ok, err := in.sameAnswer(ctx, t, ch)
 		if err != nil {
 			return acc, err
 		}
 		if ok {
 			acc.Exact++
 		} else {
-			differ = append(differ, ch)
+			missed[ch.col] = true
 		}
 	}
-	if len(differ) > 0 {
-		if err := s.plaintextAnswers(ctx, t, cols, differ); err != nil {
-			return acc, err
-		}
-		missed := map[int]bool{}
-		for _, ch := range differ {
-			if ok, err := s.sameAnswer(ctx, t, ch); err == nil && ok {
-				acc.Exact++
-			} else {
-				missed[ch.col] = true
-			}
-		}
-		for _, i := range cols {
-			if missed[i] {
-				acc.Columns = append(acc.Columns, t.Columns[i].Name)
-			}
+	for _, i := range cols {
+		if missed[i] {
+			acc.Columns = append(acc.Columns, t.Columns[i].Name)
 		}
 	}
 	acc.Queries = len(checks)
 	return acc, nil
 }
+
+var snapshotRE = regexp.MustCompile(`^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$`)
 
 // sample reads up to k random non-NULL values of a column (a sample of
 // the table's pages on a large one).
@@ -175,7 +180,7 @@ func (s *Searcher) sample(ctx context.Context, t *engine.Target, c *engine.Targe
 
 // plaintextAnswers reads the table once and sets each check's want: the
 // keys of the rows whose plaintext the query's predicate matches.
-func (s *Searcher) plaintextAnswers(ctx context.Context, t *engine.Target, cols []int, checks []*accuracyCheck) error {
+func plaintextAnswers(ctx context.Context, tx pgx.Tx, t *engine.Target, cols []int, checks []*accuracyCheck) error {
 	for _, ch := range checks {
 		ch.want = nil
 	}
@@ -185,7 +190,7 @@ func (s *Searcher) plaintextAnswers(ctx context.Context, t *engine.Target, cols 
 		pos[i] = len(sel)
 		sel = append(sel, pgx.Identifier{t.Columns[i].Name}.Sanitize()+"::pg_catalog.text")
 	}
-	rows, err := s.Pool.Query(ctx, fmt.Sprintf("SELECT %s FROM %s", strings.Join(sel, ", "), t.Ident()))
+	rows, err := tx.Query(ctx, fmt.Sprintf("SELECT %s FROM %s", strings.Join(sel, ", "), t.Ident()))
 	if err != nil {
 		return fmt.Errorf("reading the plaintext answers of %s: %w", t.QualifiedName(), err)
 	}

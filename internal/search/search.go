@@ -45,6 +45,9 @@ type Searcher struct {
 	// them (an application's). Key and plaintext texts depend on them.
 	Settings map[string]string
 	indexers engine.Indexers
+	// snapshot, when set, is an exported snapshot every Find reads in (the
+	// accuracy oracle compares with a plaintext answer read in it).
+	snapshot string
 }
 
 // New loads the blind index sizing and keys of the plan.
@@ -85,7 +88,12 @@ func (s *Searcher) Find(ctx context.Context, table, column string, q blindindex.
 	// with enable_seqscan off in its own transaction. The four statements go
 	// in one batch: one round trip, as a plaintext lookup has.
 	batch := &pgx.Batch{}
-	batch.Queue("BEGIN READ ONLY")
+	if s.snapshot != "" {
+		batch.Queue("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+		batch.Queue("SET TRANSACTION SNAPSHOT '" + s.snapshot + "'")
+	} else {
+		batch.Queue("BEGIN READ ONLY")
+	}
 	batch.Queue("SET LOCAL enable_seqscan = off")
 	for _, name := range slices.Sorted(maps.Keys(s.Settings)) {
 		batch.Queue("SELECT pg_catalog.set_config($1, $2, true)", name, s.Settings[name])
