@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -120,6 +121,9 @@ type app struct {
 	stdout     io.Writer
 	stderr     io.Writer
 	metrics    *metrics.Recorder // set by startMetrics when --metrics-addr is given
+	metricsURL string            // where startMetrics serves them
+	logFormat  string            // --log-format
+	jsonLog    *slog.Logger      // set with --log-format json
 }
 
 // Main runs pgphi with args and returns the exit code. It never panics to
@@ -154,6 +158,10 @@ func Main(args []string, stdout, stderr io.Writer) (code int) {
 	if err != nil {
 		code = ExitCode(err)
 		msg := redact.Error(err).Error()
+		if a.jsonLog != nil {
+			a.jsonLog.Error(msg, "exit_code", code)
+			return code
+		}
 		fmt.Fprintf(stderr, "pgphi: %s\n", msg)
 		if code == ExitUsage && isFlagError(err) {
 			fmt.Fprintln(stderr, "run `pgphi --help` for usage")
@@ -188,6 +196,8 @@ Exit codes: 0 success, 1 operation failed, 2 usage or configuration error,
 	}
 	root.PersistentFlags().StringVar(&a.configFlag, "config", "", "config file (default $PGPHI_CONFIG, else ./pgphi.yaml)")
 	root.PersistentFlags().StringVar(&a.dbFlag, "database-url", "", "database connection string (default database.url, $DATABASE_URL, PG* variables)")
+	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "text", "stderr as text lines, or json: one log/slog JSON record per event (progress, steps, alerts, errors), never a value")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return a.setLogFormat() }
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return withCode(ExitUsage, fmt.Errorf("usage: %w", err))
 	})

@@ -83,8 +83,9 @@ type Runner struct {
 	// Metrics receives value-free measurements (package metrics); nil: none.
 	Metrics Metrics
 
-	remaining atomic.Int64 // rows still marked after the last catch-up round
-	indexers  Indexers     // blind index term computers, set by indexPlanStep
+	remaining atomic.Int64  // rows still marked after the last catch-up round
+	verified  *VerifyResult // the result of apply's own verification
+	indexers  Indexers      // blind index term computers, set by indexPlanStep
 }
 
 // Metrics receives what a run measures: counts, durations, a table's
@@ -154,6 +155,11 @@ func (r *Runner) batchDone(phase string, t *Target, rows int, err error) {
 		r.metrics().Batch(phase, t.QualifiedName(), 0, "failed", ErrorClass(err))
 	}
 }
+
+// Verification is the result of apply's verification step (nil when it did
+// not run): evidence as good as a separate verify, which the command line
+// records through pgphi.verification_finish.
+func (r *Runner) Verification() *VerifyResult { return r.verified }
 
 // Remaining is how many rows the application changed after apply's last
 // catch-up round; they stay marked for the next apply.

@@ -44,12 +44,17 @@ type VerifyResult struct {
 	// envelope checks (CheckTriggers): with any, writes may have gone
 	// unmarked or unchecked, and the verification fails.
 	Triggers []TriggerProblem `json:"trigger_problems,omitempty"`
+
+	// InaccurateSearch lists the tables whose sampled encrypted searches
+	// answered below the accuracy threshold (the command line's oracle
+	// check); with any, the verification fails.
+	InaccurateSearch []string `json:"inaccurate_search,omitempty"`
 }
 
 // OK reports whether every value decrypted to its plaintext, no row is
 // pending, and pgphi's triggers are in place.
 func (v *VerifyResult) OK() bool {
-	return v.Mismatches == 0 && v.Pending == 0 && len(v.Triggers) == 0
+	return v.Mismatches == 0 && v.Pending == 0 && len(v.Triggers) == 0 && len(v.InaccurateSearch) == 0
 }
 
 // MaxExamples bounds how many mismatches a result lists.
@@ -448,6 +453,7 @@ func (verifyStep) Run(ctx context.Context, r *Runner) error {
 	if err != nil {
 		return err
 	}
+	r.verified = res
 	r.logf("    verified %d values in %d rows: %d mismatches, %d rows pending", res.Values, res.Rows, res.Mismatches, res.Pending)
 	for _, p := range res.Triggers {
 		r.logf("    TRIGGER %s", p)

@@ -45,6 +45,9 @@ type Searcher struct {
 	// them (an application's). Key and plaintext texts depend on them.
 	Settings map[string]string
 	indexers engine.Indexers
+	// snapshot, when set, is an exported snapshot every Find reads in (the
+	// accuracy oracle compares with a plaintext answer read in it).
+	snapshot string
 }
 
 // New loads the blind index sizing and keys of the plan.
@@ -100,7 +103,13 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 	// with enable_seqscan off in its own transaction. The four statements go
 	// in one batch: one round trip, as a plaintext lookup has.
 	batch := &pgx.Batch{}
-	if !inTx {
+	switch {
+	case inTx:
+		// the caller's transaction: its snapshot and role
+	case s.snapshot != "":
+		batch.Queue("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+		batch.Queue("SET TRANSACTION SNAPSHOT '" + s.snapshot + "'")
+	default:
 		batch.Queue("BEGIN READ ONLY")
 	}
 	batch.Queue("SET LOCAL enable_seqscan = off")
