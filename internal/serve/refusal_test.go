@@ -80,6 +80,10 @@ func TestRefusalsAreAnsweredAndAudited(t *testing.T) {
 				!strings.HasPrefix(recs[0].Command, "serve.") || recs[0].Details["client"] != c.client {
 				t.Fatalf("audit records %+v", recs)
 			}
+			// A known client's refusal names the protected column it asked for.
+			if c.status == 403 && c.client != "stranger" && (len(recs[0].Tables) != 1 || recs[0].Tables[0] != "public.patient" || recs[0].Columns[0] != "last_name") {
+				t.Fatalf("refusal record without the column asked for: %+v", recs[0])
+			}
 		})
 	}
 	var n int
