@@ -50,6 +50,9 @@ Metrics are served on their own port with --metrics-addr. SIGTERM stops
 accepting, lets requests finish and exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := serve.CheckAddr(listen); err != nil {
+				return withCode(ExitUsage, fmt.Errorf("usage: --listen: %w", err))
+			}
 			if (tlsCert == "") != (tlsKey == "") {
 				return withCode(ExitUsage, errUsagef("--tls-cert and --tls-key go together"))
 			}
