@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-
 	"github.com/pgphi/pgphi"
 	"github.com/pgphi/pgphi/internal/pgtest"
 	"github.com/pgphi/pgphi/internal/policy"
