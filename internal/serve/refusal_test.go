@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgphi/pgphi/internal/audit"
 	"github.com/pgphi/pgphi/internal/serve"
 )
 
@@ -89,6 +90,10 @@ func TestRefusalsAreAnsweredAndAudited(t *testing.T) {
 	var n int
 	if err := f.admin.QueryRow(ctx, "SELECT count(*) FROM public.patient").Scan(&n); err != nil || n != 2 {
 		t.Fatalf("the table after injected names: %d rows, %v", n, err)
+	}
+	// The refusal records and the clients' records form one verified chain.
+	if rep, err := audit.Verify(ctx, f.admin); err != nil || !rep.OK() || rep.Records < int64(len(cases)) {
+		t.Fatalf("audit verify: %+v %v", rep, err)
 	}
 	// Rate: the bucket holds 3 requests and refills at one per 100 s.
 	t.Run("rate exceeded", func(t *testing.T) {
