@@ -367,4 +367,45 @@ tables:
 	if d := findDep(deps, "name", "publication", "person_all"); d != nil {
 		t.Errorf("a publication of another table: %s", d)
 	}
+	if d := findDep(deps, "code", "unique", "person_tenant_code_key"); d == nil || !strings.Contains(d.Detail, "tenant is not protected") {
+		t.Errorf("a unique rule mixing protected and other columns does not say why it is refused: %v", d)
+	}
+}
+
+// Unique rules pgphi cannot carry are refused at cleanup, each with its reason.
+func TestUniqueRulesPgphiCannotCarry(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t, `
+CREATE COLLATION public.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE public.m (
+  id int PRIMARY KEY,
+  email text COLLATE public.ci UNIQUE,
+  weight float8 UNIQUE,
+  nick text,
+  code text,
+  CONSTRAINT m_code_deferred UNIQUE (code) DEFERRABLE
+);
+CREATE UNIQUE INDEX m_nick_lower ON public.m (lower(nick));`, `version: 1
+tables:
+  m:
+    columns:
+      email:  { class: pii }
+      weight: { class: phi }
+      nick:   { class: pii }
+      code:   { class: pii }
+`)
+	if err := f.plan.DiscoverDependencies(ctx, f.pool, f.cfg.Encryption.ColumnSuffix); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []struct{ column, kind, object, why string }{
+		{"email", "unique", "m_email_key", "nondeterministic collation"},
+		{"weight", "unique", "m_weight_key", "floating point"},
+		{"nick", "unique index", "public.m_nick_lower", "expression"},
+		{"code", "unique", "m_code_deferred", "deferrable"},
+	} {
+		d := findDep(f.plan.Dependencies, want.column, want.kind, want.object)
+		if d == nil || d.Action != catalog.ActionRefused || d.Blocks != catalog.BlocksCleanup || !strings.Contains(d.Detail, want.why) {
+			t.Errorf("%s %s on %s: %v, want refused at cleanup because of %s", want.kind, want.object, want.column, d, want.why)
+		}
+	}
 }
