@@ -50,6 +50,9 @@ Metrics are served on their own port with --metrics-addr. SIGTERM stops
 accepting, lets requests finish and exits.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := serve.CheckAddr(listen); err != nil {
+				return withCode(ExitUsage, fmt.Errorf("usage: --listen: %w", err))
+			}
 			if (tlsCert == "") != (tlsKey == "") {
 				return withCode(ExitUsage, errUsagef("--tls-cert and --tls-key go together"))
 			}
@@ -90,7 +93,11 @@ accepting, lets requests finish and exits.`,
 						}
 					}
 				}
-				return a.connectWith(ctx, cfg, n, dbconn.SessionRole(role))
+				pool, err := a.connectWith(ctx, cfg, n, dbconn.SessionRole(role))
+				if err != nil && errors.Is(err, dbconn.ErrConnect) {
+					return nil, fmt.Errorf("%w (serve's sessions act as %s: the login must be a member of it; `pgphi roles init` creates the groups, --session-role names another)", err, role)
+				}
+				return pool, err
 			}
 			spec := guardSpec{Command: "serve", NoPlan: true, OptionalConfig: true, Conns: conns}
 			return w.Run(ctx, spec, "", func(ctx context.Context, s *session, out *outcome) error {

@@ -27,15 +27,15 @@ type DecryptRequest struct {
 // audit record committed with the request.
 func (s *Server) decrypt(ctx context.Context, r *http.Request, st *reqState) (any, *apiError) {
 	var out []pgphi.Plain
-	aerr := s.inClientTx(ctx, r, st, "serve decrypt", func(ctx context.Context, tx pgx.Tx) *apiError {
-		var req DecryptRequest
+	var req DecryptRequest
+	parse := func() *apiError {
 		if aerr := decode(r, &req); aerr != nil {
 			return aerr
 		}
 		st.table, st.column = req.Table, req.Column
-		if aerr := s.rowsBound(len(req.Rows)); aerr != nil {
-			return aerr
-		}
+		return s.rowsBound(len(req.Rows))
+	}
+	aerr := s.inClientTx(ctx, r, st, "serve decrypt", parse, func(ctx context.Context, tx pgx.Tx) *apiError {
 		if strings.TrimSpace(req.Reason) == "" {
 			return errorf(http.StatusBadRequest, CodeBadRequest, "a reason is required to decrypt (it is audited)")
 		}

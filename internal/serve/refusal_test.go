@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgphi/pgphi/internal/audit"
 	"github.com/pgphi/pgphi/internal/serve"
 )
 
@@ -80,11 +81,19 @@ func TestRefusalsAreAnsweredAndAudited(t *testing.T) {
 				!strings.HasPrefix(recs[0].Command, "serve.") || recs[0].Details["client"] != c.client {
 				t.Fatalf("audit records %+v", recs)
 			}
+			// A known client's refusal names the protected column it asked for.
+			if c.status == 403 && c.client != "stranger" && (len(recs[0].Tables) != 1 || recs[0].Tables[0] != "public.patient" || recs[0].Columns[0] != "last_name") {
+				t.Fatalf("refusal record without the column asked for: %+v", recs[0])
+			}
 		})
 	}
 	var n int
 	if err := f.admin.QueryRow(ctx, "SELECT count(*) FROM public.patient").Scan(&n); err != nil || n != 2 {
 		t.Fatalf("the table after injected names: %d rows, %v", n, err)
+	}
+	// The refusal records and the clients' records form one verified chain.
+	if rep, err := audit.Verify(ctx, f.admin); err != nil || !rep.OK() || rep.Records < int64(len(cases)) {
+		t.Fatalf("audit verify: %+v %v", rep, err)
 	}
 	// Rate: the bucket holds 3 requests and refills at one per 100 s.
 	t.Run("rate exceeded", func(t *testing.T) {

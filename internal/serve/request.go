@@ -173,13 +173,20 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, q queryRower
 // inClientTx authenticates the caller, then runs fn in a transaction as
 // the client's role, allowed for command; fn's work and its audit record
 // commit together.
-func (s *Server) inClientTx(ctx context.Context, r *http.Request, st *reqState, command string, fn func(ctx context.Context, tx pgx.Tx) *apiError) *apiError {
+//
+// parse reads the body between authentication and the role check, so that
+// a refused client's record names the (protected) table and column it
+// asked for.
+func (s *Server) inClientTx(ctx context.Context, r *http.Request, st *reqState, command string, parse func() *apiError, fn func(ctx context.Context, tx pgx.Tx) *apiError) *apiError {
 	tx, err := s.cfg.Pool.Begin(ctx)
 	if err != nil {
 		return protocolError(err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	if aerr := s.authenticate(ctx, r, tx, st, false); aerr != nil {
+		return aerr
+	}
+	if aerr := parse(); aerr != nil {
 		return aerr
 	}
 	if aerr := actAs(ctx, tx, st.client); aerr != nil {

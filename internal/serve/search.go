@@ -30,17 +30,20 @@ var queryKinds = []blindindex.QueryKind{blindindex.QExact, blindindex.QPrefix, b
 // record committed with the request.
 func (s *Server) search(ctx context.Context, r *http.Request, st *reqState) (any, *apiError) {
 	var found []pgphi.Found
-	aerr := s.inClientTx(ctx, r, st, "serve search", func(ctx context.Context, tx pgx.Tx) *apiError {
-		var req SearchRequest
+	var req SearchRequest
+	parse := func() *apiError {
 		if aerr := decode(r, &req); aerr != nil {
 			return aerr
 		}
 		st.table, st.column = req.Table, req.Column
-		if strings.TrimSpace(req.Reason) == "" {
-			return errorf(http.StatusBadRequest, CodeBadRequest, "a reason is required to search (it is audited)")
-		}
 		if len(req.Columns) > 64 {
 			return errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "a search reads at most 64 columns")
+		}
+		return nil
+	}
+	aerr := s.inClientTx(ctx, r, st, "serve search", parse, func(ctx context.Context, tx pgx.Tx) *apiError {
+		if strings.TrimSpace(req.Reason) == "" {
+			return errorf(http.StatusBadRequest, CodeBadRequest, "a reason is required to search (it is audited)")
 		}
 		q := pgphi.Query{Kind: blindindex.QueryKind(req.Kind), Value: req.Value}
 		known := false

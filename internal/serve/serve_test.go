@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgphi/pgphi/internal/audit"
 	"github.com/pgphi/pgphi/internal/engine"
 )
 
@@ -186,6 +187,10 @@ func TestRoundTripEveryKind(t *testing.T) {
 		"rows": []any{map[string]any{"key": map[string]string{"uid": "P11"}, "ciphertext": b64(ct1)}}})
 	if status != http.StatusBadRequest || strings.Contains(string(raw), "Okafor") {
 		t.Fatalf("moved ciphertext: %d %s", status, raw)
+	}
+	// The records written inside the requests' transactions chain like any.
+	if rep, err := audit.Verify(ctx, f.admin); err != nil || !rep.OK() {
+		t.Fatalf("audit verify: %+v %v", rep, err)
 	}
 	// What pgphi verifies, the application wrote.
 	res, err := verify(ctx, f)

@@ -130,6 +130,37 @@ var ErrPlainHTTP = errors.New("plain HTTP refused")
 // ErrAddress is returned by Listen for an address it cannot use.
 var ErrAddress = errors.New("bad listen address")
 
+// CheckAddr reports a listen address Listen cannot use (ErrAddress), before
+// anything else is done.
+func CheckAddr(addr string) error {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if path == "" {
+			return fmt.Errorf("%w: unix: needs a path", ErrAddress)
+		}
+		return nil
+	}
+	_, _, err := splitAddr(addr)
+	return err
+}
+
+// splitAddr checks HOST:PORT and reports whether HOST is a loopback address.
+func splitAddr(addr string) (host string, loopback bool, err error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", false, fmt.Errorf("%w: %s: want HOST:PORT or unix:/path", ErrAddress, addr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return "", false, fmt.Errorf("%w: %s: the port is not a number", ErrAddress, addr)
+	}
+	loopback = strings.EqualFold(host, "localhost")
+	if ip := net.ParseIP(host); ip != nil {
+		loopback = ip.IsLoopback()
+	} else if !loopback {
+		return "", false, fmt.Errorf("%w: %s: HOST must be an IP address or localhost (write 0.0.0.0 for every interface)", ErrAddress, addr)
+	}
+	return host, loopback, nil
+}
+
 // Listen binds addr: HOST:PORT (HOST an IP address or localhost) or
 // unix:/path. Without tlsConfig the server speaks plain HTTP, which is
 // refused (ErrPlainHTTP) in production and on any address but a loopback
@@ -154,18 +185,9 @@ func Listen(addr string, tlsConfig *tls.Config, environment string) (net.Listene
 		}
 		return ln, nil
 	}
-	host, port, err := net.SplitHostPort(addr)
+	_, loopback, err := splitAddr(addr)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: want HOST:PORT or unix:/path", ErrAddress, addr)
-	}
-	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return nil, fmt.Errorf("%w: %s: the port is not a number", ErrAddress, addr)
-	}
-	loopback := strings.EqualFold(host, "localhost")
-	if ip := net.ParseIP(host); ip != nil {
-		loopback = ip.IsLoopback()
-	} else if !loopback {
-		return nil, fmt.Errorf("%w: %s: HOST must be an IP address or localhost (write 0.0.0.0 for every interface)", ErrAddress, addr)
+		return nil, err
 	}
 	if tlsConfig == nil {
 		if production {
