@@ -42,7 +42,11 @@ func python(t testing.TB) string {
 			pythonErr = "scripts/ensure-python.sh could not install them: " + strings.TrimSpace(string(out))
 			return
 		}
-		pythonErr = "run scripts/ensure-python.sh as root (apt-get install python3 python3-sqlalchemy python3-psycopg2 python3-cryptography), or set PGPHI_PYTHON"
+		if os.Getenv("PGPHI_PYTHON") != "" {
+			pythonErr = "install them for that interpreter (PGPHI_PYTHON), or unset PGPHI_PYTHON to use Debian's /usr/bin/python3"
+			return
+		}
+		pythonErr = "run scripts/ensure-python.sh as root (apt-get install python3 python3-sqlalchemy python3-psycopg2 python3-cryptography), or set PGPHI_PYTHON to an interpreter that has them"
 	})
 	if pythonErr != "" {
 		msg := pythonPath + " lacks sqlalchemy, psycopg2 or cryptography: " + pythonErr

@@ -230,11 +230,16 @@ class PatientService:
         else:
             raise ServiceError("search by name, phone_last4, age or text")
         if all(ph.encrypted(c) and (ph.use_encrypted_search or not ph.has_plain(c)) for c in cols):
-            uids = set()
+            # serve finds the rows and reads their protected columns in the
+            # same request (one audit record); the other columns come from
+            # the table.
+            found = {}
             for c in cols:
-                uids |= self._serve_search(c, query)
-            self.log(f"search by {by}: through pgphi serve, {len(uids)} patients; {self._mode(ph)}")
-            return self.get_many(sorted(uids), ph)
+                keys, rows = self._serve_find(c, query, sorted(ph.protected))
+                for k, r in zip(keys, rows):
+                    found[k["uid"]] = r
+            self.log(f"search by {by}: through pgphi serve, {len(found)} patients; {self._mode(ph)}")
+            return self._with_plain_fields(ph, t, found)
         # Plaintext, the way Felicity searches it.
         if by == "name":
             pat = "%" + value + "%"
@@ -275,14 +280,34 @@ class PatientService:
         self.log(f"search by text: {len(uids)} patients; {self._mode(ph)}")
         return self.get_many(sorted(uids), ph)
 
-    def _serve_search(self, column, query):
+    def _serve_find(self, column, query, read):
         q = dict(query)
         kind = q.pop("kind")
         try:
-            keys, _ = self.serve.search(TABLE, column, kind, "felicity: patient search", [], **q)
+            return self.serve.search(TABLE, column, kind, "felicity: patient search", read, **q)
         except ServeError as e:
             raise ServiceError(f"searching patient.{column}: {e}") from None
+
+    def _serve_search(self, column, query):
+        keys, _ = self._serve_find(column, query, [])
         return {k["uid"] for k in keys}
+
+    def _with_plain_fields(self, ph, t, found):
+        """Patients from serve's rows (protected columns, canonical text)
+        and the table's other columns, by uid."""
+        plain = [f for f in FIELDS if f not in ph.protected and f in ph.columns]
+        with self.engine.connect() as conn:
+            rows = {r._mapping["uid"]: dict(r._mapping) for r in
+                    conn.execute(select(*[t.c[f] for f in plain]).where(t.c.uid.in_(sorted(found))))}
+        out = []
+        for uid in sorted(found):
+            if uid not in rows:
+                continue  # deleted since the search
+            p = {f: jsonable(rows[uid].get(f)) for f in FIELDS}
+            for col in ph.protected:
+                p[col] = found[uid].get(col)
+            out.append(p)
+        return out
 
     def _mode(self, ph):
         d = ph.describe()
