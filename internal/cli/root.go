@@ -158,6 +158,11 @@ func Main(args []string, stdout, stderr io.Writer) (code int) {
 	if err != nil {
 		code = ExitCode(err)
 		msg := redact.Error(err).Error()
+		if ops := engine.NextSteps(err); len(ops) > 0 {
+			msg += " (run " + engine.FormatOps(ops, func(op engine.Op) string { return "`pgphi " + string(op) + "`" }) + ")"
+		} else if errors.Is(err, keys.ErrNotInitialized) {
+			msg += " (run `pgphi keys init`)"
+		}
 		if a.jsonLog != nil {
 			a.jsonLog.Error(msg, "exit_code", code)
 			return code

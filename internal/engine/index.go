@@ -169,7 +169,7 @@ func LoadIndexers(ctx context.Context, q Querier, ring *keys.Keyring, p *Plan) (
 	byCol := map[string][]IndexSpec{}
 	for _, s := range specs {
 		if !s.Stored {
-			return nil, fmt.Errorf("blind index %s.%s (%s) is not set up yet: run `pgphi apply`", s.Table, s.Column, s.SubKind)
+			return nil, withNextStep(fmt.Errorf("blind index %s.%s (%s) is not set up yet", s.Table, s.Column, s.SubKind), OpApply)
 		}
 		byCol[indexerKey(s.Table, s.Column)] = append(byCol[indexerKey(s.Table, s.Column)], s)
 	}

@@ -72,7 +72,7 @@ const (
 )
 
 // ErrNotExpanded is returned by Verify and Status when apply has not added the ciphertext columns yet.
-var ErrNotExpanded = errors.New("the ciphertext columns do not exist yet: run `pgphi apply` first")
+var ErrNotExpanded = errors.New("the ciphertext columns do not exist yet (no apply has run)")
 
 // Verify decrypts every ciphertext of every planned column and compares it with
 // the plaintext still present. It reads in key order without locking.
@@ -136,7 +136,7 @@ func checkExpanded(ctx context.Context, pool *pgxpool.Pool, t *Target) error {
 		return err
 	}
 	if n != len(want) {
-		return fmt.Errorf("%s: %w", t.QualifiedName(), ErrNotExpanded)
+		return withNextStep(fmt.Errorf("%s: %w", t.QualifiedName(), ErrNotExpanded), OpApply)
 	}
 	return nil
 }
