@@ -5,7 +5,7 @@
 //
 // A protected column stores, next to its randomized ciphertext, a bigint[]
 // of terms. A term is a 64-bit integer: an 8-bit tag naming its sub-kind
-// (Tag) and the first bits (1..56) of HMAC-SHA256 under a key of its own
+// (Tag) and the first bits (0..56) of HMAC-SHA256 under a key of its own
 // over a normalized token. Callers derive one key per table, column and
 // sub-kind: HKDF with purpose "blind-index" and contexts table, column,
 // sub-kind (docs/FORMAT.md section 1.4). Terms are

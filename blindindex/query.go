@@ -103,8 +103,29 @@ func (c *Column) Query(q Query) (*Plan, error) {
 		if n == "" {
 			return nil, invalid("exact query is empty after normalization")
 		}
-		return c.plan(func(pt string) bool { return Normalize(pt, c.opt.FoldAccents) == n },
-			[]int64{c.termString(SubExact, n)}), nil
+		// A matching value has the same normalized text, hence the same
+		// prefix terms and (when phonetic words come from the same text)
+		// the same phonetic terms: the query ANDs them all, so its
+		// candidates are the values sharing that part of the term array,
+		// however few bits each sub-kind has.
+		groups := [][]int64{{c.termString(SubExact, n)}}
+		if c.kinds[Prefix] {
+			for l := c.opt.PrefixMin; l <= c.opt.PrefixMax; l++ {
+				p, ok := firstRunes(n, l)
+				if !ok {
+					break
+				}
+				groups = append(groups, []int64{c.termString(PrefixSubKind(l), p)})
+			}
+		}
+		if c.kinds[Phonetic] && c.opt.FoldAccents {
+			for _, w := range valueWords(n) {
+				for _, k := range wordKeys(w) {
+					groups = append(groups, []int64{c.termString(SubPhonetic, k)})
+				}
+			}
+		}
+		return c.plan(func(pt string) bool { return Normalize(pt, c.opt.FoldAccents) == n }, groups...), nil
 
 	case QPrefix:
 		n := Normalize(q.Value, c.opt.FoldAccents)
@@ -112,9 +133,13 @@ func (c *Column) Query(q Query) (*Plan, error) {
 		if l < c.opt.PrefixMin {
 			return nil, invalid("prefix query needs at least %d characters after normalization", c.opt.PrefixMin)
 		}
-		p, _ := firstRunes(n, l)
-		return c.plan(func(pt string) bool { return strings.HasPrefix(Normalize(pt, c.opt.FoldAccents), n) },
-			[]int64{c.termString(PrefixSubKind(l), p)}), nil
+		// A match starts with every indexed prefix of the query: AND them.
+		var groups [][]int64
+		for k := c.opt.PrefixMin; k <= l; k++ {
+			p, _ := firstRunes(n, k)
+			groups = append(groups, []int64{c.termString(PrefixSubKind(k), p)})
+		}
+		return c.plan(func(pt string) bool { return strings.HasPrefix(Normalize(pt, c.opt.FoldAccents), n) }, groups...), nil
 
 	case QContains:
 		n := Normalize(q.Value, c.opt.FoldAccents)
@@ -162,7 +187,7 @@ func (c *Column) Query(q Query) (*Plan, error) {
 		return c.plan(func(pt string) bool {
 			v, ok := parsePhone(pt, c.opt.PhoneRegion)
 			return ok && v.number == p.number
-		}, []int64{c.termString(SubPhoneE164, p.number)}), nil
+		}, c.phoneGroups(p)...), nil
 
 	case QLast4:
 		l4, ok := parseLast4(q.Value)
@@ -196,7 +221,7 @@ func (c *Column) Query(q Query) (*Plan, error) {
 		return c.plan(func(pt string) bool {
 			v, ok := parseStoredDate(pt)
 			return ok && v == d
-		}, []int64{c.termString(SubDate, d.dayText())}), nil
+		}, []int64{c.termString(SubDate, d.dayText())}, []int64{c.termString(SubYearMonth, d.monthText())}, []int64{c.termString(SubYear, d.yearText())}), nil
 
 	case QYear:
 		y, ok := parseYear(strings.TrimSpace(q.Value))
@@ -216,7 +241,7 @@ func (c *Column) Query(q Query) (*Plan, error) {
 		return c.plan(func(pt string) bool {
 			v, ok := parseStoredDate(pt)
 			return ok && v.y == y && v.m == m
-		}, []int64{c.termString(SubYearMonth, civil{y: y, m: m}.monthText())}), nil
+		}, []int64{c.termString(SubYearMonth, civil{y: y, m: m}.monthText())}, []int64{c.termString(SubYear, civil{y: y}.yearText())}), nil
 
 	case QAgeBetween:
 		if q.MinAge < 0 || q.MaxAge < q.MinAge || q.MaxAge > MaxAge {
@@ -262,4 +287,17 @@ func (c *Column) plan(match func(string) bool, groups ...[]int64) *Plan {
 		}
 	}
 	return p
+}
+
+// phoneGroups ANDs a number's e164 term with its last four and area terms,
+// which every row with the same number has too.
+func (c *Column) phoneGroups(p phoneInfo) [][]int64 {
+	g := [][]int64{{c.termString(SubPhoneE164, p.number)}}
+	if p.last4 != "" {
+		g = append(g, []int64{c.termString(SubPhoneLast4, p.last4)})
+	}
+	if p.area != "" {
+		g = append(g, []int64{c.termString(SubPhoneArea, p.area)})
+	}
+	return g
 }

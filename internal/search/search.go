@@ -203,12 +203,27 @@ func (s *Searcher) target(table, column string) (*engine.Target, *engine.TargetC
 func candidateSQL(t *engine.Target, c *engine.TargetColumn, groups [][]int64) (string, []any) {
 	var conds []string
 	var args []any
+	// Groups of one term are ANDed in one containment (@>), which GIN
+	// answers by intersecting posting lists, rarest first; groups of
+	// several terms (an OR) each need an overlap (&&).
+	var all []int64
 	for _, g := range groups {
+		if len(g) == 1 {
+			all = append(all, g[0])
+			continue
+		}
 		args = append(args, slices.Clone(g))
 		// OPERATOR(pg_catalog.&&): an overlap operator another role defined
 		// for bigint[] (in public, say) would be the better match by type;
 		// pgphi's session pins search_path, and this names the operator.
 		conds = append(conds, fmt.Sprintf("%s OPERATOR(pg_catalog.&&) $%d::pg_catalog.int8[]", pgx.Identifier{c.Index}.Sanitize(), len(args)))
+	}
+	if len(all) > 0 {
+		args = append(args, all)
+		conds = append(conds, fmt.Sprintf("%s OPERATOR(pg_catalog.@>) $%d::pg_catalog.int8[]", pgx.Identifier{c.Index}.Sanitize(), len(args)))
+	}
+	if len(conds) == 0 {
+		conds = append(conds, "false") // an empty group matches nothing
 	}
 	sel := t.KeyTexts()
 	var order []string
