@@ -126,19 +126,16 @@ func IndexSpecs(ctx context.Context, q Querier, p *Plan) ([]IndexSpec, error) {
 				z, measured := p.sizing[indexerKey(t.QualifiedName(), c.Name)]
 				if b, ok := c.BitsOverride[string(sub)]; ok {
 					s.Bits, s.Overridden, s.Sizing = b, true, SizedByConfig
-				} else if measured {
+				} else {
+					s.Bits = blindindex.Bits(s.Rows, termsPerRow(sub, 8, c.SearchOptions))
 					for _, f := range z.Families {
-						if f.SubKind == sub {
-							s.Bits, s.Values, s.Sizing = f.Bits, f.Values, SizedByDistinct
+						if measured && f.SubKind == sub {
+							s.Bits, s.Values, s.Sizing, s.Rows = f.Bits, f.Values, SizedByDistinct, max(z.Rows, 1)
 						}
 					}
-					s.Rows = max(z.Rows, 1)
 				}
 				if measured {
 					s.ColumnValues, s.ValuesPerArray = z.Values, z.ValuesPerSet
-				}
-				if s.Bits == 0 {
-					s.Bits, s.Sizing = blindindex.Bits(s.Rows, termsPerRow(sub, 8, c.SearchOptions)), SizedByRows
 				}
 				out = append(out, s)
 			}
