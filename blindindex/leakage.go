@@ -341,6 +341,9 @@ func (c *Column) chains() map[QueryKind][]SubKind {
 				s = append(s, PrefixSubKind(l))
 			}
 		}
+		if c.kinds[Contains] {
+			s = append(s, SubContains)
+		}
 		if c.kinds[Phonetic] && c.opt.FoldAccents {
 			s = append(s, SubPhonetic)
 		}

@@ -104,8 +104,8 @@ func (c *Column) Query(q Query) (*Plan, error) {
 			return nil, invalid("exact query is empty after normalization")
 		}
 		// A matching value has the same normalized text, hence the same
-		// prefix terms and (when phonetic words come from the same text)
-		// the same phonetic terms: the query ANDs them all, so its
+		// prefix and n-gram terms and (when phonetic words come from the
+		// same text) the same phonetic terms: the query ANDs them all, so its
 		// candidates are the values sharing that part of the term array,
 		// however few bits each sub-kind has.
 		groups := [][]int64{{c.termString(SubExact, n)}}
@@ -116,6 +116,11 @@ func (c *Column) Query(q Query) (*Plan, error) {
 					break
 				}
 				groups = append(groups, []int64{c.termString(PrefixSubKind(l), p)})
+			}
+		}
+		if c.kinds[Contains] {
+			for _, g := range ngrams(n, c.opt.TokenSize) {
+				groups = append(groups, []int64{c.termString(SubContains, g)})
 			}
 		}
 		if c.kinds[Phonetic] && c.opt.FoldAccents {

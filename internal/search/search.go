@@ -144,6 +144,17 @@ func (s *Searcher) Find(ctx context.Context, table, column string, q blindindex.
 // ExplainCandidates returns PostgreSQL's plan of the candidate query, for
 // checking that every kind of search is index-backed.
 func (s *Searcher) ExplainCandidates(ctx context.Context, table, column string, q blindindex.Query) (string, error) {
+	return s.explain(ctx, table, column, q, "EXPLAIN ")
+}
+
+// ExplainAnalyzeCandidates runs the candidate query under EXPLAIN (ANALYZE,
+// BUFFERS) and returns the plan with its timings (the plan shows terms,
+// never values), for investigating search latency.
+func (s *Searcher) ExplainAnalyzeCandidates(ctx context.Context, table, column string, q blindindex.Query) (string, error) {
+	return s.explain(ctx, table, column, q, "EXPLAIN (ANALYZE, BUFFERS) ")
+}
+
+func (s *Searcher) explain(ctx context.Context, table, column string, q blindindex.Query, explain string) (string, error) {
 	t, c, err := s.target(table, column)
 	if err != nil {
 		return "", err
@@ -158,7 +169,7 @@ func (s *Searcher) ExplainCandidates(ctx context.Context, table, column string, 
 		if _, err := tx.Exec(ctx, "SET LOCAL enable_seqscan = off"); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, "EXPLAIN "+sql, args...)
+		rows, err := tx.Query(ctx, explain+sql, args...)
 		if err != nil {
 			return err
 		}

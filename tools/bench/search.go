@@ -131,6 +131,33 @@ func (e *env) searchBench(ctx context.Context, res *results, from *applyRun) ([]
 			return nil, fmt.Errorf("%s: %w", q, err)
 		}
 	}
+	if os.Getenv("PGPHI_BENCH_EXPLAIN") != "" {
+		// Development aid: where an exact search spends its time, beside
+		// the B-tree lookup it is compared with.
+		for _, k := range searchKinds[:2] {
+			var v string
+			if err := pool.QueryRow(ctx, fmt.Sprintf("SELECT %s FROM public.patient WHERE %s IS NOT NULL ORDER BY uid LIMIT 1 OFFSET 77", k.column, k.column)).Scan(&v); err != nil {
+				return nil, err
+			}
+			for range 20 { // warm
+				_, _ = searcher.Find(ctx, "patient", k.column, blindindex.Query{Kind: k.kind, Value: v})
+			}
+			plan, err := searcher.ExplainAnalyzeCandidates(ctx, "patient", k.column, blindindex.Query{Kind: k.kind, Value: v})
+			if err != nil {
+				return nil, err
+			}
+			logf("EXPLAIN ANALYZE pgphi %s on %s:\n%s", k.kind, k.column, plan)
+			rows, err := pool.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+k.plainSQL, v)
+			if err != nil {
+				return nil, err
+			}
+			lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return nil, err
+			}
+			logf("EXPLAIN ANALYZE plaintext %s:\n%s", k.plainLabel, strings.Join(lines, "\n"))
+		}
+	}
 	var out []searchResult
 	for _, k := range searchKinds {
 		n := e.o.queries
@@ -148,33 +175,68 @@ func (e *env) searchBench(ctx context.Context, res *results, from *applyRun) ([]
 	return out, nil
 }
 
+// leakageSummary logs the leakage measured on an apply's database.
+func (e *env) leakageSummary(ctx context.Context, from *applyRun) error {
+	pool, err := dbconn.Open(ctx, e.cl.URL(from.db), 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	plan, ring, err := e.planAndKeys(ctx, pool, from.config)
+	if err != nil {
+		return err
+	}
+	ls, err := engine.MeasureLeakage(ctx, pool, ring, plan, false)
+	if err != nil {
+		return err
+	}
+	logf("leakage (distinct values per term array; per family: bits, values/term):")
+	for _, l := range ls {
+		var fams []string
+		for _, f := range l.Families {
+			fams = append(fams, fmt.Sprintf("%s %d %.2f", f.SubKind, f.Bits, f.MeanValuesPerTerm))
+		}
+		logf("  %-14s %7d values %7d arrays %6.2f per array (min %d) | %s", l.Column, l.Values, l.Arrays, l.MeanValuesPerArray, l.MinValuesPerArray, strings.Join(fams, ", "))
+	}
+	return nil
+}
+
 // searcher builds the Go API's searcher the way the CLI does.
 func (e *env) searcher(ctx context.Context, pool *pgxpool.Pool, cfgPath string) (*search.Searcher, error) {
-	data, err := os.ReadFile(cfgPath)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := config.Parse(cfgPath, data)
-	if err != nil {
-		return nil, err
-	}
-	cleaned, err := engine.LoadCleaned(ctx, pool)
-	if err != nil {
-		return nil, err
-	}
-	tables, err := catalog.Resolve(ctx, pool, cfg, cleaned)
-	if err != nil {
-		return nil, err
-	}
-	plan, err := engine.NewPlan(cfg, tables)
-	if err != nil {
-		return nil, err
-	}
-	ring, err := keys.Load(ctx, pool, keys.KeyFileProvider(e.keyFile))
+	plan, ring, err := e.planAndKeys(ctx, pool, cfgPath)
 	if err != nil {
 		return nil, err
 	}
 	return search.New(ctx, pool, ring, plan)
+}
+
+// planAndKeys builds the plan and loads the keys the way the CLI does.
+func (e *env) planAndKeys(ctx context.Context, pool *pgxpool.Pool, cfgPath string) (*engine.Plan, *keys.Keyring, error) {
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := config.Parse(cfgPath, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	cleaned, err := engine.LoadCleaned(ctx, pool)
+	if err != nil {
+		return nil, nil, err
+	}
+	tables, err := catalog.Resolve(ctx, pool, cfg, cleaned)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := engine.NewPlan(cfg, tables)
+	if err != nil {
+		return nil, nil, err
+	}
+	ring, err := keys.Load(ctx, pool, keys.KeyFileProvider(e.keyFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	return plan, ring, nil
 }
 
 func (e *env) searchKind(ctx context.Context, pool *pgxpool.Pool, s *search.Searcher, k searchKind, n int) (searchResult, error) {
