@@ -24,6 +24,7 @@ type Column struct {
 	opt   Options
 	subs  []SubKind
 	fams  map[SubKind]*family
+	zero  map[byte]bool // tags of sub-kinds with 0 bits
 }
 
 // family is the keyed, truncated encoder of one sub-kind.
@@ -50,7 +51,7 @@ func NewColumn(kinds []Kind, o Options, keys map[SubKind][]byte, bits map[SubKin
 	if len(kinds) == 0 {
 		return nil, errors.New("blindindex: no search kinds")
 	}
-	c := &Column{kinds: map[Kind]bool{}, opt: o, fams: map[SubKind]*family{}}
+	c := &Column{kinds: map[Kind]bool{}, opt: o, fams: map[SubKind]*family{}, zero: map[byte]bool{}}
 	for _, k := range kinds {
 		if !slices.Contains(kindOrder, k) {
 			return nil, fmt.Errorf("blindindex: unknown search kind `%s`", string(k))
@@ -80,6 +81,9 @@ func NewColumn(kinds []Kind, o Options, keys map[SubKind][]byte, bits map[SubKin
 		}
 		if b < 0 || b > MaxBits {
 			return nil, fmt.Errorf("blindindex: truncation of sub-kind %s is %d bits, want 0..%d", s, b, MaxBits)
+		}
+		if b == 0 {
+			c.zero[Tag(s)] = true
 		}
 		k := slices.Clone(key)
 		c.fams[s] = &family{tag: Tag(s), bits: b, pool: sync.Pool{New: func() any { return hmac.New(sha256.New, k) }}}

@@ -104,13 +104,26 @@ func (m *Measurer) Add(value string) {
 	}
 	v.rows++
 	for q, subs := range m.col.chains() {
-		h := uint64(0x53)
-		var terms []int64
+		// As Query does: terms of 0-bit sub-kinds only when nothing else.
+		var terms, zero []int64
 		for _, p := range m.pairs {
-			if slices.Contains(subs, p.sub) && (len(terms) == 0 || terms[len(terms)-1] != p.term) {
-				h = mix64(h ^ uint64(p.term))
-				terms = append(terms, p.term)
+			if !slices.Contains(subs, p.sub) {
+				continue
 			}
+			dst := &terms
+			if m.col.zero[Tag(p.sub)] {
+				dst = &zero
+			}
+			if len(*dst) == 0 || (*dst)[len(*dst)-1] != p.term {
+				*dst = append(*dst, p.term)
+			}
+		}
+		if len(terms) == 0 {
+			terms = zero
+		}
+		h := uint64(0x53)
+		for _, t := range terms {
+			h = mix64(h ^ uint64(t))
 		}
 		if m.chain[q] == nil {
 			m.chain[q] = map[uint64]*chainGroup{}

@@ -280,9 +280,21 @@ func (c *Column) Query(q Query) (*Plan, error) {
 }
 
 // plan builds a Plan with each group sorted and deduplicated and repeated
-// groups removed.
+// groups removed. A group of one term of a sub-kind with 0 bits (the tag
+// alone, which every value with a message of that sub-kind has) is left out
+// when other groups remain: it filters almost nothing, and its posting list
+// is the whole table.
 func (c *Column) plan(match func(string) bool, groups ...[]int64) *Plan {
 	p := &Plan{Match: match}
+	var kept [][]int64
+	for _, g := range groups {
+		if !(len(g) == 1 && c.zero[byte(g[0]>>56)]) {
+			kept = append(kept, g)
+		}
+	}
+	if len(kept) > 0 {
+		groups = kept
+	}
 	for _, g := range groups {
 		g = append([]int64{}, g...) // never nil: pgx would send NULL
 		slices.Sort(g)

@@ -118,8 +118,14 @@ func TestSizingManyDistinctValues(t *testing.T) {
 }
 
 // The measurement agrees with a brute-force computation from Terms, Query
-// and Plan.Candidate on small data.
+// and Plan.Candidate on small data, with and without 0-bit sub-kinds.
 func TestLeakageAgainstBruteForce(t *testing.T) {
+	for _, base := range []int{2, 0} {
+		t.Run(fmt.Sprintf("bits from %d", base), func(t *testing.T) { checkLeakageBruteForce(t, base) })
+	}
+}
+
+func checkLeakageBruteForce(t *testing.T, base int) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	extra := []string{"Jon", "Jane", "Jean", "Maria", "Marie", "Ann", "Anne", "Al", "", "O'Brien", "Ángel", "angel", "Li"}
 	var values []string
@@ -135,7 +141,7 @@ func TestLeakageAgainstBruteForce(t *testing.T) {
 	subs := SubKinds(kinds, o)
 	bits := map[SubKind]int{}
 	for i, s := range subs {
-		bits[s] = 2 + i%3
+		bits[s] = base + i%3
 	}
 	col, err := NewColumn(kinds, o, testKeys("brute", subs), bits)
 	if err != nil {

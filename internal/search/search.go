@@ -154,6 +154,22 @@ func (s *Searcher) ExplainAnalyzeCandidates(ctx context.Context, table, column s
 	return s.explain(ctx, table, column, q, "EXPLAIN (ANALYZE, BUFFERS) ")
 }
 
+// CandidateQuery returns the candidate query of q and its arguments (terms,
+// never the value), for diagnostics and benchmarks; Find runs it with
+// enable_seqscan off in a read-only transaction.
+func (s *Searcher) CandidateQuery(table, column string, q blindindex.Query) (string, []any, error) {
+	t, c, err := s.target(table, column)
+	if err != nil {
+		return "", nil, err
+	}
+	plan, err := s.indexers.For(t.QualifiedName(), c.Name).Query(q)
+	if err != nil {
+		return "", nil, err
+	}
+	sql, args := candidateSQL(t, c, plan.Groups)
+	return sql, args, nil
+}
+
 func (s *Searcher) explain(ctx context.Context, table, column string, q blindindex.Query, explain string) (string, error) {
 	t, c, err := s.target(table, column)
 	if err != nil {

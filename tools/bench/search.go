@@ -156,6 +156,52 @@ func (e *env) searchBench(ctx context.Context, res *results, from *applyRun) ([]
 				return nil, err
 			}
 			logf("EXPLAIN ANALYZE plaintext %s:\n%s", k.plainLabel, strings.Join(lines, "\n"))
+			// The parts of Find's time: the candidate query alone, in
+			// Find's transaction, and Find (which also decrypts).
+			sql, args, err := searcher.CandidateQuery("patient", k.column, blindindex.Query{Kind: k.kind, Value: v})
+			if err != nil {
+				return nil, err
+			}
+			timeIt := func(f func() error) (time.Duration, error) {
+				var ds []time.Duration
+				for range 300 {
+					t0 := time.Now()
+					if err := f(); err != nil {
+						return 0, err
+					}
+					ds = append(ds, time.Since(t0))
+				}
+				slices.Sort(ds)
+				return ds[len(ds)/2], nil
+			}
+			drain := func(sql string, args ...any) error {
+				rows, err := pool.Query(ctx, sql, args...)
+				if err != nil {
+					return err
+				}
+				for rows.Next() {
+				}
+				rows.Close()
+				return rows.Err()
+			}
+			plainT, err1 := timeIt(func() error { return drain(k.plainSQL, v) })
+			candT, err2 := timeIt(func() error { return drain(sql, args...) })
+			txT, err3 := timeIt(func() error {
+				b := &pgx.Batch{}
+				b.Queue("BEGIN READ ONLY")
+				b.Queue("SET LOCAL enable_seqscan = off")
+				b.Queue(sql, args...)
+				b.Queue("COMMIT")
+				return pool.SendBatch(ctx, b).Close()
+			})
+			findT, err4 := timeIt(func() error {
+				_, err := searcher.Find(ctx, "patient", k.column, blindindex.Query{Kind: k.kind, Value: v})
+				return err
+			})
+			if err := errors.Join(err1, err2, err3, err4); err != nil {
+				return nil, err
+			}
+			logf("p50 of 300: plaintext %s; candidate query alone %s; in Find's transaction batch %s; Find %s", fmtDur(plainT), fmtDur(candT), fmtDur(txT), fmtDur(findT))
 		}
 	}
 	var out []searchResult
