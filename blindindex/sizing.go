@@ -138,43 +138,51 @@ func BitsForDistinct(d int64) int {
 }
 
 // reduceClass says which sub-kinds give up bits first when the term
-// arrays are too distinct: class 0, those whose queries AND them with the
-// terms of other sub-kinds (an exact query ANDs the value's prefix and
-// phonetic terms, a phone query the last four and area, a date query the
-// month and year, a longer prefix query the shorter prefixes, a contains
-// query of more than one n-gram its n-grams), so that their own queries
-// stay selective through the others; then class 1, the sub-kinds queried
-// alone (the shortest prefix, phonetic, last four, area, year). Within a
-// class the sub-kind with the most bits gives one up; ties go by
+// arrays are too distinct:
+//
+//   - class 0: the sub-kinds with several terms per value (contains,
+//     phonetic). Their term sets single values out quickly (six n-grams of
+//     3 bits each are 18 bits of array), while a query, which needs a row
+//     to hold all of its terms, is filtered little by them;
+//   - class 1: single-term sub-kinds whose own queries AND them with other
+//     sub-kinds (an exact query ANDs the value's prefix terms, a phone
+//     query the last four and area, a date query the month and year, a
+//     longer prefix query the shorter prefixes);
+//   - class 2: the single-term sub-kinds queried alone (the shortest prefix,
+//     last four, area, year), which also serve the queries of class 1.
+//
+// Within a class the sub-kind with the most bits gives one up; ties go by
 // reduceRank.
 func reduceClass(s SubKind, o Options) int {
 	switch s {
-	case SubExact, SubPhoneE164, SubDate, SubYearMonth, SubContains:
+	case SubContains, SubPhonetic:
 		return 0
-	case SubPhonetic, SubPhoneLast4, SubPhoneArea, SubYear:
+	case SubExact, SubPhoneE164, SubDate, SubYearMonth:
 		return 1
+	case SubPhoneLast4, SubPhoneArea, SubYear:
+		return 2
 	}
 	if n := prefixLen(s); n > o.PrefixMin {
-		return 0
+		return 1
 	}
-	return 1
+	return 2
 }
 
 func reduceRank(s SubKind) int {
 	switch s {
-	case SubExact, SubPhoneE164, SubDate:
-		return 0
 	case SubContains:
+		return 0
+	case SubPhonetic:
 		return 1
+	case SubExact, SubPhoneE164, SubDate:
+		return 2
 	case SubYearMonth, SubPhoneLast4:
 		return 40
-	case SubPhonetic:
-		return 50
 	case SubPhoneArea, SubYear:
 		return 60
 	}
 	if n := prefixLen(s); n > 0 {
-		return 2 + maxPrefixRunes - n // longer prefixes first
+		return 3 + maxPrefixRunes - n // longer prefixes first
 	}
 	return 70
 }

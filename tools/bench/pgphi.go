@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/pgphi/pgphi/blindindex"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -54,7 +55,19 @@ const (
 	searchNone    = ""        // the seven columns encrypted, no search kinds
 	searchDefault = "default" // the default indexes: exact, prefix, phonetic on names; phone; date
 	searchDemo    = "demo"    // cli.DemoConfig: the default plus contains on last_name and exact on email
+	searchRows    = "rows"    // demo kinds with the earlier row planner's bits, leakage accepted: the speed side of the trade
 )
+
+// rowsHint is the row count searchRows sizes for (set from -patients).
+var rowsHint = 1
+
+func parseKinds(list string) []blindindex.Kind {
+	var out []blindindex.Kind
+	for _, k := range strings.Split(strings.Trim(list, "[]"), ",") {
+		out = append(out, blindindex.Kind(strings.TrimSpace(k)))
+	}
+	return out
+}
 
 // benchConfig is the patient section of the configuration of a search mode.
 func benchConfig(mode string) string {
@@ -66,7 +79,7 @@ func benchConfig(mode string) string {
 		"phone_home":    "[phone]",
 		"date_of_birth": "[date]",
 	}
-	if mode == searchDemo {
+	if mode == searchDemo || mode == searchRows {
 		kinds["middle_name"] = "[exact]"
 		kinds["last_name"] = "[exact, prefix, contains, phonetic]"
 		kinds["email"] = "[exact]"
@@ -74,7 +87,15 @@ func benchConfig(mode string) string {
 	var b strings.Builder
 	b.WriteString("version: 1\nenvironment: test\ntables:\n  patient:\n    primary_key: uid\n    columns:\n")
 	for _, c := range phiColumns {
-		if k := kinds[c]; mode != searchNone && k != "" {
+		if k := kinds[c]; mode == searchRows && k != "" {
+			// The sizing of the earlier row planner, as a column that
+			// trades privacy for speed would configure it.
+			var bits []string
+			for _, sub := range blindindex.SubKinds(parseKinds(k), blindindex.Defaults()) {
+				bits = append(bits, fmt.Sprintf("%s: %d", sub, blindindex.Bits(int64(rowsHint), blindindex.TermsPerRow(sub, 8, blindindex.Defaults()))))
+			}
+			fmt.Fprintf(&b, "      %s: { class: pii, search: %s, search_options: { bits: { %s }, accept_leakage: \"benchmark: row-planner sizing\" } }\n", c, k, strings.Join(bits, ", "))
+		} else if mode != searchNone && k != "" {
 			fmt.Fprintf(&b, "      %s: { class: pii, search: %s }\n", c, k)
 		} else {
 			fmt.Fprintf(&b, "      %s: { class: pii }\n", c)

@@ -105,7 +105,8 @@ func run(ctx context.Context, o options) (*results, error) {
 	}
 	if o.only != "" {
 		// A development loop: baseline A and one apply, summarized on stderr.
-		mode := map[string]string{"plain": searchNone, "search": searchDemo}[o.only]
+		mode := map[string]string{"plain": searchNone, "search": searchDemo, "search-rows": searchRows}[o.only]
+		rowsHint = o.patients
 		a := e.apply(ctx, res, "pgphi apply ("+o.only+")", "bench_template", mode)
 		if a.err != nil {
 			return nil, a.err
@@ -115,7 +116,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		for _, s := range a.steps {
 			logf("  %-50s %s", s.name, s.took.Round(time.Millisecond))
 		}
-		if o.only == "search" {
+		if o.only == "search" || o.only == "search-rows" {
 			// Search on the demo search kinds, as the full run does,
 			// candidates beside latencies, and the leakage measured on the
 			// same data.
