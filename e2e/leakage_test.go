@@ -69,6 +69,7 @@ tables:
 	complExpect(t, f.run("keys", "init"), 0)
 	plan := f.run("plan")
 	complExpect(t, plan, 0, "distinct of 2000 rows", "per term array")
+	t.Log(plan.stdout)
 	complExpect(t, f.run("apply"), 0)
 
 	// The sizing is recorded: by distinct values, with the counts.

@@ -84,9 +84,14 @@ func (s *Searcher) Find(ctx context.Context, table, column string, q blindindex.
 	// table's size (a sequential scan would read every ciphertext), so it runs
 	// with enable_seqscan off in its own transaction. The four statements go
 	// in one batch: one round trip, as a plaintext lookup has.
+	//
+	// plan_cache_mode = force_generic_plan: the candidate query's shape is
+	// fixed and only its terms change, so the prepared statement is planned
+	// once per connection instead of at every search (planning an array
+	// containment took longer than running it).
 	batch := &pgx.Batch{}
 	batch.Queue("BEGIN READ ONLY")
-	batch.Queue("SET LOCAL enable_seqscan = off")
+	batch.Queue("SELECT pg_catalog.set_config('enable_seqscan', 'off', true), pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true)")
 	for _, name := range slices.Sorted(maps.Keys(s.Settings)) {
 		batch.Queue("SELECT pg_catalog.set_config($1, $2, true)", name, s.Settings[name])
 	}

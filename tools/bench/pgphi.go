@@ -274,7 +274,7 @@ func (e *env) apply(ctx context.Context, res *results, name, template, mode stri
 	if a.err != nil {
 		res.note("%s failed: %v", name, a.err)
 	}
-	if mode != searchDemo && a.db != "" {
+	if mode != searchDemo && mode != searchRows && a.db != "" {
 		e.drop(ctx, a.db)
 	}
 	return a

@@ -194,7 +194,7 @@ func (e *env) searchBench(ctx context.Context, res *results, from *applyRun) ([]
 			txT, err3 := timeIt(func() error {
 				b := &pgx.Batch{}
 				b.Queue("BEGIN READ ONLY")
-				b.Queue("SET LOCAL enable_seqscan = off")
+				b.Queue("SELECT pg_catalog.set_config('enable_seqscan', 'off', true), pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true)")
 				b.Queue(sql, args...)
 				b.Queue("COMMIT")
 				return pool.SendBatch(ctx, b).Close()
