@@ -157,55 +157,10 @@ func (c *Column) Terms(dst []int64, value string) []int64 {
 // that Terms hashes (docs/SEARCH.md section 3), possibly repeated. Sizing
 // and leakage measurement count these before truncation.
 func (c *Column) messages(value string, fn func(SubKind, string)) {
-	var n, folded string
-	if c.kinds[Exact] || c.kinds[Prefix] || c.kinds[Contains] {
-		n = Normalize(value, c.opt.FoldAccents)
-		if c.kinds[Exact] && n != "" {
-			fn(SubExact, n)
-		}
-		if c.kinds[Prefix] {
-			for l := c.opt.PrefixMin; l <= c.opt.PrefixMax; l++ {
-				p, ok := firstRunes(n, l)
-				if !ok {
-					break
-				}
-				fn(PrefixSubKind(l), p)
-			}
-		}
-		if c.kinds[Contains] {
-			for _, g := range ngrams(n, c.opt.TokenSize) {
-				fn(SubContains, g)
-			}
-		}
-	}
-	if c.kinds[Phonetic] {
-		if c.opt.FoldAccents && (c.kinds[Exact] || c.kinds[Prefix] || c.kinds[Contains]) {
-			folded = n
-		} else {
-			folded = Normalize(value, true)
-		}
-		for _, w := range valueWords(folded) {
-			for _, k := range wordKeys(w) {
-				fn(SubPhonetic, k)
-			}
-		}
-	}
-	if c.kinds[Phone] {
-		if p, ok := parsePhone(value, c.opt.PhoneRegion); ok {
-			fn(SubPhoneE164, p.number)
-			if p.last4 != "" {
-				fn(SubPhoneLast4, p.last4)
-			}
-			if p.area != "" {
-				fn(SubPhoneArea, p.area)
-			}
-		}
-	}
-	if c.kinds[Date] {
-		if d, ok := parseStoredDate(value); ok {
-			fn(SubDate, d.dayText())
-			fn(SubYear, d.yearText())
-			fn(SubYearMonth, d.monthText())
+	v := &valueText{raw: value}
+	for _, k := range kindOrder {
+		if c.kinds[k] {
+			registry[k].messages(c, v, fn)
 		}
 	}
 }

@@ -18,13 +18,14 @@ import (
 
 // Measurer measures the leakage of one column. Not safe for concurrent use.
 type Measurer struct {
-	col   *Column
-	seed  maphash.Seed
-	rows  int64
-	fams  map[SubKind]*famCount
-	vals  map[uint64]*valueCount // by value identity (its messages)
-	pairs []pair
-	chain map[QueryKind]map[uint64]*chainGroup // rows by the row's query-kind term set
+	col    *Column
+	seed   maphash.Seed
+	rows   int64
+	fams   map[SubKind]*famCount
+	vals   map[uint64]*valueCount // by value identity (its messages)
+	pairs  []pair
+	chain  map[QueryKind]map[uint64]*chainGroup // rows by the row's query-kind term set
+	chains map[QueryKind][]SubKind              // the chained query kinds' sub-kinds
 }
 
 // chainGroup is the rows whose terms of a query kind's sub-kinds are terms.
@@ -54,6 +55,12 @@ type valueCount struct {
 // NewMeasurer measures column c.
 func NewMeasurer(c *Column) *Measurer {
 	m := &Measurer{col: c, seed: maphash.MakeSeed(), fams: map[SubKind]*famCount{}, vals: map[uint64]*valueCount{}, chain: map[QueryKind]map[uint64]*chainGroup{}}
+	m.chains = map[QueryKind][]SubKind{}
+	for _, mq := range c.measured() {
+		if mq.chained {
+			m.chains[mq.kind] = mq.subs
+		}
+	}
 	for _, s := range c.subs {
 		m.fams[s] = &famCount{msgs: map[uint64]int64{}, termRows: map[int64]int64{}, termMsgs: map[int64]int64{}, seen: map[[2]uint64]struct{}{}}
 	}
@@ -103,7 +110,7 @@ func (m *Measurer) Add(value string) {
 		m.vals[id] = v
 	}
 	v.rows++
-	for q, subs := range m.col.chains() {
+	for q, subs := range m.chains {
 		// As Query does: terms of 0-bit sub-kinds only when nothing else.
 		var terms, zero []int64
 		for _, p := range m.pairs {
@@ -218,17 +225,14 @@ func (m *Measurer) Result() ColumnLeakage {
 		}
 		l.Families = append(l.Families, fl)
 	}
-	for _, q := range m.col.queryKinds() {
-		qc := QueryCandidates{Kind: q}
-		if groups := m.chain[q]; groups != nil {
-			qc.Candidates = supersetWeighted(groups)
-			qc.Matches = selfWeighted(m.fams[m.col.chains()[q][0]].msgs)
-		} else if s := singleFamily(q); s != "" && m.fams[s] != nil {
-			qc.Candidates = selfWeighted(m.fams[s].termRows)
-			qc.Matches = selfWeighted(m.fams[s].msgs)
+	for _, mq := range m.col.measured() {
+		qc := QueryCandidates{Kind: mq.kind}
+		if mq.chained {
+			qc.Candidates = supersetWeighted(m.chain[mq.kind])
 		} else {
-			continue
+			qc.Candidates = selfWeighted(m.fams[mq.subs[0]].termRows)
 		}
+		qc.Matches = selfWeighted(m.fams[mq.subs[0]].msgs)
 		l.Queries = append(l.Queries, qc)
 	}
 	return l
@@ -310,67 +314,14 @@ func selfWeighted[K comparable](groups map[K]int64) float64 {
 	return s2 / s
 }
 
-// queryKinds lists the query kinds of the column's search kinds.
-func (c *Column) queryKinds() []QueryKind {
-	var out []QueryKind
-	for _, q := range []QueryKind{QExact, QPrefix, QContains, QPhonetic, QPhone, QLast4, QAreaCode, QDate, QYearMonth, QYear} {
-		if c.kinds[queryNeeds[q]] {
-			out = append(out, q)
+// measured lists how a Measurer costs each query kind of the column's
+// search kinds, in kind order.
+func (c *Column) measured() []measuredQuery {
+	var out []measuredQuery
+	for _, k := range kindOrder {
+		if c.kinds[k] {
+			out = append(out, registry[k].measured(c)...)
 		}
-	}
-	return out
-}
-
-// singleFamily is the sub-kind a query of kind q looks up when it needs one
-// term of one sub-kind (prefix: the shortest indexed prefix; contains and
-// phonetic: one n-gram or one word).
-func singleFamily(q QueryKind) SubKind {
-	switch q {
-	case QPrefix:
-		return "" // set by chains
-	case QContains:
-		return SubContains
-	case QPhonetic:
-		return SubPhonetic
-	case QLast4:
-		return SubPhoneLast4
-	case QAreaCode:
-		return SubPhoneArea
-	case QYear:
-		return SubYear
-	}
-	return ""
-}
-
-// chains lists, per query kind whose query ANDs terms of several sub-kinds
-// (or of one chosen sub-kind), those sub-kinds, the first being the one the
-// query is about; Query builds its groups the same way.
-func (c *Column) chains() map[QueryKind][]SubKind {
-	out := map[QueryKind][]SubKind{}
-	if c.kinds[Exact] {
-		s := []SubKind{SubExact}
-		if c.kinds[Prefix] {
-			for l := c.opt.PrefixMin; l <= c.opt.PrefixMax; l++ {
-				s = append(s, PrefixSubKind(l))
-			}
-		}
-		if c.kinds[Contains] {
-			s = append(s, SubContains)
-		}
-		if c.kinds[Phonetic] && c.opt.FoldAccents {
-			s = append(s, SubPhonetic)
-		}
-		out[QExact] = s
-	}
-	if c.kinds[Prefix] {
-		out[QPrefix] = []SubKind{PrefixSubKind(c.opt.PrefixMin)}
-	}
-	if c.kinds[Phone] {
-		out[QPhone] = []SubKind{SubPhoneE164, SubPhoneLast4, SubPhoneArea}
-	}
-	if c.kinds[Date] {
-		out[QDate] = []SubKind{SubDate, SubYearMonth, SubYear}
-		out[QYearMonth] = []SubKind{SubYearMonth, SubYear}
 	}
 	return out
 }

@@ -154,35 +154,17 @@ func BitsForDistinct(d int64) int {
 // Within a class the sub-kind with the most bits gives one up; ties go by
 // reduceRank.
 func reduceClass(s SubKind, o Options) int {
-	switch s {
-	case SubContains, SubPhonetic:
-		return 0
-	case SubExact, SubPhoneE164, SubDate, SubYearMonth:
-		return 1
-	case SubPhoneLast4, SubPhoneArea, SubYear:
-		return 2
-	}
-	if n := prefixLen(s); n > o.PrefixMin {
-		return 1
+	if k := ownerOf(s); k != nil {
+		c, _ := k.budget(s, o)
+		return c
 	}
 	return 2
 }
 
 func reduceRank(s SubKind) int {
-	switch s {
-	case SubContains:
-		return 0
-	case SubPhonetic:
-		return 1
-	case SubExact, SubPhoneE164, SubDate:
-		return 2
-	case SubYearMonth, SubPhoneLast4:
-		return 40
-	case SubPhoneArea, SubYear:
-		return 60
-	}
-	if n := prefixLen(s); n > 0 {
-		return 3 + maxPrefixRunes - n // longer prefixes first
+	if k := ownerOf(s); k != nil {
+		_, r := k.budget(s, Options{}.withDefaults())
+		return r
 	}
 	return 70
 }
