@@ -49,6 +49,8 @@ type Sizer struct {
 	rows   int64
 	sample kmv
 	buf    []int64
+	sets   map[uint64]struct{} // reused by simulate
+	simBuf []int64
 }
 
 // NewSizer prepares the sizing of a column searchable by kinds with options
@@ -267,12 +269,15 @@ func (s *Sizer) simulate(bitsBy []int) float64 {
 	if n == 0 {
 		return math.Inf(1)
 	}
-	shift := map[byte]int{}
+	var shift [256]uint
 	for i, sub := range s.subs {
-		shift[Tag(sub)] = MaxBits - bitsBy[i]
+		shift[Tag(sub)] = uint(MaxBits - bitsBy[i])
 	}
-	sets := map[uint64]struct{}{}
-	var buf []int64
+	if s.sets == nil {
+		s.sets = make(map[uint64]struct{}, n)
+	}
+	clear(s.sets)
+	buf := s.simBuf
 	for _, terms := range s.sample.terms {
 		buf = buf[:0]
 		for _, t := range terms {
@@ -281,9 +286,10 @@ func (s *Sizer) simulate(bitsBy []int) float64 {
 			buf = append(buf, int64(uint64(tag)<<56|v>>shift[tag]))
 		}
 		slices.Sort(buf)
-		sets[hashTerms(slices.Compact(buf))] = struct{}{}
+		s.sets[hashTerms(slices.Compact(buf))] = struct{}{}
 	}
-	return float64(n) / float64(len(sets))
+	s.simBuf = buf
+	return float64(n) / float64(len(s.sets))
 }
 
 // hashTerms is a 64-bit hash of a sorted term array (splitmix64 steps).
