@@ -27,6 +27,9 @@ func (a *app) planCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			return a.guarded(ctx, guardSpec{Command: "plan", Conns: 2}, "", func(ctx context.Context, s *session, out *outcome) error {
+				if err := engine.SizeColumns(ctx, s.Pool, nil, s.Plan, s.Cfg.IsProduction()); err != nil {
+					return err
+				}
 				specs, err := engine.IndexSpecs(ctx, s.Pool, s.Plan)
 				if err != nil {
 					return err
