@@ -30,6 +30,12 @@ var functionGrants = map[string][]Role{
 	"pgphi.pins_replace": {DBA},
 	// the statement trigger of protected tables: apply creates it.
 	"pgphi.count_write": {DBA},
+	// the history of schema migrations: only migrate, run by the dba, writes it.
+	"pgphi.migration_begin":    {DBA},
+	"pgphi.migration_step":     {DBA},
+	"pgphi.migration_finish":   {DBA},
+	"pgphi.migration_revert":   {DBA},
+	"pgphi.migration_baseline": {DBA},
 }
 
 // grantFunctions grants EXECUTE on each existing function of functionGrants

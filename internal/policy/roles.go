@@ -204,7 +204,7 @@ const rolesLockKey = 0x70677072 // "pgpr"
 // of functionGrants.
 var (
 	stateTables = []string{"schema_version", "plans", "plan_tables", "chunks", "failures",
-		"protected_columns", "blind_indexes", "flags", "verifications", "checks"}
+		"protected_columns", "blind_indexes", "flags", "verifications", "checks", "migrations"}
 	// dbaWrite are the operational tables apply, cleanup and rollback keep.
 	dbaWrite    = []string{"plans", "plan_tables", "chunks", "failures", "protected_columns", "blind_indexes", "kek", "data_keys"}
 	dbaSelect   = append(slices.Clone(stateTables), "kek", "data_keys", "approvals", "audit_log", "audit_checkpoints", "pins")
