@@ -56,7 +56,16 @@ func acquireLock(ctx context.Context, pool *pgxpool.Pool, wait time.Duration, lo
 	if err := conn.QueryRow(ctx, "SELECT pg_catalog.current_database()::text, pg_catalog.pg_backend_pid()").Scan(&db, &pid1); err != nil {
 		return fail(err)
 	}
-	if _, err := conn.Exec(ctx, "SET application_name = 'pgphi migrate'"); err != nil {
+	// Migrations are the application's SQL: they run in the search path
+	// the role and database are configured with (ALTER ROLE / DATABASE ...
+	// SET search_path, else the server's default), not in pgphi's own.
+	if _, err := conn.Exec(ctx, `SELECT pg_catalog.set_config('application_name', 'pgphi migrate', false),
+		pg_catalog.set_config('search_path', COALESCE(
+			(SELECT pg_catalog.substr(c, 13) FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
+			  WHERE c LIKE 'search_path=%' AND s.setrole IN (0, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = pg_catalog.session_user()))
+			    AND s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))
+			  ORDER BY s.setrole = 0, s.setdatabase = 0 LIMIT 1),
+			(SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path')), false)`); err != nil {
 		return fail(err)
 	}
 	l.key = lockKey(db)

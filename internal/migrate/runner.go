@@ -112,6 +112,9 @@ type MigrationError struct {
 }
 
 func (e *MigrationError) Error() string {
+	if e.Statement == 0 {
+		return fmt.Sprintf("%s: %v", e.File, e.Err)
+	}
 	return fmt.Sprintf("%s:%d:%d: statement %d failed: %v", e.File, e.Line, e.Col, e.Statement, e.Err)
 }
 func (e *MigrationError) Unwrap() error { return e.Err }

@@ -135,7 +135,7 @@ BEGIN
         END IF;
         r.statement_hashes := p_hashes;
         r.statements_done := r.statements_total;
-        r.rows_affected := pg_catalog.greatest(COALESCE(p_rows, 0), 0);
+        r.rows_affected := CASE WHEN COALESCE(p_rows, 0) OPERATOR(pg_catalog.<) 0 THEN 0 ELSE COALESCE(p_rows, 0) END;
     END IF;
     IF p_outcome OPERATOR(pg_catalog.=) 'applied' AND r.statements_done OPERATOR(pg_catalog.<>) r.statements_total THEN
         RAISE EXCEPTION 'pgphi.migration_finish: migration % ran % of % statements', p_version, r.statements_done, r.statements_total
@@ -143,7 +143,7 @@ BEGIN
     END IF;
     UPDATE pgphi.migrations m SET state = p_outcome, statements_done = r.statements_done, statement_hashes = r.statement_hashes,
         rows_affected = r.rows_affected, finished_at = pg_catalog.clock_timestamp(),
-        duration_ms = (pg_catalog.extract(epoch FROM pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) r.started_at) OPERATOR(pg_catalog.*) 1000)::bigint,
+        duration_ms = (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) r.started_at) OPERATOR(pg_catalog.*) 1000)::bigint,
         error_class = CASE WHEN p_outcome OPERATOR(pg_catalog.=) 'failed' THEN COALESCE(p_error_class, 'error') END,
         failed_statement = CASE WHEN p_outcome OPERATOR(pg_catalog.=) 'failed' THEN p_failed_statement END
      WHERE m.version OPERATOR(pg_catalog.=) p_version;
