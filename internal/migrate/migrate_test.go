@@ -241,7 +241,7 @@ func TestSumFileRefusesEditReorderInsertRemove(t *testing.T) {
 func TestAppliedFileEditedIsRefused(t *testing.T) {
 	ctx := testContext(t)
 	_, pool := setup(t)
-	d := writeDir(t, map[string]string{"001_a.up.sql": "CREATE TABLE a (id int);\n", "002_b.up.sql": "CREATE TABLE b (id int);\n"})
+	d := writeDir(t, map[string]string{"001_a.up.sql": "CREATE TABLE a (id int);\n", "005_b.up.sql": "CREATE TABLE b (id int);\n"})
 	r := open(t, ctx, pool, d, Options{})
 	if _, err := r.Up(ctx, 1); err != nil {
 		t.Fatal(err)
@@ -266,10 +266,10 @@ func TestAppliedFileEditedIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Close(ctx)
-	os.WriteFile(filepath.Join(d.Path, "0015_late.up.sql"), []byte("SELECT 1;\n"), 0o644)
+	os.WriteFile(filepath.Join(d.Path, "003_late.up.sql"), []byte("SELECT 1;\n"), 0o644)
 	d = reread(t, d)
 	d.WriteSum()
-	if _, err := Open(ctx, pool, d, Options{Logf: t.Logf}); !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "0015_late.up.sql is pending but older") {
+	if _, err := Open(ctx, pool, d, Options{Logf: t.Logf}); !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "003_late.up.sql is pending but older") {
 		t.Fatalf("got %v", err)
 	}
 }
