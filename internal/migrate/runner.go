@@ -13,6 +13,11 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
 
+// RowQuerier runs a query returning one row.
+type RowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // Options tune a runner.
 type Options struct {
 	Actor       string        // the person or pipeline, recorded beside the database role
@@ -349,7 +354,7 @@ func (r *Runner) prepareIndex(ctx context.Context, s *Statement, resuming bool) 
 	return []string{name.Sanitize()}, false, nil
 }
 
-func indexValid(ctx context.Context, conn *pgx.Conn, name string) (valid, exists bool, err error) {
+func indexValid(ctx context.Context, conn RowQuerier, name string) (valid, exists bool, err error) {
 	err = conn.QueryRow(ctx, `SELECT COALESCE((SELECT i.indisvalid FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass($1)), false),
 		pg_catalog.to_regclass($1) IS NOT NULL`, name).Scan(&valid, &exists)
 	return valid, exists, err
@@ -357,7 +362,7 @@ func indexValid(ctx context.Context, conn *pgx.Conn, name string) (valid, exists
 
 // InvalidIndexes lists the indexes that CREATE INDEX CONCURRENTLY
 // statements of applied migrations name and that are INVALID now.
-func InvalidIndexes(ctx context.Context, conn *pgx.Conn, d *Dir, hist []Record) ([]string, error) {
+func InvalidIndexes(ctx context.Context, conn RowQuerier, d *Dir, hist []Record) ([]string, error) {
 	hv := byVersion(hist)
 	var out []string
 	for _, m := range d.Migrations {

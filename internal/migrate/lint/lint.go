@@ -219,3 +219,25 @@ func funcNames(n protoreflect.ProtoMessage) []string {
 	})
 	return out
 }
+
+// AddsConfigured lists the columns f adds that pgphi.yaml protects: they
+// hold plaintext until pgphi encrypts them.
+func AddsConfigured(c Context, f *migrate.File) []string {
+	var out []string
+	for _, s := range f.Statements {
+		rel, cmds := alterCmds(s)
+		for _, cmd := range cmds {
+			if cd := cmd.GetDef().GetColumnDef(); cmd.Subtype == pg_query.AlterTableType_AT_AddColumn && cd != nil && c.Configured[tableKey(rel)+"."+strings.ToLower(cd.Colname)] {
+				out = append(out, tableKey(rel)+"."+cd.Colname)
+			}
+		}
+		if cs := s.Node.GetCreateStmt(); cs != nil {
+			for _, e := range cs.TableElts {
+				if cd := e.GetColumnDef(); cd != nil && c.Configured[tableKey(cs.Relation)+"."+strings.ToLower(cd.Colname)] {
+					out = append(out, tableKey(cs.Relation)+"."+cd.Colname)
+				}
+			}
+		}
+	}
+	return out
+}
