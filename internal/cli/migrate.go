@@ -465,6 +465,7 @@ func (a *app) migrateLint(o *migrateOpts) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "lint [FILE...] [--json]",
 		Short: "Lint migration files (default: every up file of the directory); exit 1 on an error",
+		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := a.loadConfigOptional()
 			if err != nil {

@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgphi/pgphi/internal/audit"
+)
+
+// The command-line contract of `pgphi migrate`: exit codes, the wrapper
+// (refusal of outsiders, audit records), the sum file, the runner lock.
+func TestMigrateCommandLine(t *testing.T) {
+	t.Parallel()
+	f, a, _ := tpFixture(t, "environment: test\n")
+	dir := filepath.Join(f.dir, "migrations")
+	as := func(role string, args ...string) result {
+		t.Helper()
+		return tpAs(f, a, role, append([]string{"migrate", "--dir", dir}, args...)...)
+	}
+	write := func(name, sql string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(sql), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	complExpect(t, as(a.DBA, "new", "create_visit"), 0, "001_create_visit.up.sql")
+	write("001_create_visit.up.sql", "CREATE TABLE visit (id bigint PRIMARY KEY, patient_id int, note text);\n")
+	write("001_create_visit.down.sql", "DROP TABLE visit;\n")
+	// Written but not hashed: refused, naming the file.
+	complExpect(t, as(a.DBA, "up", "--reason", "release 1"), 2, "001_create_visit.up.sql was edited after the sum was written")
+	complExpect(t, as(a.DBA, "hash"), 0)
+	complExpect(t, as(a.DBA, "new", "visit_index"), 0, "002_visit_index.up.sql")
+	write("002_visit_index.up.sql", "CREATE INDEX CONCURRENTLY visit_patient_idx ON visit (patient_id);\n")
+	write("002_visit_index.down.sql", "DROP INDEX CONCURRENTLY visit_patient_idx;\n")
+	complExpect(t, as(a.DBA, "hash"), 0)
+	complExpect(t, as(a.DBA, "lint"), 0)
+
+	// A role in no pgphi group is refused (exit 4) and the refusal audited;
+	// so is the application's writer. Nothing ran.
+	complExpect(t, as(a.Outsider, "up", "--reason", "x"), 4, "access denied")
+	complExpect(t, as(a.AppWriter, "status"), 4, "access denied")
+	if !tpHasRefusal(t, f, "migrate", a.Outsider) {
+		t.Error("no refusal record of migrate by the outsider")
+	}
+	// A healthcare_admin is a pgphi member but not a dba: refused too.
+	complExpect(t, as(a.HealthcareAdmin, "up", "--reason", "x"), 4, "needs role dba")
+	if n := queryInt(t, f.conn(), "SELECT count(*) FROM pg_class WHERE relname = 'visit'"); n != 0 {
+		t.Fatal("a refused run created a table")
+	}
+
+	complExpect(t, as(a.DBA, "up", "--dry-run"), 0, "dry run: 001_create_visit: 1 statements", "not tried (cannot run in a transaction): 002_visit_index.up.sql:1")
+	complExpect(t, as(a.DBA, "up", "--reason", "release 1"), 0, "applied 001_create_visit", "applied 002_visit_index")
+	rec := complLastRecord(t, f)
+	if rec.Command != "migrate" || rec.Event != audit.EventSuccess || rec.Details["migrations"] != "001_create_visit, 002_visit_index" || rec.Reason != "release 1" || rec.PlanID == "" {
+		t.Errorf("audit record of up: %+v", rec)
+	}
+	complExpect(t, as(a.DBA, "up", "--reason", "again"), 0, "nothing to apply")
+	r := as(a.DBA, "status", "--json")
+	complExpect(t, r, 0)
+	var st struct {
+		Migrations []struct {
+			Name, State string
+			History     struct{ AppliedByRole string `json:"applied_by_role"` } `json:"history"`
+		}
+		Check string
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st.Migrations) != 2 || st.Migrations[1].State != "applied" || st.Migrations[0].History.AppliedByRole != a.DBA || st.Check != "ok" {
+		t.Fatalf("status --json: %+v %v\n%s", st, err, r.stdout)
+	}
+	complExpect(t, as(a.DBA, "verify"), 0, "verified 2 migrations")
+
+	// A lint error on a protected column: exit 1 from lint, JSON names it.
+	bad := filepath.Join(f.dir, "bad.sql")
+	os.WriteFile(bad, []byte("ALTER TABLE patient RENAME COLUMN last_name TO surname;\n"), 0o644)
+	r = as(a.DBA, "lint", "--json", bad)
+	complExpect(t, r, 1, "protected-column-changed", "renaming-column")
+
+	// Two runners: the second waits --lock-wait, then exits 1 naming the
+	// holder.
+	write("003_slow.up.sql", "SELECT pg_sleep(4);\nALTER TABLE visit ADD COLUMN kind int;\n")
+	complExpect(t, as(a.DBA, "hash"), 0)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	first, _, firstErr := f.start(ctx, "migrate", "--dir", dir, "up", "--reason", "slow")
+	deadline := time.Now().Add(20 * time.Second)
+	for queryInt(t, f.conn(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgphi migrate'") == 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	complExpect(t, as(a.DBA, "up", "--reason", "second", "--lock-wait", "1s"), 1, "another migration runner holds the lock", "application_name pgphi migrate")
+	if err := first.Wait(); err != nil {
+		t.Fatalf("first runner: %v\n%s", err, firstErr)
+	}
+
+	// An applied file edited (and re-hashed): refused, naming it.
+	write("001_create_visit.up.sql", "CREATE TABLE visit (id bigint PRIMARY KEY, patient_id int, note text, extra int);\n")
+	complExpect(t, as(a.DBA, "hash"), 0)
+	complExpect(t, as(a.DBA, "verify"), 2, "001_create_visit.up.sql was edited after it was applied")
+	complExpect(t, as(a.DBA, "up", "--reason", "x"), 2, "001_create_visit.up.sql was edited after it was applied")
+	write("001_create_visit.up.sql", "CREATE TABLE visit (id bigint PRIMARY KEY, patient_id int, note text);\n")
+	complExpect(t, as(a.DBA, "hash"), 0)
+
+	write("003_slow.down.sql", "ALTER TABLE visit DROP COLUMN kind;\n")
+	complExpect(t, as(a.DBA, "hash"), 0)
+	complExpect(t, as(a.DBA, "down", "--reason", "roll back", "--steps", "1"), 0, "reverted 003_slow")
+	complExpect(t, as(a.DBA, "down", "--reason", "roll back"), 2, "--steps")
+	if !strings.Contains(as(a.DBA, "status").stdout, "pending") {
+		t.Error("status does not show the reverted migration as pending")
+	}
+}
