@@ -66,7 +66,9 @@ func TestMigrateCommandLine(t *testing.T) {
 	var st struct {
 		Migrations []struct {
 			Name, State string
-			History     struct{ AppliedByRole string `json:"applied_by_role"` } `json:"history"`
+			History     struct {
+				AppliedByRole string `json:"applied_by_role"`
+			} `json:"history"`
 		}
 		Check string
 	}
@@ -112,4 +114,60 @@ func TestMigrateCommandLine(t *testing.T) {
 	if !strings.Contains(as(a.DBA, "status").stdout, "pending") {
 		t.Error("status does not show the reverted migration as pending")
 	}
+}
+
+// SIGKILL during a transactional and during a statement-by-statement
+// migration: the next up finishes correctly, resuming the second at the
+// statement that was running.
+func TestMigrateSurvivesSIGKILL(t *testing.T) {
+	t.Parallel()
+	f, a, _ := tpFixture(t, "environment: test\n")
+	dir := filepath.Join(f.dir, "migrations")
+	os.MkdirAll(dir, 0o755)
+	files := map[string]string{
+		"001_tx.up.sql":    "CREATE TABLE visit (id bigint PRIMARY KEY, patient_id int);\nINSERT INTO visit SELECT g, g FROM generate_series(1, 50) g;\nSELECT pg_sleep(3);\n",
+		"002_nontx.up.sql": "CREATE INDEX CONCURRENTLY visit_patient_idx ON visit (patient_id);\nSELECT pg_sleep(3);\nCREATE INDEX CONCURRENTLY visit_id_patient_idx ON visit (id, patient_id);\n",
+	}
+	for n, s := range files {
+		os.WriteFile(filepath.Join(dir, n), []byte(s), 0o644)
+	}
+	complExpect(t, tpAs(f, a, a.DBA, "migrate", "--dir", dir, "hash"), 0)
+	killDuring := func(wantSleeping string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd, _, _ := f.start(ctx, "migrate", "--dir", dir, "up", "--reason", "killed")
+		deadline := time.Now().Add(30 * time.Second)
+		for queryInt(t, f.conn(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgphi migrate' AND query LIKE '%pg_sleep%'") == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the runner never reached %s", wantSleeping)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	killDuring("001_tx")
+	// Killed inside its transaction: nothing of 001 is left.
+	if n := queryInt(t, f.conn(), "SELECT count(*) FROM pg_class WHERE relname = 'visit'"); n != 0 {
+		t.Fatal("a killed transactional migration left its table")
+	}
+	// Only 001: the runner must stop inside 002's second statement.
+	os.Rename(filepath.Join(dir, "002_nontx.up.sql"), filepath.Join(f.dir, "002_nontx.up.sql"))
+	complExpect(t, tpAs(f, a, a.DBA, "migrate", "--dir", dir, "hash"), 0)
+	complExpect(t, tpAs(f, a, a.DBA, "migrate", "--dir", dir, "up", "--reason", "after kill"), 0, "applied 001_tx")
+	os.Rename(filepath.Join(f.dir, "002_nontx.up.sql"), filepath.Join(dir, "002_nontx.up.sql"))
+	complExpect(t, tpAs(f, a, a.DBA, "migrate", "--dir", dir, "hash"), 0)
+	killDuring("002_nontx")
+	if n := queryInt(t, f.conn(), "SELECT statements_done FROM pgphi.migrations WHERE version = 2 AND state = 'running'"); n != 1 {
+		t.Fatalf("after the kill, 002 has %d statements done, want 1 (running)", n)
+	}
+	// The killed session may still hold the lock until its sleep ends: the
+	// next runner waits for it, then resumes at statement 2.
+	r := tpAs(f, a, a.DBA, "migrate", "--dir", dir, "up", "--reason", "after kill")
+	complExpect(t, r, 0, "resuming 002_nontx at statement 2 of 3", "applied 002_nontx")
+	if n := queryInt(t, f.conn(), "SELECT count(*) FROM pg_index WHERE indexrelid::regclass::text IN ('visit_patient_idx', 'visit_id_patient_idx') AND indisvalid"); n != 2 {
+		t.Fatalf("%d valid indexes, want 2", n)
+	}
+	complExpect(t, tpAs(f, a, a.DBA, "migrate", "--dir", dir, "verify"), 0)
 }
