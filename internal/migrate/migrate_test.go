@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -468,5 +469,47 @@ func mustExec(t *testing.T, pool *pgxpool.Pool, sql string) {
 	t.Helper()
 	if _, err := pool.Exec(context.Background(), "SET search_path = \"$user\", public; "+sql, pgx.QueryExecModeSimpleProtocol); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestDryRunLeavesTheCatalogIdentical(t *testing.T) {
+	pgDump, err := exec.LookPath("pg_dump")
+	if err != nil {
+		t.Skip("pg_dump is not installed")
+	}
+	ctx := testContext(t)
+	a, pool := setup(t)
+	d := writeDir(t, felicity)
+	r := open(t, ctx, pool, d, Options{})
+	if _, err := r.Up(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	dump := func() string {
+		out, err := exec.CommandContext(ctx, pgDump, "--schema-only", "--no-owner", a.URL(a.DBA)).Output()
+		if err != nil {
+			t.Fatalf("pg_dump: %v", err)
+		}
+		// pg_dump's \restrict key is random per dump.
+		var keep []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if !strings.HasPrefix(l, "\\restrict") && !strings.HasPrefix(l, "\\unrestrict") {
+				keep = append(keep, l)
+			}
+		}
+		return strings.Join(keep, "\n")
+	}
+	before := dump()
+	res, err := r.DryRun(ctx, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Skipped) != 3 || !strings.HasPrefix(res.Skipped[0], "003_index.up.sql:2") || !strings.Contains(res.Skipped[2], "004_enum.up.sql:2 (failed with SQLSTATE 22P02 after a statement not tried") {
+		t.Errorf("skipped %v, want the concurrent index and the enum value used in its file", res.Skipped)
+	}
+	if after := dump(); after != before {
+		t.Fatalf("the dry run changed the catalog:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if h := r.History(); len(h) != 2 {
+		t.Fatalf("the dry run wrote history: %+v", h)
 	}
 }

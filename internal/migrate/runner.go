@@ -501,12 +501,28 @@ func (r *Runner) DryRun(ctx context.Context, to int64) (*Result, error) {
 			return res, err
 		}
 		mr := MigrationResult{Name: m.Name, SHA256: m.UpSHA}
+		skipped := false
 		for _, s := range f.Statements {
 			if s.NonTx {
 				res.Skipped = append(res.Skipped, fmt.Sprintf("%s:%d (%s)", m.UpFile, s.Line, kind(s.Node)))
+				skipped = true
 				continue
 			}
+			if skipped {
+				// After a statement not tried, a failure may only mean
+				// that this one needs it: try it under a savepoint.
+				if _, err := tx.Exec(ctx, "SAVEPOINT pgphi_dry_run"); err != nil {
+					return res, err
+				}
+			}
 			tag, err := tx.Exec(ctx, s.SQL, pgx.QueryExecModeSimpleProtocol)
+			if err != nil && skipped {
+				if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT pgphi_dry_run"); rerr != nil {
+					return res, rerr
+				}
+				res.Skipped = append(res.Skipped, fmt.Sprintf("%s:%d (failed with %s after a statement not tried; it may need it)", m.UpFile, s.Line, ErrorClass(err)))
+				continue
+			}
 			if err != nil {
 				return res, &MigrationError{File: m.UpFile, Statement: s.Index, Line: s.Line, Col: s.Col, Err: err}
 			}
