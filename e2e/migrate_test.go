@@ -55,10 +55,25 @@ func TestMigrateCommandLine(t *testing.T) {
 	}
 
 	complExpect(t, as(a.DBA, "up", "--dry-run"), 0, "dry run: 001_create_visit: 1 statements", "not tried (cannot run in a transaction): 002_visit_index.up.sql:1")
+	// A post_execute hook gets the migration's context.
+	os.WriteFile(filepath.Join(f.dir, "hook.sh"), []byte("#!/bin/sh\ncat > \"$(dirname \"$0\")/hook.json\"\n"), 0o755)
+	f.writeConfig(complYAML("environment: test\nhooks:\n  post_execute: ['hook.sh']\n", ""))
 	complExpect(t, as(a.DBA, "up", "--reason", "release 1"), 0, "applied 001_create_visit", "applied 002_visit_index")
 	rec := complLastRecord(t, f)
-	if rec.Command != "migrate" || rec.Event != audit.EventSuccess || rec.Details["migrations"] != "001_create_visit, 002_visit_index" || rec.Reason != "release 1" || rec.PlanID == "" {
+	if rec.Command != "migrate" || rec.Event != audit.EventSuccess || rec.Details["migrations"] != "001_create_visit, 002_visit_index" || rec.Reason != "release 1" || rec.PlanID == "" ||
+		!strings.HasPrefix(rec.Details["m.002_visit_index"], "sha256=") {
 		t.Errorf("audit record of up: %+v", rec)
+	}
+	var hc struct {
+		Phase, Command, Environment string
+		RowsAffected                int64             `json:"rows_affected"`
+		Details                     map[string]string `json:"details"`
+	}
+	if b, err := os.ReadFile(filepath.Join(f.dir, "hook.json")); err != nil || json.Unmarshal(b, &hc) != nil {
+		t.Fatalf("the hook did not run: %v %s", err, b)
+	}
+	if hc.Phase != "post_execute" || hc.Command != "migrate" || hc.Environment != "test" || hc.Details["migration_name"] != "002_visit_index" || hc.Details["tables_modified"] != "public.visit" {
+		t.Errorf("hook context %+v", hc)
 	}
 	complExpect(t, as(a.DBA, "up", "--reason", "again"), 0, "nothing to apply")
 	r := as(a.DBA, "status", "--json")

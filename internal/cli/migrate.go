@@ -150,6 +150,43 @@ func printFindings(w io.Writer, fs []lint.Finding) {
 	}
 }
 
+// detailKey is an audit details key for a migration: "m." and its name,
+// in the characters the audit trail allows.
+func detailKey(name string) string {
+	k := "m." + strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '_', r == '-', r == '.':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + 'a' - 'A'
+		}
+		return '_'
+	}, name)
+	if len(k) > 64 {
+		k = k[:64]
+	}
+	return k
+}
+
+// tablesOf lists the tables the files change.
+func tablesOf(files []*migrate.Migration) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, m := range files {
+		f, err := migrate.Parse(m.UpFile, m.Up)
+		if err != nil {
+			continue
+		}
+		for _, t := range f.Tables() {
+			if !seen[t] {
+				seen[t] = true
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
 func lintFiles(lc lint.Context, files []*migrate.Migration) ([]lint.Finding, []string, error) {
 	var all []lint.Finding
 	var adds []string
@@ -279,12 +316,21 @@ func (a *app) migrateUp(o *migrateOpts) *cobra.Command {
 					}
 					return nil
 				}
+				out.Details["migration_name"] = todo[len(todo)-1].Name
+				out.Details["tables_modified"] = strings.Join(tablesOf(todo), ", ")
 				res, err := r.Up(ctx, to)
 				out.Rows = res.Rows()
 				var stmts int
 				for _, m := range res.Migrations {
 					stmts += m.Statements
 					fmt.Fprintf(a.stdout, "applied %s (sha256 %s): %d statements, %d rows, %s\n", m.Name, m.SHA256, m.Statements, m.Rows, m.Duration.Round(time.Millisecond))
+					// One entry per migration in the audit record: id, hash,
+					// statements, rows, duration, outcome.
+					out.Details[detailKey(m.Name)] = fmt.Sprintf("sha256=%s statements=%d rows=%d duration_ms=%d resumed=%d outcome=applied", m.SHA256, m.Statements, m.Rows, m.Duration.Milliseconds(), m.Resumed)
+				}
+				var me *migrate.MigrationError
+				if errors.As(err, &me) {
+					out.Details[detailKey(strings.TrimSuffix(me.File, ".up.sql"))] = fmt.Sprintf("outcome=failed statement=%d error_class=%s", me.Statement, migrate.ErrorClass(err))
 				}
 				out.Details["statements"] = strconv.Itoa(stmts)
 				if err != nil {

@@ -285,7 +285,10 @@ func (w *Wrapper) Run(ctx context.Context, spec Spec, reason string, body func(c
 		}
 	}
 	out := &Outcome{Details: map[string]string{}}
-	if err := body(ctx, s, out); err != nil {
+	bodyStart := time.Now()
+	err = body(ctx, s, out)
+	hc.RowsAffected, hc.DurationMS, hc.Details = out.Rows, time.Since(bodyStart).Milliseconds(), out.Details
+	if err != nil {
 		hc.Phase, hc.Error = "on_error", errorClass(err)
 		if _, herr := hcfg.Run(context.WithoutCancel(ctx), hc, redactText); herr != nil {
 			w.Logf("on_error hook: %v", redact.Error(herr))

@@ -180,3 +180,58 @@ func lineCol(text string, off int) (int, int) {
 	col := off - strings.LastIndexByte(text[:off], '\n')
 	return line, col
 }
+
+// Tables lists the tables the file's statements create, alter, index,
+// write or drop, as schema.table (public when unqualified), in order of
+// first mention.
+func (f *File) Tables() []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(rv *pg_query.RangeVar) {
+		if rv == nil || rv.Relname == "" {
+			return
+		}
+		s := rv.Schemaname
+		if s == "" {
+			s = "public"
+		}
+		if k := s + "." + rv.Relname; !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	for _, st := range f.Statements {
+		n := st.Node
+		switch {
+		case n.GetCreateStmt() != nil:
+			add(n.GetCreateStmt().Relation)
+		case n.GetAlterTableStmt() != nil:
+			add(n.GetAlterTableStmt().Relation)
+		case n.GetIndexStmt() != nil:
+			add(n.GetIndexStmt().Relation)
+		case n.GetInsertStmt() != nil:
+			add(n.GetInsertStmt().Relation)
+		case n.GetUpdateStmt() != nil:
+			add(n.GetUpdateStmt().Relation)
+		case n.GetDeleteStmt() != nil:
+			add(n.GetDeleteStmt().Relation)
+		case n.GetRenameStmt() != nil:
+			add(n.GetRenameStmt().Relation)
+		case n.GetDropStmt() != nil && n.GetDropStmt().RemoveType == pg_query.ObjectType_OBJECT_TABLE:
+			for _, o := range n.GetDropStmt().Objects {
+				if l := o.GetList(); l != nil {
+					var parts []string
+					for _, it := range l.Items {
+						parts = append(parts, it.GetString_().GetSval())
+					}
+					rv := &pg_query.RangeVar{Relname: parts[len(parts)-1]}
+					if len(parts) > 1 {
+						rv.Schemaname = parts[len(parts)-2]
+					}
+					add(rv)
+				}
+			}
+		}
+	}
+	return out
+}
