@@ -31,6 +31,13 @@ func testContext(t *testing.T) context.Context {
 // actors, and a pool connected as the dba actor (not a superuser).
 func setup(t *testing.T) (*pgtest.Actors, *pgxpool.Pool) {
 	t.Helper()
+	a, pool, _ := setupSuper(t)
+	return a, pool
+}
+
+// setupSuper is setup that also returns the superuser's URL.
+func setupSuper(t *testing.T) (*pgtest.Actors, *pgxpool.Pool, string) {
+	t.Helper()
 	ctx := testContext(t)
 	u := pgtest.NewDatabase(t)
 	su, err := dbconn.Open(ctx, u, 2)
@@ -56,7 +63,7 @@ func setup(t *testing.T) (*pgtest.Actors, *pgxpool.Pool) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	return a, pool
+	return a, pool, u
 }
 
 // writeDir writes files (name -> SQL) into a new directory with a sum file.
@@ -511,5 +518,89 @@ func TestDryRunLeavesTheCatalogIdentical(t *testing.T) {
 	}
 	if h := r.History(); len(h) != 2 {
 		t.Fatalf("the dry run wrote history: %+v", h)
+	}
+}
+
+// A realistic history: 21 migrations of the Felicity LIMS schema (tables,
+// indexes built concurrently, an enum value, a data backfill, foreign keys
+// and a CHECK added NOT VALID then validated), applied, rolled all the way
+// down and up again to the same catalog.
+func TestFelicityHistoryUpDownUp(t *testing.T) {
+	pgDump, err := exec.LookPath("pg_dump")
+	if err != nil {
+		t.Skip("pg_dump is not installed")
+	}
+	ctx := testContext(t)
+	a, pool, su := setupSuper(t)
+	src, _ := filepath.Glob("testdata/felicity/*.sql")
+	files := map[string]string{}
+	for _, p := range src {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[filepath.Base(p)] = string(b)
+	}
+	d := writeDir(t, files)
+	if len(d.Migrations) < 20 {
+		t.Fatalf("%d migrations, want at least 20", len(d.Migrations))
+	}
+	dump := func() string {
+		out, err := exec.CommandContext(ctx, pgDump, "--schema-only", "--no-owner", "--exclude-schema=pgphi", a.URL(a.DBA)).Output()
+		if err != nil {
+			t.Fatalf("pg_dump: %v", err)
+		}
+		var keep []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if !strings.HasPrefix(l, "\\restrict") && !strings.HasPrefix(l, "\\unrestrict") {
+				keep = append(keep, l)
+			}
+		}
+		return strings.Join(keep, "\n")
+	}
+	r := open(t, ctx, pool, d, Options{})
+	res, err := r.Up(ctx, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Migrations) != len(d.Migrations) {
+		t.Fatalf("applied %d of %d", len(res.Migrations), len(d.Migrations))
+	}
+	first := dump()
+	if _, err := r.Down(ctx, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = 'public'").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("after down to 0: %d relations left in public (%v)", n, err)
+	}
+	if _, err := r.Up(ctx, -1); err != nil {
+		t.Fatal(err)
+	}
+	if again := dump(); again != first {
+		t.Fatalf("up, down, up does not give the same schema:\nfirst:\n%s\nagain:\n%s", first, again)
+	}
+	if bad, err := InvalidIndexes(ctx, pool, d, r.History()); err != nil || len(bad) > 0 {
+		t.Fatalf("invalid indexes %v (%v)", bad, err)
+	}
+	if err := Check(d, r.History()); err != nil {
+		t.Fatal(err)
+	}
+	// An index an applied migration built turns INVALID (as a crashed
+	// REINDEX CONCURRENTLY leaves it): found through pgphi's own search
+	// path, and rebuilt by the next up.
+	sc := pgtest.Connect(t, su)
+	if _, err := sc.Exec(ctx, "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'public.sample_patient_idx'::regclass"); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := InvalidIndexes(ctx, pool, d, r.History())
+	if err != nil || len(bad) != 1 || bad[0] != `"sample_patient_idx"` {
+		t.Fatalf("invalid indexes %v (%v), want sample_patient_idx", bad, err)
+	}
+	if _, err := r.Up(ctx, -1); err != nil {
+		t.Fatal(err)
+	}
+	if bad, err := InvalidIndexes(ctx, pool, d, r.History()); err != nil || len(bad) > 0 {
+		t.Fatalf("after up: invalid indexes %v (%v)", bad, err)
 	}
 }

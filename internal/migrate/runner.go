@@ -340,7 +340,7 @@ func (r *Runner) prepareIndex(ctx context.Context, s *Statement, resuming bool) 
 	if sch := is.Relation.GetSchemaname(); sch != "" {
 		name = pgx.Identifier{sch, is.Idxname}
 	}
-	valid, exists, err := indexValid(ctx, r.lock.conn, name.Sanitize())
+	valid, exists, err := indexValid(ctx, r.lock.conn, is.Relation.GetSchemaname(), is.Idxname)
 	if err != nil || !exists {
 		return nil, false, err
 	}
@@ -354,9 +354,14 @@ func (r *Runner) prepareIndex(ctx context.Context, s *Statement, resuming bool) 
 	return []string{name.Sanitize()}, false, nil
 }
 
-func indexValid(ctx context.Context, conn RowQuerier, name string) (valid, exists bool, err error) {
-	err = conn.QueryRow(ctx, `SELECT COALESCE((SELECT i.indisvalid FROM pg_catalog.pg_index i WHERE i.indexrelid = pg_catalog.to_regclass($1)), false),
-		pg_catalog.to_regclass($1) IS NOT NULL`, name).Scan(&valid, &exists)
+// indexValid looks the index up by schema and name; an unqualified name is
+// looked up in every schema (the connection's search path may be pgphi's
+// own, not the application's), and is valid only if every match is.
+func indexValid(ctx context.Context, conn RowQuerier, schema, name string) (valid, exists bool, err error) {
+	err = conn.QueryRow(ctx, `SELECT COALESCE(bool_and(i.indisvalid), false), count(*) > 0
+		FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relname = $2 AND ($1 = '' OR n.nspname = $1)`, schema, name).Scan(&valid, &exists)
 	return valid, exists, err
 }
 
@@ -382,7 +387,7 @@ func InvalidIndexes(ctx context.Context, conn RowQuerier, d *Dir, hist []Record)
 			if sch := is.Relation.GetSchemaname(); sch != "" {
 				name = pgx.Identifier{sch, is.Idxname}
 			}
-			valid, exists, err := indexValid(ctx, conn, name.Sanitize())
+			valid, exists, err := indexValid(ctx, conn, is.Relation.GetSchemaname(), is.Idxname)
 			if err != nil {
 				return nil, err
 			}
