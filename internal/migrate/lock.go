@@ -56,6 +56,9 @@ func acquireLock(ctx context.Context, pool *pgxpool.Pool, wait time.Duration, lo
 	if err := conn.QueryRow(ctx, "SELECT pg_catalog.current_database()::text, pg_catalog.pg_backend_pid()").Scan(&db, &pid1); err != nil {
 		return fail(err)
 	}
+	if err := sessionIsOwn(ctx, pool, conn, pid1); err != nil {
+		return fail(err)
+	}
 	// Migrations are the application's SQL: they run in the search path
 	// the role and database are configured with (ALTER ROLE / DATABASE ...
 	// SET search_path, else the server's default), not in pgphi's own.
@@ -106,6 +109,52 @@ func acquireLock(ctx context.Context, pool *pgxpool.Pool, wait time.Duration, lo
 		return fail(fmt.Errorf("%w: the advisory lock pgphi took is not held by the session it talks to (a transaction-pooling proxy such as PgBouncer in transaction mode?); connect migrate directly to PostgreSQL or through a session-mode pool", ErrPooler))
 	}
 	return l, nil
+}
+
+// sessionIsOwn refuses a connection whose server session is shared: while
+// a second client connection holds a transaction open, a direct connection
+// keeps its own backend and the second gets another; behind a
+// transaction-pooling proxy the second may be handed the first's backend,
+// or the first moves to another between statements.
+func sessionIsOwn(ctx context.Context, pool *pgxpool.Pool, conn *pgx.Conn, pid int32) error {
+	other, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer other.Release()
+	tx, err := other.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	for i := 0; i < 3; i++ {
+		var otherPID, again int32
+		if err := tx.QueryRow(ctx, "SELECT pg_catalog.pg_backend_pid()").Scan(&otherPID); err != nil {
+			return err
+		}
+		if err := conn.QueryRow(ctx, "SELECT pg_catalog.pg_backend_pid()").Scan(&again); err != nil {
+			return err
+		}
+		if otherPID == pid || again != pid {
+			return fmt.Errorf("%w: two client connections were served by one server session, or one connection by two (a transaction-pooling proxy such as PgBouncer in transaction mode?); advisory locks and session settings would not hold: connect migrate directly to PostgreSQL or through a session-mode pool", ErrPooler)
+		}
+	}
+	return nil
+}
+
+// stillHeld re-checks, before each unit of work, that the session the
+// runner talks to holds the lock.
+func (l *lockConn) stillHeld(ctx context.Context) error {
+	var held bool
+	if err := l.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks
+		WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted
+		  AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1)`, l.hi(), l.lo()).Scan(&held); err != nil {
+		return err
+	}
+	if !held {
+		return fmt.Errorf("%w: the runner's session no longer holds the migration lock", ErrPooler)
+	}
+	return nil
 }
 
 // holder describes the session holding the lock: pid, application_name and

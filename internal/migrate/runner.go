@@ -154,6 +154,9 @@ func (r *Runner) Up(ctx context.Context, to int64) (*Result, error) {
 		if err != nil {
 			return res, err
 		}
+		if err := r.lock.stillHeld(ctx); err != nil {
+			return res, err
+		}
 		var mr *MigrationResult
 		if f.NonTx() {
 			mr, err = r.upStatements(ctx, m, f)
@@ -289,6 +292,9 @@ func (r *Runner) upStatements(ctx context.Context, m *Migration, f *File) (*Migr
 	}
 	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), "RESET lock_timeout") }()
 	for _, s := range f.Statements[done:] {
+		if err := r.lock.stillHeld(ctx); err != nil {
+			return mr, r.fail(ctx, m, f, s.Index, err)
+		}
 		var rows int64
 		for attempt := 0; ; attempt++ {
 			rebuilt, skip, err := r.prepareIndex(ctx, s, attempt == 0 && s.Index == done+1 && done > 0)
