@@ -122,6 +122,27 @@ func TestMigrateCommandLine(t *testing.T) {
 	write("001_create_visit.up.sql", "CREATE TABLE visit (id bigint PRIMARY KEY, patient_id int, note text);\n")
 	complExpect(t, as(a.DBA, "hash"), 0)
 
+	// A failing statement whose error would quote a value: the output, the
+	// audit record and the history carry the SQLSTATE, never the value.
+	write("004_canary.up.sql", "INSERT INTO visit (id) VALUES (1);\nINSERT INTO visit (id, patient_id) VALUES (2, 'CanaryMoreau77');\n")
+	complExpect(t, as(a.DBA, "hash"), 0)
+	r = as(a.DBA, "up", "--reason", "canary")
+	complExpect(t, r, 1, "004_canary.up.sql:2:1: statement 2 failed", "22P02")
+	if strings.Contains(r.stdout+r.stderr, "CanaryMoreau77") {
+		t.Errorf("the value reached the output:\n%s", r)
+	}
+	if n := queryInt(t, f.conn(), "SELECT count(*) FROM pgphi.audit_log WHERE record::text LIKE '%CanaryMoreau77%'"); n != 0 {
+		t.Error("the value reached the audit trail")
+	}
+	if n := queryInt(t, f.conn(), "SELECT count(*) FROM pgphi.migrations WHERE version = 4 AND state = 'failed' AND error_class = 'SQLSTATE 22P02' AND failed_statement = 2"); n != 1 {
+		t.Error("the failure is not in the history")
+	}
+	if n := queryInt(t, f.conn(), "SELECT count(*) FROM visit WHERE id = 1"); n != 0 {
+		t.Error("a failed transactional migration left a row")
+	}
+	os.Remove(filepath.Join(dir, "004_canary.up.sql"))
+	complExpect(t, as(a.DBA, "hash"), 0)
+
 	write("003_slow.down.sql", "ALTER TABLE visit DROP COLUMN kind;\n")
 	complExpect(t, as(a.DBA, "hash"), 0)
 	complExpect(t, as(a.DBA, "down", "--reason", "roll back", "--steps", "1"), 0, "reverted 003_slow")
