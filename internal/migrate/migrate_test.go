@@ -604,3 +604,44 @@ func TestFelicityHistoryUpDownUp(t *testing.T) {
 		t.Fatalf("after up: invalid indexes %v (%v)", bad, err)
 	}
 }
+
+// DDL behind a session holding the table: it gives up after the lock
+// timeout and retries with backoff; it succeeds once the lock is released,
+// and fails with SQLSTATE 55P03 recorded when the retries run out.
+func TestLockTimeoutRetriesThenFails(t *testing.T) {
+	ctx := testContext(t)
+	a, pool := setup(t)
+	d := writeDir(t, map[string]string{
+		"001_t.up.sql": "CREATE TABLE t (id int);\n",
+		"002_c.up.sql": "ALTER TABLE t ADD COLUMN c int;\n",
+		"003_d.up.sql": "ALTER TABLE t ADD COLUMN d int;\n",
+	})
+	r := open(t, ctx, pool, d, Options{LockTimeout: 100 * time.Millisecond, Retries: 3})
+	if _, err := r.Up(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	holder := a.Connect(t, a.DBA)
+	hold := func(d time.Duration) {
+		tx, err := holder.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT count(*) FROM public.t"); err != nil {
+			t.Fatal(err)
+		}
+		go func() { time.Sleep(d); tx.Rollback(context.Background()) }()
+	}
+	hold(500 * time.Millisecond)
+	if _, err := r.Up(ctx, 2); err != nil {
+		t.Fatalf("retries did not outlast a 500ms lock: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	hold(30 * time.Second)
+	_, err := r.Up(ctx, 3)
+	if !isLockTimeout(err) {
+		t.Fatalf("got %v, want a lock timeout after the retries", err)
+	}
+	if h := r.History()[2]; h.State != "failed" || h.ErrorClass != "SQLSTATE 55P03" {
+		t.Fatalf("history %+v", h)
+	}
+}
