@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -206,4 +207,61 @@ func TestMigrateSurvivesSIGKILL(t *testing.T) {
 		t.Fatalf("%d valid indexes, want 2", n)
 	}
 	complExpect(t, tpAs(f, a, a.DBA, "migrate", "--dir", dir, "verify"), 0)
+}
+
+// In production, `migrate up` needs approvals of its plan id (the pending
+// files and the database), and lint errors block it.
+func TestMigrateApprovalsAndLintInProduction(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, complYAML("environment: production\naccess: { allow_superuser: true }\napprovals:\n  signers: allowed_signers\n  require:\n    production: { dba: 1, healthcare_admin: 1 }\n", ""))
+	complCreatePatient(f, 20, 0)
+	keys := map[string]string{}
+	var list []complSigner
+	for _, s := range [][2]string{{"alice", "dba"}, {"bob", "healthcare_admin"}} {
+		path, pub := complKey(t, f.dir, s[0])
+		keys[s[0]] = path
+		list = append(list, complSigner{s[0], s[1], pub, ""})
+	}
+	complWriteSigners(t, filepath.Join(f.dir, "allowed_signers"), list...)
+	complExpect(t, f.run("keys", "init"), 0)
+	dir := filepath.Join(f.dir, "migrations")
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "001_visit.up.sql"), []byte("CREATE TABLE visit (id bigint PRIMARY KEY);\n"), 0o644)
+	complExpect(t, f.run("migrate", "--dir", dir, "hash"), 0)
+	planOf := func() string {
+		t.Helper()
+		r := f.run("migrate", "--dir", dir, "status")
+		m := regexp.MustCompile(`plan (migrate-[0-9a-f]{24})`).FindStringSubmatch(r.stdout)
+		if m == nil {
+			t.Fatalf("status shows no plan id:\n%s", r)
+		}
+		return m[1]
+	}
+	plan := planOf()
+	complExpect(t, f.run("migrate", "--dir", dir, "up", "--reason", "release"), 4, "approval required", plan)
+	complAssertRefused(t, f, "migrate", "approval")
+	complExpect(t, f.run("approve", plan, "--command", "migrate", "--key", keys["alice"]), 0)
+	complExpect(t, f.run("approve", plan, "--command", "migrate", "--key", keys["bob"]), 0)
+	complExpect(t, f.run("migrate", "--dir", dir, "up", "--reason", "release"), 0, "applied 001_visit")
+
+	// An approved plan whose file drops a table: lint blocks it.
+	os.WriteFile(filepath.Join(dir, "002_drop.up.sql"), []byte("DROP TABLE visit;\n"), 0o644)
+	complExpect(t, f.run("migrate", "--dir", dir, "hash"), 0)
+	plan = planOf()
+	complExpect(t, f.run("approve", plan, "--command", "migrate", "--key", keys["alice"]), 0)
+	complExpect(t, f.run("approve", plan, "--command", "migrate", "--key", keys["bob"]), 0)
+	complExpect(t, f.run("migrate", "--dir", dir, "up", "--reason", "release"), 4, "ban-drop-table", "lint errors block migrations in production")
+	if n := queryInt(t, f.conn(), "SELECT count(*) FROM pg_class WHERE relname = 'visit'"); n != 1 {
+		t.Fatal("the blocked migration ran")
+	}
+	// Suppressed with a reason: it runs, and the reason is audited.
+	os.WriteFile(filepath.Join(dir, "002_drop.up.sql"), []byte("-- pgphi:ignore ban-drop-table visit was never used\nDROP TABLE visit;\n"), 0o644)
+	complExpect(t, f.run("migrate", "--dir", dir, "hash"), 0)
+	plan = planOf()
+	complExpect(t, f.run("approve", plan, "--command", "migrate", "--key", keys["alice"]), 0)
+	complExpect(t, f.run("approve", plan, "--command", "migrate", "--key", keys["bob"]), 0)
+	complExpect(t, f.run("migrate", "--dir", dir, "up", "--reason", "release"), 0, "applied 002_drop")
+	if rec := complLastRecord(t, f); !strings.Contains(rec.Details["lint_ignored"], "ban-drop-table: visit was never used") {
+		t.Errorf("audit record details %v", rec.Details)
+	}
 }

@@ -304,6 +304,7 @@ func (a *app) migrateUp(o *migrateOpts) *cobra.Command {
 				}
 				out.Details["migrations"] = migrate.Names(todo)
 				if dry {
+					fmt.Fprintf(a.stdout, "plan %s: %s (approvals of `migrate up` sign this id: pgphi approve %s --command migrate)\n", s.Plan.ID, migrate.Names(todo), s.Plan.ID)
 					res, err := r.DryRun(ctx, to)
 					if err != nil {
 						return migrateErr(err)
@@ -423,8 +424,18 @@ func (a *app) migrateStatus(o *migrateOpts) *cobra.Command {
 					return err
 				}
 				entries := migrate.Status(d, h)
+				pending := migrate.Pending(d, h, -1)
+				planID := ""
+				if len(pending) > 0 {
+					if planID, err = planOf(ctx, s, "up", pending); err != nil {
+						return err
+					}
+				}
 				if asJSON {
-					return json.NewEncoder(a.stdout).Encode(map[string]any{"dir": d.Path, "migrations": entries, "check": errString(migrate.Check(d, h))})
+					return json.NewEncoder(a.stdout).Encode(map[string]any{"dir": d.Path, "migrations": entries, "check": errString(migrate.Check(d, h)), "up_plan_id": planID})
+				}
+				if planID != "" {
+					fmt.Fprintf(a.stdout, "%d pending: plan %s (approvals of `migrate up` sign this id)\n\n", len(pending), planID)
 				}
 				tw := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "VERSION\tNAME\tSTATE\tAPPLIED AT\tBY\tSTATEMENTS\tROWS\tERROR")
