@@ -166,6 +166,10 @@ func TestUpDownUpAsTheDBA(t *testing.T) {
 	if h.Transactional || h.StatementsDone != 2 || h.AppliedByRole != a.DBA || h.AppliedByActor != "tester" || h.DurationMS == nil {
 		t.Errorf("history of 003_index = %+v", h)
 	}
+	// What reports read, through any connection a reader has.
+	if rec, err := HistoryOf(ctx, a.Connect(t, a.AuditOfficer), "005_backfill"); err != nil || rec == nil || rec.State != "applied" || rec.RowsAffected != 40 || rec.StatementsTotal != 2 {
+		t.Errorf("HistoryOf(005_backfill) as the audit officer = %+v, %v", rec, err)
+	}
 	// 004 uses its new enum value: it ran outside a transaction.
 	f, _ := Parse("004", []byte(felicity["004_enum.up.sql"]))
 	if !f.NonTx() {

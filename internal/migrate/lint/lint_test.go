@@ -39,6 +39,8 @@ func TestEveryRuleFailsAndPasses(t *testing.T) {
 		{"phi-literal", "INSERT INTO patients (id, last_name) VALUES (1, 'Moreau');", "INSERT INTO patients (id, note) VALUES (1, 'x');"},
 		{"phi-literal", "UPDATE patients SET last_name = 'Moreau' WHERE id = 1;", "UPDATE patients SET note = 'Moreau' WHERE id = 1;"},
 		{"pgphi-objects", "UPDATE pgphi.flags SET enabled = false;", "UPDATE app.flags SET enabled = false;"},
+		{"pgphi-objects", "SELECT pgphi.flag_set('require_encryption', false);", "INSERT INTO app.tools (name) VALUES ('pgphi');"},
+		{"pgphi-objects", "SET session_replication_role = replica;", "SET statement_timeout = '5s';"},
 		{"pgphi-objects", "ALTER TABLE patients DISABLE TRIGGER zz_pgphi_mark;", "ALTER TABLE patients DISABLE TRIGGER app_touch;"},
 		{"pgphi-objects", "DROP TRIGGER zz_pgphi_mark ON patients;", "DROP TRIGGER app_touch ON patients;"},
 	}

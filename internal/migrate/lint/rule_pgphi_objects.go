@@ -18,13 +18,21 @@ func (pgphiObjects) Name() string       { return "pgphi-objects" }
 func (pgphiObjects) Severity() Severity { return Error }
 func (pgphiObjects) Check(c *Context, s *migrate.Statement) []string {
 	var out []string
+	// Names are String nodes (qualified function, type and object names)
+	// and RangeVars; a string literal that says "pgphi" is data, not a name.
+	literal := map[*pg_query.String]bool{}
+	walk(s.Node, func(m protoreflect.ProtoMessage) {
+		if c, ok := m.(*pg_query.A_Const); ok && c.GetSval() != nil {
+			literal[c.GetSval()] = true
+		}
+	})
 	schema := false
 	walk(s.Node, func(m protoreflect.ProtoMessage) {
 		switch n := m.(type) {
 		case *pg_query.RangeVar:
 			schema = schema || strings.EqualFold(n.Schemaname, "pgphi")
 		case *pg_query.String:
-			schema = schema || strings.EqualFold(n.Sval, "pgphi")
+			schema = schema || (!literal[n] && strings.EqualFold(n.Sval, "pgphi"))
 		}
 	})
 	if schema {
