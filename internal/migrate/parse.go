@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
-	"github.com/pganalyze/pg_query_go/v6/parser"
 )
 
 // Statement is one statement of a migration file, as the parser found it.
@@ -63,14 +62,13 @@ var ignoreRE = regexp.MustCompile(`(?m)--\s*pgphi:ignore\s+([a-z0-9-]+)[ \t]*([^
 // owns them.
 func Parse(name string, src []byte) (*File, error) {
 	text := string(src)
-	res, err := pg_query.Parse(text)
+	res, pos, err := parseSQL(text)
 	if err != nil {
-		var pe *parser.Error
-		if errors.As(err, &pe) && pe.Cursorpos > 0 {
-			line, col := lineCol(text, pe.Cursorpos-1)
-			return nil, fmt.Errorf("%w: %s:%d:%d: %s", ErrParse, name, line, col, pe.Message)
+		if pos > 0 {
+			line, col := lineCol(text, pos-1)
+			return nil, fmt.Errorf("%w: %s:%d:%d: %v", ErrParse, name, line, col, err)
 		}
-		return nil, fmt.Errorf("%w: %s: %v", ErrParse, name, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrParse, name, err)
 	}
 	f := &File{Name: name}
 	for _, rs := range res.Stmts {
