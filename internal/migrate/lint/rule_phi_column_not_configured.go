@@ -26,7 +26,7 @@ func (phiColumnNotConfigured) Check(c *Context, s *migrate.Statement) []string {
 		if !phiName.MatchString(col) || c.Configured[key] {
 			return
 		}
-		out = append(out, fmt.Sprintf("%s looks like PHI and pgphi.yaml does not protect it; add under tables:\n  %s:\n    columns:\n      %s: {class: phi}\nthen run apply", key, tableKey(rel), col))
+		out = append(out, fmt.Sprintf("%s looks like PHI and pgphi.yaml does not protect it; add under tables:\n  %s:\n    columns:\n      %s: { class: phi }", key, tableKey(rel), col))
 	}
 	if cs := s.Node.GetCreateStmt(); cs != nil {
 		for _, e := range cs.TableElts {
