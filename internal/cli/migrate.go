@@ -116,28 +116,19 @@ func planOf(ctx context.Context, s *session, direction string, files []*migrate.
 	return migrate.PlanID(direction, sysid, db, files), nil
 }
 
-// lintContext is what lint knows of PHI: pgphi.yaml's columns and the
-// columns cleanup has removed the plaintext of.
+// lintContext is what lint knows of PHI: pgphi.yaml's columns and, with a
+// session, which of them cleanup has removed the plaintext of.
 func lintContext(ctx context.Context, s *session, cfg *config.Config) lint.Context {
-	c := lint.Context{Configured: map[string]bool{}}
-	if cfg == nil {
-		return c
-	}
-	for _, t := range cfg.Tables {
-		for _, col := range t.Columns {
-			c.Configured[strings.ToLower(t.QualifiedName()+"."+col.Name)] = true
-			c.Protected = append(c.Protected, lint.Column{Schema: t.Schema, Table: t.Name, Name: col.Name})
-		}
-	}
+	var cleaned map[string]bool
 	if s != nil {
-		if cleaned, err := engine.LoadCleaned(ctx, s.Pool); err == nil {
-			for i := range c.Protected {
-				p := &c.Protected[i]
-				_, p.Cleaned = cleaned[p.Schema+"."+p.Table+"."+p.Name]
+		if c, err := engine.LoadCleaned(ctx, s.Pool); err == nil {
+			cleaned = map[string]bool{}
+			for k := range c {
+				cleaned[k] = true
 			}
 		}
 	}
-	return c
+	return lint.FromConfig(cfg, cleaned)
 }
 
 func printFindings(w io.Writer, fs []lint.Finding) {
@@ -168,37 +159,9 @@ func detailKey(name string) string {
 	return k
 }
 
-// tablesOf lists the tables the files change.
-func tablesOf(files []*migrate.Migration) []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, m := range files {
-		f, err := migrate.Parse(m.UpFile, m.Up)
-		if err != nil {
-			continue
-		}
-		for _, t := range f.Tables() {
-			if !seen[t] {
-				seen[t] = true
-				out = append(out, t)
-			}
-		}
-	}
-	return out
-}
-
 func lintFiles(lc lint.Context, files []*migrate.Migration) ([]lint.Finding, []string, error) {
-	var all []lint.Finding
-	var adds []string
-	for _, m := range files {
-		f, err := migrate.Parse(m.UpFile, m.Up)
-		if err != nil {
-			return nil, nil, migrateErr(err)
-		}
-		all = append(all, lint.File(lc, f)...)
-		adds = append(adds, lint.AddsConfigured(lc, f)...)
-	}
-	return all, adds, nil
+	f, adds, err := lint.Migrations(lc, files)
+	return f, adds, migrateErr(err)
 }
 
 func (a *app) migrateNew(o *migrateOpts) *cobra.Command {
@@ -318,7 +281,7 @@ func (a *app) migrateUp(o *migrateOpts) *cobra.Command {
 					return nil
 				}
 				out.Details["migration_name"] = todo[len(todo)-1].Name
-				out.Details["tables_modified"] = strings.Join(tablesOf(todo), ", ")
+				out.Details["tables_modified"] = strings.Join(migrate.TablesOf(todo), ", ")
 				res, err := r.Up(ctx, to)
 				out.Rows = res.Rows()
 				var stmts int

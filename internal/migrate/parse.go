@@ -233,3 +233,23 @@ func (f *File) Tables() []string {
 	}
 	return out
 }
+
+// TablesOf lists the tables the up files of ms change (File.Tables), in
+// order of first mention; a file that does not parse adds none.
+func TablesOf(ms []*Migration) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, m := range ms {
+		f, err := Parse(m.UpFile, m.Up)
+		if err != nil {
+			continue
+		}
+		for _, t := range f.Tables() {
+			if !seen[t] {
+				seen[t] = true
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}

@@ -13,6 +13,7 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/pgphi/pgphi/internal/config"
 	"github.com/pgphi/pgphi/internal/migrate"
 )
 
@@ -45,6 +46,24 @@ type Context struct {
 	// Configured are "schema.table.column" names listed in pgphi.yaml.
 	Configured map[string]bool
 	created    map[string]bool // tables created by earlier statements of the file
+}
+
+// FromConfig is the context of cfg's protected columns (nil: none);
+// cleaned holds the "schema.table.column" names whose plaintext cleanup
+// removed.
+func FromConfig(cfg *config.Config, cleaned map[string]bool) Context {
+	c := Context{Configured: map[string]bool{}}
+	if cfg == nil {
+		return c
+	}
+	for _, t := range cfg.Tables {
+		for _, col := range t.Columns {
+			key := t.QualifiedName() + "." + col.Name
+			c.Configured[strings.ToLower(key)] = true
+			c.Protected = append(c.Protected, Column{Schema: t.Schema, Table: t.Name, Name: col.Name, Cleaned: cleaned[key]})
+		}
+	}
+	return c
 }
 
 // Finding is one problem found.
@@ -240,4 +259,21 @@ func AddsConfigured(c Context, f *migrate.File) []string {
 		}
 	}
 	return out
+}
+
+// Migrations lints the up files of ms and lists the columns they add that
+// pgphi.yaml protects (AddsConfigured); a file that does not parse stops it
+// (migrate.ErrParse, naming file, line and column).
+func Migrations(c Context, ms []*migrate.Migration) ([]Finding, []string, error) {
+	var all []Finding
+	var adds []string
+	for _, m := range ms {
+		f, err := migrate.Parse(m.UpFile, m.Up)
+		if err != nil {
+			return nil, nil, err
+		}
+		all = append(all, File(c, f)...)
+		adds = append(adds, AddsConfigured(c, f)...)
+	}
+	return all, adds, nil
 }
