@@ -265,3 +265,40 @@ func TestMigrateApprovalsAndLintInProduction(t *testing.T) {
 		t.Errorf("audit record details %v", rec.Details)
 	}
 }
+
+// A directory and database golang-migrate managed are adopted with
+// baseline: a dirty version is refused (exit 2) with what to do, a clean
+// one is imported and up continues after it.
+func TestMigrateBaselineAdoptsGolangMigrate(t *testing.T) {
+	t.Parallel()
+	f, a, _ := tpFixture(t, "environment: test\n")
+	dir := filepath.Join(f.dir, "migrations")
+	os.MkdirAll(dir, 0o755)
+	for n, s := range map[string]string{
+		"1_a.up.sql": "CREATE TABLE a (id int);\n", "1_a.down.sql": "DROP TABLE a;\n",
+		"2_b.up.sql": "CREATE TABLE b (id int);\n", "2_b.down.sql": "DROP TABLE b;\n",
+		"3_c.up.sql": "CREATE TABLE c (id int);\n", "3_c.down.sql": "DROP TABLE c;\n",
+	} {
+		os.WriteFile(filepath.Join(dir, n), []byte(s), 0o644)
+	}
+	f.exec("CREATE TABLE a (id int); CREATE TABLE b (id int); CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL); INSERT INTO schema_migrations VALUES (2, true)")
+	complExpect(t, tpAs(f, a, a.DBA, "migrate", "--dir", dir, "hash"), 0)
+	// The dba may not read the table yet: an error, not a silent skip.
+	complExpect(t, tpAs(f, a, a.DBA, "migrate", "--dir", dir, "baseline", "2", "--reason", "adopt"), 1, "reading golang-migrate's schema_migrations", "permission denied")
+	f.exec("ALTER TABLE a OWNER TO " + a.AppOwner + "; ALTER TABLE b OWNER TO " + a.AppOwner + "; ALTER TABLE schema_migrations OWNER TO " + a.AppOwner)
+	as := func(args ...string) result {
+		t.Helper()
+		return tpAs(f, a, a.DBA, append([]string{"migrate", "--dir", dir}, args...)...)
+	}
+	complExpect(t, as("hash"), 0)
+	complExpect(t, as("baseline", "2", "--reason", "adopt"), 2, "version 2 is dirty")
+	f.exec("UPDATE schema_migrations SET dirty = false")
+	complExpect(t, as("baseline", "3", "--reason", "adopt"), 2, "golang-migrate's history ends at version 2")
+	complExpect(t, as("baseline", "2", "--reason", "adopt"), 0, "adopted 2 migrations up to version 2: 1_a, 2_b")
+	complExpect(t, as("up", "--reason", "continue"), 0, "applied 3_c")
+	r := as("status")
+	complExpect(t, r, 0, "baseline")
+	if n := queryInt(t, f.conn(), "SELECT count(*) FROM pgphi.migrations WHERE source = 'golang-migrate'"); n != 2 {
+		t.Fatalf("%d migrations imported from golang-migrate, want 2", n)
+	}
+}

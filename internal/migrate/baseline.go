@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // ErrForeignHistory wraps refusals to adopt another tool's history as it is
@@ -36,6 +38,9 @@ func (r *Runner) ForeignHistory(ctx context.Context) ([]Foreign, error) {
 		var v *int64
 		var dirty bool
 		err := conn.QueryRow(ctx, "SELECT version, dirty FROM schema_migrations ORDER BY version DESC LIMIT 1").Scan(&v, &dirty)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("reading golang-migrate's schema_migrations: %w", err)
+		}
 		if err == nil && v != nil {
 			if dirty {
 				return nil, fmt.Errorf("%w: golang-migrate's schema_migrations says version %d is dirty (it failed halfway): bring the schema to what %d leaves by hand, clear the dirty flag with golang-migrate, then baseline", ErrForeignHistory, *v, *v)
@@ -49,7 +54,7 @@ func (r *Runner) ForeignHistory(ctx context.Context) ([]Foreign, error) {
 		if err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE NOT success),
 			(SELECT version FROM flyway_schema_history WHERE success AND version IS NOT NULL ORDER BY installed_rank DESC LIMIT 1)
 			FROM flyway_schema_history`).Scan(&failed, &max); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("reading Flyway's flyway_schema_history: %w", err)
 		}
 		if failed > 0 {
 			return nil, fmt.Errorf("%w: flyway_schema_history records %d failed migrations: repair them with Flyway first, then baseline", ErrForeignHistory, failed)
