@@ -99,6 +99,17 @@ func TestMigrateCommandLine(t *testing.T) {
 	r = as(a.DBA, "lint", "--json", bad)
 	complExpect(t, r, 1, "protected-column-changed", "renaming-column")
 
+	// Outside production too, a migration that renames a protected column
+	// is refused before it runs.
+	write("003_rename.up.sql", "ALTER TABLE patient RENAME COLUMN last_name TO surname;\n")
+	complExpect(t, as(a.DBA, "hash"), 0)
+	complExpect(t, as(a.DBA, "up", "--reason", "rename"), 4, "protected-column-changed", "lint errors block the migration")
+	if n := queryInt(t, f.conn(), "SELECT count(*) FROM pg_attribute WHERE attrelid = 'public.patient'::regclass AND attname = 'last_name'"); n != 1 {
+		t.Fatal("the refused migration renamed the column")
+	}
+	os.Remove(filepath.Join(dir, "003_rename.up.sql"))
+	complExpect(t, as(a.DBA, "hash"), 0)
+
 	// Two runners: the second waits --lock-wait, then exits 1 naming the
 	// holder.
 	write("003_slow.up.sql", "SELECT pg_sleep(4);\nALTER TABLE visit ADD COLUMN kind int;\n")
@@ -250,7 +261,7 @@ func TestMigrateApprovalsAndLintInProduction(t *testing.T) {
 	plan = planOf()
 	complExpect(t, f.run("approve", plan, "--command", "migrate", "--key", keys["alice"]), 0)
 	complExpect(t, f.run("approve", plan, "--command", "migrate", "--key", keys["bob"]), 0)
-	complExpect(t, f.run("migrate", "--dir", dir, "up", "--reason", "release"), 4, "ban-drop-table", "lint errors block migrations in production")
+	complExpect(t, f.run("migrate", "--dir", dir, "up", "--reason", "release"), 4, "ban-drop-table", "lint errors block the migration")
 	if n := queryInt(t, f.conn(), "SELECT count(*) FROM pg_class WHERE relname = 'visit'"); n != 1 {
 		t.Fatal("the blocked migration ran")
 	}

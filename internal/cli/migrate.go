@@ -262,8 +262,8 @@ func (a *app) migrateUp(o *migrateOpts) *cobra.Command {
 				if len(ignored) > 0 {
 					out.Details["lint_ignored"] = strings.Join(ignored, "; ")
 				}
-				if lint.Blocking(findings) && config.IsProductionEnvironment(s.Pins.Environment) {
-					return withCode(ExitRefused, errors.New("lint errors block migrations in production: fix them or suppress one with `-- pgphi:ignore RULE reason`"))
+				if lint.Blocking(findings, config.IsProductionEnvironment(s.Pins.Environment)) {
+					return withCode(ExitRefused, errors.New("lint errors block the migration (in production every error, elsewhere those that keep PHI protected): fix them or suppress one with `-- pgphi:ignore RULE reason`"))
 				}
 				out.Details["migrations"] = migrate.Names(todo)
 				if dry {
@@ -521,7 +521,7 @@ func (a *app) migrateLint(o *migrateOpts) *cobra.Command {
 			} else {
 				printFindings(a.stdout, findings)
 			}
-			if lint.Blocking(findings) {
+			if lint.Blocking(findings, true) {
 				return withCode(ExitFailed, errors.New("lint found errors"))
 			}
 			return nil

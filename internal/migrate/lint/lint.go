@@ -33,6 +33,11 @@ type Rule interface {
 	Check(c *Context, s *migrate.Statement) []string
 }
 
+// protectsPHI is implemented by the rules whose errors block a migration in
+// every environment, not only in production: they keep PHI protected, and a
+// development database may hold a copy of real data.
+type protectsPHI interface{ protectsPHI() }
+
 // Column is a column pgphi protects (pgphi.yaml) or has protected.
 type Column struct {
 	Schema, Table, Name string
@@ -74,6 +79,7 @@ type Finding struct {
 	Line     int      `json:"line"`
 	Col      int      `json:"column"`
 	Message  string   `json:"message"`
+	PHI      bool     `json:"phi,omitempty"` // an error here blocks in every environment
 	Ignored  bool     `json:"ignored,omitempty"`
 	Reason   string   `json:"reason,omitempty"`
 }
@@ -99,7 +105,8 @@ func File(c Context, f *migrate.File) []Finding {
 	for _, s := range f.Statements {
 		for _, r := range Rules() {
 			for _, msg := range r.Check(&c, s) {
-				fd := Finding{Rule: r.Name(), Severity: r.Severity(), File: f.Name, Line: s.Line, Col: s.Col, Message: msg}
+				_, phi := r.(protectsPHI)
+				fd := Finding{Rule: r.Name(), Severity: r.Severity(), File: f.Name, Line: s.Line, Col: s.Col, Message: msg, PHI: phi}
 				if reason, ok := s.Ignores[r.Name()]; ok {
 					fd.Ignored, fd.Reason = true, reason
 				}
@@ -113,10 +120,11 @@ func File(c Context, f *migrate.File) []Finding {
 	return out
 }
 
-// Blocking reports whether findings has an error not ignored.
-func Blocking(findings []Finding) bool {
+// Blocking reports whether findings has an error not ignored that blocks
+// in this environment: every error in production, PHI errors everywhere.
+func Blocking(findings []Finding, production bool) bool {
 	for _, f := range findings {
-		if f.Severity == Error && !f.Ignored {
+		if f.Severity == Error && !f.Ignored && (production || f.PHI) {
 			return true
 		}
 	}

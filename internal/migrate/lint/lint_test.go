@@ -82,8 +82,17 @@ func TestNewTablesAreExemptAndIgnoresKeepTheirReason(t *testing.T) {
 	if len(fs) != 1 || fs[0].Rule != "ban-drop-table" || !fs[0].Ignored || fs[0].Reason != "the table was never used" || fs[0].Line != 4 {
 		t.Fatalf("findings %+v", fs)
 	}
-	if Blocking(fs) {
+	if Blocking(fs, true) {
 		t.Fatal("an ignored error blocks")
+	}
+	// Outside production only the PHI rules block.
+	f, _ = migrate.Parse("003_x.up.sql", []byte("DROP TABLE old_stuff;\n"))
+	if fs := File(Context{}, f); !Blocking(fs, true) || Blocking(fs, false) {
+		t.Fatalf("ban-drop-table: blocking in production %v, elsewhere %v", Blocking(fs, true), Blocking(fs, false))
+	}
+	f, _ = migrate.Parse("004_x.up.sql", []byte("UPDATE pgphi.flags SET enabled = false;\n"))
+	if fs := File(Context{}, f); !Blocking(fs, false) {
+		t.Fatal("a PHI rule does not block outside production")
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 // that would let plaintext writes through unmarked.
 type pgphiObjects struct{}
 
+func (pgphiObjects) protectsPHI()       {}
 func (pgphiObjects) Name() string       { return "pgphi-objects" }
 func (pgphiObjects) Severity() Severity { return Error }
 func (pgphiObjects) Check(c *Context, s *migrate.Statement) []string {

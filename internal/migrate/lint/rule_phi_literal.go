@@ -6,6 +6,7 @@ import "github.com/pgphi/pgphi/internal/migrate"
 // source control (and in the migration's history).
 type phiLiteral struct{}
 
+func (phiLiteral) protectsPHI()       {}
 func (phiLiteral) Name() string       { return "phi-literal" }
 func (phiLiteral) Severity() Severity { return Error }
 func (phiLiteral) Check(c *Context, s *migrate.Statement) []string {

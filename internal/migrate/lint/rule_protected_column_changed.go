@@ -13,6 +13,7 @@ import (
 // table (INSERT ... SELECT, CREATE TABLE AS).
 type protectedColumnChanged struct{}
 
+func (protectedColumnChanged) protectsPHI()       {}
 func (protectedColumnChanged) Name() string       { return "protected-column-changed" }
 func (protectedColumnChanged) Severity() Severity { return Error }
 func (protectedColumnChanged) Check(c *Context, s *migrate.Statement) []string {
