@@ -52,7 +52,21 @@ func (protectedColumnChanged) Check(c *Context, s *migrate.Statement) []string {
 			}
 		}
 	}
-	copies := s.Node.GetCreateTableAsStmt() != nil || (s.Node.GetInsertStmt() != nil && s.Node.GetInsertStmt().SelectStmt.GetSelectStmt().GetFromClause() != nil)
+	copies := s.Node.GetCreateTableAsStmt() != nil || (s.Node.GetInsertStmt() != nil && s.Node.GetInsertStmt().SelectStmt.GetSelectStmt().GetFromClause() != nil) ||
+		s.Node.GetSelectStmt().GetIntoClause() != nil
+	if up := s.Node.GetUpdateStmt(); up != nil {
+		// An UPDATE copies a protected column when a new value reads it.
+		refs = refs[:0]
+		for _, t := range up.TargetList {
+			if rt := t.GetResTarget(); rt != nil {
+				refs = append(refs, columnRefs(rt.Val)...)
+				if p := c.protected(up.Relation, rt.Name); p != nil && p.Cleaned {
+					refs = append(refs, rt.Name)
+				}
+			}
+		}
+		copies = true
+	}
 	seen := map[string]bool{}
 	for _, rv := range rvs {
 		for _, col := range refs {
