@@ -59,16 +59,7 @@ func acquireLock(ctx context.Context, pool *pgxpool.Pool, wait time.Duration, lo
 	if err := sessionIsOwn(ctx, pool, conn, pid1); err != nil {
 		return fail(err)
 	}
-	// Migrations are the application's SQL: they run in the search path
-	// the role and database are configured with (ALTER ROLE / DATABASE ...
-	// SET search_path, else the server's default), not in pgphi's own.
-	if _, err := conn.Exec(ctx, `SELECT pg_catalog.set_config('application_name', 'pgphi migrate', false),
-		pg_catalog.set_config('search_path', COALESCE(
-			(SELECT pg_catalog.substr(c, 13) FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
-			  WHERE c LIKE 'search_path=%' AND s.setrole IN (0, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = pg_catalog.session_user()))
-			    AND s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))
-			  ORDER BY s.setrole = 0, s.setdatabase = 0 LIMIT 1),
-			(SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path')), false)`); err != nil {
+	if err := l.appSession(ctx, false); err != nil {
 		return fail(err)
 	}
 	l.key = lockKey(db)
@@ -109,6 +100,29 @@ func acquireLock(ctx context.Context, pool *pgxpool.Pool, wait time.Duration, lo
 		return fail(fmt.Errorf("%w: the advisory lock pgphi took is not held by the session it talks to (a transaction-pooling proxy such as PgBouncer in transaction mode?); connect migrate directly to PostgreSQL or through a session-mode pool", ErrPooler))
 	}
 	return l, nil
+}
+
+// appSession sets the session migrations run in; with reset, it first
+// undoes whatever the previous migration file SET (RESET ALL keeps the
+// advisory lock), so no setting leaks from one file into the next.
+//
+// Migrations are the application's SQL: they run in the search path the
+// role and database are configured with (ALTER ROLE / DATABASE ... SET
+// search_path, else the server's default), not in pgphi's own.
+func (l *lockConn) appSession(ctx context.Context, reset bool) error {
+	if reset {
+		if _, err := l.conn.Exec(ctx, "RESET ALL"); err != nil {
+			return err
+		}
+	}
+	_, err := l.conn.Exec(ctx, `SELECT pg_catalog.set_config('application_name', 'pgphi migrate', false),
+		pg_catalog.set_config('search_path', COALESCE(
+			(SELECT pg_catalog.substr(c, 13) FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
+			  WHERE c LIKE 'search_path=%' AND s.setrole IN (0, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = pg_catalog.session_user()))
+			    AND s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))
+			  ORDER BY s.setrole = 0, s.setdatabase = 0 LIMIT 1),
+			(SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path')), false)`)
+	return err
 }
 
 // sessionIsOwn refuses a connection whose server session is shared: while

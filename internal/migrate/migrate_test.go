@@ -649,3 +649,24 @@ func TestLockTimeoutRetriesThenFails(t *testing.T) {
 		t.Fatalf("history %+v", h)
 	}
 }
+
+// A SET in one migration file does not carry into the next: each file
+// starts in the application's session, with the runner's lock timeout.
+func TestSettingsDoNotLeakBetweenMigrations(t *testing.T) {
+	ctx := testContext(t)
+	_, pool := setup(t)
+	check := "DO $$ BEGIN IF current_setting('lock_timeout') = '0' THEN RAISE EXCEPTION 'lock_timeout leaked'; END IF; END $$;\n"
+	d := writeDir(t, map[string]string{
+		"001_a.up.sql": "CREATE SCHEMA other;\nSET search_path = other;\nSET lock_timeout = 0;\nCREATE TABLE x (id int);\n",
+		"002_b.up.sql": check + "CREATE TABLE y (id int);\n",
+		"003_c.up.sql": "CREATE INDEX CONCURRENTLY y_id_idx ON y (id);\n" + check,
+	})
+	r := open(t, ctx, pool, d, Options{})
+	if _, err := r.Up(ctx, -1); err != nil {
+		t.Fatal(err)
+	}
+	var schema string
+	if err := pool.QueryRow(ctx, "SELECT relnamespace::regnamespace::text FROM pg_class WHERE relname = 'y'").Scan(&schema); err != nil || schema != "public" {
+		t.Fatalf("002 created y in %q (%v): the previous file's search_path leaked", schema, err)
+	}
+}

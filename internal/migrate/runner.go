@@ -169,6 +169,9 @@ func (r *Runner) Up(ctx context.Context, to int64) (*Result, error) {
 		if err != nil {
 			return res, err
 		}
+		if err := r.lock.appSession(ctx, true); err != nil {
+			return res, err
+		}
 	}
 	return res, r.reload(ctx)
 }
@@ -486,6 +489,9 @@ func (r *Runner) Down(ctx context.Context, to int64, steps int) (*Result, error)
 				}
 				return res, err
 			}
+		}
+		if err := r.lock.appSession(ctx, true); err != nil {
+			return res, err
 		}
 		r.opt.Logf("reverted %s: %d statements, %d rows, %s", m.Name, len(f.Statements), rows, time.Since(start).Round(time.Millisecond))
 		res.Migrations = append(res.Migrations, MigrationResult{Name: m.Name, SHA256: hashHex(m.Down), Statements: len(f.Statements), Rows: rows, Duration: time.Since(start)})
