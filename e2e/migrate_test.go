@@ -62,7 +62,7 @@ func TestMigrateCommandLine(t *testing.T) {
 	complExpect(t, as(a.DBA, "up", "--reason", "release 1"), 0, "applied 001_create_visit", "applied 002_visit_index")
 	rec := complLastRecord(t, f)
 	if rec.Command != "migrate" || rec.Event != audit.EventSuccess || rec.Details["migrations"] != "001_create_visit, 002_visit_index" || rec.Reason != "release 1" || rec.PlanID == "" ||
-		!strings.HasPrefix(rec.Details["m.002_visit_index"], "sha256=") {
+		!strings.HasPrefix(rec.Details["m.002_visit_index"], "sha256=") || rec.Details["subcommand"] != "up" {
 		t.Errorf("audit record of up: %+v", rec)
 	}
 	var hc struct {

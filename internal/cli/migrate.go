@@ -67,7 +67,7 @@ func readDir(o *migrateOpts) (*migrate.Dir, error) {
 
 // migrateRun runs body in the compliance wrapper; the plan id approvals
 // bind is planFn's (the files the run would change and the database).
-func (a *app) migrateRun(ctx context.Context, spec compliance.Spec, o *migrateOpts, planFn func(ctx context.Context, s *session) (string, error), body func(ctx context.Context, s *session, out *outcome) error) error {
+func (a *app) migrateRun(ctx context.Context, sub string, spec compliance.Spec, o *migrateOpts, planFn func(ctx context.Context, s *session) (string, error), body func(ctx context.Context, s *session, out *outcome) error) error {
 	w := a.wrapper()
 	w.ResolvePlan = func(ctx context.Context, s *session) error {
 		id := ""
@@ -84,7 +84,10 @@ func (a *app) migrateRun(ctx context.Context, spec compliance.Spec, o *migrateOp
 	if spec.Conns == 0 {
 		spec.Conns = 3
 	}
-	return w.Run(ctx, spec, reasonOrEnv(o.reason), body)
+	return w.Run(ctx, spec, reasonOrEnv(o.reason), func(ctx context.Context, s *session, out *outcome) error {
+		out.Details["subcommand"] = sub
+		return body(ctx, s, out)
+	})
 }
 
 func (a *app) runnerOptions(s *session, o *migrateOpts) migrate.Options {
@@ -227,10 +230,11 @@ func (a *app) migrateUp(o *migrateOpts) *cobra.Command {
 				return planOf(ctx, s, "up", p)
 			}
 			spec := compliance.Spec{Reason: !dry, Approvals: !dry, Pre: []string{"pre_execute"}, Post: "post_execute"}
+			sub := "up"
 			if dry {
-				spec.Pre, spec.Post = nil, ""
+				spec.Pre, spec.Post, sub = nil, "", "up --dry-run"
 			}
-			return a.migrateRun(cmd.Context(), spec, o, planFn, func(ctx context.Context, s *session, out *outcome) error {
+			return a.migrateRun(cmd.Context(), sub, spec, o, planFn, func(ctx context.Context, s *session, out *outcome) error {
 				r, err := openRunner(ctx, s, d, a.runnerOptions(s, o))
 				if err != nil {
 					return err
@@ -343,7 +347,7 @@ func (a *app) migrateDown(o *migrateOpts) *cobra.Command {
 				return planOf(ctx, s, "down", files(h))
 			}
 			spec := compliance.Spec{Reason: true, Approvals: true, Pre: []string{"pre_execute"}, Post: "post_execute"}
-			return a.migrateRun(cmd.Context(), spec, o, planFn, func(ctx context.Context, s *session, out *outcome) error {
+			return a.migrateRun(cmd.Context(), "down", spec, o, planFn, func(ctx context.Context, s *session, out *outcome) error {
 				r, err := openRunner(ctx, s, d, a.runnerOptions(s, o))
 				if err != nil {
 					return err
@@ -381,7 +385,7 @@ func (a *app) migrateStatus(o *migrateOpts) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.migrateRun(cmd.Context(), compliance.Spec{}, o, nil, func(ctx context.Context, s *session, out *outcome) error {
+			return a.migrateRun(cmd.Context(), "status", compliance.Spec{}, o, nil, func(ctx context.Context, s *session, out *outcome) error {
 				h, err := migrate.History(ctx, s.Pool)
 				if err != nil {
 					return err
@@ -446,7 +450,7 @@ func (a *app) migrateVerify(o *migrateOpts) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.migrateRun(cmd.Context(), compliance.Spec{}, o, nil, func(ctx context.Context, s *session, out *outcome) error {
+			return a.migrateRun(cmd.Context(), "verify", compliance.Spec{}, o, nil, func(ctx context.Context, s *session, out *outcome) error {
 				h, err := migrate.History(ctx, s.Pool)
 				if err != nil {
 					return err
@@ -558,7 +562,7 @@ func (a *app) migrateBaseline(o *migrateOpts) *cobra.Command {
 				return planOf(ctx, s, "baseline", files)
 			}
 			spec := compliance.Spec{Reason: true, Approvals: true}
-			return a.migrateRun(cmd.Context(), spec, o, planFn, func(ctx context.Context, s *session, out *outcome) error {
+			return a.migrateRun(cmd.Context(), "baseline", spec, o, planFn, func(ctx context.Context, s *session, out *outcome) error {
 				r, err := openRunner(ctx, s, d, a.runnerOptions(s, o))
 				if err != nil {
 					return err
