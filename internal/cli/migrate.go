@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgphi/pgphi/internal/audit"
 	"github.com/pgphi/pgphi/internal/compliance"
 	"github.com/pgphi/pgphi/internal/config"
 	"github.com/pgphi/pgphi/internal/engine"
@@ -95,9 +96,11 @@ func (a *app) runnerOptions(s *session, o *migrateOpts) migrate.Options {
 	if lt <= 0 {
 		lt = s.Cfg.Apply.LockTimeout
 	}
-	actor := s.Cfg.Actor
+	// The same actor the audit record names.
+	la := audit.LocalActor(s.Cfg.Actor)
+	actor := la.Name
 	if actor == "" {
-		actor = os.Getenv("USER")
+		actor = la.OSUser
 	}
 	return migrate.Options{Actor: actor, LockWait: o.lockWait, LockTimeout: lt, Retries: s.Cfg.Apply.DDLRetries, Logf: a.logf}
 }
