@@ -26,7 +26,7 @@ func (a *app) approveCommand() *cobra.Command {
 	var keyFile, command string
 	var expires time.Duration
 	cmd := &cobra.Command{
-		Use:   "approve PLAN_ID --command apply|cleanup|rollback|pins --key FILE [--expires 168h]",
+		Use:   "approve PLAN_ID --command apply|cleanup|rollback|pins|migrate --key FILE [--expires 168h]",
 		Short: "Sign a plan id (or pins id) for one command in this database as an approver (Ed25519 key, PKCS#8 PEM or OpenSSH)",
 		Long: `approve signs, with your Ed25519 key, the approval of one plan id (or, for
 ` + "`pgphi pins set`" + `, one pins id) for one command, in the pinned environment of this
@@ -35,7 +35,7 @@ database (cluster system identifier and database name), until an expiry (default
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keyFile == "" || command == "" {
-				return withCode(ExitUsage, errors.New("usage: pgphi approve PLAN_ID --command apply|cleanup|rollback|pins --key FILE (your Ed25519 private key)"))
+				return withCode(ExitUsage, errors.New("usage: pgphi approve PLAN_ID --command apply|cleanup|rollback|pins|migrate --key FILE (your Ed25519 private key)"))
 			}
 			if !slices.Contains(policy.ApprovalCommands, command) {
 				return withCode(ExitUsage, fmt.Errorf("usage: --command is one of %s", strings.Join(policy.ApprovalCommands, ", ")))
@@ -81,7 +81,7 @@ database (cluster system identifier and database name), until an expiry (default
 		},
 	}
 	cmd.Flags().StringVar(&keyFile, "key", "", "your Ed25519 private key file")
-	cmd.Flags().StringVar(&command, "command", "", "the command approved: apply, cleanup, rollback or pins (required)")
+	cmd.Flags().StringVar(&command, "command", "", "the command approved: apply, cleanup, rollback, pins or migrate (required)")
 	cmd.Flags().DurationVar(&expires, "expires", policy.DefaultExpiry, "how long the approval counts (at most 720h)")
 	return cmd
 }

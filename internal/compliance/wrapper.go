@@ -311,7 +311,9 @@ func (w *Wrapper) Run(ctx context.Context, spec Spec, reason string, body func(c
 		}
 	})
 	out := &Outcome{Details: map[string]string{}}
+	bodyStart := time.Now()
 	err = body(ctx, s, out)
+	hc.RowsAffected, hc.DurationMS, hc.Details = out.Rows, time.Since(bodyStart).Milliseconds(), out.Details
 	// Every alert is recorded before the end record.
 	s.Alerts.Close()
 	if fired := s.Alerts.Firing(); len(fired) > 0 {

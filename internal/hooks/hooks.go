@@ -113,6 +113,12 @@ type Context struct {
 	Tables      []string `json:"tables"`
 	Error       string   `json:"error,omitempty"` // error class only, for on_error
 	Alert       *Alert   `json:"alert,omitempty"` // for on_alert
+	// After the command (post_* and on_error): rows it changed, how long it
+	// ran, and what it reported for its audit record (names and counts,
+	// never values), e.g. migration_name and tables_modified for migrate.
+	RowsAffected int64             `json:"rows_affected,omitempty"`
+	DurationMS   int64             `json:"duration_ms,omitempty"`
+	Details      map[string]string `json:"details,omitempty"`
 }
 
 // Alert is the threshold an on_alert hook is told about, e.g.

@@ -21,7 +21,7 @@ import (
 const MessagePrefix = "pgphi-approval-v2\n"
 
 // Commands an approval may be for.
-var ApprovalCommands = []string{"apply", "cleanup", "rollback", "pins"}
+var ApprovalCommands = []string{"apply", "cleanup", "rollback", "pins", "migrate"}
 
 // DefaultExpiry and MaxExpiry bound how long an approval counts.
 const (

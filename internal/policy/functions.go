@@ -33,6 +33,12 @@ var functionGrants = map[string][]Role{
 	// clients of pgphi serve are registered and revoked by the dba.
 	"pgphi.serve_client_create": {DBA},
 	"pgphi.serve_client_revoke": {DBA},
+	// the history of schema migrations: only migrate, run by the dba, writes it.
+	"pgphi.migration_begin":    {DBA},
+	"pgphi.migration_step":     {DBA},
+	"pgphi.migration_finish":   {DBA},
+	"pgphi.migration_revert":   {DBA},
+	"pgphi.migration_baseline": {DBA},
 }
 
 // grantFunctions grants EXECUTE on each existing function of functionGrants

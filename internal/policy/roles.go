@@ -213,7 +213,7 @@ const rolesLockKey = 0x70677072 // "pgpr"
 var (
 	stateTables = []string{"schema_version", "plans", "plan_tables", "chunks", "failures",
 		"protected_columns", "blind_indexes", "flags", "verifications", "checks", "serve_clients",
-		"unique_columns", "column_rules", "removed_objects"}
+		"unique_columns", "column_rules", "removed_objects", "migrations"}
 	// dbaWrite are the operational tables apply, cleanup and rollback keep.
 	dbaWrite = []string{"plans", "plan_tables", "chunks", "failures", "protected_columns", "blind_indexes", "kek", "data_keys",
 		"unique_columns", "column_rules", "removed_objects"}

@@ -101,6 +101,9 @@ func run(ctx context.Context, o options) (*results, error) {
 	res.load = time.Since(t0)
 	logf("patient table: %d rows, %s, loaded in %s", o.patients, res.tableSize, res.load.Round(time.Millisecond))
 
+	if o.only == "migrate" {
+		return nil, e.migrateBench(ctx)
+	}
 	if res.a, err = e.baselineA(ctx); err != nil {
 		return nil, fmt.Errorf("baseline A: %w", err)
 	}

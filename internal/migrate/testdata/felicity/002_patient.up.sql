@@ -1,0 +1,1 @@
+CREATE TABLE patient (uid bigserial PRIMARY KEY, client_uid bigint, patient_id text NOT NULL, first_name text NOT NULL, last_name text NOT NULL, gender text, date_of_birth date, phone_mobile text, email text, created_at timestamptz NOT NULL DEFAULT now());

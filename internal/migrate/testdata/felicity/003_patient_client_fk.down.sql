@@ -1,0 +1,1 @@
+ALTER TABLE patient DROP CONSTRAINT patient_client_fk;

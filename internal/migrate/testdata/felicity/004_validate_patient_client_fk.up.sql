@@ -1,0 +1,1 @@
+ALTER TABLE patient VALIDATE CONSTRAINT patient_client_fk;

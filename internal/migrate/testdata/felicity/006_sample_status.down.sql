@@ -1,0 +1,1 @@
+DROP TYPE sample_status;

@@ -1,0 +1,1 @@
+CREATE TYPE sample_status AS ENUM ('received', 'published');

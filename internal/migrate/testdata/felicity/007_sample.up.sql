@@ -1,0 +1,1 @@
+CREATE TABLE sample (uid bigserial PRIMARY KEY, patient_uid bigint NOT NULL REFERENCES patient (uid), sample_id text NOT NULL, status sample_status NOT NULL DEFAULT 'received', received_at timestamptz);

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS sample_patient_idx;

@@ -1,0 +1,1 @@
+ALTER TYPE sample_status ADD VALUE IF NOT EXISTS 'verified' BEFORE 'published';

@@ -1,0 +1,1 @@
+CREATE TABLE analysis_result (uid bigserial PRIMARY KEY, sample_uid bigint NOT NULL REFERENCES sample (uid), analysis_uid bigint NOT NULL REFERENCES analysis (uid), result text, status text NOT NULL DEFAULT 'pending', date_submitted timestamptz);

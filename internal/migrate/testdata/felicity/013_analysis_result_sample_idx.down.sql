@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS analysis_result_sample_idx;

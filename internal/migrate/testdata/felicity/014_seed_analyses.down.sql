@@ -1,0 +1,1 @@
+DELETE FROM analysis WHERE keyword IN ('VL', 'HB', 'GLU');

@@ -1,0 +1,1 @@
+UPDATE patient SET age_unit = 'years' WHERE age_unit IS NULL;

@@ -1,0 +1,1 @@
+ALTER TABLE patient DROP CONSTRAINT patient_age_unit_check;
