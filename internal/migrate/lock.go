@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgphi/pgphi/internal/dbconn"
 )
 
 // HistoryTable is the table the runner records to; the lock is keyed by it
@@ -22,7 +24,8 @@ var ErrLocked = errors.New("another migration runner holds the lock")
 // ErrPooler is returned when the connection does not keep its session
 // between statements (a transaction-pooling proxy such as PgBouncer in
 // transaction mode): advisory locks and session settings would not hold.
-var ErrPooler = errors.New("the connection does not keep its session between statements")
+// It is dbconn.ErrPooler: apply, serve and migrate detect a pooler alike.
+var ErrPooler = dbconn.ErrPooler
 
 // lockConn is a dedicated connection, outside the pool, holding the runner's
 // session advisory lock; the migrations run on it too, so they run only
@@ -41,6 +44,9 @@ func lockKey(database string) int64 {
 // acquireLock takes the runner lock on a connection of its own, retrying
 // until wait has passed.
 func acquireLock(ctx context.Context, pool *pgxpool.Pool, wait time.Duration, logf func(string, ...any)) (*lockConn, error) {
+	if err := dbconn.DetectPooler(ctx, pool); err != nil {
+		return nil, err
+	}
 	pc, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -54,9 +60,6 @@ func acquireLock(ctx context.Context, pool *pgxpool.Pool, wait time.Duration, lo
 	var db string
 	var pid1 int32
 	if err := conn.QueryRow(ctx, "SELECT pg_catalog.current_database()::text, pg_catalog.pg_backend_pid()").Scan(&db, &pid1); err != nil {
-		return fail(err)
-	}
-	if err := sessionIsOwn(ctx, pool, conn, pid1); err != nil {
 		return fail(err)
 	}
 	if err := l.appSession(ctx, false); err != nil {
@@ -123,37 +126,6 @@ func (l *lockConn) appSession(ctx context.Context, reset bool) error {
 			  ORDER BY s.setrole = 0, s.setdatabase = 0 LIMIT 1),
 			(SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path')), false)`)
 	return err
-}
-
-// sessionIsOwn refuses a connection whose server session is shared: while
-// a second client connection holds a transaction open, a direct connection
-// keeps its own backend and the second gets another; behind a
-// transaction-pooling proxy the second may be handed the first's backend,
-// or the first moves to another between statements.
-func sessionIsOwn(ctx context.Context, pool *pgxpool.Pool, conn *pgx.Conn, pid int32) error {
-	other, err := pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer other.Release()
-	tx, err := other.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	for i := 0; i < 3; i++ {
-		var otherPID, again int32
-		if err := tx.QueryRow(ctx, "SELECT pg_catalog.pg_backend_pid()").Scan(&otherPID); err != nil {
-			return err
-		}
-		if err := conn.QueryRow(ctx, "SELECT pg_catalog.pg_backend_pid()").Scan(&again); err != nil {
-			return err
-		}
-		if otherPID == pid || again != pid {
-			return fmt.Errorf("%w: two client connections were served by one server session, or one connection by two (a transaction-pooling proxy such as PgBouncer in transaction mode?); advisory locks and session settings would not hold: connect migrate directly to PostgreSQL or through a session-mode pool", ErrPooler)
-		}
-	}
-	return nil
 }
 
 // stillHeld re-checks, before each unit of work, that the session the

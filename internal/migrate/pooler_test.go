@@ -95,7 +95,7 @@ pidfile = %s
 	t.Cleanup(pool.Close)
 	d := writeDir(t, map[string]string{"001_a.up.sql": "CREATE TABLE a (id int);\n"})
 	_, err = Open(ctx, pool, d, Options{Logf: t.Logf, LockWait: time.Second})
-	if !errors.Is(err, ErrPooler) || !strings.Contains(err.Error(), "PgBouncer in transaction mode") {
+	if !errors.Is(err, ErrPooler) || !strings.Contains(err.Error(), "PgBouncer") {
 		t.Fatalf("got %v, want ErrPooler", err)
 	}
 }
