@@ -93,6 +93,9 @@ func (c *Client) Row(ctx context.Context, table string, key Key, values map[stri
 		if err != nil {
 			return nil, fmt.Errorf("pgphi: %s: %w", where, err)
 		}
+		if err := c.usage.Take(ctx, c.ring.ActiveKeyID()); err != nil {
+			return nil, fmt.Errorf("pgphi: %s: %w", where, err)
+		}
 		ct, err := sealer.Seal(nil, envelope.Value{Type: col.ValueType, Text: text}, b)
 		if err != nil {
 			return nil, fmt.Errorf("pgphi: %s: %w", where, err)

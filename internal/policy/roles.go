@@ -88,25 +88,27 @@ func errUnknownRole(r Role) error {
 
 // allowed is the access table (documented in README.md).
 var allowed = map[string][]Role{
-	"init":      {DBA, HealthcareAdmin, AuditOfficer},
-	"plan":      {DBA, HealthcareAdmin, AuditOfficer},
-	"status":    {DBA, HealthcareAdmin, AuditOfficer},
-	"check":     {DBA, HealthcareAdmin},
-	"flags":     {DBA, HealthcareAdmin, AuditOfficer},
-	"flags set": {DBA},
-	"keys":      {DBA},
-	"apply":     {DBA},
-	"cleanup":   {DBA},
-	"rollback":  {DBA},
-	"migrate":   {DBA},
-	"roles":     {DBA},
-	"approve":   {DBA, HealthcareAdmin},
-	"search":    {DBA, HealthcareAdmin},
-	"verify":    {DBA, HealthcareAdmin},
-	"audit":     {AuditOfficer, DBA},
-	"report":    {AuditOfficer, DBA},
-	"pins":      {DBA, HealthcareAdmin, AuditOfficer},
-	"pins set":  {DBA},
+	"init":        {DBA, HealthcareAdmin, AuditOfficer},
+	"plan":        {DBA, HealthcareAdmin, AuditOfficer},
+	"status":      {DBA, HealthcareAdmin, AuditOfficer},
+	"check":       {DBA, HealthcareAdmin},
+	"flags":       {DBA, HealthcareAdmin, AuditOfficer},
+	"flags set":   {DBA},
+	"keys":        {DBA},
+	"keys status": {DBA, HealthcareAdmin},
+	"backup":      {DBA},
+	"apply":       {DBA},
+	"cleanup":     {DBA},
+	"rollback":    {DBA},
+	"migrate":     {DBA},
+	"roles":       {DBA},
+	"approve":     {DBA, HealthcareAdmin},
+	"search":      {DBA, HealthcareAdmin},
+	"verify":      {DBA, HealthcareAdmin},
+	"audit":       {AuditOfficer, DBA},
+	"report":      {AuditOfficer, DBA},
+	"pins":        {DBA, HealthcareAdmin, AuditOfficer},
+	"pins set":    {DBA},
 }
 
 // Allowed returns the roles that may run command, in order of preference.
@@ -204,7 +206,7 @@ const rolesLockKey = 0x70677072 // "pgpr"
 // of functionGrants.
 var (
 	stateTables = []string{"schema_version", "plans", "plan_tables", "chunks", "failures",
-		"protected_columns", "blind_indexes", "flags", "verifications", "checks"}
+		"protected_columns", "blind_indexes", "flags", "verifications", "checks", "key_usage", "backups"}
 	// dbaWrite are the operational tables apply, cleanup and rollback keep.
 	dbaWrite    = []string{"plans", "plan_tables", "chunks", "failures", "protected_columns", "blind_indexes", "kek", "data_keys"}
 	dbaSelect   = append(slices.Clone(stateTables), "kek", "data_keys", "approvals", "audit_log", "audit_checkpoints", "pins")
