@@ -72,8 +72,10 @@ func ExitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, dbconn.ErrConnect):
 		return ExitConnect
-	case errors.Is(err, keys.ErrWrongKEK), errors.Is(err, keys.ErrNotInitialized):
+	case errors.Is(err, keys.ErrWrongKEK), errors.Is(err, keys.ErrNotInitialized), errors.Is(err, keys.ErrNoSuchKey):
 		return ExitUsage
+	case errors.Is(err, keys.ErrKeyInUse), errors.Is(err, keys.ErrActiveKey), errors.Is(err, keys.ErrUsageLimit):
+		return ExitRefused
 	case errors.Is(err, policy.ErrAccessDenied), errors.Is(err, policy.ErrApprovalRequired), errors.Is(err, policy.ErrApprovalRejected),
 		errors.Is(err, policy.ErrPinsMismatch), errors.Is(err, policy.ErrPinsUnreadable),
 		errors.Is(err, hooks.ErrHookFailed), errors.Is(err, engine.ErrRefused), errors.Is(err, dbconn.ErrTLSVerify), errors.Is(err, dbconn.ErrTLSPolicy):

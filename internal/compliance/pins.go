@@ -14,7 +14,11 @@ import (
 // (default: production needs a dba and a healthcare_admin), signers, role
 // names, allow_superuser and the audit public key.
 func proposedPins(cfg *config.Config) (policy.Pins, error) {
-	p := policy.Pins{Environment: cfg.Environment, AllowSuperuser: cfg.SuperuserAllowed(), AuditPublicKey: cfg.Audit.PublicKey}
+	p := policy.Pins{Environment: cfg.Environment, AllowSuperuser: cfg.SuperuserAllowed(), AuditPublicKey: cfg.Audit.PublicKey,
+		BackupRecipients: cfg.Backup.AgeRecipients}
+	if cfg.Backup.MaxAge > 0 {
+		p.BackupMaxAge = cfg.Backup.MaxAge.String()
+	}
 	fail := func(err error) (policy.Pins, error) {
 		return policy.Pins{}, usage(fmt.Errorf("%s: %w", cfg.Path, err))
 	}
