@@ -422,6 +422,8 @@ func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
 		kc.Passed, kc.Evidence = true, fmt.Sprintf("data key %d active (key material not shown)", ring.ActiveKeyID())
 	}
 	add(kc)
+	add(keyUsageCheck(ctx, s))
+	add(backupCheck(ctx, s))
 
 	// Approvals.
 	apc := report.Check{ID: "approvals", Title: "approvals present for this plan", Required: true}

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgphi/pgphi/internal/catalog"
+	"github.com/pgphi/pgphi/internal/backup"
 	"github.com/pgphi/pgphi/internal/compliance"
 	"github.com/pgphi/pgphi/internal/config"
 	"github.com/pgphi/pgphi/internal/dbconn"
@@ -76,6 +77,8 @@ func ExitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, keys.ErrKeyInUse), errors.Is(err, keys.ErrActiveKey), errors.Is(err, keys.ErrUsageLimit):
 		return ExitRefused
+	case errors.Is(err, backup.ErrWrongKey):
+		return ExitUsage
 	case errors.Is(err, policy.ErrAccessDenied), errors.Is(err, policy.ErrApprovalRequired), errors.Is(err, policy.ErrApprovalRejected),
 		errors.Is(err, policy.ErrPinsMismatch), errors.Is(err, policy.ErrPinsUnreadable),
 		errors.Is(err, hooks.ErrHookFailed), errors.Is(err, engine.ErrRefused), errors.Is(err, dbconn.ErrTLSVerify), errors.Is(err, dbconn.ErrTLSPolicy):
@@ -194,7 +197,7 @@ Exit codes: 0 success, 1 operation failed, 2 usage or configuration error,
 		return withCode(ExitUsage, fmt.Errorf("usage: %w", err))
 	})
 	root.AddCommand(a.initCommand(), a.keysCommand(), a.planCommand(), a.applyCommand(),
-		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.approveCommand(), a.pinsCommand(), a.rolesCommand(), a.auditCommand(), a.checkCommand(), a.reportCommand(), a.demoCommand())
+		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.approveCommand(), a.pinsCommand(), a.rolesCommand(), a.auditCommand(), a.checkCommand(), a.reportCommand(), a.demoCommand(), a.backupCommand())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}
