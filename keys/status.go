@@ -12,7 +12,8 @@ import (
 )
 
 // ColumnUse is how many ciphertexts of one protected column a data key
-// sealed.
+// sealed. Column is the protected column's name (its ciphertexts are in
+// its encrypted column until cleanup renames that).
 type ColumnUse struct {
 	Table       string `json:"table"` // schema-qualified
 	Column      string `json:"column"`
@@ -115,15 +116,15 @@ func Status(ctx context.Context, db DB) (*StatusReport, error) {
 	}
 	rep.Unknown = []UnknownUse{}
 
-	type column struct{ table, column string }
-	rows, err = db.Query(ctx, `SELECT table_name, encrypted_column FROM pgphi.protected_columns
+	type column struct{ table, column, encrypted string }
+	rows, err = db.Query(ctx, `SELECT table_name, column_name, encrypted_column FROM pgphi.protected_columns
 		WHERE phase <> 'restoring' ORDER BY 1, 2`)
 	if err != nil {
 		return nil, fmt.Errorf("keys: reading protected columns: %w", err)
 	}
 	cols, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (column, error) {
 		var c column
-		return c, r.Scan(&c.table, &c.column)
+		return c, r.Scan(&c.table, &c.column, &c.encrypted)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("keys: reading protected columns: %w", err)
@@ -136,7 +137,7 @@ func Status(ctx context.Context, db DB) (*StatusReport, error) {
 		// Byte 0 of an envelope is its version, bytes 1..4 the key id
 		// (docs/FORMAT.md): grouping on them reads no value.
 		q := fmt.Sprintf(`SELECT substring(%[1]s FROM 2 FOR 4), count(*) FROM %[2]s WHERE %[1]s IS NOT NULL GROUP BY 1`,
-			pgx.Identifier{c.column}.Sanitize(), pgx.Identifier{schema, table}.Sanitize())
+			pgx.Identifier{c.encrypted}.Sanitize(), pgx.Identifier{schema, table}.Sanitize())
 		rows, err := db.Query(ctx, q)
 		if err != nil {
 			return nil, fmt.Errorf("keys: counting ciphertexts of %s.%s by key: %w", c.table, c.column, err)

@@ -100,8 +100,10 @@ func encodeHeader(h Header) ([]byte, error) {
 // readHeader reads and parses the header, returning it and its exact bytes.
 func readHeader(r io.Reader) (Header, []byte, error) {
 	pre := make([]byte, len(Magic)+4)
-	if _, err := io.ReadFull(r, pre); err != nil {
-		return Header{}, nil, fmt.Errorf("%w: no backup header (%v)", ErrCorrupt, err)
+	if _, err := io.ReadFull(r, pre); err == io.EOF {
+		return Header{}, nil, fmt.Errorf("%w: not a pgphi backup file (it is empty)", ErrCorrupt)
+	} else if err != nil {
+		return Header{}, nil, fmt.Errorf("%w: not a pgphi backup file (too short for a header)", ErrCorrupt)
 	}
 	if !bytes.Equal(pre[:len(Magic)], []byte(Magic)) {
 		return Header{}, nil, fmt.Errorf("%w: not a pgphi backup file (no %q at its start)", ErrCorrupt, Magic[:len(Magic)-1])

@@ -72,6 +72,9 @@ var ErrWrongKey = errors.New("backup: the key given does not open this backup")
 var ErrBadSignature = errors.New("backup: manifest signature not valid")
 
 func corrupt(what string, err error) error {
+	if errors.Is(err, ErrCorrupt) {
+		return err
+	}
 	if err == io.EOF || err == io.ErrUnexpectedEOF {
 		return fmt.Errorf("%w: %s: the file ends too early (truncated)", ErrCorrupt, what)
 	}
@@ -84,7 +87,7 @@ type corruptReader struct{ r io.Reader }
 func (c corruptReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	if err != nil && err != io.EOF {
-		err = corrupt("decrypting", err)
+		err = fmt.Errorf("%w: decryption failed (%v): a byte was changed or the file was cut short", ErrCorrupt, err)
 	}
 	return n, err
 }

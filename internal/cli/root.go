@@ -18,8 +18,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
-	"github.com/pgphi/pgphi/internal/catalog"
 	"github.com/pgphi/pgphi/internal/backup"
+	"github.com/pgphi/pgphi/internal/catalog"
 	"github.com/pgphi/pgphi/internal/compliance"
 	"github.com/pgphi/pgphi/internal/config"
 	"github.com/pgphi/pgphi/internal/dbconn"

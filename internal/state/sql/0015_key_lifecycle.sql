@@ -33,7 +33,8 @@ BEGIN
     INSERT INTO pgphi.key_usage AS u (key_id, encryptions, updated_at)
     VALUES (p_key_id, p_n, pg_catalog.clock_timestamp())
     ON CONFLICT (key_id) DO UPDATE
-       SET encryptions = pg_catalog.least(u.encryptions OPERATOR(pg_catalog.+) p_n, 4611686018427387904::bigint),
+       SET encryptions = CASE WHEN u.encryptions OPERATOR(pg_catalog.>) (4611686018427387904::bigint OPERATOR(pg_catalog.-) p_n)
+                              THEN 4611686018427387904::bigint ELSE u.encryptions OPERATOR(pg_catalog.+) p_n END,
            updated_at = pg_catalog.clock_timestamp()
     RETURNING u.encryptions INTO v;
     RETURN v;
@@ -97,7 +98,7 @@ REVOKE ALL ON FUNCTION pgphi.backup_verified(text, text, bigint) FROM PUBLIC;
 -- its id). Plain function: it reads what its caller may read.
 CREATE FUNCTION pgphi.backup_status(p_max_age interval, OUT ok boolean, OUT taken_at timestamptz, OUT backup_id text, OUT format text)
     LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT COALESCE(b.taken_at OPERATOR(pg_catalog.>) pg_catalog.now() OPERATOR(pg_catalog.-) p_max_age, false), b.taken_at, b.backup_id, b.format
+    SELECT COALESCE(b.taken_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) p_max_age), false), b.taken_at, b.backup_id, b.format
       FROM (SELECT NULL::int AS one) AS x
       LEFT JOIN LATERAL (SELECT * FROM pgphi.backups WHERE verified_at IS NOT NULL ORDER BY taken_at DESC LIMIT 1) AS b ON true
 $$;
