@@ -1224,12 +1224,14 @@ func TestCheck(t *testing.T) {
 	r := f.run("check", "--json")
 	complExpect(t, r, 0)
 	cl := decode(r)
-	wantIDs := []string{"tls", "audit", "role", "keys", "approvals", "validation", "server-logs", "pgaudit", "disk", "triggers", "dependencies", "owner-code"}
+	wantIDs := []string{"tls", "audit", "role", "keys", "key-usage", "backup", "approvals", "validation", "server-logs", "pgaudit", "disk", "triggers", "dependencies", "owner-code"}
 	wantEvidence := map[string]string{
 		"tls":         "plaintext TCP (no TLS), loopback",
 		"audit":       "records",
 		"role":        "acts as dba",
 		"keys":        "data key 1 active",
+		"key-usage":   "data key 1 has made 0 encryptions",
+		"backup":      "no backup was ever verified by restoring it",
 		"approvals":   "environment test requires no approvals",
 		"validation":  "public.patient.ssn pattern: 1 rows",
 		"server-logs": "log_statement=none",
@@ -1250,7 +1252,7 @@ func TestCheck(t *testing.T) {
 			if c.Required || !c.Passed {
 				t.Errorf("check item %s: required %v passed %v (%s); want a passed recommendation", c.ID, c.Required, c.Passed, c.Evidence)
 			}
-		case "validation", "pgaudit":
+		case "validation", "pgaudit", "backup":
 			if c.Required || c.Passed {
 				t.Errorf("check item %s: required %v passed %v; want a failed recommendation (WARN)", c.ID, c.Required, c.Passed)
 			}

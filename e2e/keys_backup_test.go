@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/age"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgphi/pgphi/internal/audit"
@@ -331,3 +332,92 @@ func complExpectR(t testing.TB, r result, want int, fragments ...string) result 
 }
 
 func slicesClone(s []string) []string { return append([]string(nil), s...) }
+
+// TestKeyUsageLimit: check warns from 2^30 encryptions under the active
+// key and fails at 2^32, where writers refuse to seal more under it; a
+// rotation lets them go on.
+func TestKeyUsageLimit(t *testing.T) {
+	t.Parallel()
+	f := kbFixture(t, 20)
+	f.mustRun("keys", "init")
+	f.mustRun("apply")
+	usage := func() (passed, required bool, evidence string) {
+		t.Helper()
+		r := f.run("check", "--json")
+		var cl complChecklist
+		if err := json.Unmarshal([]byte(r.stdout), &cl); err != nil {
+			t.Fatalf("check --json: %v\n%s", err, r)
+		}
+		for _, c := range cl.Items {
+			if c.ID == "key-usage" {
+				return c.Passed, c.Required, c.Evidence
+			}
+		}
+		t.Fatalf("check has no key-usage item:\n%s", r)
+		return
+	}
+	if p, req, ev := usage(); !p || !req || !strings.Contains(ev, "data key 1 has made 40 encryptions") {
+		t.Errorf("fresh key: passed %v required %v: %s", p, req, ev)
+	}
+	f.exec(`UPDATE pgphi.key_usage SET encryptions = 1073741824 WHERE key_id = 1`)
+	if p, req, ev := usage(); p || req || !strings.Contains(ev, "rotate the key soon") {
+		t.Errorf("at 2^30: passed %v required %v: %s; want a warning", p, req, ev)
+	}
+	f.exec(`UPDATE pgphi.key_usage SET encryptions = 4294967290 WHERE key_id = 1`)
+	kbInsert(f, 21, 30)
+	complExpect(t, f.run("apply"), 4, "limit of 2^32 encryptions", "data key 1")
+	if n := queryInt(t, f.conn(), `SELECT count(*) FROM patient WHERE ssn_encrypted IS NULL`); n != 10 {
+		t.Errorf("%d rows without a ciphertext after the refused apply, want the 10 new ones", n)
+	}
+	// The refused batch counted nothing; at 2^32 itself, check fails.
+	f.exec(`UPDATE pgphi.key_usage SET encryptions = 4294967296 WHERE key_id = 1`)
+	if p, req, ev := usage(); p || !req || !strings.Contains(ev, "the limit: rotate the key") {
+		t.Errorf("at the limit: passed %v required %v: %s; want a failed requirement", p, req, ev)
+	}
+	f.mustRun("keys", "rotate")
+	f.mustRun("apply")
+	f.verifyOK(30)
+	if p, _, ev := usage(); !p || !strings.Contains(ev, "data key 2") {
+		t.Errorf("after rotate: passed %v: %s", p, ev)
+	}
+}
+
+// TestBackupAge: the opt-in age format encrypts to the pinned recipients;
+// verifying needs a matching identity; the YAML cannot change the
+// recipients without pinning them.
+func TestBackupAge(t *testing.T) {
+	t.Parallel()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, "")
+	key, _ := complKey(t, f.dir, "auditor")
+	f.writeConfig(kbYAML("backup: { max_age: 12h, age_recipients: ["+id.Recipient().String()+"] }\n", key))
+	f.exec(`CREATE TABLE patient (id int PRIMARY KEY, first_name text, ssn text)`)
+	kbInsert(f, 1, 20)
+	f.mustRun("keys", "init")
+	f.mustRun("apply")
+	file := filepath.Join(f.dir, "b.age.pgphi")
+	complExpect(t, f.run("backup", "--out", file, "--format", "age"), 0, "format age")
+	data, _ := os.ReadFile(file)
+	if bytes.Contains(data, []byte(kbCanary)) {
+		t.Fatal("the age backup holds a plaintext value")
+	}
+	complExpect(t, f.run("backup", "verify", file), 2, "no age identity")
+	other, _ := age.GenerateX25519Identity()
+	otherPath := filepath.Join(f.dir, "other.key")
+	writeFile(t, otherPath, other.String()+"\n")
+	os.Chmod(otherPath, 0o600)
+	complExpect(t, f.run("backup", "verify", file, "--identity", otherPath), 2, "none of the given age identities")
+	idPath := filepath.Join(f.dir, "id.key")
+	writeFile(t, idPath, id.String()+"\n")
+	os.Chmod(idPath, 0o600)
+	complExpect(t, f.run("backup", "verify", file, "--identity", idPath), 0, "(age, taken", "match the signed manifest")
+	chk := f.run("check", "--json")
+	if !strings.Contains(chk.stdout, "(age)") || !strings.Contains(chk.stdout, "12h0m0s") {
+		t.Errorf("check does not show the age backup under the pinned 12h:\n%s", chk)
+	}
+	f.writeConfig(kbYAML("backup: { age_recipients: ["+other.Recipient().String()+"] }\n", key))
+	complExpect(t, f.run("backup", "--out", filepath.Join(f.dir, "x.pgphi"), "--format", "age"), 4, "backup.age_recipients")
+}

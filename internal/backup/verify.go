@@ -85,6 +85,9 @@ func Verify(ctx context.Context, r io.Reader, opts VerifyOptions) (*VerifyResult
 		}
 		defer clear(key)
 	}
+	if h.Format == FormatAge && len(opts.Identities) == 0 {
+		return nil, fmt.Errorf("%w: the backup is encrypted to age recipients and no age identity was given", ErrWrongKey)
+	}
 	dr, err := decryptingReader(br, h, hb, key, opts.Identities)
 	if err != nil {
 		return nil, err
