@@ -26,7 +26,18 @@ type Facts struct {
 	ApprovalNote string          `json:"approval_note"`
 	Validation   *ValidationFact `json:"validation,omitempty"`
 	Verification *VerifyFact     `json:"verification,omitempty"`
+	Backup       *BackupFact     `json:"backup,omitempty"`
 	Audit        AuditFact       `json:"audit"`
+}
+
+// BackupFact is the newest backup verified by restoring it, against the
+// pinned maximum age (required in production).
+type BackupFact struct {
+	OK       bool   `json:"ok"`
+	Required bool   `json:"required"`
+	Format   string `json:"format,omitempty"` // tink-aes256-gcm-hkdf-1mb (FIPS-approved primitives) or age
+	BackupID string `json:"backup_id,omitempty"`
+	Evidence string `json:"evidence"`
 }
 
 // ColumnFact is one protected column and where it stands.
@@ -124,6 +135,9 @@ func (f *Facts) Assess() []Item {
 		pending += c.Pending
 	}
 	add("no value left unencrypted", pending == 0 && len(f.Columns) > 0, fmt.Sprintf("%d columns, %d values pending", len(f.Columns), pending))
+	if b := f.Backup; b != nil && b.Required {
+		add("backup verified by restoring it, within the pinned maximum age", b.OK, b.Evidence)
+	}
 	add("audit trail intact", f.Audit.Valid && f.Audit.Records > 0, fmt.Sprintf("%d records, head #%d %s, %d problems", f.Audit.Records, f.Audit.HeadSeq, short(f.Audit.Head), f.Audit.Problems))
 	return items
 }
@@ -221,6 +235,10 @@ func renderMarkdown(w io.Writer, f *Facts) error {
 	for _, c := range f.Columns {
 		p("| %s | %s | %s | %s | %d | %d | %s |\n", c.Table, c.Column, c.Class, c.Phase, c.Encrypted, c.Pending, c.Search)
 	}
+	if b := f.Backup; b != nil {
+		p("\n## Backups\n\n| verified backup within the pinned maximum age | required | encryption | evidence |\n|---|---|---|---|\n")
+		p("| %s | %s | %s | %s |\n", yes(b.OK), yes(b.Required), orDash(b.Format), strings.ReplaceAll(b.Evidence, "|", "/"))
+	}
 	p("\n## Audit trail\n\n%d records; head #%d `%s`; chain %s.\n", f.Audit.Records, f.Audit.HeadSeq, f.Audit.Head, map[bool]string{true: "verified", false: "NOT valid"}[f.Audit.Valid])
 	p("\n---\nSign-off: ______________________ (compliance officer)   date: __________\n")
 	return nil
@@ -231,4 +249,11 @@ func yes(b bool) string {
 		return "yes"
 	}
 	return "**no**"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
