@@ -74,10 +74,10 @@ func main() {
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "keep the working directory (configs, pgphi output) after the run")
 	flag.StringVar(&o.compare, "compare", "", "measure the cost of a change instead: apply built from this git revision against the working tree, in alternating rounds (-write records it in BENCHMARKS.md)")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds per binary and mode with -compare")
-	flag.StringVar(&o.only, "only", "", "development loop: run baseline A and one apply, \"plain\" or \"search\", print a summary and record nothing")
+	flag.StringVar(&o.only, "only", "", "development loop: run baseline A and one apply, \"plain\" or \"search\" (or \"backup\": the demo apply, then backup and verify against pg_dump and pg_restore), print a summary and record nothing")
 	flag.Parse()
-	if o.only != "" && o.only != "plain" && o.only != "search" {
-		fmt.Fprintln(os.Stderr, "bench: -only takes plain or search")
+	if o.only != "" && o.only != "plain" && o.only != "search" && o.only != "backup" {
+		fmt.Fprintln(os.Stderr, "bench: -only takes plain, search or backup")
 		os.Exit(2)
 	}
 	if o.patients < 1000 {
