@@ -141,20 +141,10 @@ func Take(ctx context.Context, opts TakeOptions, out io.Writer) (*TakeResult, er
 	}
 	sig := ed25519.Sign(opts.SigningKey, signedMessage(mjson))
 
-	hb, err := encodeHeader(h)
-	if err != nil {
-		return nil, err
-	}
 	cw := &countingWriter{w: out}
-	if _, err := cw.Write(hb); err != nil {
-		return nil, fmt.Errorf("backup: writing: %w", err)
-	}
-	ew, err := encryptingWriter(cw, h, hb, key, recipients)
+	ew, err := startFile(cw, h, key, recipients, mjson, sig)
 	if err != nil {
 		return nil, err
-	}
-	if err := writeManifest(ew, mjson, sig); err != nil {
-		return nil, fmt.Errorf("backup: writing: %w", err)
 	}
 	args := append([]string{"--format=custom", "--no-password", "--snapshot=" + snapshot}, opts.Child.Args...)
 	cmd := exec.CommandContext(ctx, opts.PgDump, args...)
@@ -180,6 +170,27 @@ func Take(ctx context.Context, opts TakeOptions, out io.Writer) (*TakeResult, er
 		return nil, fmt.Errorf("backup: recording the backup: %w", err)
 	}
 	return res, nil
+}
+
+// startFile writes the header, starts the encryption and writes the signed
+// manifest into it; the archive follows through the returned writer, whose
+// Close finishes the file.
+func startFile(w io.Writer, h Header, key []byte, recipients []age.Recipient, mjson, sig []byte) (io.WriteCloser, error) {
+	hb, err := encodeHeader(h)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(hb); err != nil {
+		return nil, fmt.Errorf("backup: writing: %w", err)
+	}
+	ew, err := encryptingWriter(w, h, hb, key, recipients)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeManifest(ew, mjson, sig); err != nil {
+		return nil, fmt.Errorf("backup: writing: %w", err)
+	}
+	return ew, nil
 }
 
 // childError is the last error line of a client program, redacted: its

@@ -66,40 +66,12 @@ func Verify(ctx context.Context, r io.Reader, opts VerifyOptions) (*VerifyResult
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	br := bufio.NewReaderSize(r, 1<<20)
-	h, hb, err := readHeader(br)
+	o, err := Open(r, opts.KEK, opts.Identities, opts.Trusted)
 	if err != nil {
 		return nil, err
 	}
-	var key []byte
-	if h.Format == FormatTink {
-		if opts.KEK == nil {
-			return nil, fmt.Errorf("%w: the backup's key is wrapped by a %s KEK and none was given", ErrWrongKey, h.KEK.Kind)
-		}
-		key, err = keys.UnwrapSecretKey(opts.KEK, h.KEK.keys(), h.WrappedKey)
-		if errors.Is(err, keys.ErrWrongKEK) {
-			return nil, fmt.Errorf("%w: the KEK given does not unwrap the backup's key (%v)", ErrWrongKey, err)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("backup: unwrapping the backup's key: %w", err)
-		}
-		defer clear(key)
-	}
-	if h.Format == FormatAge && len(opts.Identities) == 0 {
-		return nil, fmt.Errorf("%w: the backup is encrypted to age recipients and no age identity was given", ErrWrongKey)
-	}
-	dr, err := decryptingReader(br, h, hb, key, opts.Identities)
-	if err != nil {
-		return nil, err
-	}
-	m, mjson, err := readManifest(dr, opts.Trusted)
-	if err != nil {
-		return nil, err
-	}
-	if m.BackupID != h.BackupID || m.Format != h.Format {
-		return nil, fmt.Errorf("%w: the header and the signed manifest disagree on the backup id or format", ErrCorrupt)
-	}
-	res := &VerifyResult{Header: h, Manifest: *m, Digest: Digest(mjson)}
+	h, m, dr := o.Header, &o.Manifest, o.Archive
+	res := &VerifyResult{Header: h, Manifest: *m, Digest: o.Digest}
 
 	logf("starting a temporary local PostgreSQL cluster to restore backup %s into", h.BackupID)
 	cl, err := pgcluster.Start(ctx, pgcluster.Options{Fast: true, BinDir: opts.BinDir})
@@ -149,6 +121,57 @@ func Verify(ctx context.Context, r io.Reader, opts VerifyOptions) (*VerifyResult
 		}
 	}
 	return res, nil
+}
+
+// Opened is a backup file opened for reading: its header, its manifest
+// (signature checked) and the pg_dump archive, decrypted as it is read
+// (every read error wraps ErrCorrupt).
+type Opened struct {
+	Header   Header
+	Manifest Manifest
+	Digest   string
+	Archive  io.Reader
+}
+
+// Open reads a backup's header, unwraps its key with kek (FormatTink) or
+// opens it with identities (FormatAge), and reads and checks the signed
+// manifest. The archive is authenticated as it is read: only a read to its
+// end proves it whole.
+func Open(r io.Reader, kek keys.KEKProvider, identities []age.Identity, trusted []ed25519.PublicKey) (*Opened, error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	h, hb, err := readHeader(br)
+	if err != nil {
+		return nil, err
+	}
+	var key []byte
+	if h.Format == FormatTink {
+		if kek == nil {
+			return nil, fmt.Errorf("%w: the backup's key is wrapped by a %s KEK and none was given", ErrWrongKey, h.KEK.Kind)
+		}
+		key, err = keys.UnwrapSecretKey(kek, h.KEK.keys(), h.WrappedKey)
+		if errors.Is(err, keys.ErrWrongKEK) {
+			return nil, fmt.Errorf("%w: the KEK given does not unwrap the backup's key (%v)", ErrWrongKey, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("backup: unwrapping the backup's key: %w", err)
+		}
+		defer clear(key)
+	}
+	if h.Format == FormatAge && len(identities) == 0 {
+		return nil, fmt.Errorf("%w: the backup is encrypted to age recipients and no age identity was given", ErrWrongKey)
+	}
+	dr, err := decryptingReader(br, h, hb, key, identities)
+	if err != nil {
+		return nil, err
+	}
+	m, mjson, err := readManifest(dr, trusted)
+	if err != nil {
+		return nil, err
+	}
+	if m.BackupID != h.BackupID || m.Format != h.Format {
+		return nil, fmt.Errorf("%w: the header and the signed manifest disagree on the backup id or format", ErrCorrupt)
+	}
+	return &Opened{Header: h, Manifest: *m, Digest: Digest(mjson), Archive: dr}, nil
 }
 
 // restore feeds the decrypted archive to pg_restore, and reads the stream to
