@@ -421,3 +421,51 @@ func TestBackupAge(t *testing.T) {
 	f.writeConfig(kbYAML("backup: { age_recipients: ["+other.Recipient().String()+"] }\n", key))
 	complExpect(t, f.run("backup", "--out", filepath.Join(f.dir, "x.pgphi"), "--format", "age"), 4, "backup.age_recipients")
 }
+
+// TestBackupRequiredInProduction: in production, check requires a backup
+// verified by restoring it within the pinned backup.max_age.
+func TestBackupRequiredInProduction(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "")
+	key, _ := complKey(t, f.dir, "auditor")
+	f.writeConfig(strings.Replace(kbYAML("access: { allow_superuser: true }\nbackup: { max_age: 2h }\n", key), "environment: test", "environment: production", 1))
+	f.exec(`CREATE TABLE patient (id int PRIMARY KEY, first_name text, ssn text)`)
+	kbInsert(f, 1, 10)
+	f.mustRun("keys", "init")
+	item := func() (bool, bool, string) {
+		t.Helper()
+		r := f.run("check", "--json")
+		var cl complChecklist
+		if err := json.Unmarshal([]byte(r.stdout), &cl); err != nil {
+			t.Fatalf("check --json: %v\n%s", err, r)
+		}
+		for _, c := range cl.Items {
+			if c.ID == "backup" {
+				return c.Passed, c.Required, c.Evidence
+			}
+		}
+		t.Fatalf("no backup item:\n%s", r)
+		return false, false, ""
+	}
+	if p, req, ev := item(); p || !req || !strings.Contains(ev, "no backup was ever verified") {
+		t.Fatalf("before any backup: passed %v required %v: %s", p, req, ev)
+	}
+	file := filepath.Join(f.dir, "b.pgphi")
+	f.mustRun("backup", "--out", file)
+	if p, _, _ := item(); p {
+		t.Fatal("an unverified backup satisfied check")
+	}
+	f.mustRun("backup", "verify", file)
+	if p, req, ev := item(); !p || !req || !strings.Contains(ev, "2h0m0s") {
+		t.Fatalf("after a verified backup: passed %v required %v: %s", p, req, ev)
+	}
+	// Older than the pinned maximum age.
+	f.exec(`ALTER TABLE pgphi.backups DISABLE TRIGGER ALL; UPDATE pgphi.backups SET taken_at = taken_at - interval '3 hours'`)
+	if p, _, ev := item(); p || !strings.Contains(ev, "older than the pinned maximum age 2h0m0s") {
+		t.Fatalf("a 3-hour-old backup under a 2h maximum: passed %v: %s", p, ev)
+	}
+	rep := f.run("report")
+	if !strings.Contains(rep.stdout, "## Backups") || !strings.Contains(rep.stdout, "tink-aes256-gcm-hkdf-1mb") {
+		t.Errorf("the report does not show the backup:\n%s", rep)
+	}
+}
