@@ -133,6 +133,16 @@ func TestKeysStatusRetire(t *testing.T) {
 	}
 	f.verifyOK(10)
 
+	// After cleanup the ciphertexts live under the column's own name; status
+	// still finds them.
+	lcCutOver(f)
+	f.verifyOK(10)
+	f.mustRun("cleanup", "--confirm", lcPlanID(f), "--purge", "vacuum-full")
+	if st = kbKeyStatus(t, f); st[2][0] != 20 {
+		t.Errorf("after cleanup: %v, want 20 ciphertexts under key 2", st)
+	}
+	complExpect(t, f.run("keys", "status"), 0, "public.patient.ssn: 10")
+
 	var retired, refused bool
 	for _, r := range complTableRecords(t, f) {
 		if r.Command == "keys retire" && r.Event == audit.EventSuccess && r.Details["key_id"] == "1" {
