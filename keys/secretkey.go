@@ -12,7 +12,7 @@ const SecretKeyID = 0
 // with key id SecretKeyID.
 func WrapSecretKey(p KEKProvider, params KEKParams, key []byte) ([]byte, error) {
 	if params.Kind != kindOf(p) {
-		return nil, fmt.Errorf("keys: the KEK is a %s, but a %s was given", params.Kind, p.Name())
+		return nil, fmt.Errorf("%w: the KEK is a %s, but a %s was given", ErrKEKKind, params.Kind, p.Name())
 	}
 	wrap, _, err := kekOps(p, params)
 	if err != nil {
@@ -26,7 +26,7 @@ func WrapSecretKey(p KEKProvider, params KEKParams, key []byte) ([]byte, error) 
 // authenticate gives an error that Is ErrWrongKEK.
 func UnwrapSecretKey(p KEKProvider, params KEKParams, wrapped []byte) ([]byte, error) {
 	if params.Kind != kindOf(p) {
-		return nil, fmt.Errorf("keys: the backup's key is wrapped with a %s KEK, but a %s was given", params.Kind, p.Name())
+		return nil, fmt.Errorf("%w: the backup's key is wrapped with a %s KEK, but a %s was given", ErrKEKKind, params.Kind, p.Name())
 	}
 	_, unwrap, err := kekOps(p, params)
 	if err != nil {

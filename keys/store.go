@@ -22,6 +22,10 @@ type DB interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
+// ErrKEKKind is wrapped when the KEK given is of another kind than the one
+// the keys are wrapped with (a passphrase for keys in a token, ...).
+var ErrKEKKind = errors.New("keys: wrong kind of KEK")
+
 // ErrNotInitialized is returned when the database holds no keys yet.
 var ErrNotInitialized = errors.New("keys: no keys in this database: run `pgphi keys init` first")
 
@@ -241,7 +245,7 @@ func Load(ctx context.Context, db DB, p KEKProvider) (*Keyring, error) {
 		return nil, err
 	}
 	if params.Kind != kindOf(p) {
-		return nil, fmt.Errorf("keys: this database's keys are wrapped with a %s KEK, but a %s was given (set %s)",
+		return nil, fmt.Errorf("%w: this database's keys are wrapped with a %s KEK, but a %s was given (set %s)", ErrKEKKind,
 			params.Kind, p.Name(), map[string]string{KindPassphrase: EnvPassphraseFile + " or " + EnvPassphrase, KindKeyFile: EnvKeyFile,
 				KindPKCS11: EnvPKCS11Module + ", " + EnvPKCS11Token + ", " + EnvPKCS11KeyLabel + " and " + EnvPKCS11PIN}[params.Kind])
 	}

@@ -149,8 +149,8 @@ func Open(r io.Reader, kek keys.KEKProvider, identities []age.Identity, trusted 
 			return nil, fmt.Errorf("%w: the backup's key is wrapped by a %s KEK and none was given", ErrWrongKey, h.KEK.Kind)
 		}
 		key, err = keys.UnwrapSecretKey(kek, h.KEK.keys(), h.WrappedKey)
-		if errors.Is(err, keys.ErrWrongKEK) {
-			return nil, fmt.Errorf("%w: the KEK given does not unwrap the backup's key (%v)", ErrWrongKey, err)
+		if errors.Is(err, keys.ErrWrongKEK) || errors.Is(err, keys.ErrKEKKind) {
+			return nil, fmt.Errorf("%w: the KEK given does not unwrap the backup's key; %v", ErrWrongKey, err)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("backup: unwrapping the backup's key: %w", err)

@@ -73,7 +73,7 @@ func ExitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, dbconn.ErrConnect):
 		return ExitConnect
-	case errors.Is(err, keys.ErrWrongKEK), errors.Is(err, keys.ErrNotInitialized), errors.Is(err, keys.ErrNoSuchKey):
+	case errors.Is(err, keys.ErrWrongKEK), errors.Is(err, keys.ErrNotInitialized), errors.Is(err, keys.ErrNoSuchKey), errors.Is(err, keys.ErrKEKKind):
 		return ExitUsage
 	case errors.Is(err, keys.ErrKeyInUse), errors.Is(err, keys.ErrActiveKey), errors.Is(err, keys.ErrUsageLimit):
 		return ExitRefused
