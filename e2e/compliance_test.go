@@ -328,6 +328,8 @@ func TestRefusals(t *testing.T) {
 		}
 
 		complExpect(t, f.run("approve", plan, "--command", "apply", "--key", keys["bob"]), 0, "as bob (healthcare_admin")
+		complExpect(t, f.run("apply"), 4, "needs a backup verified by restoring it")
+		kbRecordVerifiedBackup(f)
 		complExpect(t, f.run("apply"), 0, "applied "+plan)
 		if rec := complLastRecord(t, f); rec.Command != "apply" || rec.Event != audit.EventSuccess {
 			t.Errorf("last audit record: %s %s, want apply success", rec.Command, rec.Event)

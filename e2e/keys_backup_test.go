@@ -438,7 +438,10 @@ func TestBackupRequiredInProduction(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "")
 	key, _ := complKey(t, f.dir, "auditor")
-	f.writeConfig(strings.Replace(kbYAML("access: { allow_superuser: true }\nbackup: { max_age: 2h }\n", key), "environment: test", "environment: production", 1))
+	alice, alicePub := complKey(t, f.dir, "alice")
+	complWriteSigners(t, filepath.Join(f.dir, "allowed_signers"), complSigner{"alice", "dba", alicePub, ""})
+	f.writeConfig(strings.Replace(kbYAML("access: { allow_superuser: true }\napprovals: { signers: allowed_signers, require: { production: { dba: 1 } } }\nbackup: { max_age: 2h }\n", key),
+		"environment: test", "environment: production", 1))
 	f.exec(`CREATE TABLE patient (id int PRIMARY KEY, first_name text, ssn text)`)
 	kbInsert(f, 1, 10)
 	f.mustRun("keys", "init")
@@ -460,6 +463,9 @@ func TestBackupRequiredInProduction(t *testing.T) {
 	if p, req, ev := item(); p || !req || !strings.Contains(ev, "no backup was ever verified") {
 		t.Fatalf("before any backup: passed %v required %v: %s", p, req, ev)
 	}
+	complExpect(t, f.run("approve", complPlanID(f), "--command", "apply", "--key", alice), 0)
+	complExpect(t, f.run("apply"), 4, "apply in production needs a backup verified by restoring it within the pinned maximum age 2h0m0s")
+	complAssertRefused(t, f, "apply", "backup")
 	file := filepath.Join(f.dir, "b.pgphi")
 	f.mustRun("backup", "--out", file)
 	if p, _, _ := item(); p {
@@ -469,6 +475,7 @@ func TestBackupRequiredInProduction(t *testing.T) {
 	if p, req, ev := item(); !p || !req || !strings.Contains(ev, "2h0m0s") {
 		t.Fatalf("after a verified backup: passed %v required %v: %s", p, req, ev)
 	}
+	f.mustRun("apply")
 	// Older than the pinned maximum age.
 	f.exec(`ALTER TABLE pgphi.backups DISABLE TRIGGER ALL; UPDATE pgphi.backups SET taken_at = taken_at - interval '3 hours'`)
 	if p, _, ev := item(); p || !strings.Contains(ev, "older than the pinned maximum age 2h0m0s") {
@@ -478,4 +485,13 @@ func TestBackupRequiredInProduction(t *testing.T) {
 	if !strings.Contains(rep.stdout, "## Backups") || !strings.Contains(rep.stdout, "tink-aes256-gcm-hkdf-1mb") {
 		t.Errorf("the report does not show the backup:\n%s", rep)
 	}
+}
+
+// kbRecordVerifiedBackup records, as the superuser, a backup verified now,
+// for tests of production's other gates (the backup gate has its own tests:
+// TestBackupRequiredInProduction).
+func kbRecordVerifiedBackup(f *fixture) {
+	f.t.Helper()
+	f.exec(`INSERT INTO pgphi.backups (backup_id, taken_at, recorded_by, format, plan_id, key_ids, manifest_sha256, verified_at, verified_by, verified_rows)
+		VALUES (md5(random()::text), now(), 'test', 'tink-aes256-gcm-hkdf-1mb', '', '{}', repeat('0', 64), now(), 'test', 0)`)
 }
