@@ -39,7 +39,7 @@ func (e *env) backupBench(ctx context.Context, res *results, from *applyRun) *ba
 		dir := filepath.Join(e.dir, from.db)
 		plain := filepath.Join(dir, "plain.dump")
 		// One untimed dump first, so that neither side pays for a cold cache.
-		if out, err := exec.CommandContext(ctx, filepath.Join(bin, "pg_dump"), "--format=custom", "-f", os.DevNull, "-d", e.cl.URL(from.db)).CombinedOutput(); err != nil {
+		if out, err := exec.CommandContext(ctx, filepath.Join(bin, "pg_dump"), "--format=custom", "-f", plain, "-d", e.cl.URL(from.db)).CombinedOutput(); err != nil {
 			return fmt.Errorf("pg_dump: %v: %s", err, tail(string(out), 5))
 		}
 		t0 := time.Now()
