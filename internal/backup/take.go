@@ -57,7 +57,8 @@ type TakeResult struct {
 // dumps (--snapshot), so both see the same rows; pg_dump's archive streams
 // through the encryption, never to disk in plaintext. The backup is recorded
 // in pgphi.backups (pgphi.backup_record, which needs pgphi's dba group). On
-// error, what was written to out must be discarded.
+// error, what was written to out must be discarded. An out with a Sync
+// method (a file) is synced before the backup is recorded.
 func Take(ctx context.Context, opts TakeOptions, out io.Writer) (*TakeResult, error) {
 	if opts.Format == "" {
 		opts.Format = FormatTink
@@ -157,6 +158,11 @@ func Take(ctx context.Context, opts TakeOptions, out io.Writer) (*TakeResult, er
 	}
 	if err := ew.Close(); err != nil {
 		return nil, fmt.Errorf("backup: finishing the encryption: %w", err)
+	}
+	if f, ok := out.(interface{ Sync() error }); ok {
+		if err := f.Sync(); err != nil { // on disk before it is recorded
+			return nil, fmt.Errorf("backup: writing: %w", err)
+		}
 	}
 	if err := tx.Rollback(ctx); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)

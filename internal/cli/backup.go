@@ -85,9 +85,6 @@ in the database and audited; production requires one verified by
 					return withCode(ExitUsage, fmt.Errorf("backup: %w (pgphi never overwrites a backup)", err))
 				}
 				res, err := backup.Take(ctx, opts, file)
-				if err == nil {
-					err = file.Sync() // on disk before it counts as taken
-				}
 				if cerr := file.Close(); err == nil && cerr != nil {
 					err = cerr
 				}
