@@ -257,7 +257,7 @@ func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query s
 	if err != nil {
 		return 0, nil, err
 	}
-	n, last, sealed, err := r.encryptBatchAsOwner(ctx, tx, t, query, args)
+	n, last, err := r.encryptBatchAsOwner(ctx, tx, t, query, args)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -265,24 +265,25 @@ func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query s
 		return 0, nil, err
 	}
 	// The batch's encryptions are counted against the data key in its own
-	// transaction, last (the counter's row is locked until commit).
-	if err := keys.CountEncryptions(ctx, tx, r.Keys.ActiveKeyID(), sealed); err != nil {
+	// transaction, last (the counter's row is locked until commit): one per
+	// row and column, NULLs included, so the count can only be too high.
+	if err := keys.CountEncryptions(ctx, tx, r.Keys.ActiveKeyID(), int64(n)*int64(len(t.Columns))); err != nil {
 		return 0, nil, fmt.Errorf("batch of %s: %w", t.QualifiedName(), err)
 	}
 	return n, last, nil
 }
 
-func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, query string, args []any) (n int, last []string, sealed int64, err error) {
+func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, query string, args []any) (int, []string, error) {
 	rows, err := tx.Query(ctx, query, args...)
 	if err != nil {
-		return 0, nil, 0, fmt.Errorf("reading batch of %s: %w", t.QualifiedName(), err)
+		return 0, nil, fmt.Errorf("reading batch of %s: %w", t.QualifiedName(), err)
 	}
 	nk := len(t.PrimaryKey)
 	sealers := make([]*envelope.Sealer, len(t.Columns))
 	for i, c := range t.Columns {
 		if sealers[i], err = r.Keys.Sealer(t.QualifiedName(), c.Name); err != nil {
 			rows.Close()
-			return 0, nil, 0, err
+			return 0, nil, err
 		}
 	}
 	indexers := make([]*blindindex.Column, len(t.Columns))
@@ -290,7 +291,7 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 		if c.HasIndex() {
 			if indexers[i] = r.indexers.For(t.QualifiedName(), c.Name); indexers[i] == nil {
 				rows.Close()
-				return 0, nil, 0, fmt.Errorf("blind index of %s.%s is not loaded", t.QualifiedName(), c.Name)
+				return 0, nil, fmt.Errorf("blind index of %s.%s is not loaded", t.QualifiedName(), c.Name)
 			}
 		}
 	}
@@ -300,7 +301,7 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 		var br batchRow
 		if err := decodeTID(rows.FieldDescriptions()[0].Format, raw[0], &br.ctid); err != nil {
 			rows.Close()
-			return 0, nil, 0, err
+			return 0, nil, err
 		}
 		br.key = make([]string, nk)
 		for i := range nk {
@@ -315,17 +316,16 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 			}
 			if len(v)+1 > r.Config.Encryption.MaxValueBytes {
 				rows.Close()
-				return 0, nil, 0, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: br.key, KeyColumns: t.keyNames(),
+				return 0, nil, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: br.key, KeyColumns: t.keyNames(),
 					Reason: fmt.Sprintf("value is %d bytes, more than encryption.max_value_bytes (%d)", len(v), r.Config.Encryption.MaxValueBytes)}
 			}
 			ct, err := sealers[i].Seal(nil, envelope.Value{Type: c.ValueType, Text: string(v)},
 				envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: br.key})
 			if err != nil {
 				rows.Close()
-				return 0, nil, 0, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: br.key, KeyColumns: t.keyNames(), Reason: "encryption failed: " + err.Error()}
+				return 0, nil, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: br.key, KeyColumns: t.keyNames(), Reason: "encryption failed: " + err.Error()}
 			}
 			br.ct[i] = ct
-			sealed++
 			if indexers[i] != nil {
 				// Non-nil even when empty: '{}' says "indexed, no terms", NULL says "not indexed yet".
 				br.terms[i] = indexers[i].Terms(make([]int64, 0, 16), string(v))
@@ -335,13 +335,13 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, nil, 0, fmt.Errorf("reading batch of %s: %w", t.QualifiedName(), err)
+		return 0, nil, fmt.Errorf("reading batch of %s: %w", t.QualifiedName(), err)
 	}
 	if len(batch) == 0 {
-		return 0, nil, 0, nil
+		return 0, nil, nil
 	}
 	if _, err := tx.Exec(ctx, t.prepareBatch()); err != nil {
-		return 0, nil, 0, fmt.Errorf("creating batch table (as the owner of %s): %w", t.QualifiedName(), err)
+		return 0, nil, fmt.Errorf("creating batch table (as the owner of %s): %w", t.QualifiedName(), err)
 	}
 	src := pgx.CopyFromSlice(len(batch), func(i int) ([]any, error) {
 		vals := make([]any, 1, 1+2*len(t.Columns))
@@ -355,16 +355,16 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 		return vals, nil
 	})
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{t.batchTable()}, t.batchColumns(), src); err != nil {
-		return 0, nil, 0, fmt.Errorf("copying batch of %s: %w", t.QualifiedName(), err)
+		return 0, nil, fmt.Errorf("copying batch of %s: %w", t.QualifiedName(), err)
 	}
 	tag, err := tx.Exec(ctx, t.applyBatch())
 	if err != nil {
-		return 0, nil, 0, fmt.Errorf("writing batch of %s: %w", t.QualifiedName(), err)
+		return 0, nil, fmt.Errorf("writing batch of %s: %w", t.QualifiedName(), err)
 	}
 	if int(tag.RowsAffected()) != len(batch) {
-		return 0, nil, 0, fmt.Errorf("writing batch of %s: updated %d rows, expected %d", t.QualifiedName(), tag.RowsAffected(), len(batch))
+		return 0, nil, fmt.Errorf("writing batch of %s: updated %d rows, expected %d", t.QualifiedName(), tag.RowsAffected(), len(batch))
 	}
-	return len(batch), batch[len(batch)-1].key, sealed, nil
+	return len(batch), batch[len(batch)-1].key, nil
 }
 
 func decodeTID(format int16, raw []byte, tid *pgtype.TID) error {
