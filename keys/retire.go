@@ -29,7 +29,8 @@ type RetireOptions struct {
 
 // Retire destroys the wrapped copy of data key id once nothing needs it: no
 // ciphertext in any protected column (expanded or cleaned) names it, no
-// blind-index family derives from it, and no recorded backup (taken after
+// blind-index family or uniqueness digest column derives from it, and no
+// recorded backup (taken after
 // opts.BackupsDestroyedBefore) holds values under it. Otherwise it returns
 // an error wrapping ErrKeyInUse that lists each use. The active key is
 // refused. It runs in one transaction that holds the protected tables in

@@ -36,6 +36,9 @@ type KeyStatus struct {
 	// BlindIndexes are the term families whose HMAC key derives from this
 	// key ("schema.table.column/sub_kind").
 	BlindIndexes []string `json:"blind_indexes"`
+	// UniqueColumns are the `_uniq` digest columns whose key derives from
+	// this key ("schema.table.column").
+	UniqueColumns []string `json:"unique_columns"`
 	// Backups are the ids of backups recorded in this database that hold
 	// values sealed under this key.
 	Backups []string `json:"backups"`
@@ -49,6 +52,9 @@ func (k KeyStatus) InUse() []string {
 	}
 	for _, b := range k.BlindIndexes {
 		out = append(out, "blind index terms "+b)
+	}
+	for _, u := range k.UniqueColumns {
+		out = append(out, "uniqueness digests "+u)
 	}
 	for _, b := range k.Backups {
 		out = append(out, "backup "+b)
@@ -82,7 +88,8 @@ func (r *StatusReport) Key(id uint32) (KeyStatus, bool) {
 
 // Status counts, for every data key, the ciphertexts sealed under it in
 // every protected column (expanded or cleaned), by reading the key id of
-// each envelope header in SQL; and lists the blind-index families and the
+// each envelope header in SQL; and lists the blind-index families, the
+// uniqueness digest columns (pgphi.unique_columns, where it exists) and the
 // recorded backups that need it. It needs SELECT on the protected tables and
 // no key material. Run it inside a transaction that locks the tables to get
 // counts that no writer changes meanwhile.
@@ -102,7 +109,7 @@ func Status(ctx context.Context, db DB) (*StatusReport, error) {
 			return nil, err
 		}
 		k.ID = uint32(id)
-		k.Columns, k.BlindIndexes, k.Backups = []ColumnUse{}, []string{}, []string{}
+		k.Columns, k.BlindIndexes, k.UniqueColumns, k.Backups = []ColumnUse{}, []string{}, []string{}, []string{}
 		rep.Keys = append(rep.Keys, k)
 	}
 	if err := rows.Err(); err != nil {
@@ -184,6 +191,32 @@ func Status(ctx context.Context, db DB) (*StatusReport, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("keys: reading blind indexes: %w", err)
+	}
+
+	// Uniqueness digest columns, where this version of the schema has them.
+	var hasUnique bool
+	if err := db.QueryRow(ctx, "SELECT pg_catalog.to_regclass('pgphi.unique_columns') IS NOT NULL").Scan(&hasUnique); err != nil {
+		return nil, err
+	}
+	if hasUnique {
+		rows, err = db.Query(ctx, `SELECT key_id, table_name || '.' || uniq_column FROM pgphi.unique_columns ORDER BY 2`)
+		if err != nil {
+			return nil, fmt.Errorf("keys: reading uniqueness columns: %w", err)
+		}
+		for rows.Next() {
+			var id int32
+			var name string
+			if err := rows.Scan(&id, &name); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if k, ok := byID[uint32(id)]; ok {
+				k.UniqueColumns = append(k.UniqueColumns, name)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("keys: reading uniqueness columns: %w", err)
+		}
 	}
 
 	rows, err = db.Query(ctx, `SELECT backup_id, key_ids FROM pgphi.backups ORDER BY taken_at`)
