@@ -18,6 +18,7 @@ demo: build
 # Every test against a real PostgreSQL server that the tests start themselves.
 test: vet
 	bash scripts/ensure-postgres.sh
+	-bash scripts/ensure-python.sh
 	$(GO) test -count=1 -timeout 25m ./...
 	$(MAKE) test-fips
 

@@ -9,9 +9,11 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgphi/pgphi/blindindex"
 	"github.com/pgphi/pgphi/envelope"
+	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/redact"
 )
 
@@ -19,10 +21,12 @@ import (
 // UPDATE: every pgphi-owned column of the values sealed — the ciphertext
 // `<col>_encrypted` ([]byte), the blind index terms `<col>_bidx` ([]int64,
 // when the column is searchable) and, until cleanup, the plaintext `<col>`:
-// its canonical text before require_encryption is on, nil (NULL) after. A
-// SQL NULL value gives nil everywhere. It is a map so that later versions
-// can add columns (a unique-index column, a second generation during a
-// reindex) without changing callers: write every entry.
+// its canonical text before require_encryption is on, nil (NULL) after —
+// and, for a column under a UNIQUE constraint, primary key or unique index,
+// its digest `<col>_uniq` ([]byte; docs/FORMAT.md §5). A SQL NULL value
+// gives nil everywhere. It is a map so that later versions can add columns
+// (a second generation during a reindex) without changing callers: write
+// every entry.
 type Assignments map[string]any
 
 // Columns returns the column names, sorted.
@@ -48,7 +52,10 @@ func (c *Client) Seal(ctx context.Context, table, column string, key Key, value 
 
 // Row seals several protected columns of one row (values by column name; a
 // column that is not protected is refused) and returns the assignments of
-// all of them. It reads the cutover flags in one round trip, so the
+// all of them. The columns of a multi-column unique rule are sealed
+// together (ErrUniqueMembers otherwise). A value that breaks a CHECK or
+// domain of its column is refused with ErrInvalid (one read-only round
+// trip, only for columns that have such rules). It reads the cutover flags in one round trip, so the
 // assignments follow require_encryption as it is now; a write racing the
 // flag being switched on is refused by pgphi's trigger and can be retried.
 func (c *Client) Row(ctx context.Context, table string, key Key, values map[string]any) (Assignments, error) {
@@ -56,11 +63,42 @@ func (c *Client) Row(ctx context.Context, table string, key Key, values map[stri
 	if err != nil {
 		return nil, err
 	}
+	return c.row(ctx, m, require, table, key, values)
+}
+
+// Unsealed is one value to seal and the key of its row.
+type Unsealed struct {
+	Key   Key
+	Value any // as Seal takes it; nil: SQL NULL
+}
+
+// SealAll is Seal for many rows of one column, reading the cutover flags
+// once: the assignments of each value, in order. A value that cannot be
+// sealed fails the whole call, naming its position, never the value.
+func (c *Client) SealAll(ctx context.Context, table, column string, rows []Unsealed) ([]Assignments, error) {
+	m, _, require, err := c.state(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Assignments, len(rows))
+	for i, r := range rows {
+		if out[i], err = c.row(ctx, m, require, table, r.Key, map[string]any{column: r.Value}); err != nil {
+			if len(rows) > 1 {
+				return nil, fmt.Errorf("value %d of %d: %w", i+1, len(rows), err)
+			}
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (c *Client) row(ctx context.Context, m *metadata, require bool, table string, key Key, values map[string]any) (Assignments, error) {
 	t, _, err := m.target(table, "")
 	if err != nil {
 		return nil, err
 	}
 	out := Assignments{}
+	given := map[string]*string{} // canonical text of each column sealed; nil for NULL
 	for _, name := range slices.Sorted(maps.Keys(values)) {
 		_, col, err := m.target(t.QualifiedName(), name)
 		if err != nil {
@@ -74,6 +112,7 @@ func (c *Client) Row(ctx context.Context, table string, key Key, values map[stri
 			return nil, err
 		}
 		v := values[name]
+		given[col.Name] = nil
 		if v == nil {
 			out[col.Encrypted] = nil
 			if col.HasIndex() {
@@ -89,6 +128,7 @@ func (c *Client) Row(ctx context.Context, table string, key Key, values map[stri
 		if err != nil {
 			return nil, err
 		}
+		given[col.Name] = &text
 		sealer, err := c.ring.Sealer(t.QualifiedName(), col.Name)
 		if err != nil {
 			return nil, fmt.Errorf("pgphi: %s: %w", where, err)
@@ -112,7 +152,103 @@ func (c *Client) Row(ctx context.Context, table string, key Key, values map[stri
 			}
 		}
 	}
+	if err := c.validate(ctx, m, t, given); err != nil {
+		return nil, err
+	}
+	if err := c.uniqueDigests(t, given, out); err != nil {
+		return nil, err
+	}
 	return out, nil
+}
+
+// uniqueDigests adds the digest column of every unique rule whose columns
+// were sealed (docs/FORMAT.md §5): the database's unique index on it
+// refuses a duplicate, before and after cleanup. A rule's columns are
+// sealed together or not at all.
+func (c *Client) uniqueDigests(t *engine.Target, given map[string]*string, out Assignments) error {
+	for i := range t.Uniques {
+		u := &t.Uniques[i]
+		n := 0
+		for _, m := range u.Members {
+			if _, ok := given[m]; ok {
+				n++
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		if n < len(u.Members) {
+			return fmt.Errorf("%w: %s %s of %s covers %s", ErrUniqueMembers, u.Kind, u.Object, t.QualifiedName(), strings.Join(u.Members, ", "))
+		}
+		texts := make([][]byte, len(t.Columns))
+		for j, col := range t.Columns {
+			if p := given[col.Name]; p != nil {
+				texts[j] = []byte(*p)
+			}
+		}
+		key, err := engine.UniqueKey(c.ring, t, u)
+		if err != nil {
+			return fmt.Errorf("pgphi: %s.%s: %w", t.QualifiedName(), u.Column, err)
+		}
+		if d := u.Digest(key, texts); d != nil {
+			out[u.Column] = d
+		} else {
+			out[u.Column] = nil
+		}
+	}
+	return nil
+}
+
+// validate applies the validation rules carried from the plaintext columns
+// (their CHECKs and domains) to the values sealed, in one read-only
+// round trip: PostgreSQL evaluates each rule on the value cast to the
+// column's type, in this application's own session and rights, as the
+// CHECK would have run on its INSERT. Columns without rules cost nothing.
+func (c *Client) validate(ctx context.Context, m *metadata, t *engine.Target, given map[string]*string) error {
+	rules := m.rules[t.QualifiedName()]
+	var in []engine.RuleInput
+	var args []any
+	for _, col := range t.Columns {
+		p, ok := given[col.Name]
+		if !ok || p == nil || len(rules[col.Name]) == 0 {
+			continue
+		}
+		in = append(in, engine.RuleInput{Column: col.Name, Type: col.Type, Rules: rules[col.Name]})
+		args = append(args, *p)
+	}
+	if len(in) == 0 {
+		return nil
+	}
+	names := engine.RuleNames(in)
+	results := make([]bool, len(names))
+	dest := make([]any, len(names))
+	for i := range results {
+		dest[i] = &results[i]
+	}
+	err := c.inTx(ctx, func(tx pgx.Tx) error { return tx.QueryRow(ctx, engine.RuleQuery(in), args...).Scan(dest...) })
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "23514" || pgErr.Code == "23502" || strings.HasPrefix(pgErr.Code, "22")) {
+		// A domain's constraint (or the type itself) refused the cast;
+		// the message names the domain and constraint, never the value.
+		return fmt.Errorf("%w: %s (%s): %s", ErrInvalid, t.QualifiedName(), ruleColumns(in), pgErr.Code)
+	}
+	if err != nil {
+		return fmt.Errorf("pgphi: validating %s: %w", t.QualifiedName(), redact.Error(err))
+	}
+	for i, ok := range results {
+		if !ok {
+			return fmt.Errorf("%w: %s: %s", ErrInvalid, t.QualifiedName(), names[i])
+		}
+	}
+	return nil
+}
+
+func ruleColumns(in []engine.RuleInput) string {
+	var out []string
+	for _, x := range in {
+		out = append(out, x.Column)
+	}
+	return strings.Join(out, ", ")
 }
 
 // Sealed is one stored ciphertext and the key of its row.
@@ -176,7 +312,7 @@ func (c *Client) DecryptAll(ctx context.Context, table, column, reason string, r
 		}
 		out[i].Text = v.Text
 	}
-	if err := c.record(ctx, "api.decrypt", t.QualifiedName(), col.Name, reason, int64(len(rows)), nil); err != nil {
+	if err := c.record(ctx, "api.decrypt", t.QualifiedName(), []string{col.Name}, reason, int64(len(rows)), nil); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -225,7 +361,7 @@ func (c *Client) Find(ctx context.Context, table, column string, q Query, reason
 	if err != nil {
 		return nil, err
 	}
-	res, err := m.searcher.Find(ctx, table, column, q)
+	res, err := c.find(ctx, m, table, column, q)
 	if err != nil {
 		return nil, fmt.Errorf("pgphi: %w", redact.Error(err))
 	}
@@ -236,7 +372,7 @@ func (c *Client) Find(ctx context.Context, table, column string, q Query, reason
 			out[i][name] = k[j]
 		}
 	}
-	if err := c.record(ctx, "api.search", res.Table, res.Column, reason, int64(len(out)), map[string]string{"kind": string(q.Kind)}); err != nil {
+	if err := c.record(ctx, "api.search", res.Table, []string{res.Column}, reason, int64(len(out)), map[string]string{"kind": string(q.Kind)}); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -310,7 +446,7 @@ func (c *Client) Read(ctx context.Context, table, column string, key Key, reason
 	if err != nil {
 		return "", false, fmt.Errorf("pgphi: %s.%s: %w", t.QualifiedName(), col.Name, err)
 	}
-	if err := c.record(ctx, "api.read", t.QualifiedName(), col.Name, reason, 1, nil); err != nil {
+	if err := c.record(ctx, "api.read", t.QualifiedName(), []string{col.Name}, reason, 1, nil); err != nil {
 		return "", false, err
 	}
 	return v.Text, false, nil

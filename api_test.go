@@ -224,7 +224,7 @@ func TestApplicationWriterUnderRequireEncryption(t *testing.T) {
 	if !errors.Is(err, pgphi.ErrAccess) || !strings.Contains(err.Error(), "pgphi.protected_columns") {
 		t.Fatalf("open without grants: %v", err)
 	}
-	if _, err := f.pool.Exec(ctx, "GRANT SELECT ON pgphi.protected_columns, pgphi.plans, pgphi.blind_indexes, pgphi.kek, pgphi.data_keys TO "+actors.AppWriter); err != nil {
+	if _, err := f.pool.Exec(ctx, "GRANT SELECT ON pgphi.protected_columns, pgphi.plans, pgphi.blind_indexes, pgphi.kek, pgphi.data_keys, pgphi.unique_columns, pgphi.column_rules TO "+actors.AppWriter); err != nil {
 		t.Fatal(err)
 	}
 	if err := engine.SetFlag(ctx, f.pool, engine.FlagRequireEncryption, true); err != nil {
@@ -411,5 +411,45 @@ func TestAfterCleanup(t *testing.T) {
 	got, err := client.Find(ctx, "patient", "last_name", pgphi.Query{Kind: pgphi.Exact, Value: "SMITH"}, "test")
 	if err != nil || fmt.Sprint(got) != "[map[uid:P1] map[uid:P40]]" {
 		t.Fatalf("find after cleanup: %v %v", got, err)
+	}
+}
+
+// Under require_encryption an application that writes a value again (the
+// same last name, a form saved unchanged) sends the same terms with a new
+// ciphertext and a NULL plaintext: the trigger keeps them, so the value
+// stays searchable and verifies.
+func TestRewritingTheSameValueKeepsItsTerms(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	pool := appPool(t, f.url)
+	client, err := pgphi.Open(ctx, pool, pgphi.KeyFile(f.keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := engine.SetFlag(ctx, f.pool, engine.FlagRequireEncryption, true); err != nil {
+		t.Fatal(err)
+	}
+	var before []int64
+	if err := f.pool.QueryRow(ctx, "SELECT last_name_bidx FROM public.patient WHERE uid = 'P1'").Scan(&before); err != nil || len(before) == 0 {
+		t.Fatalf("P1's terms before: %v %v", before, err)
+	}
+	a, err := client.Seal(ctx, "patient", "last_name", pgphi.Key{"uid": "P1"}, "Smith")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "UPDATE public.patient SET last_name = $1, last_name_encrypted = $2, last_name_bidx = $3 WHERE uid = 'P1'",
+		a["last_name"], a["last_name_encrypted"], a["last_name_bidx"]); err != nil {
+		t.Fatal(err)
+	}
+	var after []int64
+	var plain *string
+	if err := f.pool.QueryRow(ctx, "SELECT last_name, last_name_bidx FROM public.patient WHERE uid = 'P1'").Scan(&plain, &after); err != nil {
+		t.Fatal(err)
+	}
+	if plain != nil || !slices.Equal(after, before) {
+		t.Fatalf("after writing the same value again: plaintext NULL %v, terms kept %v (%d terms, had %d)", plain == nil, slices.Equal(after, before), len(after), len(before))
+	}
+	if res, err := engine.Verify(ctx, f.pool, f.ring, f.plan, 0); err != nil || !res.OK() {
+		t.Fatalf("verify: %+v %v", res, err)
 	}
 }

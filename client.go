@@ -100,6 +100,13 @@ var (
 	// ErrRestoring: a rollback after cleanup is putting the plaintext back;
 	// the client does not write the table meanwhile.
 	ErrRestoring = errors.New("pgphi: a rollback is under way on this table")
+	// ErrInvalid: a value breaks a validation rule carried over from the
+	// plaintext column (its CHECK constraint or domain); the error names
+	// the table, column and rule, never the value.
+	ErrInvalid = errors.New("pgphi: value breaks a validation rule of its column")
+	// ErrUniqueMembers: a column of a multi-column unique rule was sealed
+	// without the rule's other columns (Row seals them together).
+	ErrUniqueMembers = errors.New("pgphi: seal every column of a unique rule together")
 )
 
 // Option changes how Open sets up the client.
@@ -139,6 +146,7 @@ type metadata struct {
 	plan     *engine.Plan
 	types    map[string]columnType // "schema.table\x00column"
 	searcher *search.Searcher
+	rules    map[string]map[string][]engine.ColumnRule // table -> column -> rules
 }
 
 // canonicalSettings are set (SET LOCAL) in every transaction the client
@@ -160,7 +168,7 @@ func Open(ctx context.Context, pool *pgxpool.Pool, kek KEK, opts ...Option) (*Cl
 	for _, o := range opts {
 		o(&c.opt)
 	}
-	for _, tbl := range []string{"protected_columns", "plans", "blind_indexes", "kek", "data_keys"} {
+	for _, tbl := range []string{"protected_columns", "plans", "blind_indexes", "kek", "data_keys", "unique_columns", "column_rules"} {
 		var ok bool
 		if err := pool.QueryRow(ctx, "SELECT pg_catalog.has_table_privilege('pgphi.'||$1, 'SELECT')", tbl).Scan(&ok); err != nil {
 			return nil, fmt.Errorf("pgphi: open: %w", err)
@@ -205,14 +213,15 @@ func (c *Client) Close() {
 // Audited reports whether Find, Decrypt and Read write audit records.
 func (c *Client) Audited() bool { return c.log != nil }
 
-const versionSQL = `SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(table_name||'/'||column_name||'/'||encrypted_column||'/'||phase||'/'||COALESCE(index_column, '')||'/'||plan_id, ',' ORDER BY table_name, column_name), ''))
+const versionSQL = `SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(table_name||'/'||column_name||'/'||encrypted_column||'/'||phase||'/'||COALESCE(index_column, '')||'/'||plan_id, ',' ORDER BY table_name, column_name), '')
+	||'/'||(SELECT pg_catalog.count(*) FROM pgphi.unique_columns)||'/'||(SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(expression, ',' ORDER BY table_name, column_name, rule_name), '')) FROM pgphi.column_rules))
 	FROM pgphi.protected_columns`
 
 // state reads the flags and the metadata version in one round trip, and
 // reloads the metadata when cleanup or rollback changed it.
 func (c *Client) state(ctx context.Context) (m *metadata, useEncrypted, requireEncryption bool, err error) {
 	var version string
-	err = c.pool.QueryRow(ctx, `SELECT pgphi.flag('use_encrypted_search'), pgphi.flag('require_encryption'), (`+versionSQL+`)`).
+	err = c.querier(ctx).QueryRow(ctx, `SELECT pgphi.flag('use_encrypted_search'), pgphi.flag('require_encryption'), (`+versionSQL+`)`).
 		Scan(&useEncrypted, &requireEncryption, &version)
 	if err != nil {
 		return nil, false, false, fmt.Errorf("pgphi: reading flags: %w", redact.Error(err))
@@ -334,7 +343,12 @@ func readMetadata(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring) (
 			targets[r.table] = t
 			m.plan.Tables = append(m.plan.Tables, t)
 		}
-		ct := parseColumnType(r.original)
+		// A domain's values were encrypted as its base type.
+		base, err := catalog.DomainBase(ctx, tx, r.original)
+		if err != nil {
+			return nil, fmt.Errorf("pgphi: %w", err)
+		}
+		ct := parseColumnType(base)
 		tc := engine.TargetColumn{
 			Column:    catalog.Column{Name: r.column, Type: r.original},
 			Encrypted: r.encrypted, ValueType: ct.vt,
@@ -348,6 +362,15 @@ func readMetadata(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring) (
 		}
 		t.Columns = append(t.Columns, tc)
 		m.types[r.table+"\x00"+r.column] = ct
+	}
+	m.rules = map[string]map[string][]engine.ColumnRule{}
+	for _, t := range m.plan.Tables {
+		if err := engine.LoadUniques(ctx, tx, &engine.Plan{Tables: []*engine.Target{t}}); err != nil {
+			return nil, fmt.Errorf("pgphi: %w", err)
+		}
+		if m.rules[t.QualifiedName()], err = engine.LoadRules(ctx, tx, t.QualifiedName()); err != nil {
+			return nil, fmt.Errorf("pgphi: %w", err)
+		}
 	}
 	_ = tx.Commit(ctx)
 	if m.searcher, err = search.New(ctx, pool, ring, m.plan); err != nil {
@@ -421,16 +444,21 @@ func keyNames(t *engine.Target) string {
 	return strings.Join(n, ", ")
 }
 
-// inTx runs fn in a transaction with the canonical session settings.
+// inTx runs fn in a transaction with the canonical session settings: the
+// caller's under Within (the settings stay until it ends), else its own.
 func (c *Client) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	return pgx.BeginTxFunc(ctx, c.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	settings := func(tx pgx.Tx) error {
 		for _, name := range slices.Sorted(mapsKeys(canonicalSettings)) {
 			if _, err := tx.Exec(ctx, "SELECT pg_catalog.set_config($1, $2, true)", name, canonicalSettings[name]); err != nil {
 				return err
 			}
 		}
 		return fn(tx)
-	})
+	}
+	if w, ok := withinOf(ctx); ok {
+		return settings(w.tx)
+	}
+	return pgx.BeginTxFunc(ctx, c.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, settings)
 }
 
 func mapsKeys(m map[string]string) func(func(string) bool) {
@@ -444,7 +472,7 @@ func mapsKeys(m map[string]string) func(func(string) bool) {
 }
 
 // record writes one audit record of a decrypting call, or refuses it.
-func (c *Client) record(ctx context.Context, command, table, column, reason string, rows int64, details map[string]string) error {
+func (c *Client) record(ctx context.Context, command, table string, columns []string, reason string, rows int64, details map[string]string) error {
 	if strings.TrimSpace(reason) == "" {
 		return ErrReason
 	}
@@ -454,11 +482,20 @@ func (c *Client) record(ctx context.Context, command, table, column, reason stri
 		}
 		return ErrNotAudited
 	}
-	_, err := c.log.Append(context.WithoutCancel(ctx), audit.Record{
+	rec := audit.Record{
 		Event: audit.EventSuccess, Command: command, RunID: audit.NewRunID(),
 		Actor: audit.LocalActor(c.opt.actor), Reason: reason,
-		Tables: []string{table}, Columns: []string{column}, Rows: rows, Details: details,
-	})
+		Tables: []string{table}, Columns: columns, Rows: rows, Details: details,
+	}
+	var err error
+	if w, ok := withinOf(ctx); ok {
+		if w.actor != "" {
+			rec.Actor.Name = w.actor
+		}
+		_, err = c.log.AppendIn(ctx, w.tx, rec)
+	} else {
+		_, err = c.log.Append(context.WithoutCancel(ctx), rec)
+	}
 	if err != nil {
 		return fmt.Errorf("pgphi: audit: %w", err)
 	}

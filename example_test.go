@@ -117,3 +117,28 @@ func ExampleClient_Read() {
 	fmt.Printf("%q %v\n", text, null)
 	// Output: "" true
 }
+
+// FindRows finds rows and reads columns of each in one call, with one audit
+// record: the compatibility read, so before use_encrypted_search the values
+// are the plaintext's.
+func ExampleClient_FindRows() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, exampleURL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	client, err := pgphi.Open(ctx, pool, pgphi.KeyFile(exampleKeyFile))
+	if err != nil {
+		log.Fatal(err)
+	}
+	rows, err := client.FindRows(ctx, "patient", "last_name", pgphi.Query{Kind: pgphi.Exact, Value: "JONES"},
+		[]string{"last_name", "date_of_birth", "phone"}, "front desk: returning patient")
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, r := range rows {
+		fmt.Println(r.Key["uid"], r.Values["last_name"].Text, r.Values["date_of_birth"].Text, r.Values["phone"].Null)
+	}
+	// Output: P3 Jones 2001-12-24 true
+}

@@ -75,6 +75,19 @@ type fixture struct {
 }
 
 func newFixture(ctx context.Context, url, dir, ddl, cfgYAML string) (*fixture, error) {
+	f, err := prepareFixture(ctx, url, dir, ddl, cfgYAML)
+	if err != nil {
+		return nil, err
+	}
+	r := &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard}
+	if err := r.Apply(ctx); err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
+	return f, nil
+}
+
+// prepareFixture is newFixture up to apply: schema, keys, state and plan.
+func prepareFixture(ctx context.Context, url, dir, ddl, cfgYAML string) (*fixture, error) {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		return nil, err
@@ -113,10 +126,6 @@ func newFixture(ctx context.Context, url, dir, ddl, cfgYAML string) (*fixture, e
 	}
 	if err := f.replan(ctx); err != nil {
 		return nil, err
-	}
-	r := &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard}
-	if err := r.Apply(ctx); err != nil {
-		return nil, fmt.Errorf("apply: %w", err)
 	}
 	return f, nil
 }

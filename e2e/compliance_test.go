@@ -1178,7 +1178,7 @@ func TestReport(t *testing.T) {
 		t.Errorf("html report is not a complete document:\n%s", html.stdout)
 	}
 	complAssertNoLeak(t, f, complCanary, md, html)
-	complExpect(t, f.run("report", "--format", "pdf"), 2, "--format md, html or json")
+	complExpect(t, f.run("report", "--format", "docx"), 2, "--format md, html, pdf or json")
 
 	// A ciphertext altered behind pgphi's back: verify fails and the report
 	// withdraws its approval, naming the verification.

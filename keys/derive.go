@@ -23,6 +23,9 @@ const (
 	PurposeField      Purpose = "field"
 	PurposeBlindIndex Purpose = "blind-index"
 	PurposeAudit      Purpose = "audit"
+	// PurposeUnique keys the digests of unique rules (package unique):
+	// DeriveKey(root, PurposeUnique, table, uniq_column).
+	PurposeUnique Purpose = "unique"
 )
 
 const infoPrefix = "pgphi/v1/"

@@ -128,11 +128,7 @@ func (l *Log) Append(ctx context.Context, r Record) (Record, error) {
 		return Record{}, fmt.Errorf("audit: append: %w", redact.Error(err))
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	var text string
-	if err := tx.QueryRow(ctx, "SELECT pgphi.audit_append($1::text::jsonb)::text", string(payload)).Scan(&text); err != nil {
-		return Record{}, fmt.Errorf("audit: append: %w", redact.Error(err))
-	}
-	stored, err := checkStored(text, r)
+	stored, err := appendIn(ctx, tx, r, payload)
 	if err != nil {
 		return Record{}, err
 	}
@@ -143,6 +139,37 @@ func (l *Log) Append(ctx context.Context, r Record) (Record, error) {
 		return stored, err
 	}
 	return stored, nil
+}
+
+// AppendIn is Append inside tx, a transaction of the caller: the record is
+// stored when the caller commits and disappears with a rollback, and its
+// actor.db_role is the role the caller set in tx (SET LOCAL ROLE). The
+// mirror file is not written (it catches up at the next Append). The
+// advisory lock pgphi.audit_append takes is held until tx ends: keep tx
+// short after the call.
+func (l *Log) AppendIn(ctx context.Context, tx pgx.Tx, r Record) (Record, error) {
+	r.Seq, r.Prev, r.Hash, r.Time = 0, "", "", time.Now()
+	r.Actor.DBRole, r.DBName = "", ""
+	if r.DBHost == "" {
+		r.DBHost = l.dbHost
+	}
+	r.normalize()
+	if err := r.validate(); err != nil {
+		return Record{}, err
+	}
+	payload, err := json.Marshal(chosenFields(&r))
+	if err != nil {
+		return Record{}, fmt.Errorf("audit: append: %w", err)
+	}
+	return appendIn(ctx, tx, r, payload)
+}
+
+func appendIn(ctx context.Context, tx pgx.Tx, r Record, payload []byte) (Record, error) {
+	var text string
+	if err := tx.QueryRow(ctx, "SELECT pgphi.audit_append($1::text::jsonb)::text", string(payload)).Scan(&text); err != nil {
+		return Record{}, fmt.Errorf("audit: append: %w", redact.Error(err))
+	}
+	return checkStored(text, r)
 }
 
 // ErrEncoding is returned by Append when the record the database stored

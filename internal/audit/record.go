@@ -40,6 +40,10 @@ const (
 	EventSuccess = "success"
 	EventFailure = "failure"
 	EventRefused = "refused" // refused by policy (access, approval, TLS, validation)
+	// EventAlert is an alert threshold a running command crossed, between
+	// its start and end records; details hold the threshold, the measured
+	// number and its limit.
+	EventAlert = "alert"
 )
 
 // ZeroHash is the Prev of the first record (Seq 1): 64 zeros.
@@ -69,7 +73,7 @@ type Actor struct {
 type Record struct {
 	Seq         int64     // 1, 2, 3, ... assigned by the database (Append)
 	Time        time.Time // UTC, microseconds; assigned by Append (database clock)
-	Event       string    // EventStart, EventSuccess, EventFailure, EventRefused
+	Event       string    // EventStart, EventSuccess, EventFailure, EventRefused, EventAlert
 	Command     string    // e.g. "apply", "search", "cleanup"
 	RunID       string    // shared by the start and end records of one command run (NewRunID)
 	PlanID      string
@@ -262,9 +266,9 @@ func cloneStrings(s []string) []string {
 // alphabet, numbers outside the exact JSON range, oversized records.
 func (r *Record) validate() error {
 	switch r.Event {
-	case EventStart, EventSuccess, EventFailure, EventRefused:
+	case EventStart, EventSuccess, EventFailure, EventRefused, EventAlert:
 	default:
-		return fmt.Errorf("%w: event must be start, success, failure or refused", ErrInvalidRecord)
+		return fmt.Errorf("%w: event must be start, success, failure, refused or alert", ErrInvalidRecord)
 	}
 	if r.Command == "" {
 		return fmt.Errorf("%w: command is empty", ErrInvalidRecord)

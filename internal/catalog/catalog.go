@@ -159,7 +159,11 @@ func resolveTable(ctx context.Context, q Querier, cfg *config.Config, ct *config
 
 	for _, cc := range ct.Columns {
 		if g, ok := gone[ct.QualifiedName()+"."+cc.Name]; ok {
-			t.Protected = append(t.Protected, Column{Name: cc.Name, Type: g.OriginalType, BaseType: baseType(g.OriginalType), Cleaned: &g})
+			base, err := DomainBase(ctx, q, g.OriginalType)
+			if err != nil {
+				return nil, err
+			}
+			t.Protected = append(t.Protected, Column{Name: cc.Name, Type: g.OriginalType, BaseType: baseType(base), Cleaned: &g})
 			continue
 		}
 		c, ok := t.all[cc.Name]
@@ -284,4 +288,23 @@ func similarTables(ctx context.Context, q Querier, ct *config.Table) string {
 		names = append(names[:12], "...")
 	}
 	return "; tables here: " + strings.Join(names, ", ")
+}
+
+// DomainBase returns the type a domain named typ (as format_type spells
+// it) is built on, through nested domains, with its modifiers; typ itself
+// when it is not a domain or does not resolve. A cleaned column's type is
+// known only by that name: its values were encrypted as the base type.
+func DomainBase(ctx context.Context, q Querier, typ string) (string, error) {
+	var base string
+	err := q.QueryRow(ctx, `
+		WITH RECURSIVE d(oid, typmod, depth) AS (
+		  SELECT t.oid, -1, 0 FROM pg_catalog.pg_type t WHERE t.oid OPERATOR(pg_catalog.=) pg_catalog.to_regtype($1)
+		  UNION ALL
+		  SELECT t.typbasetype, t.typtypmod, d.depth OPERATOR(pg_catalog.+) 1 FROM d JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) d.oid
+		  WHERE t.typtype OPERATOR(pg_catalog.=) 'd' AND d.depth OPERATOR(pg_catalog.<) 16)
+		SELECT COALESCE((SELECT pg_catalog.format_type(oid, NULLIF(typmod, -1)) FROM d WHERE depth OPERATOR(pg_catalog.>) 0 ORDER BY depth DESC LIMIT 1), $1)`, typ).Scan(&base)
+	if err != nil {
+		return "", fmt.Errorf("resolving type %s: %w", typ, err)
+	}
+	return base, nil
 }

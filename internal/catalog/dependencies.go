@@ -18,7 +18,7 @@ const (
 const (
 	BlocksPlan    = "plan"    // plan and apply refuse (foreign keys)
 	BlocksCheck   = "check"   // `pgphi check` fails and cleanup refuses (views, policies, ...)
-	BlocksCleanup = "cleanup" // cleanup refuses (uniqueness, until pgphi enforces it on ciphertext)
+	BlocksCleanup = "cleanup" // cleanup refuses (uniqueness pgphi cannot carry over to a digest column)
 )
 
 // Dependency is one object that depends on a protected column, and what
@@ -27,7 +27,7 @@ const (
 type Dependency struct {
 	Table  string `json:"table"`            // schema.table of the protected column
 	Column string `json:"column"`           // the protected column
-	Kind   string `json:"kind"`             // "not null", "default", "comment", "unique", "primary key", "unique index", "check", "index", "foreign key", "view", "materialized view", "rule", "policy", "generated column", "publication", "statistics", "trigger", "function"
+	Kind   string `json:"kind"`             // "not null", "default", "comment", "unique", "primary key", "unique index", "check", "domain", "index", "foreign key", "view", "materialized view", "rule", "policy", "generated column", "publication", "statistics", "trigger", "function"
 	Object string `json:"object,omitempty"` // the object's (qualified) name
 	Action string `json:"action"`           // ActionCarried, ActionReplaced..., ActionWarned, ActionRefused
 	Detail string `json:"detail"`           // what happens to it, or what to do
@@ -54,6 +54,15 @@ const PgphiConstraintPrefix = "pgphi_"
 // kinds come from t's config.
 func Dependencies(ctx context.Context, q Querier, t *Table, encryptedSuffix string) ([]Dependency, error) {
 	var out []Dependency
+	rules, err := UniqueRules(ctx, q, t)
+	if err != nil {
+		return nil, err
+	}
+	uniqs := map[string]uniqueOf{}
+	for i, col := range UniqColumns(rules) {
+		uniqs[rules[i].Object] = uniqueOf{rules[i], col}
+		uniqs[rules[i].Index] = uniqueOf{rules[i], col}
+	}
 	for i, c := range t.Protected {
 		if c.Cleaned != nil {
 			continue
@@ -62,7 +71,7 @@ func Dependencies(ctx context.Context, q Querier, t *Table, encryptedSuffix stri
 		if t.Config != nil && i < len(t.Config.Columns) {
 			kinds = t.Config.Columns[i].Search
 		}
-		deps, err := columnDependencies(ctx, q, t, c.Name, c.Name+encryptedSuffix, kinds)
+		deps, err := columnDependencies(ctx, q, t, c.Name, c.Name+encryptedSuffix, kinds, uniqs)
 		if err != nil {
 			return nil, fmt.Errorf("reading what depends on %s.%s: %w", t.QualifiedName(), c.Name, err)
 		}
@@ -71,7 +80,28 @@ func Dependencies(ctx context.Context, q Querier, t *Table, encryptedSuffix stri
 	return out, nil
 }
 
-func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc string, kinds []string) ([]Dependency, error) {
+// uniqueOf is a unique rule and its digest column ("" when refused).
+type uniqueOf struct {
+	rule   UniqueRule
+	column string
+}
+
+// uniqueAction is what pgphi does with a unique rule.
+func (u uniqueOf) action() (action, detail, blocks string) {
+	if u.column == "" {
+		return ActionRefused, "cleanup refuses while it exists: pgphi cannot enforce it on ciphertext (" + u.rule.Refusal + "); drop it before cleanup, or keep the plaintext", BlocksCleanup
+	}
+	d := "enforced from expand on by " + u.column + " (a keyed digest of the value under the type's own equality, with a unique index"
+	if u.rule.Predicate != "" {
+		d += " and the same predicate"
+	}
+	if u.rule.NullsNotDistinct {
+		d += ", NULLS NOT DISTINCT"
+	}
+	return ActionCarried, d + "): a duplicate is refused before and after cleanup; rollback restores the constraint", ""
+}
+
+func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc string, kinds []string, uniqs map[string]uniqueOf) ([]Dependency, error) {
 	var out []Dependency
 	add := func(kind, object, action, detail, blocks string) {
 		out = append(out, Dependency{Table: t.QualifiedName(), Column: col, Kind: kind, Object: object, Action: action, Detail: detail, Blocks: blocks})
@@ -79,14 +109,17 @@ func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc strin
 	var relid uint32
 	var attnum int16
 	var notNull, hasDefault, generated, hasComment bool
+	var domain string
 	err := q.QueryRow(ctx, `
 		SELECT a.attrelid, a.attnum, a.attnotnull,
+		       CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.contypid OPERATOR(pg_catalog.=) a.atttypid)
+		            THEN a.atttypid::pg_catalog.regtype::pg_catalog.text ELSE '' END,
 		       EXISTS (SELECT 1 FROM pg_catalog.pg_attrdef d WHERE d.adrelid OPERATOR(pg_catalog.=) a.attrelid AND d.adnum OPERATOR(pg_catalog.=) a.attnum),
 		       a.attgenerated OPERATOR(pg_catalog.<>) '',
 		       pg_catalog.col_description(a.attrelid, a.attnum) IS NOT NULL
 		FROM pg_catalog.pg_attribute a
 		WHERE a.attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND a.attname OPERATOR(pg_catalog.=) $2 AND NOT a.attisdropped`,
-		t.Ident(), col).Scan(&relid, &attnum, &notNull, &hasDefault, &generated, &hasComment)
+		t.Ident(), col).Scan(&relid, &attnum, &notNull, &domain, &hasDefault, &generated, &hasComment)
 	if err != nil {
 		return nil, err
 	}
@@ -100,10 +133,13 @@ func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc strin
 		add("not null", "", ActionCarried, fmt.Sprintf("from expand on, CHECK (%s IS NOT NULL OR %s IS NOT NULL) instead (validated without blocking writes); after cleanup %s is NOT NULL; rollback restores NOT NULL", col, enc, enc), "")
 	}
 	if hasDefault && !generated {
-		add("default", "", ActionWarned, "the default writes plaintext: under require_encryption the trigger refuses it (drop the default at cutover); dropped with the plaintext at cleanup", "")
+		add("default", "", ActionWarned, "the default writes plaintext: under require_encryption the trigger refuses it (drop the default at cutover); dropped with the plaintext at cleanup, restored by rollback", "")
 	}
 	if hasComment {
 		add("comment", "", ActionCarried, "copied to "+enc+" at cleanup, and back to the plaintext by a rollback after cleanup", "")
+	}
+	if domain != "" {
+		add("domain", domain, ActionCarried, "its constraints become a pgphi validation rule: checked when a value is sealed (application API) and by verify", "")
 	}
 
 	// Constraints on the column, and foreign keys from other tables to it.
@@ -136,7 +172,15 @@ func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc strin
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	uniqueDetail := "cleanup refuses while it exists: uniqueness is not enforced on ciphertext yet (a <column>_uniq keyed-hash column is later work); drop it before cleanup, or keep the plaintext"
+	uniqueDetail := "cleanup refuses while it exists: pgphi cannot enforce it on ciphertext; drop it before cleanup, or keep the plaintext"
+	uniqueDep := func(kind, name, obj string) {
+		if u, ok := uniqs[name]; ok {
+			a, d, b := u.action()
+			add(kind, obj, a, d, b)
+			return
+		}
+		add(kind, obj, ActionRefused, uniqueDetail, BlocksCleanup)
+	}
 	for _, c := range cons {
 		cols := ""
 		if c.ncols > 1 {
@@ -151,12 +195,14 @@ func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc strin
 			add("foreign key", c.name, ActionRefused, dir+": randomized encryption cannot be referenced; drop the constraint or leave the column unprotected", BlocksPlan)
 		case c.typ == "c" && strings.HasPrefix(c.name, PgphiConstraintPrefix):
 			add("not null", c.name, ActionCarried, fmt.Sprintf("pgphi's CHECK (%s IS NOT NULL OR %s IS NOT NULL) stands for the original NOT NULL; after cleanup %s is NOT NULL", col, enc, enc), "")
+		case c.typ == "c" && c.ncols == 1:
+			add("check", c.name, ActionCarried, "becomes a pgphi validation rule: checked when a value is sealed (application API) and by verify; dropped with the plaintext at cleanup, restored by rollback", "")
 		case c.typ == "c":
-			add("check", c.name+cols, ActionWarned, "checks the plaintext only: dropped with the plaintext at cleanup (listed in its output)", "")
+			add("check", c.name+cols, ActionWarned, "uses other columns too, so pgphi cannot check it on one sealed value: enforced on the plaintext until cleanup, dropped with it (listed in its output), restored by rollback", "")
 		case c.typ == "u":
-			add("unique", c.name+cols, ActionRefused, uniqueDetail, BlocksCleanup)
+			uniqueDep("unique", c.name, c.name+cols)
 		case c.typ == "p":
-			add("primary key", c.name+cols, ActionRefused, uniqueDetail, BlocksCleanup)
+			uniqueDep("primary key", c.name, c.name+cols)
 		case c.typ == "x":
 			add("exclusion constraint", c.name+cols, ActionRefused, uniqueDetail, BlocksCleanup)
 		default:
@@ -206,11 +252,11 @@ func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc strin
 		}
 		switch {
 		case unique:
-			add("unique index", obj, ActionRefused, uniqueDetail, BlocksCleanup)
+			uniqueDep("unique index", name, obj)
 		case replaced != "":
-			add("index", obj, replaced, "dropped with the plaintext at cleanup (listed in its output); queries search through the blind index instead", "")
+			add("index", obj, replaced, "dropped with the plaintext at cleanup (listed in its output; rollback re-creates it concurrently); queries search through the blind index instead", "")
 		default:
-			add("index", obj, ActionWarned, "dropped with the plaintext at cleanup (listed in its output): queries through it lose their index; configure search: for the column if they must stay fast", "")
+			add("index", obj, ActionWarned, "dropped with the plaintext at cleanup (listed in its output; rollback re-creates it concurrently): queries through it lose their index; configure search: for the column if they must stay fast", "")
 		}
 	}
 	rows.Close()
@@ -316,7 +362,11 @@ func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc strin
 	// functions whose source names both the table and the column: best
 	// effort, they may read the plaintext.
 	rows, err = q.Query(ctx, `
-		SELECT 'trigger', t.tgname::pg_catalog.text OPERATOR(pg_catalog.||) ' (' OPERATOR(pg_catalog.||) t.tgfoid::pg_catalog.regprocedure::pg_catalog.text OPERATOR(pg_catalog.||) ')'
+		SELECT 'trigger', t.tgname::pg_catalog.text OPERATOR(pg_catalog.||) ' (' OPERATOR(pg_catalog.||) t.tgfoid::pg_catalog.regprocedure::pg_catalog.text OPERATOR(pg_catalog.||) ')',
+		       $2 OPERATOR(pg_catalog.=) ANY (t.tgattr::pg_catalog.int2[])
+		       OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+		                  WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass AND d.objid OPERATOR(pg_catalog.=) t.oid
+		                    AND d.refobjid OPERATOR(pg_catalog.=) $1 AND d.refobjsubid OPERATOR(pg_catalog.=) $2)
 		FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) t.tgfoid
 		WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND NOT t.tgisinternal
 		  AND t.tgname::pg_catalog.text NOT LIKE 'zz\_pgphi\_%'
@@ -326,7 +376,7 @@ func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc strin
 		                  WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_trigger'::pg_catalog.regclass AND d.objid OPERATOR(pg_catalog.=) t.oid
 		                    AND d.refobjid OPERATOR(pg_catalog.=) $1 AND d.refobjsubid OPERATOR(pg_catalog.=) $2))
 		UNION ALL
-		(SELECT 'function', p.oid::pg_catalog.regprocedure::pg_catalog.text
+		(SELECT 'function', p.oid::pg_catalog.regprocedure::pg_catalog.text, false
 		FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
 		JOIN pg_catalog.pg_language l ON l.oid OPERATOR(pg_catalog.=) p.prolang
 		WHERE n.nspname OPERATOR(pg_catalog.<>) ALL ('{pg_catalog,information_schema,pgphi,pg_toast}'::pg_catalog.name[])
@@ -342,11 +392,19 @@ func columnDependencies(ctx context.Context, q Querier, t *Table, col, enc strin
 	}
 	for rows.Next() {
 		var kind, name string
-		if err := rows.Scan(&kind, &name); err != nil {
+		var bound bool
+		if err := rows.Scan(&kind, &name, &bound); err != nil {
 			rows.Close()
 			return nil, err
 		}
+		if bound {
+			add(kind, name, ActionRefused, "its column list or WHEN clause names the plaintext, which cleanup drops: rewrite it over "+enc+" (e.g. UPDATE OF "+enc+") before cleanup", BlocksCheck)
+			continue
+		}
 		detail := "may read the plaintext (best effort: its source names the column): after cutover it sees NULL; read " + enc + " instead"
+		if kind == "trigger" {
+			detail += "; pgphi's triggers fire after it, so it sees the row the application wrote"
+		}
 		add(kind, name, ActionWarned, detail, "")
 	}
 	rows.Close()

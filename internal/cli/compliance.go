@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -490,10 +491,23 @@ func (a *app) reportCommand() *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
 		Use:   "report",
-		Short: "The compliance report from recorded facts (md, html or json); APPROVED only when every item has evidence",
+		Short: "The compliance report from recorded facts (md, html, pdf or json); APPROVED only when every item has evidence",
+		Long: `report writes the sign-off report of the current plan to stdout: md (Markdown),
+html (a self-contained page with a print layout: no script, nothing loaded from
+elsewhere), pdf (the HTML page printed by headless Chromium, which must be
+installed: Debian's chromium package, or PGPHI_CHROMIUM; else exit 1) or json.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if format != "md" && format != "html" && format != "json" {
-				return withCode(ExitUsage, errors.New("usage: --format md, html or json"))
+			if !slices.Contains([]string{"md", "html", "pdf", "json"}, format) {
+				return withCode(ExitUsage, errors.New("usage: --format md, html, pdf or json"))
+			}
+			var browser *report.Browser
+			if format == "pdf" {
+				// Before anything is read: a missing browser is known now.
+				b, err := report.FindBrowser()
+				if err != nil {
+					return withCode(ExitFailed, fmt.Errorf("--format pdf: %w", err))
+				}
+				browser = b
 			}
 			ctx := cmd.Context()
 			return a.guarded(ctx, guardSpec{Command: "report", Conns: 2}, "compliance report", func(ctx context.Context, s *session, out *outcome) error {
@@ -502,13 +516,32 @@ func (a *app) reportCommand() *cobra.Command {
 					return err
 				}
 				out.Details["verdict"] = f.Verdict()
-				return report.Render(a.stdout, format, f)
+				out.Details["format"] = format
+				if browser == nil {
+					return report.Render(a.stdout, format, f)
+				}
+				var page bytes.Buffer
+				if err := report.Render(&page, "html", f); err != nil {
+					return err
+				}
+				pdf, err := browser.PDF(ctx, page.Bytes())
+				if err != nil {
+					return withCode(ExitFailed, fmt.Errorf("--format pdf: %w", err))
+				}
+				_, err = a.stdout.Write(pdf)
+				return err
 			})
 		},
 	}
-	cmd.Flags().StringVar(&format, "format", "md", "md, html or json")
+	cmd.Flags().StringVar(&format, "format", "md", "md, html, pdf (through headless Chromium) or json")
 	return cmd
 }
+
+// columnLeakage is where measured leakage of the blind indexes enters the
+// report, keyed by (qualified table, column): set by the command that
+// measures and records it. While it is nil, or has nothing for a column,
+// the report shows "not measured" for a searchable column.
+var columnLeakage func(ctx context.Context, s *session) (map[[2]string][]report.LeakageFact, error)
 
 func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error) {
 	f := &report.Facts{PlanID: s.Plan.ID, Environment: s.Cfg.Environment, GeneratedAt: time.Now().UTC()}
@@ -549,6 +582,15 @@ func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error
 		}
 		f.Columns = append(f.Columns, cf)
 	}
+	if columnLeakage != nil {
+		measured, err := columnLeakage(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		for i := range f.Columns {
+			f.Columns[i].Leakage = measured[[2]string{f.Columns[i].Table, f.Columns[i].Column}]
+		}
+	}
 	if f.Checklist, err = report.Latest(ctx, s.Pool, s.Plan.ID); err != nil {
 		return nil, err
 	}
@@ -561,7 +603,8 @@ func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error
 	} else {
 		f.ApprovalsOK, f.ApprovalNote = true, "the environment's pinned approval policy is met"
 		for _, ap := range res.Valid {
-			f.Approvals = append(f.Approvals, report.ApprovalFact{Signer: ap.Signer, Role: string(ap.Role), SignedAt: ap.SignedAt, Fingerprint: ap.Fingerprint})
+			f.Approvals = append(f.Approvals, report.ApprovalFact{Signer: ap.Signer, Role: string(ap.Role), SignedAt: ap.SignedAt, Fingerprint: ap.Fingerprint,
+				PlanID: ap.PlanID, Command: ap.Command, Environment: ap.Environment, Database: ap.Database, Expires: ap.Expires})
 		}
 	}
 	// Validation evidence comes from the pre-flight checklist when there is
@@ -585,5 +628,40 @@ func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error
 	if rep, err := audit.Verify(ctx, s.Pool); err == nil {
 		f.Audit = report.AuditFact{Records: rep.Records, HeadSeq: rep.HeadSeq, Head: rep.Head, Valid: len(rep.Problems) == 0, Problems: len(rep.Problems)}
 	}
+	f.Audit.Checkpoint = latestCheckpoint(ctx, s)
+	if f.Alerts, err = report.RecordedAlerts(ctx, s.Pool, s.Plan.ID); err != nil {
+		return nil, err
+	}
+	if f.Migrations, err = report.MigrationHistory(ctx, s.Pool); err != nil {
+		return nil, err
+	}
 	return f, nil
+}
+
+// latestCheckpoint is the newest signed checkpoint of the audit trail,
+// proven against the pinned audit key (signature, and the chain extends
+// the signed record) when one is pinned.
+func latestCheckpoint(ctx context.Context, s *session) *report.CheckpointFact {
+	var cp audit.Checkpoint
+	err := s.Pool.QueryRow(ctx, `SELECT seq, hash, signed_at, key_fingerprint, signature FROM pgphi.audit_checkpoints
+		ORDER BY seq DESC, signed_at DESC LIMIT 1`).Scan(&cp.Seq, &cp.Hash, &cp.Time, &cp.KeyFingerprint, &cp.Signature)
+	if err != nil {
+		return nil
+	}
+	f := &report.CheckpointFact{Seq: cp.Seq, Hash: cp.Hash, SignedAt: cp.Time, KeyFingerprint: cp.KeyFingerprint}
+	if s.Pins.AuditPublicKey == "" {
+		f.Note = "no audit public key is pinned to check its signature against"
+		return f
+	}
+	pub, err := policy.ParseAuthorizedKey(s.Pins.AuditPublicKey)
+	if err != nil {
+		f.Note = "the pinned audit key does not parse"
+		return f
+	}
+	if err := audit.ProveCheckpoint(ctx, s.Pool, &cp, []ed25519.PublicKey{pub}); err != nil {
+		f.Note = err.Error()
+		return f
+	}
+	f.Proven = true
+	return f
 }

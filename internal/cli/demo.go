@@ -144,6 +144,7 @@ func (a *app) runDemo(ctx context.Context, patients, workers int, keep bool) err
 	}
 	suggested := filepath.Join(dir, "pgphi.suggested.yaml")
 	cfgPath := filepath.Join(dir, "pgphi.yaml")
+	var metricsURL string // where the first apply served its metrics
 	runTo := func(out io.Writer, args ...string) error {
 		fmt.Fprintf(a.stdout, "\n$ pgphi %s\n", strings.Join(args, " "))
 		sub := &app{stdout: out, stderr: a.stderr}
@@ -151,7 +152,11 @@ func (a *app) runDemo(ctx context.Context, patients, workers int, keep bool) err
 		root.SetArgs(append(args, "--database-url", url))
 		root.SetOut(out)
 		root.SetErr(a.stderr)
-		return root.ExecuteContext(ctx)
+		err := root.ExecuteContext(ctx)
+		if sub.metricsURL != "" && metricsURL == "" {
+			metricsURL = sub.metricsURL
+		}
+		return err
 	}
 	run := func(args ...string) error { return runTo(a.stdout, args...) }
 	if err := run("init", "--suggest", "--config", suggested); err != nil {
@@ -248,12 +253,33 @@ func (a *app) runDemo(ctx context.Context, patients, workers int, keep bool) err
 			return err
 		}
 	}
+	// The same report as a page for the compliance officer's browser, kept
+	// after the demo (the cluster and its config directory are not).
+	var page bytes.Buffer
+	if err := runTo(&page, "report", "--config", cfgPath, "--format", "html"); err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout, "(HTML report written to a file, below)")
+	reportFile, err := os.CreateTemp("", "pgphi-demo-report-*.html")
+	if err != nil {
+		return err
+	}
+	if _, err := reportFile.Write(page.Bytes()); err != nil {
+		reportFile.Close()
+		return err
+	}
+	if err := reportFile.Close(); err != nil {
+		return err
+	}
 	var keys bytes.Buffer
 	if err := runTo(&keys, "search", "--config", cfgPath, "patient", "last_name", "--phonetic", "Smith", "--reason", "demo lookup after cleanup"); err != nil {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "%d matching patients, found from ciphertext and blind indexes only\n", len(strings.Fields(keys.String())))
 
+	fmt.Fprintf(a.stdout, "\n== where to look\n")
+	fmt.Fprintf(a.stdout, "metrics:  apply served Prometheus metrics at %s while it ran (your runs: `pgphi apply --metrics-addr 127.0.0.1:9187`; alert rules deploy/prometheus/pgphi-rules.yaml, dashboard deploy/grafana/pgphi-dashboard.json)\n", orNone(metricsURL))
+	fmt.Fprintf(a.stdout, "report:   %s (open it in a browser; `pgphi report --format pdf` prints it through headless Chromium)\n", reportFile.Name())
 	fmt.Fprintf(a.stdout, "\n== summary: %d rows in 5 tables, 16 PHI columns encrypted with AES-256-GCM while the application wrote; first apply took %s (%.0f rows/s); verified, plaintext dropped and purged; whole demo %s\n",
 		totalRows, applyTook.Round(time.Millisecond), float64(totalRows)/applyTook.Seconds(), time.Since(started).Round(time.Second))
 	return nil
@@ -309,4 +335,11 @@ func randInt(n int64) int64 {
 		return 0
 	}
 	return v.Int64()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(not served)"
+	}
+	return s
 }

@@ -32,6 +32,18 @@ func TestDemoRunsTheWholeStoryAndCleansUp(t *testing.T) {
 	if !regexp.MustCompile(`metrics: serving http://127\.0\.0\.1:\d+/metrics`).MatchString(stderr.String()) {
 		t.Errorf("demo did not say where apply's metrics were:\n%s", stderr.String())
 	}
+	rm := regexp.MustCompile(`(?m)^report:\s+(\S+\.html)`).FindStringSubmatch(out)
+	if rm == nil {
+		t.Fatalf("demo did not say where the report is:\n%s", out)
+	}
+	page, err := os.ReadFile(rm[1])
+	if err != nil || !strings.Contains(string(page), `id="verdict"`) {
+		t.Fatalf("demo report %s: %v", rm[1], err)
+	}
+	os.Remove(rm[1])
+	if !regexp.MustCompile(`(?m)^metrics:\s+apply served Prometheus metrics at http://127\.0\.0\.1:\d+/metrics`).MatchString(out) {
+		t.Errorf("demo did not say where the metrics were:\n%s", out)
+	}
 	if !strings.Contains(stderr.String(), "nothing is left running") {
 		t.Fatalf("cluster not reported stopped:\n%s", stderr.String())
 	}

@@ -26,7 +26,7 @@ func (a *app) wrapper() *compliance.Wrapper {
 			if class != "" {
 				m.Error(class)
 			}
-			if event != "start" {
+			if event != "start" && event != "alert" {
 				m.Finished(event)
 			}
 		}

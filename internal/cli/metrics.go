@@ -45,7 +45,7 @@ func (a *app) startMetrics(ctx context.Context, o *metricsOpt, command string) (
 	if err != nil {
 		return nil, nil, withCode(ExitUsage, errUsagef("%v (is the port in use?)", err))
 	}
-	a.metrics = m
+	a.metrics, a.metricsURL = m, srv.URL()
 	a.logf("metrics: serving %s", srv.URL())
 	if !addr.Loopback {
 		a.logf("metrics: %s is not a loopback address: the endpoint is plain HTTP without authentication; it holds no values, only counts, table names and the plan id, but restrict who can reach it (firewall, or a TLS proxy)", addr)

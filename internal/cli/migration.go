@@ -13,8 +13,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/pgphi/pgphi/internal/dbconn"
 	"github.com/pgphi/pgphi/internal/engine"
-	"github.com/pgphi/pgphi/internal/progress"
+	"github.com/pgphi/pgphi/internal/redact"
 	"github.com/pgphi/pgphi/internal/state"
 )
 
@@ -36,19 +37,28 @@ func (a *app) planCommand() *cobra.Command {
 				if err := s.Plan.ForeignKeyRefusal(); err != nil {
 					return withCode(ExitRefused, err)
 				}
+				// Measured from the data, like the blind index sizing: not
+				// part of the plan id.
+				// A role that may plan but not read the tables gets the plan
+				// without it.
+				est, err := engine.EstimateStorage(ctx, s.Pool, s.Plan)
+				if err != nil {
+					a.logf("storage estimate left out: %v", redact.Error(err))
+				}
 				if asJSON {
 					var steps []string
 					for _, st := range s.Plan.Steps {
 						steps = append(steps, st.Describe())
 					}
-					return json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.Plan.ID, "spec": s.Plan.Spec, "steps": steps, "blind_indexes": s.Plan.IndexReport(), "dependencies": s.Plan.Dependencies})
+					return json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.Plan.ID, "spec": s.Plan.Spec, "steps": steps, "blind_indexes": s.Plan.IndexReport(), "dependencies": s.Plan.Dependencies, "storage": est})
 				}
 				s.Plan.Print(a.stdout)
+				engine.PrintStorage(a.stdout, est)
 				return nil
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"plan_id": ..., "spec": ..., "steps": [...], "blind_indexes": [...], "dependencies": [...]}`)
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"plan_id": ..., "spec": ..., "steps": [...], "blind_indexes": [...], "dependencies": [...], "storage": [...]}`)
 	return cmd
 }
 
@@ -73,6 +83,14 @@ func (a *app) applyCommand() *cobra.Command {
 				if cfgWorkers <= 0 {
 					cfgWorkers = s.Cfg.Apply.Workers
 				}
+				// Checkpoints, leases and the canonical session settings
+				// need sessions of their own.
+				if err := dbconn.DetectPooler(ctx, s.Pool); err != nil {
+					if errors.Is(err, dbconn.ErrPooler) {
+						return withCode(ExitRefused, err)
+					}
+					return err
+				}
 				ring, err := loadKeys(ctx, s.Pool)
 				if err != nil {
 					return err
@@ -84,23 +102,47 @@ func (a *app) applyCommand() *cobra.Command {
 				}
 				th := &engine.Throttle{MaxRate: s.Cfg.Apply.MaxRate, Adaptive: s.Cfg.Apply.Adaptive && !noAdaptive && os.Getenv("PGPHI_ADAPTIVE") != "off",
 					CanaryQuery: s.Cfg.Apply.CanaryQuery, MaxLag: s.Cfg.Apply.MaxReplicationLag}
+				th.Alerts = s.Alerts
+				a.watchAlerts(s.Alerts, m)
 				if maxRate > 0 {
 					th.MaxRate = maxRate
 				}
 				r := &engine.Runner{
 					Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan,
 					Workers: cfgWorkers, BatchSize: batch, Log: a.stderr, Throttle: th,
-					Progress: m.Progress(func(label string, total int64, poll func(context.Context) (int64, error)) interface{ Stop() } {
-						return progress.Start(a.stderr, label, total, poll, progress.Options{StatusSuffix: th.Status})
-					}),
-					Metrics: engineMetrics(m),
+					Progress: m.Progress(a.progressFactory(statusLine(th.Status, s.Alerts.Summary))),
+					Metrics:  engineMetrics(m),
 				}
 				observeRun(m, s.Plan, th)
 				// Row counts before and after, as audit evidence that the
 				// migration itself lost nothing (the application may still
 				// insert and delete meanwhile).
 				before := countRows(ctx, s)
-				if err := r.Apply(ctx); err != nil {
+				// The plan's storage estimate, watched during the run and
+				// once at its end (storage alert above 150 %).
+				est, err := engine.EstimateStorage(ctx, s.Pool, s.Plan)
+				if err != nil {
+					a.logf("storage estimate: %v; the storage alert is off for this run", redact.Error(err))
+				}
+				watch := &engine.StorageWatch{Pool: s.Pool, Estimates: est, Alerts: s.Alerts, Observer: m}
+				stopWatch := watch.Start(ctx)
+				// Apply's own verification is recorded like a verify run:
+				// the mark comes first, so its snapshot precedes every row
+				// the verification reads.
+				mark, markErr := engine.MarkVerification(ctx, r)
+				err = r.Apply(ctx)
+				stopWatch()
+				v := r.Verification()
+				if err == nil {
+					// The accuracy oracle is part of the verification.
+					err = a.checkSearchAccuracy(ctx, s, ring, m, v)
+				}
+				if v != nil && markErr == nil {
+					if rerr := engine.RecordVerification(ctx, r, v, mark); rerr != nil {
+						a.logf("recording apply's verification: %v", redact.Error(rerr))
+					}
+				}
+				if err != nil {
 					return err
 				}
 				after := countRows(ctx, s)
@@ -193,6 +235,7 @@ func (a *app) verifyCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				a.watchAlerts(s.Alerts, m)
 				mark, err := engine.MarkVerification(ctx, r)
 				if err != nil {
 					return err
@@ -205,6 +248,10 @@ func (a *app) verifyCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				// The accuracy oracle: encrypted search against the
+				// plaintext answer, for a few random values per column;
+				// part of the recorded result.
+				accErr := a.checkSearchAccuracy(ctx, s, r.Keys, m, res)
 				if hasState, _ := state.Exists(ctx, s.Pool); hasState {
 					if err := engine.RecordVerification(ctx, r, res, mark); err != nil {
 						return err
@@ -235,7 +282,7 @@ func (a *app) verifyCommand() *cobra.Command {
 				case res.Pending > 0:
 					return withCode(ExitFailed, fmt.Errorf("verification incomplete: %d rows changed since they were encrypted; run `pgphi apply`", res.Pending))
 				}
-				return nil
+				return accErr
 			})
 		},
 	}

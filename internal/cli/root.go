@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -125,6 +126,9 @@ type app struct {
 	stdout     io.Writer
 	stderr     io.Writer
 	metrics    *metrics.Recorder // set by startMetrics when --metrics-addr is given
+	metricsURL string            // where startMetrics serves them
+	logFormat  string            // --log-format
+	jsonLog    *slog.Logger      // set with --log-format json
 }
 
 // Main runs pgphi with args and returns the exit code. It never panics to
@@ -159,6 +163,10 @@ func Main(args []string, stdout, stderr io.Writer) (code int) {
 	if err != nil {
 		code = ExitCode(err)
 		msg := redact.Error(err).Error()
+		if a.jsonLog != nil {
+			a.jsonLog.Error(msg, "exit_code", code)
+			return code
+		}
 		fmt.Fprintf(stderr, "pgphi: %s\n", msg)
 		if code == ExitUsage && isFlagError(err) {
 			fmt.Fprintln(stderr, "run `pgphi --help` for usage")
@@ -193,11 +201,13 @@ Exit codes: 0 success, 1 operation failed, 2 usage or configuration error,
 	}
 	root.PersistentFlags().StringVar(&a.configFlag, "config", "", "config file (default $PGPHI_CONFIG, else ./pgphi.yaml)")
 	root.PersistentFlags().StringVar(&a.dbFlag, "database-url", "", "database connection string (default database.url, $DATABASE_URL, PG* variables)")
+	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "text", "stderr as text lines, or json: one log/slog JSON record per event (progress, steps, alerts, errors), never a value")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return a.setLogFormat() }
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return withCode(ExitUsage, fmt.Errorf("usage: %w", err))
 	})
 	root.AddCommand(a.initCommand(), a.keysCommand(), a.planCommand(), a.applyCommand(),
-		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.approveCommand(), a.pinsCommand(), a.rolesCommand(), a.auditCommand(), a.checkCommand(), a.reportCommand(), a.demoCommand(), a.backupCommand())
+		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.approveCommand(), a.pinsCommand(), a.rolesCommand(), a.auditCommand(), a.checkCommand(), a.reportCommand(), a.demoCommand(), a.serveCommand(), a.backupCommand())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}
@@ -244,9 +254,14 @@ func kekDefaults(cfg *config.Config) keys.KEKDefaults {
 }
 
 func (a *app) connect(ctx context.Context, cfg *config.Config, maxConns int) (*pgxpool.Pool, error) {
+	return a.connectWith(ctx, cfg, maxConns)
+}
+
+// connectWith is connect with options for the pool (serve's session role).
+func (a *app) connectWith(ctx context.Context, cfg *config.Config, maxConns int, opts ...dbconn.Option) (*pgxpool.Pool, error) {
 	if cfg == nil {
 		connString, _ := dbconn.Resolve(a.dbFlag, "") // no config URL: nothing to expand
-		return dbconn.Open(ctx, connString, maxConns)
+		return dbconn.Open(ctx, connString, maxConns, opts...)
 	}
 	connString, err := dbconn.Resolve(a.dbFlag, cfg.Database.URL)
 	if err != nil {
@@ -254,7 +269,7 @@ func (a *app) connect(ctx context.Context, cfg *config.Config, maxConns int) (*p
 	}
 	t := cfg.Database.TLS
 	tc := dbconn.TLSConfig{Mode: t.Mode, CA: cfg.Resolve(t.CA), Cert: cfg.Resolve(t.Cert), Key: cfg.Resolve(t.Key), PinSHA256: t.PinSHA256}
-	pool, err := dbconn.OpenWithTLS(ctx, connString, maxConns, tc, cfg.Environment)
+	pool, err := dbconn.OpenWithTLS(ctx, connString, maxConns, tc, cfg.Environment, opts...)
 	switch {
 	case errors.Is(err, dbconn.ErrTLSVerify), errors.Is(err, dbconn.ErrTLSPolicy):
 		return nil, withCode(ExitRefused, err)

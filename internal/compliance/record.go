@@ -3,9 +3,11 @@ package compliance
 import (
 	"context"
 	"errors"
+	"strconv"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgphi/pgphi/internal/alert"
 	"github.com/pgphi/pgphi/internal/audit"
 	"github.com/pgphi/pgphi/internal/dbconn"
 	"github.com/pgphi/pgphi/internal/engine"
@@ -16,6 +18,16 @@ import (
 // The audit record of a run: who, what, where and why, never a value.
 
 func withEvent(r audit.Record, e string) audit.Record { r.Event = e; return r }
+
+// alertDetails is an alert as audit details: names and numbers only.
+func alertDetails(a alert.Alert) map[string]string {
+	return map[string]string{
+		"threshold": string(a.Threshold),
+		"measured":  strconv.FormatFloat(a.Measured, 'g', 6, 64),
+		"limit":     strconv.FormatFloat(a.Limit, 'g', 6, 64),
+		"unit":      a.Unit,
+	}
+}
 
 func (w *Wrapper) baseRecord(ctx context.Context, s *Session, command, reason string) audit.Record {
 	actor := audit.LocalActor(s.Cfg.Actor)

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgphi/pgphi/internal/alert"
 	"github.com/pgphi/pgphi/internal/audit"
 	"github.com/pgphi/pgphi/internal/backup"
 	"github.com/pgphi/pgphi/internal/config"
@@ -64,6 +65,12 @@ type Session struct {
 	Pins     *policy.Pins   // the pins in force: Pinned's, or the defaults
 	Executor string         // the connected (effective) database role
 	Role     policy.Role    // the pgphi role the command runs as
+
+	// Alerts receives the alert thresholds the command crosses; the
+	// wrapper records each in the audit trail (event alert) and runs the
+	// on_alert hooks, before the run's end record. Commands add their own
+	// sinks (metrics, the progress line).
+	Alerts *alert.Monitor
 }
 
 // Close closes the session's pool.
@@ -304,8 +311,37 @@ func (w *Wrapper) Run(ctx context.Context, spec Spec, reason string, body func(c
 			return refuse(err)
 		}
 	}
+	s.Alerts = alert.New(ctx)
+	s.Alerts.OnFireAsync(func(ctx context.Context, a alert.Alert) {
+		r := withEvent(rec, audit.EventAlert)
+		r.DurationMS = time.Since(start).Milliseconds()
+		r.Details = alertDetails(a)
+		if a.Table != "" {
+			r.Tables, r.Columns = []string{a.Table}, nil
+		}
+		if _, err := alog.Append(ctx, r); err != nil && !w.mirrorTolerated(spec, err) {
+			w.Logf("recording the alert in the audit trail: %v", redact.Error(err))
+		} else {
+			w.audited(audit.EventAlert, "")
+		}
+		ahc := hc
+		ahc.Phase, ahc.Alert = hooks.OnAlert, &hooks.Alert{Threshold: string(a.Threshold), Measured: a.Measured, Limit: a.Limit, Unit: a.Unit, Table: a.Table}
+		if _, herr := hcfg.Run(ctx, ahc, redactText); herr != nil {
+			w.Logf("on_alert hook: %v", redact.Error(herr))
+		}
+	})
 	out := &Outcome{Details: map[string]string{}}
-	if err := body(ctx, s, out); err != nil {
+	err = body(ctx, s, out)
+	// Every alert is recorded before the end record.
+	s.Alerts.Close()
+	if fired := s.Alerts.Firing(); len(fired) > 0 {
+		var names []string
+		for _, a := range fired {
+			names = append(names, string(a.Threshold))
+		}
+		out.Details["alerts"] = strings.Join(names, ",")
+	}
+	if err != nil {
 		hc.Phase, hc.Error = "on_error", errorClass(err)
 		if _, herr := hcfg.Run(context.WithoutCancel(ctx), hc, redactText); herr != nil {
 			w.Logf("on_error hook: %v", redact.Error(herr))

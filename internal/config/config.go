@@ -347,7 +347,7 @@ func (c *Config) ValidationFails() bool {
 }
 
 // HookPhases are the phases hooks may be configured for.
-var HookPhases = []string{"pre_validate", "pre_execute", "post_execute", "on_error", "pre_cleanup", "post_cleanup", "pre_rollback", "post_rollback"}
+var HookPhases = []string{"pre_validate", "pre_execute", "post_execute", "on_error", "pre_cleanup", "post_cleanup", "pre_rollback", "post_rollback", "on_alert"}
 
 // Roles are pgphi's roles.
 var Roles = []string{"dba", "healthcare_admin", "audit_officer"}

@@ -88,11 +88,31 @@ func Resolve(flag, fromConfig string) (string, error) {
 	}
 }
 
+// Option changes a pool's configuration before it connects.
+type Option func(*pgxpool.Config)
+
+// SessionRole makes every session of the pool act as role from its start
+// (the role setting in the startup packet, as SET ROLE would): a login that
+// is a NOINHERIT member of role gets role's privileges only this way, and
+// a transaction can still SET LOCAL ROLE to another role the login is a
+// member of. The server refuses the connection when the login is not a
+// member of role.
+func SessionRole(role string) Option {
+	return func(c *pgxpool.Config) {
+		if role != "" {
+			c.ConnConfig.RuntimeParams["role"] = role
+		}
+	}
+}
+
 // Open connects a pool of up to maxConns connections and checks it with a ping.
-func Open(ctx context.Context, connString string, maxConns int) (*pgxpool.Pool, error) {
+func Open(ctx context.Context, connString string, maxConns int, opts ...Option) (*pgxpool.Pool, error) {
 	cfg, err := poolConfig(connString, maxConns)
 	if err != nil {
 		return nil, err
+	}
+	for _, o := range opts {
+		o(cfg)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -607,10 +607,13 @@ func (e *connectFailure) Unwrap() []error { return e.errs }
 // server refusing required TLS wrap both ErrConnect and ErrTLSVerify, and
 // ErrTLSVerify wins: callers test it before ErrConnect and exit 4
 // ("refused by policy"), not 3.
-func OpenWithTLS(ctx context.Context, connString string, maxConns int, t TLSConfig, environment string) (*pgxpool.Pool, error) {
+func OpenWithTLS(ctx context.Context, connString string, maxConns int, t TLSConfig, environment string, opts ...Option) (*pgxpool.Pool, error) {
 	cfg, err := poolConfig(connString, maxConns)
 	if err != nil {
 		return nil, err
+	}
+	for _, o := range opts {
+		o(cfg)
 	}
 	pc := &cfg.ConnConfig.Config
 	if err := t.Apply(pc); err != nil {

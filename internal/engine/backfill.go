@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgphi/pgphi/blindindex"
@@ -239,6 +240,7 @@ type batchRow struct {
 	key   []string
 	ct    [][]byte
 	terms [][]int64 // blind index terms per column; nil for NULL or no index
+	uniq  [][]byte  // digests per unique rule; nil for none
 }
 
 // encryptBatch reads the rows the query selects (and locks), encrypts every
@@ -253,6 +255,10 @@ type batchRow struct {
 // temporary batch table is created by the owner then (the owner needs
 // TEMPORARY on the database, which PUBLIC has by default).
 func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query string, args []any) (int, []string, error) {
+	// pgphi's state is read with the session's rights, before the switch.
+	if err := t.loadUniques(ctx, tx); err != nil {
+		return 0, nil, err
+	}
 	restore, err := r.asOwner(ctx, tx, t)
 	if err != nil {
 		return 0, nil, err
@@ -295,6 +301,12 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 			}
 		}
 	}
+	ukeys, err := uniqueKeys(r.Keys, t)
+	if err != nil {
+		rows.Close()
+		return 0, nil, err
+	}
+	texts := make([][]byte, len(t.Columns))
 	var batch []batchRow
 	for rows.Next() {
 		raw := rows.RawValues()
@@ -311,6 +323,7 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 		br.terms = make([][]int64, len(t.Columns))
 		for i, c := range t.Columns {
 			v := raw[1+nk+i]
+			texts[i] = v
 			if v == nil {
 				continue
 			}
@@ -329,6 +342,12 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 			if indexers[i] != nil {
 				// Non-nil even when empty: '{}' says "indexed, no terms", NULL says "not indexed yet".
 				br.terms[i] = indexers[i].Terms(make([]int64, 0, 16), string(v))
+			}
+		}
+		if len(t.Uniques) > 0 {
+			br.uniq = make([][]byte, len(t.Uniques))
+			for j := range t.Uniques {
+				br.uniq[j] = t.Uniques[j].digest(ukeys[j], texts)
 			}
 		}
 		batch = append(batch, br)
@@ -352,14 +371,38 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 				vals = append(vals, batch[i].terms[j])
 			}
 		}
+		for _, u := range batch[i].uniq {
+			vals = append(vals, u)
+		}
 		return vals, nil
 	})
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{t.batchTable()}, t.batchColumns(), src); err != nil {
 		return 0, nil, fmt.Errorf("copying batch of %s: %w", t.QualifiedName(), err)
 	}
-	tag, err := tx.Exec(ctx, t.applyBatch())
+	// With digests, the UPDATE runs under a savepoint: a duplicate the
+	// digest index refuses is then traced to its rows, by key.
+	var w pgx.Tx = tx
+	if len(t.Uniques) > 0 {
+		if w, err = tx.Begin(ctx); err != nil {
+			return 0, nil, err
+		}
+	}
+	tag, err := w.Exec(ctx, t.applyBatch())
 	if err != nil {
+		var pgErr *pgconn.PgError
+		if w != tx && errors.As(err, &pgErr) && pgErr.Code == "23505" {
+			if rerr := w.Rollback(ctx); rerr == nil {
+				if derr := t.duplicateError(ctx, tx, batch); derr != nil {
+					return 0, nil, derr
+				}
+			}
+		}
 		return 0, nil, fmt.Errorf("writing batch of %s: %w", t.QualifiedName(), err)
+	}
+	if w != tx {
+		if err := w.Commit(ctx); err != nil {
+			return 0, nil, err
+		}
 	}
 	if int(tag.RowsAffected()) != len(batch) {
 		return 0, nil, fmt.Errorf("writing batch of %s: updated %d rows, expected %d", t.QualifiedName(), tag.RowsAffected(), len(batch))

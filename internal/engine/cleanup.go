@@ -236,6 +236,10 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 		if err := r.reverifyUnderLock(ctx, tx, t, verifiedFrom); err != nil {
 			return err
 		}
+		// What the drop takes with it, for a rollback to put back.
+		if err := t.recordRemoved(ctx, tx); err != nil {
+			return err
+		}
 		var drops []string
 		for _, c := range t.Columns {
 			drops = append(drops, "DROP COLUMN "+ident(c.Name))
@@ -260,6 +264,13 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 			if err := copyColumnComment(ctx, tx, t, c.Name, c.Encrypted); err != nil {
 				return err
 			}
+		}
+		// The digests' CHECKs named the plaintext and went with it: from
+		// now on every row with a ciphertext holds its digest (cleanup
+		// verified them all; NOT VALID: no scan under the lock).
+		for i := range t.Uniques {
+			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(t.uniquePresentCheck(t.Uniques[i].Column))),
+				t.uniquePresentCheckSQL(&t.Uniques[i], false))
 		}
 		for _, c := range t.Columns {
 			enc := c.Encrypted

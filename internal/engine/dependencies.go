@@ -76,9 +76,21 @@ func (r *Runner) cleanupRefusal(ctx context.Context) (dropped []catalog.Dependen
 		}
 		deps = append(deps, d...)
 	}
+	var parts []string
+	for _, t := range r.Plan.Tables {
+		if t.Cleaned() {
+			continue
+		}
+		why, err := t.uniqueNotReady(ctx, r.Pool)
+		if err != nil {
+			return nil, err
+		}
+		if why != "" {
+			parts = append(parts, t.QualifiedName()+": "+why)
+		}
+	}
 	block := dependenciesBlocking(deps, catalog.BlocksPlan, catalog.BlocksCheck, catalog.BlocksCleanup)
-	if len(block) > 0 {
-		var parts []string
+	if len(block) > 0 || len(parts) > 0 {
 		for _, d := range block {
 			parts = append(parts, fmt.Sprintf("%s.%s: %s %s (%s)", d.Table, d.Column, d.Kind, d.Object, d.Detail))
 		}
@@ -86,7 +98,7 @@ func (r *Runner) cleanupRefusal(ctx context.Context) (dropped []catalog.Dependen
 	}
 	for _, d := range deps {
 		switch d.Kind {
-		case "check", "index", "statistics", "constraint", "default":
+		case "check", "index", "statistics", "constraint", "default", "unique", "primary key", "unique index":
 			dropped = append(dropped, d)
 		}
 	}

@@ -61,10 +61,10 @@ func TestPlanListsDependenciesAndRefusesForeignKeys(t *testing.T) {
 	for _, want := range []struct{ column, kind, object, action, blocks string }{
 		{"mrn", "not null", "", catalog.ActionCarried, ""},
 		{"full_name", "not null", "", catalog.ActionCarried, ""},
-		{"mrn", "unique", "patient_mrn_key", catalog.ActionRefused, catalog.BlocksCleanup},
-		{"email", "unique", "patient_email_key", catalog.ActionRefused, catalog.BlocksCleanup},
+		{"mrn", "unique", "patient_mrn_key", catalog.ActionCarried, ""},
+		{"email", "unique", "patient_email_key", catalog.ActionCarried, ""},
 		{"mrn", "foreign key", "visit_patient_mrn_fkey", catalog.ActionRefused, catalog.BlocksPlan},
-		{"notes", "check", "notes_short", catalog.ActionWarned, ""},
+		{"notes", "check", "notes_short", catalog.ActionCarried, ""},
 		{"full_name", "index", "public.patient_name_lower (expression)", "replaced by exact, phonetic search", ""},
 		{"full_name", "view", "public.patient_contact", catalog.ActionRefused, catalog.BlocksCheck},
 		{"email", "view", "public.patient_contact", catalog.ActionRefused, catalog.BlocksCheck},
@@ -126,12 +126,13 @@ func TestViewBlocksCheckAndCleanupWithNothingChanged(t *testing.T) {
 	if catalogSnapshot(t, f, "public.patient") != before || clinicDigest(t, f) != digest {
 		t.Fatal("a refused cleanup changed the table")
 	}
-	// A unique constraint on a protected column refuses cleanup too.
+	// A unique constraint added after apply is not enforced on the
+	// ciphertext side yet: cleanup refuses until apply carries it.
 	if _, err := f.pool.Exec(ctx, "DROP VIEW public.patient_contact; ALTER TABLE public.patient ADD CONSTRAINT patient_mrn_key UNIQUE (mrn)"); err != nil {
 		t.Fatal(err)
 	}
 	err = f.runner.Cleanup(ctx, f.plan.ID, CleanupOptions{Purge: "vacuum-full"})
-	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "unique patient_mrn_key") || !strings.Contains(err.Error(), "_uniq") {
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "unique patient_mrn_key") || !strings.Contains(err.Error(), "digest column") {
 		t.Fatalf("cleanup with a unique constraint on mrn: %v", err)
 	}
 	// Without them, cleanup goes through and says what it dropped.
@@ -336,7 +337,7 @@ tables:
 	deps := f.plan.Dependencies
 	for _, want := range []struct{ column, kind, object, action, blocks string }{
 		{"name", "comment", "", catalog.ActionCarried, ""},
-		{"name", "unique index", "public.person_name_partial (partial)", catalog.ActionRefused, catalog.BlocksCleanup},
+		{"name", "unique index", "public.person_name_partial (partial)", catalog.ActionCarried, ""},
 		{"name", "index", "public.person_tenant_name (2 columns)", catalog.ActionWarned, ""},
 		{"name", "materialized view", "public.person_names", catalog.ActionRefused, catalog.BlocksCheck},
 		{"name", "rule", "person_copy on public.person", catalog.ActionRefused, catalog.BlocksCheck},
@@ -365,5 +366,46 @@ tables:
 	}
 	if d := findDep(deps, "name", "publication", "person_all"); d != nil {
 		t.Errorf("a publication of another table: %s", d)
+	}
+	if d := findDep(deps, "code", "unique", "person_tenant_code_key"); d == nil || !strings.Contains(d.Detail, "tenant is not protected") {
+		t.Errorf("a unique rule mixing protected and other columns does not say why it is refused: %v", d)
+	}
+}
+
+// Unique rules pgphi cannot carry are refused at cleanup, each with its reason.
+func TestUniqueRulesPgphiCannotCarry(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t, `
+CREATE COLLATION public.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE public.m (
+  id int PRIMARY KEY,
+  email text COLLATE public.ci UNIQUE,
+  weight float8 UNIQUE,
+  nick text,
+  code text,
+  CONSTRAINT m_code_deferred UNIQUE (code) DEFERRABLE
+);
+CREATE UNIQUE INDEX m_nick_lower ON public.m (lower(nick));`, `version: 1
+tables:
+  m:
+    columns:
+      email:  { class: pii }
+      weight: { class: phi }
+      nick:   { class: pii }
+      code:   { class: pii }
+`)
+	if err := f.plan.DiscoverDependencies(ctx, f.pool, f.cfg.Encryption.ColumnSuffix); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []struct{ column, kind, object, why string }{
+		{"email", "unique", "m_email_key", "nondeterministic collation"},
+		{"weight", "unique", "m_weight_key", "floating point"},
+		{"nick", "unique index", "public.m_nick_lower", "expression"},
+		{"code", "unique", "m_code_deferred", "deferrable"},
+	} {
+		d := findDep(f.plan.Dependencies, want.column, want.kind, want.object)
+		if d == nil || d.Action != catalog.ActionRefused || d.Blocks != catalog.BlocksCleanup || !strings.Contains(d.Detail, want.why) {
+			t.Errorf("%s %s on %s: %v, want refused at cleanup because of %s", want.kind, want.object, want.column, d, want.why)
+		}
 	}
 }

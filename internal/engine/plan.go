@@ -113,6 +113,11 @@ type ColumnSpec struct {
 type Target struct {
 	*catalog.Table
 	Columns []TargetColumn
+
+	// Uniques are the unique rules carried to digest columns (unique.go),
+	// from pgphi's state; loaded on first use.
+	Uniques       []UniqueColumn
+	uniquesLoaded bool
 }
 
 // Cleaned reports whether cleanup has dropped the table's plaintext columns.

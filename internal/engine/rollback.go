@@ -21,19 +21,28 @@ import (
 func (r *Runner) Rollback(ctx context.Context) error {
 	r.defaults()
 	for _, t := range r.Plan.Tables {
-		if t.Cleaned() {
-			r.logf("==> rollback %s: restore plaintext columns from the ciphertext", t.QualifiedName())
+		if err := t.loadUniques(ctx, r.Pool); err != nil {
+			return err
+		}
+		cleaned := t.Cleaned()
+		if cleaned {
+			r.logf("==> rollback %s: restore plaintext columns from the ciphertext, then what cleanup removed", t.QualifiedName())
 			if err := r.restorePlaintext(ctx, t); err != nil {
 				return err
 			}
 		} else {
-			r.logf("==> rollback %s: remove ciphertext, blind index, marker and trigger", t.QualifiedName())
+			r.logf("==> rollback %s: remove ciphertext, blind index, unique digests, marker and trigger", t.QualifiedName())
 			if err := r.restoreCiphertextOnly(ctx, t); err != nil {
 				return err
 			}
 		}
 		if err := r.prepareNotNull(ctx, t); err != nil {
 			return err
+		}
+		if cleaned {
+			if err := r.restoreRemoved(ctx, t); err != nil {
+				return err
+			}
 		}
 		if err := r.removeExpansion(ctx, t); err != nil {
 			return err
@@ -80,6 +89,10 @@ func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 				drops = append(drops, "DROP COLUMN IF EXISTS "+ident(c.Index))
 			}
 		}
+		for _, u := range t.Uniques {
+			// Its index and CHECK go with it.
+			drops = append(drops, "DROP COLUMN IF EXISTS "+ident(u.Column))
+		}
 		drops = append(drops, "DROP COLUMN IF EXISTS "+ident(MarkerColumn))
 		stmts := append(t.dropTriggersSQL(),
 			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")),
@@ -104,6 +117,9 @@ func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 			"DELETE FROM pgphi.chunks WHERE table_name = $1",
 			"DELETE FROM pgphi.plan_tables WHERE table_name = $1",
 			"DELETE FROM pgphi.failures WHERE table_name = $1",
+			"DELETE FROM pgphi.unique_columns WHERE table_name = $1",
+			"DELETE FROM pgphi.column_rules WHERE table_name = $1",
+			"DELETE FROM pgphi.removed_objects WHERE table_name = $1",
 		} {
 			if _, err := tx.Exec(ctx, q, t.QualifiedName()); err != nil {
 				return err

@@ -49,6 +49,9 @@ func buildSteps(p *Plan) []Step {
 		steps = append(steps, backfillStep{t})
 	}
 	for _, t := range live {
+		steps = append(steps, uniqueIndexStep{t})
+	}
+	for _, t := range live {
 		for i := range t.Columns {
 			if t.Columns[i].HasIndex() {
 				steps = append(steps, searchIndexStep{t, &t.Columns[i]})
@@ -80,8 +83,9 @@ type Runner struct {
 	// Metrics receives value-free measurements (package metrics); nil: none.
 	Metrics Metrics
 
-	remaining atomic.Int64 // rows still marked after the last catch-up round
-	indexers  Indexers     // blind index term computers, set by indexPlanStep
+	remaining atomic.Int64  // rows still marked after the last catch-up round
+	verified  *VerifyResult // the result of apply's own verification
+	indexers  Indexers      // blind index term computers, set by indexPlanStep
 }
 
 // Metrics receives what a run measures: counts, durations, a table's
@@ -151,6 +155,11 @@ func (r *Runner) batchDone(phase string, t *Target, rows int, err error) {
 		r.metrics().Batch(phase, t.QualifiedName(), 0, "failed", ErrorClass(err))
 	}
 }
+
+// Verification is the result of apply's verification step (nil when it did
+// not run): evidence as good as a separate verify, which the command line
+// records through pgphi.verification_finish.
+func (r *Runner) Verification() *VerifyResult { return r.verified }
 
 // Remaining is how many rows the application changed after apply's last
 // catch-up round; they stay marked for the next apply.
@@ -301,6 +310,7 @@ func (s expandStep) Describe() string {
 	if len(nn) > 0 {
 		d += "; NOT NULL becomes " + strings.Join(nn, ", ") + ", validated without blocking writes"
 	}
+	d += "; a <col>_uniq digest column for each unique rule on protected columns, and the columns' CHECKs and domains recorded as validation rules"
 	return d
 }
 
@@ -311,6 +321,9 @@ func (s expandStep) Run(ctx context.Context, r *Runner) error {
 	if err := CheckTableShapes(ctx, r.Pool, r.Config, []*catalog.Table{t.Table}); err != nil {
 		return err
 	}
+	if err := r.planUniques(ctx, t); err != nil {
+		return err
+	}
 	done, err := s.alreadyDone(ctx, r)
 	if err != nil {
 		return err
@@ -319,6 +332,11 @@ func (s expandStep) Run(ctx context.Context, r *Runner) error {
 		if err := s.expand(ctx, r); err != nil {
 			return err
 		}
+	}
+	// The column's CHECKs and domain, as validation rules (rules.go): read
+	// again at every apply while the plaintext is there.
+	if err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error { return t.recordRules(ctx, tx) }); err != nil {
+		return err
 	}
 	return r.validateNotNull(ctx, t)
 }
@@ -422,6 +440,7 @@ func (s expandStep) expand(ctx context.Context, r *Runner) error {
 		for i := range t.Columns {
 			stmts = append(stmts, t.envelopeCheckSQL(&t.Columns[i])...)
 		}
+		stmts = append(stmts, t.uniqueExpandSQL()...)
 		for _, st := range stmts {
 			if _, err := tx.Exec(ctx, st); err != nil {
 				return err
@@ -465,6 +484,10 @@ func (s expandStep) expand(ctx context.Context, r *Runner) error {
 		if _, err := tx.Exec(ctx, fmt.Sprintf("COMMENT ON %s IS %s", fn, quoteLiteral(definitionsMarker+h))); err != nil {
 			return err
 		}
+		if err := t.recordUniques(ctx, tx); err != nil {
+			return err
+		}
+
 		for _, c := range t.Columns {
 			var index *string
 			if c.HasIndex() {
@@ -538,6 +561,11 @@ func (s pendingIndexStep) Run(ctx context.Context, r *Runner) error {
 // buildIndex creates an index CONCURRENTLY, one process at a time, replacing
 // an invalid leftover of an interrupted build.
 func (r *Runner) buildIndex(ctx context.Context, t *Target, name, definition string) error {
+	return r.buildIndexKind(ctx, t, name, definition, false)
+}
+
+// buildIndexKind is buildIndex for a unique index too.
+func (r *Runner) buildIndexKind(ctx context.Context, t *Target, name, definition string, unique bool) error {
 	// One process builds; the others wait. A session advisory lock taken with
 	// pg_try_advisory_lock, because a waiting pg_advisory_lock would hold a
 	// snapshot that CREATE INDEX CONCURRENTLY then waits for: a deadlock.
@@ -581,7 +609,11 @@ func (r *Runner) buildIndex(ctx context.Context, t *Target, name, definition str
 			return fmt.Errorf("dropping invalid index %s: %w", name, err)
 		}
 	}
-	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE INDEX CONCURRENTLY IF NOT EXISTS %s ON %s %s", ident(name), t.Ident(), definition)); err != nil {
+	kind := "INDEX"
+	if unique {
+		kind = "UNIQUE INDEX"
+	}
+	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE %s CONCURRENTLY IF NOT EXISTS %s ON %s %s", kind, ident(name), t.Ident(), definition)); err != nil {
 		return fmt.Errorf("creating index %s: %w", name, err)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -137,6 +138,9 @@ func (t *Target) addedColumns() []string {
 				out = append(out, c.Index)
 			}
 		}
+		for _, u := range t.Uniques {
+			out = append(out, u.Column)
+		}
 		return out
 	}
 	out := []string{MarkerColumn}
@@ -145,6 +149,9 @@ func (t *Target) addedColumns() []string {
 		if c.HasIndex() {
 			out = append(out, c.Index)
 		}
+	}
+	for _, u := range t.Uniques {
+		out = append(out, u.Column)
 	}
 	return out
 }
@@ -157,6 +164,9 @@ func (t *Target) createBatchTable() string {
 		if c.HasIndex() {
 			cols = append(cols, fmt.Sprintf("i%d bigint[]", i))
 		}
+	}
+	for i := range t.Uniques {
+		cols = append(cols, fmt.Sprintf("u%d bytea", i))
 	}
 	return fmt.Sprintf("CREATE TEMP TABLE IF NOT EXISTS %s (%s) ON COMMIT DELETE ROWS", ident(t.batchTable()), strings.Join(cols, ", "))
 }
@@ -182,6 +192,9 @@ func (t *Target) batchColumns() []string {
 			cols = append(cols, fmt.Sprintf("i%d", i))
 		}
 	}
+	for i := range t.Uniques {
+		cols = append(cols, fmt.Sprintf("u%d", i))
+	}
 	return cols
 }
 
@@ -198,6 +211,10 @@ func (t *Target) applyBatch() string {
 			sets = append(sets, fmt.Sprintf("%[1]s = CASE WHEN t.%[2]s IS NULL THEN t.%[1]s ELSE b.i%[3]d END", ident(c.Index), ident(c.Name), i))
 		}
 	}
+	for i := range t.Uniques {
+		u := &t.Uniques[i]
+		sets = append(sets, fmt.Sprintf("%[1]s = CASE WHEN %[2]s THEN t.%[1]s ELSE b.u%[3]d END", ident(u.Column), t.anyMemberSealedOnly(u, "t."), i))
+	}
 	sets = append(sets, ident(MarkerColumn)+" = false")
 	return fmt.Sprintf("UPDATE %s AS t SET %s FROM %s AS b WHERE t.ctid = b.row_ctid",
 		t.Ident(), strings.Join(sets, ", "), ident(t.batchTable()))
@@ -206,7 +223,7 @@ func (t *Target) applyBatch() string {
 // markVersion is the version of the mark function and of the objects expand
 // puts around it (triggers, envelope checks). The function's body names it, so
 // an installation made by an older pgphi is recognised and expanded again.
-const markVersion = 2
+const markVersion = 3
 
 // markFunctionSQL is the trigger function that keeps ciphertexts honest while
 // the application writes plaintext: a changed plaintext (or key) clears the
@@ -265,9 +282,27 @@ func (t *Target) createMarkFunctionSQL() string {
 	fmt.Fprintf(&b, "    NEW.%s := %s;\n  END IF;\n", ident(MarkerColumn), t.plaintextWritten())
 	for _, c := range t.Columns {
 		fmt.Fprintf(&b, "  IF %s THEN\n", valueChanged(c.Name))
-		fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; END IF;\n", ident(c.Encrypted))
+		// The writer's ciphertext and terms stand when it replaced the
+		// ciphertext: its terms may equal the old ones (the same value
+		// written again, encrypted after cutover), and clearing them would
+		// leave a value without terms. Terms it left stale beside a new
+		// ciphertext are re-computed by the catch-up (a new plaintext) or
+		// reported by verify. A ciphertext it did not replace is stale, and
+		// so are its terms.
 		if c.HasIndex() {
-			fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; END IF;\n", ident(c.Index))
+			fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; NEW.%[2]s := NULL; END IF;\n", ident(c.Encrypted), ident(c.Index))
+		} else {
+			fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT DISTINCT FROM OLD.%[1]s THEN NEW.%[1]s := NULL; END IF;\n", ident(c.Encrypted))
+		}
+		// A digest over the changed column: stale when a new plaintext
+		// comes (the row is marked and the catch-up computes it) unless
+		// the writer supplied a new one; none when the value was cleared.
+		// A ciphertext-only write brings its own (CHECK pgphi_uniq_...).
+		for _, u := range t.Uniques {
+			if slices.Contains(u.Members, c.Name) {
+				fmt.Fprintf(&b, "    IF NEW.%[1]s IS NOT NULL THEN\n      IF NEW.%[2]s IS NOT DISTINCT FROM OLD.%[2]s THEN NEW.%[2]s := NULL; END IF;\n    ELSIF NEW.%[3]s IS NULL THEN\n      NEW.%[2]s := NULL;\n    END IF;\n",
+					ident(c.Name), ident(u.Column), ident(c.Encrypted))
+			}
 		}
 		// Only a new plaintext needs encrypting: a value the application
 		// cleared, or replaced by a ciphertext of its own after cutover
@@ -411,6 +446,9 @@ func (t *Target) incompleteRowsPredicate() string {
 		if c.HasIndex() {
 			parts = append(parts, fmt.Sprintf("(%s IS NOT NULL AND %s IS NULL)", ident(c.Name), ident(c.Index)))
 		}
+	}
+	for i := range t.Uniques {
+		parts = append(parts, t.uniqueIncomplete(&t.Uniques[i]))
 	}
 	return strings.Join(parts, " OR ")
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgphi/pgphi/internal/alert"
 )
 
 // Throttle keeps a backfill from slowing production past what it can bear.
@@ -30,6 +32,10 @@ type Throttle struct {
 	MaxLag         time.Duration // pause while replication lag exceeds it; 0: ignore lag
 	MaxFailureRate float64       // default 0.05
 	Interval       time.Duration // how often to measure; default 500ms
+	// Alerts is told when the canary passes SlowFactor times its baseline
+	// (response_time) and when failures stop the run (failure_rate); nil:
+	// nobody.
+	Alerts *alert.Monitor
 
 	mu        sync.Mutex
 	baseline  time.Duration
@@ -174,7 +180,12 @@ func (th *Throttle) monitor(ctx context.Context, pool *pgxpool.Pool) {
 		}
 		th.latency = lat
 		th.lag = lag
+		slow := lat > 0 && strings.HasPrefix(th.reason, "throttled")
+		limit := th.SlowFactor * th.baseline.Seconds()
 		th.mu.Unlock()
+		if slow {
+			th.Alerts.Fire(alert.Alert{Threshold: alert.ResponseTime, Measured: lat.Seconds(), Limit: limit, Unit: "seconds"})
+		}
 	}
 }
 
@@ -251,6 +262,8 @@ func (th *Throttle) Done(n int) error {
 		}
 	}
 	if th.attempts >= 20 && float64(th.failures) > th.MaxFailureRate*float64(th.attempts) {
+		// Fire only queues the slow sinks: no hook runs under th.mu.
+		th.Alerts.Fire(alert.Alert{Threshold: alert.FailureRate, Measured: float64(th.failures) / float64(th.attempts), Limit: th.MaxFailureRate, Unit: "ratio"})
 		return fmt.Errorf("stopping: %d of %d batches failed (%.1f%%, limit %.0f%%); committed work is kept, run apply again when the database is healthy",
 			th.failures, th.attempts, 100*float64(th.failures)/float64(th.attempts), 100*th.MaxFailureRate)
 	}

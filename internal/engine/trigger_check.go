@@ -122,6 +122,9 @@ func (t *Target) triggerProblems(ctx context.Context, q catalog.Querier) ([]Trig
 		out = append(out, TriggerProblem{Table: t.QualifiedName(), Object: object, Problem: fmt.Sprintf(format, args...)})
 	}
 	wrap := func(err error) error { return fmt.Errorf("checking triggers of %s: %w", t.QualifiedName(), err) }
+	if err := t.loadUniques(ctx, q); err != nil {
+		return nil, err
+	}
 
 	if reason, err := tableShapeProblem(ctx, q, t.Table); err != nil {
 		return nil, wrap(err)
@@ -237,6 +240,16 @@ func (t *Target) triggerProblems(ctx context.Context, q catalog.Querier) ([]Trig
 	for _, c := range t.Columns {
 		if !slices.Contains(present, c.envelopeCheck()) {
 			add("constraint "+c.envelopeCheck(), "missing: a malformed ciphertext written to %s would be accepted", c.Encrypted)
+		}
+	}
+	for _, u := range t.Uniques {
+		var ok bool
+		if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid OPERATOR(pg_catalog.=) $1::regclass AND conname OPERATOR(pg_catalog.=) $2)`,
+			t.Ident(), t.uniquePresentCheck(u.Column)).Scan(&ok); err != nil {
+			return nil, wrap(err)
+		}
+		if !ok {
+			add("constraint "+t.uniquePresentCheck(u.Column), "missing: a ciphertext written without its digest %s would slip a duplicate past %s", u.Column, u.Object)
 		}
 	}
 

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -43,12 +44,17 @@ type VerifyResult struct {
 	// envelope checks (CheckTriggers): with any, writes may have gone
 	// unmarked or unchecked, and the verification fails.
 	Triggers []TriggerProblem `json:"trigger_problems,omitempty"`
+
+	// InaccurateSearch lists the tables whose sampled encrypted searches
+	// answered below the accuracy threshold (the command line's oracle
+	// check); with any, the verification fails.
+	InaccurateSearch []string `json:"inaccurate_search,omitempty"`
 }
 
 // OK reports whether every value decrypted to its plaintext, no row is
 // pending, and pgphi's triggers are in place.
 func (v *VerifyResult) OK() bool {
-	return v.Mismatches == 0 && v.Pending == 0 && len(v.Triggers) == 0
+	return v.Mismatches == 0 && v.Pending == 0 && len(v.Triggers) == 0 && len(v.InaccurateSearch) == 0
 }
 
 // MaxExamples bounds how many mismatches a result lists.
@@ -84,6 +90,9 @@ func VerifyObserved(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring,
 	var err error
 	var mu sync.Mutex
 	for _, t := range p.Tables {
+		if err := t.loadUniques(ctx, pool); err != nil {
+			return nil, err
+		}
 		if err := checkExpanded(ctx, pool, t); err != nil {
 			return nil, err
 		}
@@ -101,6 +110,9 @@ func VerifyObserved(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring,
 		for i := w; i < len(p.Tables); i += min(len(p.Tables), 4) {
 			part, err := verifyTable(ctx, pool, ring, ix, p.Tables[i], batch)
 			if err != nil {
+				return err
+			}
+			if err := verifyRules(ctx, pool, ring, p.Tables[i], part); err != nil {
 				return err
 			}
 			if m != nil {
@@ -199,6 +211,9 @@ func verifySelect(t *Target) string {
 		}
 		fmt.Fprintf(&sel, "%s AS pgphi_value_%d, %s, %s, ", plain, i, ident(c.Encrypted), idx)
 	}
+	for _, u := range t.Uniques {
+		sel.WriteString(ident(u.Column) + ", ")
+	}
 	if t.Cleaned() {
 		sel.WriteString("false")
 	} else {
@@ -295,10 +310,16 @@ type rowChecker struct {
 	index   []*blindindex.Column
 	stored  []int64
 	want    []int64
+	ukeys   [][]byte // digest keys of t.Uniques
+	texts   [][]byte // per column, the value of the row being checked
 }
 
 func newRowChecker(ring *keys.Keyring, ix Indexers, t *Target) *rowChecker {
 	c := &rowChecker{t: t, typeMap: pgtype.NewMap(), openers: make([]*envelope.Opener, len(t.Columns)), index: make([]*blindindex.Column, len(t.Columns))}
+	c.texts = make([][]byte, len(t.Columns))
+	// A key that cannot be derived leaves ukeys short: every digest is
+	// then reported as not matching.
+	c.ukeys, _ = uniqueKeys(ring, t)
 	for i, col := range t.Columns {
 		c.openers[i] = ring.Opener(t.QualifiedName(), col.Name)
 		if col.HasIndex() {
@@ -327,6 +348,7 @@ func (c *rowChecker) check(res *VerifyResult, raw [][]byte, formats []int16) {
 	for i, col := range t.Columns {
 		pt, ct, terms := raw[nk+3*i], raw[nk+3*i+1], raw[nk+3*i+2]
 		res.Values++
+		c.texts[i] = nil
 		problem := ""
 		// text is the value the terms must match: the plaintext, or, for a
 		// value the application wrote encrypted (no plaintext), the
@@ -359,6 +381,32 @@ func (c *rowChecker) check(res *VerifyResult, raw [][]byte, formats []int16) {
 		}
 		if problem != "" {
 			res.add(Mismatch{Table: t.QualifiedName(), Column: col.Name, KeyColumns: t.keyNames(), Key: key, Problem: problem})
+			continue
+		}
+		if hasValue {
+			c.texts[i] = []byte(text)
+		}
+	}
+	// Each digest against the row's values (decrypted where there is no
+	// plaintext): a wrong one would let a duplicate in, or refuse a
+	// legitimate value. Skipped where a member already failed above.
+	base := nk + 3*len(t.Columns)
+outer:
+	for j := range t.Uniques {
+		u := &t.Uniques[j]
+		for _, m := range u.members {
+			pt, ct := raw[nk+3*m], raw[nk+3*m+1]
+			if c.texts[m] == nil && (pt != nil || ct != nil) {
+				continue outer
+			}
+		}
+		stored := raw[base+j]
+		var want []byte
+		if j < len(c.ukeys) {
+			want = u.digest(c.ukeys[j], c.texts)
+		}
+		if j >= len(c.ukeys) || !bytes.Equal(stored, want) {
+			res.add(Mismatch{Table: t.QualifiedName(), Column: u.Column, KeyColumns: t.keyNames(), Key: key, Problem: ProblemUniq})
 		}
 	}
 }
@@ -405,6 +453,7 @@ func (verifyStep) Run(ctx context.Context, r *Runner) error {
 	if err != nil {
 		return err
 	}
+	r.verified = res
 	r.logf("    verified %d values in %d rows: %d mismatches, %d rows pending", res.Values, res.Rows, res.Mismatches, res.Pending)
 	for _, p := range res.Triggers {
 		r.logf("    TRIGGER %s", p)

@@ -18,8 +18,8 @@
 // of Context on stdin and must finish within the timeout, after which its
 // whole process group is killed.
 //
-// A failing pre_* hook vetoes the operation; post_* and on_error hooks are
-// notifications whose failures are reported but do not change the outcome.
+// A failing pre_* hook vetoes the operation; post_*, on_error and on_alert
+// hooks are notifications whose failures are reported but do not change the outcome.
 package hooks
 
 import (
@@ -50,10 +50,13 @@ const (
 	PostCleanup  Phase = "post_cleanup"
 	PreRollback  Phase = "pre_rollback"
 	PostRollback Phase = "post_rollback"
+	// OnAlert runs when a long command crosses an alert threshold, with the
+	// alert in Context.Alert; a notification, like on_error.
+	OnAlert Phase = "on_alert"
 )
 
 // Phases lists every phase.
-var Phases = []Phase{PreValidate, PreExecute, PostExecute, OnError, PreCleanup, PostCleanup, PreRollback, PostRollback}
+var Phases = []Phase{PreValidate, PreExecute, PostExecute, OnError, PreCleanup, PostCleanup, PreRollback, PostRollback, OnAlert}
 
 // Valid reports whether p is one of Phases.
 func (p Phase) Valid() bool {
@@ -109,6 +112,20 @@ type Context struct {
 	Reason      string   `json:"reason"`
 	Tables      []string `json:"tables"`
 	Error       string   `json:"error,omitempty"` // error class only, for on_error
+	Alert       *Alert   `json:"alert,omitempty"` // for on_alert
+}
+
+// Alert is the threshold an on_alert hook is told about, e.g.
+//
+//	{"threshold":"storage","measured":3.1e8,"limit":2e8,"unit":"bytes","table":"public.patient"}
+//
+// Numbers and names only: never a value.
+type Alert struct {
+	Threshold string  `json:"threshold"` // failure_rate, response_time, storage, search_accuracy
+	Measured  float64 `json:"measured"`
+	Limit     float64 `json:"limit"`
+	Unit      string  `json:"unit"` // ratio, seconds, bytes
+	Table     string  `json:"table,omitempty"`
 }
 
 // Result is the record of one hook run.

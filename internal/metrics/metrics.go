@@ -22,7 +22,7 @@ var Version = ""
 var (
 	phases  = []string{"backfill", "catchup", "restore", "verify", "cleanup"}
 	results = []string{"ok", "retried", "failed", "unencryptable"}
-	events  = []string{"start", "success", "failure", "refused"}
+	events  = []string{"start", "success", "failure", "refused", "alert"}
 	states  = []string{"full", "capped", "throttled", "recovering", "paused"}
 )
 
@@ -58,6 +58,7 @@ type Recorder struct {
 	rate          *prometheus.GaugeVec
 	eta           *prometheus.GaugeVec
 	finished      *prometheus.GaugeVec
+	alerts        *alertMetrics
 }
 
 // ThrottleState is what the throttle is doing, read at every scrape.
@@ -112,6 +113,7 @@ func New(command string) *Recorder {
 	r.reg.MustRegister(up, start, &throttleCollector{r: r},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	r.info.WithLabelValues(version(), command, "").Set(1)
+	r.registerAlerts()
 	return r
 }
 

@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"github.com/pgphi/pgphi/internal/alert"
+
 	"context"
 	"errors"
 	"io"
@@ -26,6 +28,10 @@ func exercise(r *Recorder) {
 	r.Error("verification mismatch")
 	r.AuditRecord("start")
 	r.Finished("success")
+	r.Alert(alert.Alert{Threshold: alert.Storage, Measured: 3e8, Limit: 2e8, Unit: "bytes", Table: "public.patient"})
+	r.TableSize("public.patient", 3e8, 2e8)
+	r.DatabaseSize(4e8)
+	r.SearchAccuracy("public.patient", 12, 1)
 	f := r.Progress(func(label string, total int64, poll func(context.Context) (int64, error)) interface{ Stop() } {
 		poll(context.Background())
 		return nopStop{}

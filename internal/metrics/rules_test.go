@@ -32,8 +32,8 @@ type ruleFile struct {
 var seedConditions = map[string]bool{
 	"Migration failure rate > 5%":         true,
 	"System response time > 2x baseline":  true,
-	"Database storage > 150% of expected": false, // needs the plan's storage estimate
-	"Search result accuracy < 95%":        false, // needs the sampled search oracle
+	"Database storage > 150% of expected": true,
+	"Search result accuracy < 95%":        true,
 }
 
 // promqlWords are PromQL's keywords, aggregation modifiers and functions

@@ -17,12 +17,16 @@ import (
 // process_resident_memory_bytes).
 func Names() []string {
 	return []string{
+		"pgphi_alert",
+		"pgphi_alert_limit",
+		"pgphi_alert_measured",
 		"pgphi_audit_records_total",
 		"pgphi_batch_failure_ratio",
 		"pgphi_batch_failure_ratio_limit",
 		"pgphi_batches_total",
 		"pgphi_canary_baseline_seconds",
 		"pgphi_canary_latency_seconds",
+		"pgphi_database_size_bytes",
 		"pgphi_errors_total",
 		"pgphi_eta_seconds",
 		"pgphi_info",
@@ -37,7 +41,11 @@ func Names() []string {
 		"pgphi_rows_restored_total",
 		"pgphi_rows_verified_total",
 		"pgphi_run_finished",
+		"pgphi_search_accuracy_queries",
+		"pgphi_search_accuracy_ratio",
 		"pgphi_start_time_seconds",
+		"pgphi_table_expected_size_bytes",
+		"pgphi_table_size_bytes",
 		"pgphi_throttle_limit_rows_per_second",
 		"pgphi_throttle_slowdowns_total",
 		"pgphi_throttle_state",

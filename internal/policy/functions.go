@@ -30,6 +30,9 @@ var functionGrants = map[string][]Role{
 	"pgphi.pins_replace": {DBA},
 	// the statement trigger of protected tables: apply creates it.
 	"pgphi.count_write": {DBA},
+	// clients of pgphi serve are registered and revoked by the dba.
+	"pgphi.serve_client_create": {DBA},
+	"pgphi.serve_client_revoke": {DBA},
 	// backups: taken and verified by restoring them, by the dba; whether a
 	// recent verified one exists is read by check and the report.
 	"pgphi.backup_record":   {DBA},

@@ -109,6 +109,12 @@ var allowed = map[string][]Role{
 	"report":      {AuditOfficer, DBA},
 	"pins":        {DBA, HealthcareAdmin, AuditOfficer},
 	"pins set":    {DBA},
+	// serve: the server's session role; decrypt and search are the
+	// client's role's, checked per request.
+	"serve":         {HealthcareAdmin, DBA},
+	"serve token":   {DBA},
+	"serve decrypt": {DBA, HealthcareAdmin},
+	"serve search":  {DBA, HealthcareAdmin},
 }
 
 // Allowed returns the roles that may run command, in order of preference.
@@ -130,7 +136,8 @@ func Allowed(command string) []Role {
 // ErrAccessDenied wraps every refusal by CheckAccess.
 var ErrAccessDenied = errors.New("access denied")
 
-// CheckAccess lets command run only when the connected role (current_user)
+// CheckAccess lets command run only when the connected role (current_user;
+// pool may be a transaction that set the role to check with SET LOCAL ROLE)
 // is a member, directly or through other roles, of the group role of at
 // least one role allowed for command, and returns that pgphi role (the first
 // in Allowed's order). A superuser is a member of every role in PostgreSQL's
@@ -141,7 +148,7 @@ var ErrAccessDenied = errors.New("access denied")
 // A refusal wraps ErrAccessDenied and names the command, the connected role
 // and the roles allowed, nothing else. Other errors are failures to ask the
 // database.
-func CheckAccess(ctx context.Context, pool *pgxpool.Pool, names RoleNames, command string, allowSuperuser bool) (role Role, err error) {
+func CheckAccess(ctx context.Context, pool Querier, names RoleNames, command string, allowSuperuser bool) (role Role, err error) {
 	if err := names.Validate(); err != nil {
 		return "", err
 	}
@@ -206,9 +213,11 @@ const rolesLockKey = 0x70677072 // "pgpr"
 // of functionGrants.
 var (
 	stateTables = []string{"schema_version", "plans", "plan_tables", "chunks", "failures",
-		"protected_columns", "blind_indexes", "flags", "verifications", "checks", "key_usage", "backups"}
+		"protected_columns", "blind_indexes", "flags", "verifications", "checks", "serve_clients",
+		"unique_columns", "column_rules", "removed_objects", "key_usage", "backups"}
 	// dbaWrite are the operational tables apply, cleanup and rollback keep.
-	dbaWrite    = []string{"plans", "plan_tables", "chunks", "failures", "protected_columns", "blind_indexes", "kek", "data_keys"}
+	dbaWrite = []string{"plans", "plan_tables", "chunks", "failures", "protected_columns", "blind_indexes", "kek", "data_keys",
+		"unique_columns", "column_rules", "removed_objects"}
 	dbaSelect   = append(slices.Clone(stateTables), "kek", "data_keys", "approvals", "audit_log", "audit_checkpoints", "pins")
 	haSelect    = append(slices.Clone(stateTables), "kek", "data_keys", "approvals", "audit_log", "pins")
 	aoSelect    = append(slices.Clone(stateTables), "audit_log", "audit_checkpoints", "approvals", "pins")

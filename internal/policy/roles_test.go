@@ -20,6 +20,7 @@ func TestAllowed(t *testing.T) {
 		"migrate up": {DBA}, "roles init": {DBA}, "flags set": {DBA}, "flags  set use_encrypted_search on": {DBA},
 		"approve": {DBA, HealthcareAdmin}, "search": {DBA, HealthcareAdmin}, "verify": {DBA, HealthcareAdmin},
 		"audit": {AuditOfficer, DBA}, "audit export": {AuditOfficer, DBA}, "report": {AuditOfficer, DBA},
+		"serve": {HealthcareAdmin, DBA}, "serve token create": {DBA}, "serve decrypt": {DBA, HealthcareAdmin}, "serve search": {DBA, HealthcareAdmin},
 		"": nil, "nonsense": nil, "setflags": nil,
 	}
 	for cmd, want := range cases {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -22,6 +23,11 @@ type Options struct {
 	ForceTTY     *bool         // override terminal detection (tests)
 	Now          func() time.Time
 	StatusSuffix func() string // optional extra text, e.g. throttle state
+	// Log, when set, receives each plain line as a structured record
+	// instead (msg "progress", then "progress done"): label, rows done,
+	// total, rate, ETA and status as attributes, for log shippers. No bar
+	// is drawn.
+	Log *slog.Logger
 }
 
 // Display polls a counter and renders progress until Stop.
@@ -67,6 +73,9 @@ func Start(w io.Writer, label string, total int64, poll func(context.Context) (i
 	if opts.ForceTTY != nil {
 		d.tty = *opts.ForceTTY
 	}
+	if opts.Log != nil {
+		d.tty = false
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.start = opts.Now()
@@ -90,10 +99,15 @@ func (d *Display) loop(ctx context.Context) {
 			}
 			d.observe(n)
 			now := d.opts.Now()
-			if d.tty {
+			switch {
+			case d.tty:
 				fmt.Fprintf(d.w, "\r\033[K%s", d.Line())
-			} else if now.Sub(lastPlain) >= d.opts.PlainEvery {
-				fmt.Fprintln(d.w, d.Line())
+			case now.Sub(lastPlain) >= d.opts.PlainEvery:
+				if d.opts.Log != nil {
+					d.record("progress")
+				} else {
+					fmt.Fprintln(d.w, d.Line())
+				}
 				lastPlain = now
 			}
 		}
@@ -158,6 +172,24 @@ func (d *Display) Line() string {
 	return b.String()
 }
 
+// record logs the state as a structured record: the same facts as Line.
+func (d *Display) record(msg string) {
+	rate := d.Rate()
+	eta := -1.0
+	if d.total > d.last && rate > 0 {
+		eta = float64(d.total-d.last) / rate
+	} else if d.total > 0 && d.last >= d.total {
+		eta = 0
+	}
+	attrs := []any{"label", d.label, "rows_done", d.last, "rows_total", d.total, "rows_per_second", rate, "eta_seconds", eta}
+	if d.opts.StatusSuffix != nil {
+		if s := d.opts.StatusSuffix(); s != "" {
+			attrs = append(attrs, "status", s)
+		}
+	}
+	d.opts.Log.Info(msg, attrs...)
+}
+
 // Stop polls once more, prints a final line and ends the display.
 func (d *Display) Stop() {
 	d.once.Do(func() {
@@ -173,6 +205,10 @@ func (d *Display) Stop() {
 		}
 		if d.tty {
 			fmt.Fprint(d.w, "\r\033[K")
+		}
+		if d.opts.Log != nil {
+			d.opts.Log.Info("progress done", "label", d.label, "rows_done", d.last, "seconds", el.Seconds(), "rows_per_second", avg)
+			return
 		}
 		fmt.Fprintf(d.w, "%s: %d rows in %s (%.0f rows/s)\n", d.label, d.last, el.Round(time.Millisecond), avg)
 	})

@@ -2,6 +2,7 @@ package progress
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,5 +52,26 @@ func TestPlainOutputIsLinesWithoutControlCodes(t *testing.T) {
 	}
 	if !strings.Contains(lines[0], "/1000 rows") || !strings.Contains(lines[0], "rows/s") {
 		t.Fatalf("periodic line lacks progress: %q", lines[0])
+	}
+}
+
+// With a logger, the display writes structured records (progress, then
+// progress done) with the numbers as attributes, and no text line.
+func TestStructuredRecords(t *testing.T) {
+	var text, records strings.Builder
+	log := slog.New(slog.NewJSONHandler(&records, nil))
+	var n atomic.Int64
+	d := Start(&text, "backfill public.patient", 100, func(context.Context) (int64, error) { return n.Add(10), nil },
+		Options{Interval: 5 * time.Millisecond, PlainEvery: time.Millisecond, Log: log, StatusSuffix: func() string { return "ALERT storage" }})
+	time.Sleep(60 * time.Millisecond)
+	d.Stop()
+	if text.Len() != 0 {
+		t.Errorf("text written with a logger: %q", text.String())
+	}
+	out := records.String()
+	for _, want := range []string{`"msg":"progress"`, `"label":"backfill public.patient"`, `"rows_total":100`, `"eta_seconds"`, `"status":"ALERT storage"`, `"msg":"progress done"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("records lack %s:\n%s", want, out)
+		}
 	}
 }

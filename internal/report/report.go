@@ -3,7 +3,6 @@ package report
 import (
 	"encoding/json"
 	"fmt"
-	"html"
 	"io"
 	"strings"
 	"time"
@@ -28,6 +27,13 @@ type Facts struct {
 	Verification *VerifyFact     `json:"verification,omitempty"`
 	Backup       *BackupFact     `json:"backup,omitempty"`
 	Audit        AuditFact       `json:"audit"`
+	// Alerts are the alert thresholds runs of this plan crossed, from the
+	// audit trail.
+	Alerts []AlertFact `json:"alerts"`
+	// Migrations are the schema migrations pgphi ran for this database;
+	// nil when the database has no migration history (the section is
+	// left out).
+	Migrations []MigrationFact `json:"migrations,omitempty"`
 }
 
 // BackupFact is the newest backup verified by restoring it, against the
@@ -49,14 +55,61 @@ type ColumnFact struct {
 	Encrypted int64  `json:"encrypted"`
 	Pending   int64  `json:"pending"`
 	Search    string `json:"search,omitempty"`
+	// Leakage is what was measured of the column's blind index terms,
+	// per term family; empty when nothing was measured (the report says
+	// so).
+	Leakage []LeakageFact `json:"leakage,omitempty"`
 }
 
-// ApprovalFact is one valid approval.
+// LeakageFact is the measured leakage of one term family of a column: how
+// many distinct values share a term (the mean and the minimum: a term with
+// one value identifies it), and whether the pinned accept_leakage lets the
+// column trade privacy for speed. Counts only.
+type LeakageFact struct {
+	Family          string    `json:"family"`
+	MeanValues      float64   `json:"mean_values_per_term"`
+	MinValues       float64   `json:"min_values_per_term"`
+	AcceptedLeakage bool      `json:"accepted_leakage"`
+	MeasuredAt      time.Time `json:"measured_at"`
+}
+
+// AlertFact is an alert threshold a run crossed (audit event alert).
+type AlertFact struct {
+	At        time.Time `json:"at"`
+	Command   string    `json:"command"`
+	Threshold string    `json:"threshold"`
+	Measured  string    `json:"measured"`
+	Limit     string    `json:"limit"`
+	Unit      string    `json:"unit"`
+	Table     string    `json:"table,omitempty"`
+}
+
+// MigrationFact is one schema migration in the database's history.
+type MigrationFact struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Status    string     `json:"status"`
+	AppliedAt *time.Time `json:"applied_at,omitempty"`
+	AppliedBy string     `json:"applied_by,omitempty"`
+}
+
+// ApprovalFact is one valid approval and what its signature covers: the
+// plan id, the command, the environment, the database and the expiry.
 type ApprovalFact struct {
 	Signer      string    `json:"signer"`
 	Role        string    `json:"role"`
 	SignedAt    time.Time `json:"signed_at"`
 	Fingerprint string    `json:"key_fingerprint"`
+	PlanID      string    `json:"plan_id"`
+	Command     string    `json:"command"`
+	Environment string    `json:"environment"`
+	Database    string    `json:"database"`
+	Expires     time.Time `json:"expires"`
+}
+
+// Signed is the text of what an approval's signature covers.
+func (a ApprovalFact) Signed() string {
+	return fmt.Sprintf("%s of %s in %s, database %s, until %s", a.Command, a.PlanID, a.Environment, a.Database, a.Expires.UTC().Format(time.RFC3339))
 }
 
 // ValidationFact is the result of pre-migration validation.
@@ -78,27 +131,61 @@ type VerifyFact struct {
 
 // AuditFact is the state of the audit trail.
 type AuditFact struct {
-	Records  int64  `json:"records"`
-	HeadSeq  int64  `json:"head_seq"`
-	Head     string `json:"head_hash"`
-	Valid    bool   `json:"chain_valid"`
-	Problems int    `json:"problems"`
+	Records    int64           `json:"records"`
+	HeadSeq    int64           `json:"head_seq"`
+	Head       string          `json:"head_hash"`
+	Valid      bool            `json:"chain_valid"`
+	Problems   int             `json:"problems"`
+	Checkpoint *CheckpointFact `json:"checkpoint,omitempty"` // the newest signed checkpoint; nil: none
 }
 
-// Item is one line of the sign-off: a requirement and its evidence.
+// CheckpointFact is the newest signed checkpoint of the audit trail and
+// how much of the chain it covers.
+type CheckpointFact struct {
+	Seq            int64     `json:"seq"`
+	Hash           string    `json:"hash"`
+	SignedAt       time.Time `json:"signed_at"`
+	KeyFingerprint string    `json:"key_fingerprint"`
+	// Proven: the signature verifies with the pinned audit key and the
+	// chain extends the signed record; Note says why not.
+	Proven bool   `json:"proven"`
+	Note   string `json:"note,omitempty"`
+}
+
+// Covers says how the checkpoint relates to the head.
+func (a AuditFact) Covers() string {
+	cp := a.Checkpoint
+	switch {
+	case cp == nil:
+		return "no signed checkpoint"
+	case cp.Seq >= a.HeadSeq:
+		return fmt.Sprintf("checkpoint #%d covers the head", cp.Seq)
+	}
+	return fmt.Sprintf("checkpoint #%d covers all but the newest %d records", cp.Seq, a.HeadSeq-cp.Seq)
+}
+
+// Item is one line of the sign-off: a requirement, its evidence and, when
+// it is not met, why and what produces the missing evidence.
 type Item struct {
 	Requirement string `json:"requirement"`
 	Met         bool   `json:"met"`
 	Evidence    string `json:"evidence"`
+	Remedy      string `json:"remedy,omitempty"`
 }
 
 // Assess lists the sign-off requirements with their evidence.
 func (f *Facts) Assess() []Item {
 	var items []Item
-	add := func(req string, met bool, ev string) { items = append(items, Item{req, met, ev}) }
+	add := func(req string, met bool, ev, remedy string) {
+		if met {
+			remedy = ""
+		}
+		items = append(items, Item{req, met, ev, remedy})
+	}
 
 	if f.Checklist == nil {
-		add("pre-flight checklist passed", false, "no `pgphi check` on record for this plan")
+		add("pre-flight checklist passed", false, "no pre-flight checklist on record for this plan",
+			"run `pgphi check`: it records the checklist (TLS, audit trail, roles, keys, approvals, validation, disk, triggers) for this plan")
 	} else {
 		var failed []string
 		for _, c := range f.Checklist.Items {
@@ -110,35 +197,56 @@ func (f *Facts) Assess() []Item {
 		if len(failed) > 0 {
 			ev += "; failed: " + strings.Join(failed, ", ")
 		}
-		add("pre-flight checklist passed", len(failed) == 0, ev)
+		add("pre-flight checklist passed", len(failed) == 0, ev,
+			"fix the failed items (see the checklist below), then run `pgphi check` again")
 	}
-	add("approvals meet the environment's policy", f.ApprovalsOK, f.ApprovalNote)
+	add("approvals meet the environment's policy", f.ApprovalsOK, f.ApprovalNote,
+		"the pinned signers sign the plan id: `pgphi approve PLAN_ID --command apply --key FILE`")
 	if f.Validation == nil {
-		add("PHI validation before migration", false, "no validation on record")
+		add("PHI validation before migration", false, "no validation on record",
+			"run `pgphi check` before apply: it counts the values that break the config's validation rules")
 	} else {
 		ev := fmt.Sprintf("%d rules checked (%s), %d violated", f.Validation.Rules, f.Validation.Source, len(f.Validation.Violations))
 		if len(f.Validation.Violations) > 0 {
 			ev += ": " + strings.Join(f.Validation.Violations, "; ")
 		}
-		add("PHI validation before migration", len(f.Validation.Violations) == 0, ev)
+		add("PHI validation before migration", len(f.Validation.Violations) == 0, ev,
+			"correct the rows that break the rules (`pgphi check` counts them by column), or change the rule in the config, then run `pgphi check` again")
 	}
-	add("migration applied", f.Completed != nil, timeOr(f.Completed, "apply has not completed"))
+	add("migration applied", f.Completed != nil, timeOr(f.Completed, "apply has not completed"),
+		"run `pgphi apply` until it reports every column encrypted and verified")
 	if f.Verification == nil {
-		add("every value verified by decryption", false, "no `pgphi verify` on record")
+		ev := "no verification recorded for this plan"
+		remedy := "run `pgphi verify`: it decrypts every value, compares it with its plaintext and records the result"
+		if f.Completed != nil {
+			// Apply records its own final verification; an apply that
+			// completed without one ran before that was recorded.
+			ev = fmt.Sprintf("apply completed at %s without a recorded verification (its verification step was not recorded by that version of pgphi)", f.Completed.UTC().Format(time.RFC3339))
+		}
+		add("every value verified by decryption", false, ev, remedy)
 	} else {
 		v := f.Verification
-		add("every value verified by decryption", v.OK, fmt.Sprintf("%s: %d values in %d rows, %d mismatches, %d pending",
-			v.At.UTC().Format(time.RFC3339), v.Values, v.Rows, v.Mismatches, v.Pending))
+		ev := fmt.Sprintf("%s (apply's verification step or `pgphi verify`): %d values in %d rows, %d mismatches, %d pending",
+			v.At.UTC().Format(time.RFC3339), v.Values, v.Rows, v.Mismatches, v.Pending)
+		if !v.OK && v.Mismatches == 0 && v.Pending == 0 {
+			// The other reasons a verification fails leave no count here.
+			ev += "; failed on pgphi's triggers or on search accuracy below 95 %"
+		}
+		add("every value verified by decryption", v.OK, ev,
+			"mismatches name table, column and key in `pgphi verify`; rows pending were changed after they were encrypted: run `pgphi apply`, then `pgphi verify`")
 	}
 	pending := int64(0)
 	for _, c := range f.Columns {
 		pending += c.Pending
 	}
-	add("no value left unencrypted", pending == 0 && len(f.Columns) > 0, fmt.Sprintf("%d columns, %d values pending", len(f.Columns), pending))
-	if b := f.Backup; b != nil && b.Required {
-		add("backup verified by restoring it, within the pinned maximum age", b.OK, b.Evidence)
+	add("no value left unencrypted", pending == 0 && len(f.Columns) > 0, fmt.Sprintf("%d columns, %d values pending", len(f.Columns), pending),
+		"run `pgphi apply`: it encrypts the rows changed since; `pgphi status` counts them per column")
+	if bk := f.Backup; bk != nil && bk.Required {
+		add("backup verified by restoring it, within the pinned maximum age", bk.OK, bk.Evidence,
+			"`pgphi backup --out FILE`, then `pgphi backup verify FILE`")
 	}
-	add("audit trail intact", f.Audit.Valid && f.Audit.Records > 0, fmt.Sprintf("%d records, head #%d %s, %d problems", f.Audit.Records, f.Audit.HeadSeq, short(f.Audit.Head), f.Audit.Problems))
+	add("audit trail intact", f.Audit.Valid && f.Audit.Records > 0, fmt.Sprintf("%d records, head #%d %s, %d problems; %s", f.Audit.Records, f.Audit.HeadSeq, short(f.Audit.Head), f.Audit.Problems, f.Audit.Covers()),
+		"`pgphi audit verify` names the first record where the chain breaks; compare with the JSON-lines mirror and the signed checkpoints")
 	return items
 }
 
@@ -189,13 +297,7 @@ func Render(w io.Writer, format string, f *Facts) error {
 	case "md", "":
 		return renderMarkdown(w, f)
 	case "html":
-		var b strings.Builder
-		if err := renderMarkdown(&b, f); err != nil {
-			return err
-		}
-		_, err := fmt.Fprintf(w, "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>pgphi compliance report %s</title>\n<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}pre{white-space:pre-wrap}</style></head>\n<body><pre>%s</pre></body></html>\n",
-			html.EscapeString(f.PlanID), html.EscapeString(b.String()))
-		return err
+		return renderHTML(w, f)
 	}
 	return fmt.Errorf("unknown report format `%s` (md, html, json)", format)
 }
@@ -209,9 +311,9 @@ func renderMarkdown(w io.Writer, f *Facts) error {
 	p("| plan recorded | %s |\n| apply completed | %s |\n| plaintext dropped | %s |\n| report generated | %s |\n\n",
 		timeOr(f.PlanCreated, "-"), timeOr(f.Completed, "-"), timeOr(f.CleanedUp, "-"), f.GeneratedAt.UTC().Format(time.RFC3339))
 
-	p("## Requirements and evidence\n\n| requirement | met | evidence |\n|---|---|---|\n")
+	p("## Requirements and evidence\n\n| requirement | met | evidence | what produces the evidence |\n|---|---|---|---|\n")
 	for _, i := range f.Assess() {
-		p("| %s | %s | %s |\n", i.Requirement, yes(i.Met), strings.ReplaceAll(i.Evidence, "|", "/"))
+		p("| %s | %s | %s | %s |\n", i.Requirement, yes(i.Met), strings.ReplaceAll(i.Evidence, "|", "/"), strings.ReplaceAll(i.Remedy, "|", "/"))
 	}
 	p("\n## Pre-flight checklist\n\n")
 	if f.Checklist == nil {
@@ -226,9 +328,9 @@ func renderMarkdown(w io.Writer, f *Facts) error {
 	if len(f.Approvals) == 0 {
 		p("None.\n")
 	} else {
-		p("| approver | role | signed | key fingerprint |\n|---|---|---|---|\n")
+		p("| approver | role | signed | key fingerprint | what was signed |\n|---|---|---|---|---|\n")
 		for _, a := range f.Approvals {
-			p("| %s | %s | %s | `%s` |\n", a.Signer, a.Role, a.SignedAt.UTC().Format(time.RFC3339), a.Fingerprint)
+			p("| %s | %s | %s | `%s` | %s |\n", a.Signer, a.Role, a.SignedAt.UTC().Format(time.RFC3339), a.Fingerprint, a.Signed())
 		}
 	}
 	p("\n%s\n\n## Protected columns\n\n| table | column | class | phase | encrypted | pending | search |\n|---|---|---|---|---|---|---|\n", f.ApprovalNote)
@@ -239,7 +341,19 @@ func renderMarkdown(w io.Writer, f *Facts) error {
 		p("\n## Backups\n\n| verified backup within the pinned maximum age | required | encryption | evidence |\n|---|---|---|---|\n")
 		p("| %s | %s | %s | %s |\n", yes(b.OK), yes(b.Required), orDash(b.Format), strings.ReplaceAll(b.Evidence, "|", "/"))
 	}
-	p("\n## Audit trail\n\n%d records; head #%d `%s`; chain %s.\n", f.Audit.Records, f.Audit.HeadSeq, f.Audit.Head, map[bool]string{true: "verified", false: "NOT valid"}[f.Audit.Valid])
+	if len(f.Alerts) > 0 {
+		p("\n## Alerts during the runs\n\n| when | command | threshold | table | measured | limit |\n|---|---|---|---|---|---|\n")
+		for _, a := range f.Alerts {
+			p("| %s | %s | %s | %s | %s %s | %s %s |\n", a.At.UTC().Format(time.RFC3339), a.Command, a.Threshold, a.Table, a.Measured, a.Unit, a.Limit, a.Unit)
+		}
+	}
+	if len(f.Migrations) > 0 {
+		p("\n## Migrations included\n\n| migration | name | status | applied | by |\n|---|---|---|---|---|\n")
+		for _, m := range f.Migrations {
+			p("| %s | %s | %s | %s | %s |\n", m.ID, m.Name, m.Status, timeOr(m.AppliedAt, "-"), m.AppliedBy)
+		}
+	}
+	p("\n## Audit trail\n\n%d records; head #%d `%s`; chain %s; %s.\n", f.Audit.Records, f.Audit.HeadSeq, f.Audit.Head, map[bool]string{true: "verified", false: "NOT valid"}[f.Audit.Valid], f.Audit.Covers())
 	p("\n---\nSign-off: ______________________ (compliance officer)   date: __________\n")
 	return nil
 }

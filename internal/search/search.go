@@ -45,6 +45,9 @@ type Searcher struct {
 	// them (an application's). Key and plaintext texts depend on them.
 	Settings map[string]string
 	indexers engine.Indexers
+	// snapshot, when set, is an exported snapshot every Find reads in (the
+	// accuracy oracle compares with a plaintext answer read in it).
+	snapshot string
 }
 
 // New loads the blind index sizing and keys of the plan.
@@ -64,6 +67,21 @@ func (s *Searcher) Indexer(table, column string) *blindindex.Column {
 
 // Find returns the rows of table whose column matches q.
 func (s *Searcher) Find(ctx context.Context, table, column string, q blindindex.Query) (*Result, error) {
+	return s.find(ctx, s.Pool, false, table, column, q)
+}
+
+// FindIn is Find inside tx, a transaction of the caller (which may have set
+// a role with SET LOCAL ROLE: the candidate query runs with its privileges).
+func (s *Searcher) FindIn(ctx context.Context, tx pgx.Tx, table, column string, q blindindex.Query) (*Result, error) {
+	return s.find(ctx, tx, true, table, column, q)
+}
+
+// batcher sends a batch: a pool or a transaction.
+type batcher interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, column string, q blindindex.Query) (*Result, error) {
 	t, c, err := s.target(table, column)
 	if err != nil {
 		return nil, err
@@ -85,7 +103,15 @@ func (s *Searcher) Find(ctx context.Context, table, column string, q blindindex.
 	// with enable_seqscan off in its own transaction. The four statements go
 	// in one batch: one round trip, as a plaintext lookup has.
 	batch := &pgx.Batch{}
-	batch.Queue("BEGIN READ ONLY")
+	switch {
+	case inTx:
+		// the caller's transaction: its snapshot and role
+	case s.snapshot != "":
+		batch.Queue("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+		batch.Queue("SET TRANSACTION SNAPSHOT '" + s.snapshot + "'")
+	default:
+		batch.Queue("BEGIN READ ONLY")
+	}
 	batch.Queue("SET LOCAL enable_seqscan = off")
 	for _, name := range slices.Sorted(maps.Keys(s.Settings)) {
 		batch.Queue("SELECT pg_catalog.set_config($1, $2, true)", name, s.Settings[name])
@@ -130,8 +156,12 @@ func (s *Searcher) Find(ctx context.Context, table, column string, q blindindex.
 		}
 		return nil
 	})
-	batch.Queue("COMMIT")
-	err = s.Pool.SendBatch(ctx, batch).Close()
+	if inTx {
+		batch.Queue("SET LOCAL enable_seqscan TO DEFAULT")
+	} else {
+		batch.Queue("COMMIT")
+	}
+	err = conn.SendBatch(ctx, batch).Close()
 	if err == nil {
 		err = scanErr
 	}

@@ -25,7 +25,7 @@ var PublicFunctions = []string{"pgphi.flag(text)", "pgphi.audit_refusal(text)", 
 
 // FactTables record facts that gate or evidence decisions: no role but the
 // schema's owner (through its definer functions) may write them.
-var FactTables = []string{"audit_log", "audit_checkpoints", "approvals", "verifications", "checks", "flags", "pins", "key_usage", "backups"}
+var FactTables = []string{"audit_log", "audit_checkpoints", "approvals", "verifications", "checks", "flags", "pins", "serve_clients", "key_usage", "backups"}
 
 // Querier runs a query returning one row.
 type Querier interface {

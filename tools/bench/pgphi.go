@@ -54,7 +54,12 @@ const (
 	searchNone    = ""        // the seven columns encrypted, no search kinds
 	searchDefault = "default" // the issue's default indexes: exact, prefix, phonetic on names; phone; date
 	searchDemo    = "demo"    // cli.DemoConfig: the default plus contains on last_name and exact on email
+	searchUnique  = "unique"  // as searchNone, with email unique and under a UNIQUE constraint (a digest column)
 )
+
+// uniqueDDL makes the copy's email unique and constrains it, before apply.
+const uniqueDDL = `UPDATE public.patient SET email = uid || '@bench.example';
+ALTER TABLE public.patient ADD CONSTRAINT patient_email_key UNIQUE (email); VACUUM ANALYZE public.patient`
 
 // benchConfig is the patient section of the configuration of a search mode.
 func benchConfig(mode string) string {
@@ -74,7 +79,7 @@ func benchConfig(mode string) string {
 	var b strings.Builder
 	b.WriteString("version: 1\nenvironment: test\ntables:\n  patient:\n    primary_key: uid\n    columns:\n")
 	for _, c := range phiColumns {
-		if k := kinds[c]; mode != searchNone && k != "" {
+		if k := kinds[c]; mode != searchNone && mode != searchUnique && k != "" {
 			fmt.Fprintf(&b, "      %s: { class: pii, search: %s }\n", c, k)
 		} else {
 			fmt.Fprintf(&b, "      %s: { class: pii }\n", c)
@@ -209,6 +214,14 @@ func (e *env) apply(ctx context.Context, res *results, name, template, mode stri
 		conn, err := e.connect(ctx, db)
 		if err != nil {
 			return err
+		}
+		if mode == searchUnique {
+			for _, st := range strings.Split(uniqueDDL, ";") {
+				if _, err := conn.Exec(ctx, st); err != nil {
+					conn.Close(context.Background())
+					return err
+				}
+			}
 		}
 		err = conn.QueryRow(ctx, "SELECT count(*) FROM public.patient").Scan(&a.rows)
 		conn.Close(context.Background())

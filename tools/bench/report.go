@@ -200,6 +200,9 @@ func (r *results) markdown(o options) string {
 			"spacing) and its phone search compares numbers, not strings.\n\n")
 	}
 
+	// serve.
+	r.serveTable(&b)
+
 	// Goals.
 	b.WriteString("#### Goals\n\n| goal | measured | holds |\n|---|---|---|\n")
 	for _, g := range r.goals() {
@@ -213,6 +216,53 @@ func (r *results) markdown(o options) string {
 		}
 		b.WriteString("\n")
 	}
+	return b.String()
+}
+
+// serveTable writes the serve comparison, when it ran.
+func (r *results) serveTable(b *strings.Builder) {
+	if sv := r.serve; sv != nil {
+		b.WriteString("#### `pgphi serve` against the Go API\n\n")
+		fmt.Fprintf(b, "One `pgphi serve` on loopback (plain HTTP, `--rate 0`), %d clients in parallel, requests of %d values of `last_name` "+
+			"(ciphertext and exact, prefix, contains and phonetic terms); the Go API (`SealAll`, `DecryptAll`) in the same process as the clients. "+
+			"Decrypt writes one audit record per request, committed. One-value seal: %d sequential requests.\n\n", sv.clients, sv.batch, len(sv.srvOne))
+		b.WriteString("| measure | Go API | serve | serve ÷ API |\n|---|---:|---:|---:|\n")
+		fmt.Fprintf(b, "| encrypt with terms, values/s | %s | %s | %s |\n", fmtRate(sv.apiEnc), fmtRate(sv.srvEnc), ratio(sv.srvEnc, sv.apiEnc))
+		fmt.Fprintf(b, "| decrypt, batches of %d, values/s | %s | %s | %s |\n", sv.batch, fmtRate(sv.apiDec), fmtRate(sv.srvDec), ratio(sv.srvDec, sv.apiDec))
+		fmt.Fprintf(b, "| one-value encrypt p50 | %s | %s | |\n", fmtDur(percentile(sv.apiOne, 50)), fmtDur(percentile(sv.srvOne, 50)))
+		fmt.Fprintf(b, "| one-value encrypt p99 | %s | %s | |\n\n", fmtDur(percentile(sv.apiOne, 99)), fmtDur(percentile(sv.srvOne, 99)))
+	}
+}
+
+// serveGoals are the goals of serve, when it ran.
+func (r *results) serveGoals() []goal {
+	sv := r.serve
+	if sv == nil {
+		return nil
+	}
+	p50 := percentile(sv.srvOne, 50)
+	return []goal{
+		{what: "serve: ≥ 20,000 values/s encrypted with terms", measured: fmt.Sprintf("%s values/s (Go API %s)", fmtRate(sv.srvEnc), fmtRate(sv.apiEnc)), holds: yesNo(sv.srvEnc >= 20000)},
+		{what: fmt.Sprintf("serve: ≥ 50,000 values/s decrypted in batches of %d", sv.batch), measured: fmt.Sprintf("%s values/s (Go API %s)", fmtRate(sv.srvDec), fmtRate(sv.apiDec)), holds: yesNo(sv.srvDec >= 50000)},
+		{what: "serve: one-value encrypt p50 ≤ 1 ms", measured: fmt.Sprintf("%s (p99 %s)", fmtDur(p50), fmtDur(percentile(sv.srvOne, 99))), holds: yesNo(p50 <= time.Millisecond)},
+	}
+}
+
+// serveMarkdown is the section `-only serve -write` records: the machine,
+// the serve table and its goals.
+func (r *results) serveMarkdown(o options) string {
+	var b strings.Builder
+	m := r.machine
+	fmt.Fprintf(&b, "### `pgphi serve`, %s patient rows (%s)\n\n", thousands(int64(r.patients)), m.Date.Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&b, "- Command: `%s`\n", o.commandLine)
+	fmt.Fprintf(&b, "- Machine: %d CPUs (`nproc`), %s, %s, %s; load average at start %s, at end %s (other work shares the CPUs)\n\n",
+		m.CPUs, m.CPUModel, m.Memory, m.GoVersion, m.LoadStart, m.LoadEnd)
+	r.serveTable(&b)
+	b.WriteString("| goal | measured | holds |\n|---|---|---|\n")
+	for _, g := range r.serveGoals() {
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", g.what, g.measured, g.holds)
+	}
+	b.WriteString("\n")
 	return b.String()
 }
 
@@ -249,6 +299,7 @@ func (r *results) goals() []goal {
 				"%s vs %s: %s faster", fmtDur(p50), fmtDur(pl50), ratio(float64(pl50), float64(p50)))
 		}
 	}
+	gs = append(gs, r.serveGoals()...)
 	if r.small != nil && r.small.err == nil && r.indexed != nil && r.indexed.err == nil {
 		big, small := r.indexed.maxRSS, r.small.maxRSS
 		add("peak memory does not grow with the table (max RSS at N within 1.25 × max RSS at N/4)", float64(big) <= 1.25*float64(small), big > 0 && small > 0,

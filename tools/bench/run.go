@@ -36,6 +36,7 @@ type results struct {
 	backup         *backupRun
 
 	searches []searchResult
+	serve    *serveResult
 	notes    []string
 }
 
@@ -106,10 +107,26 @@ func run(ctx context.Context, o options) (*results, error) {
 	}
 	if o.only != "" {
 		// A development loop: baseline A and one apply, summarized on stderr.
-		mode := map[string]string{"plain": searchNone, "search": searchDefault, "demo": searchDemo, "backup": searchDemo}[o.only]
+		mode := map[string]string{"plain": searchNone, "search": searchDefault, "demo": searchDemo, "unique": searchUnique, "serve": searchDemo, "backup": searchDemo}[o.only]
 		a := e.apply(ctx, res, "pgphi apply ("+o.only+")", "bench_template", mode)
 		if a.err != nil {
 			return nil, a.err
+		}
+		if o.only == "serve" {
+			sv, err := e.serveBench(ctx, res, a)
+			if err != nil {
+				return nil, fmt.Errorf("serve benchmark: %w", err)
+			}
+			if o.write {
+				// The serve figures alone, in a section of their own.
+				res.serve = sv
+				res.machine.LoadEnd = machine.Loadavg()
+				md := res.serveMarkdown(o)
+				if err := writeSection(o.out, "serve", md); err != nil {
+					return nil, err
+				}
+				logf("serve results recorded in %s", o.out)
+			}
 		}
 		logf("baseline A %.0f rows/s; %s %.0f rows/s = %.2fx A; max RSS %d MiB", res.a.rate(), a.name, a.rate(), a.rate()/res.a.rate(), a.maxRSS/1024)
 		if o.only == "backup" {
@@ -168,6 +185,9 @@ func run(ctx context.Context, o options) (*results, error) {
 			res.note("search benchmark failed: %v", err)
 		}
 		res.backup = e.backupBench(ctx, res, res.demo)
+		if res.serve, err = e.serveBench(ctx, res, res.demo); err != nil {
+			res.note("serve benchmark failed: %v", err)
+		}
 		if o.cleanup {
 			res.cleanup = e.cleanupRun(ctx, res, res.demo)
 		}
