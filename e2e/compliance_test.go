@@ -356,6 +356,7 @@ func TestRefusals(t *testing.T) {
 		complExpect(t, f.run("apply"), 4, "the executor (database role postgres) cannot be the only approver")
 		complAssertRefused(t, f, "apply", "approval")
 		complExpect(t, f.run("approve", plan, "--command", "apply", "--key", keys["bob"]), 0)
+		kbRecordVerifiedBackup(f)
 		complExpect(t, f.run("apply"), 0, "applied "+plan)
 	})
 
