@@ -24,6 +24,7 @@ type Column struct {
 	opt   Options
 	subs  []SubKind
 	fams  map[SubKind]*family
+	zero  map[byte]bool // tags of sub-kinds with 0 bits
 }
 
 // family is the keyed, truncated encoder of one sub-kind.
@@ -36,7 +37,8 @@ type family struct {
 // NewColumn prepares the terms of a column searchable by kinds.
 //
 // keys[s] is the 32-byte HMAC-SHA256 key of sub-kind s and bits[s] its
-// truncation in bits (1..56), for every s in SubKinds(kinds, o). Callers
+// truncation in bits (0..56; 0: the term is the tag alone), for every s
+// in SubKinds(kinds, o). Callers
 // derive a distinct key per table, column and sub-kind (HKDF); NewColumn
 // refuses two sub-kinds sharing one key. Entries for other sub-kinds are
 // ignored. Zero PrefixMin, PrefixMax and TokenSize in o take their defaults.
@@ -49,7 +51,7 @@ func NewColumn(kinds []Kind, o Options, keys map[SubKind][]byte, bits map[SubKin
 	if len(kinds) == 0 {
 		return nil, errors.New("blindindex: no search kinds")
 	}
-	c := &Column{kinds: map[Kind]bool{}, opt: o, fams: map[SubKind]*family{}}
+	c := &Column{kinds: map[Kind]bool{}, opt: o, fams: map[SubKind]*family{}, zero: map[byte]bool{}}
 	for _, k := range kinds {
 		if !slices.Contains(kindOrder, k) {
 			return nil, fmt.Errorf("blindindex: unknown search kind `%s`", string(k))
@@ -77,8 +79,11 @@ func NewColumn(kinds []Kind, o Options, keys map[SubKind][]byte, bits map[SubKin
 		if !ok {
 			return nil, fmt.Errorf("blindindex: no truncation for sub-kind %s", s)
 		}
-		if b < 1 || b > MaxBits {
-			return nil, fmt.Errorf("blindindex: truncation of sub-kind %s is %d bits, want 1..%d", s, b, MaxBits)
+		if b < 0 || b > MaxBits {
+			return nil, fmt.Errorf("blindindex: truncation of sub-kind %s is %d bits, want 0..%d", s, b, MaxBits)
+		}
+		if b == 0 {
+			c.zero[Tag(s)] = true
 		}
 		k := slices.Clone(key)
 		c.fams[s] = &family{tag: Tag(s), bits: b, pool: sync.Pool{New: func() any { return hmac.New(sha256.New, k) }}}
@@ -141,62 +146,23 @@ func (c *Column) termString(s SubKind, msg string) int64 { return c.fams[s].term
 // one: a query needs at least one term of its kind.
 func (c *Column) Terms(dst []int64, value string) []int64 {
 	start := len(dst)
-	var n, folded string
-	if c.kinds[Exact] || c.kinds[Prefix] || c.kinds[Contains] {
-		n = Normalize(value, c.opt.FoldAccents)
-		if c.kinds[Exact] && n != "" {
-			dst = append(dst, c.termString(SubExact, n))
-		}
-		if c.kinds[Prefix] {
-			for l := c.opt.PrefixMin; l <= c.opt.PrefixMax; l++ {
-				p, ok := firstRunes(n, l)
-				if !ok {
-					break
-				}
-				dst = append(dst, c.termString(PrefixSubKind(l), p))
-			}
-		}
-		if c.kinds[Contains] {
-			for _, g := range ngrams(n, c.opt.TokenSize) {
-				dst = append(dst, c.termString(SubContains, g))
-			}
-		}
-	}
-	if c.kinds[Phonetic] {
-		if c.opt.FoldAccents && (c.kinds[Exact] || c.kinds[Prefix] || c.kinds[Contains]) {
-			folded = n
-		} else {
-			folded = Normalize(value, true)
-		}
-		for _, w := range valueWords(folded) {
-			for _, k := range wordKeys(w) {
-				dst = append(dst, c.termString(SubPhonetic, k))
-			}
-		}
-	}
-	if c.kinds[Phone] {
-		if p, ok := parsePhone(value, c.opt.PhoneRegion); ok {
-			dst = append(dst, c.termString(SubPhoneE164, p.number))
-			if p.last4 != "" {
-				dst = append(dst, c.termString(SubPhoneLast4, p.last4))
-			}
-			if p.area != "" {
-				dst = append(dst, c.termString(SubPhoneArea, p.area))
-			}
-		}
-	}
-	if c.kinds[Date] {
-		if d, ok := parseStoredDate(value); ok {
-			dst = append(dst,
-				c.termString(SubDate, d.dayText()),
-				c.termString(SubYear, d.yearText()),
-				c.termString(SubYearMonth, d.monthText()))
-		}
-	}
+	c.messages(value, func(s SubKind, msg string) { dst = append(dst, c.termString(s, msg)) })
 	tail := dst[start:]
 	slices.Sort(tail)
 	tail = slices.Compact(tail)
 	return dst[:start+len(tail)]
+}
+
+// messages calls fn with every (sub-kind, message) of a value, the messages
+// that Terms hashes (docs/SEARCH.md section 3), possibly repeated. Sizing
+// and leakage measurement count these before truncation.
+func (c *Column) messages(value string, fn func(SubKind, string)) {
+	v := &valueText{raw: value}
+	for _, k := range kindOrder {
+		if c.kinds[k] {
+			registry[k].messages(c, v, fn)
+		}
+	}
 }
 
 // firstRunes returns the first n runes of s, and whether s has that many.

@@ -231,8 +231,8 @@ func TestNewColumnErrors(t *testing.T) {
 			_, err := NewColumn([]Kind{Exact}, Defaults(), k, bits)
 			return err
 		},
-		"bits 0": func() error {
-			_, err := NewColumn([]Kind{Exact}, Defaults(), keys, map[SubKind]int{SubExact: 0})
+		"bits -1": func() error {
+			_, err := NewColumn([]Kind{Exact}, Defaults(), keys, map[SubKind]int{SubExact: -1})
 			return err
 		},
 		"bits 57": func() error {

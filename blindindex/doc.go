@@ -1,11 +1,11 @@
 // Package blindindex owns pgphi's blind index terms: the normalization of
 // values, the term kinds of each search kind, their keyed and truncated
-// encoding, query terms with exact match predicates, and the truncation
-// planner.
+// encoding, query terms with exact match predicates, the truncation
+// planner and the leakage measurement.
 //
 // A protected column stores, next to its randomized ciphertext, a bigint[]
 // of terms. A term is a 64-bit integer: an 8-bit tag naming its sub-kind
-// (Tag) and the first bits (1..56) of HMAC-SHA256 under a key of its own
+// (Tag) and the first bits (0..56) of HMAC-SHA256 under a key of its own
 // over a normalized token. Callers derive one key per table, column and
 // sub-kind: HKDF with purpose "blind-index" and contexts table, column,
 // sub-kind (docs/FORMAT.md section 1.4). Terms are
@@ -22,6 +22,13 @@
 //	phonetic  phonetic                        phonetic keys of each word (package phonetic)
 //	phone     phone/e164, phone/last4, phone/area
 //	date      date/day, date/year, date/month  (age ranges are computed at query time)
+//
+// Each search kind is one file behind one interface (kind.go: its
+// sub-kinds, the messages of a value, its queries, how a Measurer costs
+// them and its rank in the joint budget): kind_exact.go, kind_prefix.go,
+// kind_contains.go, kind_phonetic.go, kind_phone.go, kind_date.go. Sizing
+// (sizing.go, distinct.go) chooses bits from distinct values under a budget
+// per sub-kind and per column; leakage.go measures what the terms leak.
 //
 // docs/SEARCH.md specifies the terms byte for byte and the leakage of each
 // kind; testdata/search-vectors.json holds vectors generated from this

@@ -155,24 +155,8 @@ func SubKinds(kinds []Kind, o Options) []SubKind {
 	}
 	var out []SubKind
 	for _, k := range kindOrder {
-		if !has[k] {
-			continue
-		}
-		switch k {
-		case Exact:
-			out = append(out, SubExact)
-		case Prefix:
-			for n := o.PrefixMin; n <= o.PrefixMax; n++ {
-				out = append(out, PrefixSubKind(n))
-			}
-		case Contains:
-			out = append(out, SubContains)
-		case Phonetic:
-			out = append(out, SubPhonetic)
-		case Phone:
-			out = append(out, SubPhoneE164, SubPhoneLast4, SubPhoneArea)
-		case Date:
-			out = append(out, SubDate, SubYear, SubYearMonth)
+		if has[k] {
+			out = append(out, registry[k].subKinds(o)...)
 		}
 	}
 	return out

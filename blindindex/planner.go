@@ -53,12 +53,8 @@ func Bits(rows int64, termsPerRow float64) int {
 // avgRunes - TokenSize + 1 (at least 1) for contains; for phonetic, the
 // number of words (one per 6 runes, at least 1) times 2 keys per word.
 func TermsPerRow(s SubKind, avgRunes float64, o Options) float64 {
-	o = o.withDefaults()
-	switch s {
-	case SubContains:
-		return max(1, avgRunes-float64(o.TokenSize)+1)
-	case SubPhonetic:
-		return 2 * max(1, math.Round(avgRunes/6))
+	if k := ownerOf(s); k != nil {
+		return k.termsPerRow(s, avgRunes, o.withDefaults())
 	}
 	return 1
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 )
 
@@ -71,12 +70,6 @@ func (p *Plan) Candidate(terms []int64) bool {
 	return true
 }
 
-var queryNeeds = map[QueryKind]Kind{
-	QExact: Exact, QPrefix: Prefix, QContains: Contains, QPhonetic: Phonetic,
-	QPhone: Phone, QLast4: Phone, QAreaCode: Phone,
-	QDate: Date, QYear: Date, QYearMonth: Date, QAgeBetween: Date,
-}
-
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidQuery}, args...)...)
 }
@@ -97,162 +90,25 @@ func (c *Column) Query(q Query) (*Plan, error) {
 	if !c.kinds[need] {
 		return nil, fmt.Errorf("%w: %s search needs search kind %s", ErrNotConfigured, q.Kind, need)
 	}
-	switch q.Kind {
-	case QExact:
-		n := Normalize(q.Value, c.opt.FoldAccents)
-		if n == "" {
-			return nil, invalid("exact query is empty after normalization")
-		}
-		return c.plan(func(pt string) bool { return Normalize(pt, c.opt.FoldAccents) == n },
-			[]int64{c.termString(SubExact, n)}), nil
-
-	case QPrefix:
-		n := Normalize(q.Value, c.opt.FoldAccents)
-		l := min(len([]rune(n)), c.opt.PrefixMax)
-		if l < c.opt.PrefixMin {
-			return nil, invalid("prefix query needs at least %d characters after normalization", c.opt.PrefixMin)
-		}
-		p, _ := firstRunes(n, l)
-		return c.plan(func(pt string) bool { return strings.HasPrefix(Normalize(pt, c.opt.FoldAccents), n) },
-			[]int64{c.termString(PrefixSubKind(l), p)}), nil
-
-	case QContains:
-		n := Normalize(q.Value, c.opt.FoldAccents)
-		grams := ngrams(n, c.opt.TokenSize)
-		if len(grams) == 0 {
-			return nil, invalid("contains query needs at least %d characters after normalization", c.opt.TokenSize)
-		}
-		groups := make([][]int64, len(grams))
-		for i, g := range grams {
-			groups[i] = []int64{c.termString(SubContains, g)}
-		}
-		return c.plan(func(pt string) bool { return strings.Contains(Normalize(pt, c.opt.FoldAccents), n) }, groups...), nil
-
-	case QPhonetic:
-		words := queryWords(q.Value)
-		if len(words) == 0 {
-			return nil, invalid("phonetic search needs Latin letters")
-		}
-		keys := make([][]string, len(words))
-		groups := make([][]int64, len(words))
-		for i, w := range words {
-			keys[i] = wordKeys(w)
-			if len(keys[i]) == 0 {
-				return nil, invalid("phonetic search needs Latin letters (a query word has no phonetic key)")
-			}
-			for _, k := range keys[i] {
-				groups[i] = append(groups[i], c.termString(SubPhonetic, k))
-			}
-		}
-		return c.plan(func(pt string) bool {
-			set := valueKeySet(pt)
-			for _, ks := range keys {
-				if !slices.ContainsFunc(ks, func(k string) bool { return set[k] }) {
-					return false
-				}
-			}
-			return true
-		}, groups...), nil
-
-	case QPhone:
-		p, ok := parsePhone(q.Value, c.opt.PhoneRegion)
-		if !ok {
-			return nil, invalid("phone query needs a phone number with at least 4 digits")
-		}
-		return c.plan(func(pt string) bool {
-			v, ok := parsePhone(pt, c.opt.PhoneRegion)
-			return ok && v.number == p.number
-		}, []int64{c.termString(SubPhoneE164, p.number)}), nil
-
-	case QLast4:
-		l4, ok := parseLast4(q.Value)
-		if !ok {
-			return nil, invalid("last4 query needs exactly 4 digits")
-		}
-		return c.plan(func(pt string) bool {
-			v, ok := parsePhone(pt, c.opt.PhoneRegion)
-			return ok && v.last4 == l4
-		}, []int64{c.termString(SubPhoneLast4, l4)}), nil
-
-	case QAreaCode:
-		areas, ok := parseAreaQuery(q.Value, c.opt.PhoneRegion)
-		if !ok {
-			return nil, invalid("area-code query needs \"+<country code> <area code>\", or an area code of the default region")
-		}
-		g := make([]int64, len(areas))
-		for i, a := range areas {
-			g[i] = c.termString(SubPhoneArea, a)
-		}
-		return c.plan(func(pt string) bool {
-			v, ok := parsePhone(pt, c.opt.PhoneRegion)
-			return ok && v.area != "" && slices.Contains(areas, v.area)
-		}, g), nil
-
-	case QDate:
-		d, ok := parseISODate(strings.TrimSpace(q.Value))
-		if !ok {
-			return nil, invalid("date query needs a date YYYY-MM-DD")
-		}
-		return c.plan(func(pt string) bool {
-			v, ok := parseStoredDate(pt)
-			return ok && v == d
-		}, []int64{c.termString(SubDate, d.dayText())}), nil
-
-	case QYear:
-		y, ok := parseYear(strings.TrimSpace(q.Value))
-		if !ok {
-			return nil, invalid("year query needs a year YYYY")
-		}
-		return c.plan(func(pt string) bool {
-			v, ok := parseStoredDate(pt)
-			return ok && v.y == y
-		}, []int64{c.termString(SubYear, civil{y: y}.yearText())}), nil
-
-	case QYearMonth:
-		y, m, ok := parseYearMonth(strings.TrimSpace(q.Value))
-		if !ok {
-			return nil, invalid("year-month query needs YYYY-MM")
-		}
-		return c.plan(func(pt string) bool {
-			v, ok := parseStoredDate(pt)
-			return ok && v.y == y && v.m == m
-		}, []int64{c.termString(SubYearMonth, civil{y: y, m: m}.monthText())}), nil
-
-	case QAgeBetween:
-		if q.MinAge < 0 || q.MaxAge < q.MinAge || q.MaxAge > MaxAge {
-			return nil, invalid("age bounds need 0 <= min <= max <= %d", MaxAge)
-		}
-		today := q.Today
-		if today.IsZero() {
-			today = time.Now().UTC()
-		}
-		t := fromTime(today)
-		if t.y < 1 || t.y > 9999 {
-			return nil, invalid("today is outside years 1..9999")
-		}
-		var g []int64
-		if lo, hi, empty := ageInterval(t, q.MinAge, q.MaxAge); !empty {
-			for _, dt := range coverInterval(lo, hi) {
-				g = append(g, c.termString(dt.sub, dt.msg))
-			}
-		}
-		minAge, maxAge := q.MinAge, q.MaxAge
-		return c.plan(func(pt string) bool {
-			b, ok := parseStoredDate(pt)
-			if !ok {
-				return false
-			}
-			a := age(b, t)
-			return a >= minAge && a <= maxAge
-		}, g), nil
-	}
-	return nil, invalid("unknown query kind %q", string(q.Kind))
+	return registry[need].query(c, q)
 }
 
 // plan builds a Plan with each group sorted and deduplicated and repeated
-// groups removed.
+// groups removed. A group of one term of a sub-kind with 0 bits (the tag
+// alone, which every value with a message of that sub-kind has) is left out
+// when other groups remain: it filters almost nothing, and its posting list
+// is the whole table.
 func (c *Column) plan(match func(string) bool, groups ...[]int64) *Plan {
 	p := &Plan{Match: match}
+	var kept [][]int64
+	for _, g := range groups {
+		if !(len(g) == 1 && c.zero[byte(g[0]>>56)]) {
+			kept = append(kept, g)
+		}
+	}
+	if len(kept) > 0 {
+		groups = kept
+	}
 	for _, g := range groups {
 		g = append([]int64{}, g...) // never nil: pgx would send NULL
 		slices.Sort(g)

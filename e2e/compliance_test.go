@@ -1227,7 +1227,7 @@ func TestCheck(t *testing.T) {
 	r := f.run("check", "--json")
 	complExpect(t, r, 0)
 	cl := decode(r)
-	wantIDs := []string{"tls", "audit", "role", "keys", "key-usage", "backup", "approvals", "validation", "server-logs", "pgaudit", "disk", "triggers", "dependencies", "owner-code"}
+	wantIDs := []string{"tls", "audit", "role", "keys", "key-usage", "backup", "approvals", "validation", "server-logs", "pgaudit", "disk", "triggers", "dependencies", "owner-code", "leakage"}
 	wantEvidence := map[string]string{
 		"tls":         "plaintext TCP (no TLS), loopback",
 		"audit":       "records",
@@ -1254,6 +1254,12 @@ func TestCheck(t *testing.T) {
 			// A recommendation outside production; the table has no owner code.
 			if c.Required || !c.Passed {
 				t.Errorf("check item %s: required %v passed %v (%s); want a passed recommendation", c.ID, c.Required, c.Passed, c.Evidence)
+			}
+		case "leakage":
+			// Outside production a recommendation; 40 distinct last names
+			// sized by distinct values keep two per term.
+			if c.Required || !c.Passed || !strings.Contains(c.Evidence, "public.patient.last_name") {
+				t.Errorf("check item %s: required %v passed %v (%s); want a passed recommendation naming last_name", c.ID, c.Required, c.Passed, c.Evidence)
 			}
 		case "validation", "pgaudit", "backup":
 			if c.Required || c.Passed {

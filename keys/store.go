@@ -27,7 +27,7 @@ type DB interface {
 var ErrKEKKind = errors.New("keys: wrong kind of KEK")
 
 // ErrNotInitialized is returned when the database holds no keys yet.
-var ErrNotInitialized = errors.New("keys: no keys in this database: run `pgphi keys init` first")
+var ErrNotInitialized = errors.New("keys: no keys in this database (they are created once, by keys init)")
 
 // Info describes a data key without its material.
 type Info struct {

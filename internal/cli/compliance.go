@@ -475,6 +475,7 @@ func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
 	add(report.Dependencies(s.Plan.CheckBlockers(), s.Plan.Dependencies))
 	ownerFindings, ownerErr := engine.OwnerCodeReport(ctx, s.Pool, s.Plan)
 	add(report.OwnerCode(ownerFindings, ownerErr, s.Cfg.IsProduction()))
+	add(leakageCheck(ctx, s))
 	return cl
 }
 

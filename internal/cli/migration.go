@@ -27,6 +27,9 @@ func (a *app) planCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			return a.guarded(ctx, guardSpec{Command: "plan", Conns: 2}, "", func(ctx context.Context, s *session, out *outcome) error {
+				if err := engine.SizeColumns(ctx, s.Pool, nil, s.Plan, s.Cfg.IsProduction()); err != nil {
+					return err
+				}
 				specs, err := engine.IndexSpecs(ctx, s.Pool, s.Plan)
 				if err != nil {
 					return err
@@ -243,6 +246,17 @@ func (a *app) verifyCommand() *cobra.Command {
 				start := mark.Started
 				res, err := engine.VerifyObserved(ctx, s.Pool, r.Keys, s.Plan, 0, r.Metrics)
 				if errors.Is(err, engine.ErrNotExpanded) {
+					// After a rollback nothing is left to compare: say so
+					// and pass, as before apply it fails.
+					if at, ok, rbErr := engine.RolledBack(ctx, s.Pool, s.Plan); rbErr == nil && ok {
+						out.Details["rolled_back"] = at.UTC().Format(time.RFC3339)
+						if asJSON {
+							return json.NewEncoder(a.stdout).Encode(map[string]any{"plan_id": s.Plan.ID, "ok": true, "rolled_back_at": at.UTC()})
+						}
+						fmt.Fprintf(a.stdout, "plan %s was rolled back at %s: the plaintext is the only copy, no ciphertext is left to verify\n",
+							s.Plan.ID, at.UTC().Format(time.RFC3339))
+						return nil
+					}
 					return withCode(ExitFailed, err)
 				}
 				if err != nil {

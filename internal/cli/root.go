@@ -163,6 +163,11 @@ func Main(args []string, stdout, stderr io.Writer) (code int) {
 	if err != nil {
 		code = ExitCode(err)
 		msg := redact.Error(err).Error()
+		if ops := engine.NextSteps(err); len(ops) > 0 {
+			msg += " (run " + engine.FormatOps(ops, func(op engine.Op) string { return "`pgphi " + string(op) + "`" }) + ")"
+		} else if errors.Is(err, keys.ErrNotInitialized) {
+			msg += " (run `pgphi keys init`)"
+		}
 		if a.jsonLog != nil {
 			a.jsonLog.Error(msg, "exit_code", code)
 			return code
@@ -207,7 +212,7 @@ Exit codes: 0 success, 1 operation failed, 2 usage or configuration error,
 		return withCode(ExitUsage, fmt.Errorf("usage: %w", err))
 	})
 	root.AddCommand(a.initCommand(), a.keysCommand(), a.planCommand(), a.applyCommand(),
-		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.approveCommand(), a.pinsCommand(), a.rolesCommand(), a.auditCommand(), a.checkCommand(), a.reportCommand(), a.demoCommand(), a.serveCommand(), a.backupCommand())
+		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.leakageCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.approveCommand(), a.pinsCommand(), a.rolesCommand(), a.auditCommand(), a.checkCommand(), a.reportCommand(), a.demoCommand(), a.serveCommand(), a.backupCommand())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}

@@ -12,7 +12,8 @@ import (
 
 // proposedPins are the pins cfg proposes: environment, approval policy
 // (default: production needs a dba and a healthcare_admin), signers, role
-// names, allow_superuser and the audit public key.
+// names, allow_superuser, the audit public key and the columns whose
+// search_options accept leakage below the budget.
 func proposedPins(cfg *config.Config) (policy.Pins, error) {
 	p := policy.Pins{Environment: cfg.Environment, AllowSuperuser: cfg.SuperuserAllowed(), AuditPublicKey: cfg.Audit.PublicKey,
 		BackupRecipients: cfg.Backup.AgeRecipients}
@@ -38,6 +39,16 @@ func proposedPins(cfg *config.Config) (policy.Pins, error) {
 			return policy.Pins{}, usage(err)
 		}
 		p.Signers = policy.PinSigners(signers)
+	}
+	for _, t := range cfg.Tables {
+		for _, c := range t.Columns {
+			if why := c.SearchOptions.AcceptLeakage; why != "" {
+				if p.AcceptLeakage == nil {
+					p.AcceptLeakage = map[string]string{}
+				}
+				p.AcceptLeakage[t.QualifiedName()+"."+c.Name] = why
+			}
+		}
 	}
 	if _, _, err := p.Encode(); err != nil {
 		return fail(err)

@@ -170,6 +170,10 @@ type SearchOptions struct {
 	FoldAccents *bool          // fold accents (é -> e) before indexing, default true
 	PhoneRegion string         // region for numbers without a country code, default US
 	Bits        map[string]int // truncation per sub-kind, overriding the planner (e.g. exact: 20)
+	// AcceptLeakage proposes, with a reason, that this column may stay
+	// below 2 distinct values per term or term array. It is a proposal:
+	// only the pinned acceptance (policy.Pins.AcceptLeakage) counts.
+	AcceptLeakage string
 }
 
 // Validate holds pre-migration validation rules of one column.
@@ -299,6 +303,7 @@ func (c *Config) EffectiveSearch(col Column) SearchOptions {
 		o.PhoneRegion = s.PhoneRegion
 	}
 	o.Bits = s.Bits
+	o.AcceptLeakage = s.AcceptLeakage
 	return o
 }
 

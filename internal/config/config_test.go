@@ -55,6 +55,8 @@ func TestErrorsNameFileLineAndFix(t *testing.T) {
 		{"environment Production", "version: 1\nenvironment: Production\ntables:\n  p:\n    columns: {a: {class: pii}}\n", `unknown environment "Production" (did you mean "production"?)`, 2},
 		{"environment stagign", "version: 1\nenvironment: stagign\ntables:\n  p:\n    columns: {a: {class: pii}}\n", `(did you mean "staging"?)`, 2},
 		{"environment live", "version: 1\nenvironment: live\ntables:\n  p:\n    columns: {a: {class: pii}}\n", `unknown environment "live"`, 2},
+		{"accept_leakage without reason", "version: 1\ntables:\n  p:\n    columns:\n      a: { class: pii, search: [exact], search_options: { accept_leakage: \"  \" } }\n", "accept_leakage needs a reason", 5},
+		{"accept_leakage config-wide", "version: 1\nsearch: { accept_leakage: fast }\ntables:\n  p:\n    columns: {a: {class: pii}}\n", `unknown key "accept_leakage"`, 2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -596,7 +596,7 @@ func (p *parser) tls(n *yaml.Node, t *TLS) error {
 func (p *parser) searchOptions(n *yaml.Node, where string, o *SearchOptions, column bool) error {
 	allowed := []string{"prefix_min", "prefix_max", "token_size", "fold_accents", "phone_region"}
 	if column {
-		allowed = append(allowed, "bits")
+		allowed = append(allowed, "bits", "accept_leakage")
 	}
 	err := p.mapping(n, where, allowed, func(key string, k, v *yaml.Node) error {
 		var err error
@@ -618,6 +618,11 @@ func (p *parser) searchOptions(n *yaml.Node, where string, o *SearchOptions, col
 			o.PhoneRegion, err = p.str(v, key)
 			if err == nil && !regionRe.MatchString(o.PhoneRegion) {
 				err = p.errorf(v, "use a two-letter region code such as US, GB, KE", "invalid phone_region %q", o.PhoneRegion)
+			}
+		case "accept_leakage":
+			o.AcceptLeakage, err = p.str(v, key)
+			if err == nil && (strings.TrimSpace(o.AcceptLeakage) == "" || len(o.AcceptLeakage) > 500) {
+				err = p.errorf(v, "give the reason the column may leak more, in at most 500 characters", "accept_leakage needs a reason")
 			}
 		case "bits":
 			o.Bits = map[string]int{}

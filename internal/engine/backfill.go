@@ -28,7 +28,7 @@ type RowError struct {
 }
 
 func (e *RowError) Error() string {
-	return fmt.Sprintf("cannot encrypt %s.%s at key (%s)=(%s): %s; nothing was stored for this row, fix the value and run `pgphi apply` again",
+	return fmt.Sprintf("cannot encrypt %s.%s at key (%s)=(%s): %s; nothing was stored for this row; fix the value, and apply again resumes here",
 		e.Table, e.Column, strings.Join(e.KeyColumns, ", "), strings.Join(e.Key, ", "), e.Reason)
 }
 

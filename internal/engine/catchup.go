@@ -48,7 +48,7 @@ func (s catchUpStep) Run(ctx context.Context, r *Runner) error {
 	}
 	r.remaining.Add(marked)
 	if marked > 0 {
-		r.logf("    %s: %d rows changed by the application during the last pass stay marked; the next `pgphi apply` encrypts them", t.QualifiedName(), marked)
+		r.logf("    %s: %d rows changed by the application during the last pass stay marked; the next apply encrypts them", t.QualifiedName(), marked)
 	}
 	return nil
 }

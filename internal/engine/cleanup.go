@@ -90,13 +90,13 @@ func WriteCounter(ctx context.Context, r *Runner) (float64, error) {
 func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions) error {
 	r.defaults()
 	if confirm != r.Plan.ID {
-		return refusef("--confirm `%s` is not the current plan %s (run `pgphi plan`)", confirm, r.Plan.ID)
+		return withNextStep(refusef("--confirm `%s` is not the current plan %s", confirm, r.Plan.ID), OpPlan)
 	}
 	pending := false
 	var verifiedFrom uint64
 	for _, t := range r.Plan.Tables {
 		if t.Restoring() {
-			return refusef("a rollback of %s is under way: run `pgphi rollback` to finish it first", t.QualifiedName())
+			return withNextStep(refusef("a rollback of %s is under way: it must finish first", t.QualifiedName()), OpRollback)
 		}
 		if !t.Cleaned() {
 			pending = true
@@ -184,16 +184,16 @@ func (r *Runner) checkCleanupAllowed(ctx context.Context) (verifiedFrom uint64, 
 	// verified under the lock below; a value that does not verify, or a
 	// trigger that may have let writes through unmarked, refuses now.
 	if len(res.Triggers) > 0 {
-		return 0, refusef("pgphi's triggers are not in place (%s): writes may have gone unmarked; run `pgphi apply` to restore them, then `pgphi verify`",
-			res.Triggers[0])
+		return 0, withNextStep(refusef("pgphi's triggers are not in place (%s): writes may have gone unmarked; an apply restores them",
+			res.Triggers[0]), OpApply, OpVerify)
 	}
 	if res.Mismatches > 0 {
 		first := ""
 		if len(res.Examples) > 0 {
 			first = "; first: " + res.Examples[0].String()
 		}
-		return 0, refusef("verification before cleanup failed: %d values do not verify%s; run `pgphi apply`, then cleanup again",
-			res.Mismatches, first)
+		return 0, withNextStep(refusef("verification before cleanup failed: %d values do not verify%s; an apply encrypts them again",
+			res.Mismatches, first), OpApply, OpCleanup)
 	}
 	r.logf("    verified %d values in %d rows", res.Values, res.Rows)
 	return mark.SnapshotXmin, nil
@@ -216,7 +216,7 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 			return err
 		}
 		if len(problems) > 0 {
-			return refusef("pgphi's triggers are not in place (%s): run `pgphi apply` to restore them", problems[0])
+			return withNextStep(refusef("pgphi's triggers are not in place (%s): an apply restores them", problems[0]), OpApply)
 		}
 		for {
 			n, _, err := r.encryptBatch(ctx, tx, t, t.catchUpQuery(), []any{r.BatchSize})
@@ -303,7 +303,7 @@ func (r *Runner) reverifyUnderLock(ctx context.Context, tx pgx.Tx, t *Target, ve
 	// age(xmin) counts back from this transaction's id and saturates for
 	// frozen rows; a verification this far back is too old to compare with.
 	if span < 0 || span > 1<<30 {
-		return refusef("the last verification is %d transactions old: run `pgphi verify` again", span)
+		return withNextStep(refusef("the last verification is %d transactions old", span), OpVerify)
 	}
 	// Read as the table's owner where the connected role may: row-level
 	// security would make the read fail for anyone else.
@@ -341,8 +341,8 @@ func (r *Runner) reverifyUnderLock(ctx context.Context, tx pgx.Tx, t *Target, ve
 		if len(res.Examples) > 0 {
 			first = "; first: " + res.Examples[0].String()
 		}
-		return refusef("%s has %d rows without a current ciphertext and %d values that do not verify%s; run `pgphi apply`, then `pgphi verify`",
-			t.QualifiedName(), res.Pending, res.Mismatches, first)
+		return withNextStep(refusef("%s has %d rows without a current ciphertext and %d values that do not verify%s",
+			t.QualifiedName(), res.Pending, res.Mismatches, first), OpApply, OpVerify)
 	}
 	return nil
 }

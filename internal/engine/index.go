@@ -33,14 +33,27 @@ type IndexSpec struct {
 	Rows          int64  // rows the planner sized it for
 	Stored        bool
 	Overridden    bool // bits set in the config
+	// Sizing says how Bits was chosen (SizedByRows, SizedByDistinct,
+	// SizedByConfig); for SizedByDistinct, Values is the distinct messages
+	// of the family, ColumnValues the column's distinct values and
+	// ValuesPerArray the expected distinct values sharing one term array.
+	Sizing         string
+	Values         int64
+	ColumnValues   int64
+	ValuesPerArray float64
 	// Options are the column's term options recorded with the family
 	// (pgphi.blind_indexes.options); nil when not stored, or stored by a
 	// version before 0013 and not yet filled in.
 	Options *blindindex.StoredOptions
 }
 
-// ExpectedCoincidences is how many unrelated values are expected to share one term.
+// ExpectedCoincidences is how many distinct values are expected to share
+// one term: measured distinct values / 2^bits when sized from the data, else
+// the rows planner's estimate.
 func (s IndexSpec) ExpectedCoincidences(termsPerRow float64) float64 {
+	if s.Sizing == SizedByDistinct {
+		return math.Ldexp(float64(s.Values), -s.Bits)
+	}
 	return blindindex.ExpectedCoincidences(s.Rows, termsPerRow, s.Bits)
 }
 
@@ -72,14 +85,15 @@ func termsPerRow(sub blindindex.SubKind, avgRunes float64, o blindindex.Options)
 func IndexSpecs(ctx context.Context, q Querier, p *Plan) ([]IndexSpec, error) {
 	stored := map[string]IndexSpec{}
 	if q != nil {
-		rows, err := q.Query(ctx, `SELECT table_name, column_name, sub_kind, bits, key_id, rows_planned, options::text FROM pgphi.blind_indexes`)
+		rows, err := q.Query(ctx, `SELECT table_name, column_name, sub_kind, bits, key_id, rows_planned, options::text,
+			sizing, COALESCE(distinct_values, 0), COALESCE(column_values, 0), COALESCE(values_per_array, 0) FROM pgphi.blind_indexes`)
 		if err == nil {
 			for rows.Next() {
 				var s IndexSpec
 				var sub string
 				var kid int32
 				var opts *string
-				if err := rows.Scan(&s.Table, &s.Column, &sub, &s.Bits, &kid, &s.Rows, &opts); err != nil {
+				if err := rows.Scan(&s.Table, &s.Column, &sub, &s.Bits, &kid, &s.Rows, &opts, &s.Sizing, &s.Values, &s.ColumnValues, &s.ValuesPerArray); err != nil {
 					rows.Close()
 					return nil, err
 				}
@@ -108,11 +122,20 @@ func IndexSpecs(ctx context.Context, q Querier, p *Plan) ([]IndexSpec, error) {
 					out = append(out, s)
 					continue
 				}
-				s := IndexSpec{Table: t.QualifiedName(), Column: c.Name, SubKind: sub, Rows: max(t.EstimatedRows, 1)}
+				s := IndexSpec{Table: t.QualifiedName(), Column: c.Name, SubKind: sub, Rows: max(t.EstimatedRows, 1), Sizing: SizedByRows}
+				z, measured := p.sizing[indexerKey(t.QualifiedName(), c.Name)]
 				if b, ok := c.BitsOverride[string(sub)]; ok {
-					s.Bits, s.Overridden = b, true
+					s.Bits, s.Overridden, s.Sizing = b, true, SizedByConfig
 				} else {
 					s.Bits = blindindex.Bits(s.Rows, termsPerRow(sub, 8, c.SearchOptions))
+					for _, f := range z.Families {
+						if measured && f.SubKind == sub {
+							s.Bits, s.Values, s.Sizing, s.Rows = f.Bits, f.Values, SizedByDistinct, max(z.Rows, 1)
+						}
+					}
+				}
+				if measured {
+					s.ColumnValues, s.ValuesPerArray = z.Values, z.ValuesPerSet
 				}
 				out = append(out, s)
 			}
@@ -166,10 +189,21 @@ func LoadIndexers(ctx context.Context, q Querier, ring *keys.Keyring, p *Plan) (
 	if err != nil {
 		return nil, err
 	}
+	for _, s := range specs {
+		if !s.Stored {
+			return nil, withNextStep(fmt.Errorf("blind index %s.%s (%s) is not set up yet", s.Table, s.Column, s.SubKind), OpApply)
+		}
+	}
+	return buildIndexers(specs, ring, p)
+}
+
+// buildIndexers derives the term computers of specs; a family not stored
+// yet uses the active data key (as its first apply would).
+func buildIndexers(specs []IndexSpec, ring *keys.Keyring, p *Plan) (Indexers, error) {
 	byCol := map[string][]IndexSpec{}
 	for _, s := range specs {
 		if !s.Stored {
-			return nil, fmt.Errorf("blind index %s.%s (%s) is not set up yet: run `pgphi apply`", s.Table, s.Column, s.SubKind)
+			s.KeyID = ring.ActiveKeyID()
 		}
 		byCol[indexerKey(s.Table, s.Column)] = append(byCol[indexerKey(s.Table, s.Column)], s)
 	}
@@ -238,10 +272,15 @@ func recordedOptions(t *Target, c *TargetColumn, specs []IndexSpec) (blindindex.
 type indexPlanStep struct{}
 
 func (indexPlanStep) Describe() string {
-	return "size blind indexes: fix each term family's truncation (planner: 2 <= expected coincidences <= sqrt(rows)) and key"
+	return "size blind indexes: count distinct values per term family in one pass, fix each family's truncation (>= 2 distinct values per term and per term array) and key"
 }
 
 func (indexPlanStep) Run(ctx context.Context, r *Runner) error {
+	// Columns indexed for the first time are sized from their values now;
+	// the sizing is then fixed with the bits.
+	if err := SizeColumns(ctx, r.Pool, r.Keys, r.Plan, r.Config != nil && r.Config.IsProduction()); err != nil {
+		return err
+	}
 	specs, err := IndexSpecs(ctx, r.Pool, r.Plan)
 	if err != nil {
 		return err
@@ -279,8 +318,15 @@ func (indexPlanStep) Run(ctx context.Context, r *Runner) error {
 			}
 			continue
 		}
-		if _, err := r.Pool.Exec(ctx, `INSERT INTO pgphi.blind_indexes (table_name, column_name, sub_kind, bits, key_id, rows_planned, options, format_version)
-			VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) ON CONFLICT DO NOTHING`, s.Table, s.Column, string(s.SubKind), s.Bits, r.Keys.ActiveKeyID(), s.Rows, o, blindindex.FormatVersion); err != nil {
+		var values, colValues *int64
+		var perArray *float64
+		if s.Sizing == SizedByDistinct {
+			values, colValues, perArray = &s.Values, &s.ColumnValues, &s.ValuesPerArray
+		}
+		if _, err := r.Pool.Exec(ctx, `INSERT INTO pgphi.blind_indexes (table_name, column_name, sub_kind, bits, key_id, rows_planned, options, format_version,
+				sizing, distinct_values, column_values, values_per_array)
+			VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING`, s.Table, s.Column, string(s.SubKind), s.Bits, r.Keys.ActiveKeyID(), s.Rows, o, blindindex.FormatVersion,
+			s.Sizing, values, colValues, perArray); err != nil {
 			return fmt.Errorf("recording blind index sizing: %w", err)
 		}
 	}
@@ -314,8 +360,12 @@ func (t *Target) SearchIndexName(c *TargetColumn) string { return t.searchIndex(
 func (p *Plan) IndexReport() []map[string]any {
 	var out []map[string]any
 	for _, s := range p.indexSpecs {
-		out = append(out, map[string]any{"table": s.Table, "column": s.Column, "terms": s.SubKind, "bits": s.Bits,
-			"expected_coincidences": math.Round(s.coincidences*10) / 10, "rows": s.Rows, "fixed": s.Stored})
+		m := map[string]any{"table": s.Table, "column": s.Column, "terms": s.SubKind, "bits": s.Bits,
+			"expected_coincidences": math.Round(s.coincidences*10) / 10, "rows": s.Rows, "fixed": s.Stored, "sizing": s.Sizing}
+		if s.Sizing == SizedByDistinct {
+			m["distinct_values"], m["column_values"], m["values_per_array"] = s.Values, s.ColumnValues, math.Round(s.ValuesPerArray*100)/100
+		}
+		out = append(out, m)
 	}
 	return out
 }

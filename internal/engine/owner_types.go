@@ -25,7 +25,7 @@ import (
 func originalType(ctx context.Context, tx pgx.Tx, t *Target, c *TargetColumn) (string, error) {
 	stored := c.Type
 	fail := func(why string) error {
-		return fmt.Errorf("%w: rollback of %s.%s: the original type recorded in pgphi.protected_columns %s; correct original_type to the column's type as format_type() spells it, and run `pgphi rollback` again",
+		return fmt.Errorf("%w: rollback of %s.%s: the original type recorded in pgphi.protected_columns %s; correct original_type to the column's type as format_type() spells it, and roll back again",
 			ErrRefused, t.QualifiedName(), c.Name, why)
 	}
 	if stored == "" || len(stored) > 200 || strings.ContainsAny(stored, ";\x00\n\r") || strings.Contains(stored, "--") || strings.Contains(stored, "/*") {

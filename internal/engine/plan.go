@@ -38,6 +38,10 @@ type Plan struct {
 
 	indexSpecs []plannedIndex // filled by AttachIndexSpecs, for Print
 
+	// sizing is the measured sizing of columns not sized yet (SizeColumns),
+	// by indexerKey; not part of the spec, so not of the plan id.
+	sizing map[string]blindindex.Sizing
+
 	// Dependencies are the objects that depend on protected columns
 	// (DiscoverDependencies); not part of the spec, so not of the plan id.
 	Dependencies     []catalog.Dependency
@@ -260,14 +264,18 @@ func (p *Plan) Print(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	if len(p.indexSpecs) > 0 {
-		fmt.Fprintln(w, "blind indexes (leakage: values sharing a term are linkable; truncation adds unrelated values to every term):")
-		fmt.Fprintf(w, "  %-40s %-14s %5s %12s  %s\n", "COLUMN", "TERMS", "BITS", "COINCIDENCES", "SIZED FOR")
+		fmt.Fprintln(w, "blind indexes (leakage: values sharing a term are linkable; truncation puts several distinct values on every term):")
+		fmt.Fprintf(w, "  %-40s %-14s %5s %12s  %s\n", "COLUMN", "TERMS", "BITS", "VALUES/TERM", "SIZED FOR")
 		for _, s := range p.indexSpecs {
-			how := fmt.Sprintf("%d rows (planner)", s.Rows)
-			if s.Stored {
-				how = fmt.Sprintf("%d rows (fixed at first apply)", s.Rows)
-			} else if s.Overridden {
+			how := fmt.Sprintf("%d rows (row planner)", s.Rows)
+			switch {
+			case s.Overridden || s.Sizing == SizedByConfig:
 				how = "config override"
+			case s.Sizing == SizedByDistinct:
+				how = fmt.Sprintf("%d distinct of %d rows; column: %d distinct values, %.2f per term array", s.Values, s.Rows, s.ColumnValues, s.ValuesPerArray)
+			}
+			if s.Stored {
+				how += " (fixed at first apply)"
 			}
 			fmt.Fprintf(w, "  %-40s %-14s %5d %12.1f  %s\n", s.Table+"."+s.Column, s.SubKind, s.Bits, s.coincidences, how)
 		}

@@ -76,7 +76,7 @@ func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 			if n, err := r.ciphertextOnlyRows(ctx, tx, t); err != nil {
 				return err
 			} else if n > 0 {
-				return fmt.Errorf("rollback of %s: %d rows were written only as ciphertext meanwhile; nothing was dropped, run `pgphi rollback` again", t.QualifiedName(), n)
+				return withNextStep(fmt.Errorf("rollback of %s: %d rows were written only as ciphertext meanwhile; nothing was dropped, and a rollback again restores them", t.QualifiedName(), n), OpRollback)
 			}
 		}
 		var drops []string
@@ -210,7 +210,7 @@ func (r *Runner) restorePlaintext(ctx context.Context, t *Target) error {
 		return err
 	}
 	if missing > 0 {
-		return fmt.Errorf("rollback of %s: %d rows still lack their plaintext; ciphertexts are kept, run `pgphi rollback` again", t.QualifiedName(), missing)
+		return withNextStep(fmt.Errorf("rollback of %s: %d rows still lack their plaintext; ciphertexts are kept", t.QualifiedName(), missing), OpRollback)
 	}
 	return nil
 }

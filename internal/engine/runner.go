@@ -201,7 +201,7 @@ func (r *Runner) Apply(ctx context.Context) error {
 	r.remaining.Store(0)
 	for _, t := range r.Plan.Tables {
 		if t.Restoring() {
-			return fmt.Errorf("%w: a rollback of %s is under way: run `pgphi rollback` to finish it first", ErrRefused, t.QualifiedName())
+			return withNextStep(fmt.Errorf("%w: a rollback of %s is under way: it must finish first", ErrRefused, t.QualifiedName()), OpRollback)
 		}
 	}
 	if !r.Plan.dependenciesRead {

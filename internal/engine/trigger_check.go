@@ -169,7 +169,7 @@ func (t *Target) triggerProblems(ctx context.Context, q catalog.Querier) ([]Trig
 			add(fn, "does not pin search_path = pg_catalog, pg_temp")
 		}
 		if src != t.markFunctionBody() {
-			add(fn, "body differs from this pgphi's (changed, or made by an older pgphi: run `pgphi apply`)")
+			add(fn, "body differs from this pgphi's (changed, or made by an older pgphi: an apply replaces it)")
 		}
 	}
 
@@ -279,7 +279,7 @@ func (t *Target) triggerProblems(ctx context.Context, q catalog.Querier) ([]Trig
 			return nil, wrap(err)
 		}
 		if comment == nil || !strings.HasPrefix(*comment, definitionsMarker) || strings.TrimPrefix(*comment, definitionsMarker) != h {
-			add(fn, "the triggers' or envelope checks' definitions differ from those expand recorded (changed, or made by an older pgphi: run `pgphi apply`)")
+			add(fn, "the triggers' or envelope checks' definitions differ from those expand recorded (changed, or made by an older pgphi: an apply replaces them)")
 		}
 	}
 	return out, nil
@@ -291,7 +291,7 @@ func TriggersError(problems []TriggerProblem) error {
 	for i, p := range problems {
 		parts[i] = p.String()
 	}
-	return fmt.Errorf("%w: %s; run `pgphi apply` to put them back, and find out who changed them", ErrTriggers, strings.Join(parts, "; "))
+	return withNextStep(fmt.Errorf("%w: %s; an apply puts them back: find out who changed them", ErrTriggers, strings.Join(parts, "; ")), OpApply)
 }
 
 // missingNotNullChecks lists the columns of t recorded NOT NULL before expand

@@ -304,7 +304,7 @@ func (t *Target) uniqueNotReady(ctx context.Context, q catalog.Querier) (string,
 	names := catalog.UniqColumns(rules)
 	for i, u := range rules {
 		if names[i] != "" && !slices.ContainsFunc(t.Uniques, func(x UniqueColumn) bool { return x.Object == u.Object }) {
-			return fmt.Sprintf("%s %s is not carried to a digest column yet (run `pgphi apply`)", u.Kind, u.Object), nil
+			return fmt.Sprintf("%s %s is not carried to a digest column yet (an apply carries it)", u.Kind, u.Object), nil
 		}
 	}
 	for _, u := range t.Uniques {
@@ -315,7 +315,7 @@ func (t *Target) uniqueNotReady(ctx context.Context, q catalog.Querier) (string,
 			return "", err
 		}
 		if !valid {
-			return fmt.Sprintf("the unique index %s on %s, which enforces %s %s, is missing or invalid (run `pgphi apply`)", u.Index, u.Column, u.Kind, u.Object), nil
+			return fmt.Sprintf("the unique index %s on %s, which enforces %s %s, is missing or invalid (an apply builds it)", u.Index, u.Column, u.Kind, u.Object), nil
 		}
 	}
 	return "", nil

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -71,7 +72,7 @@ const (
 )
 
 // ErrNotExpanded is returned by Verify and Status when apply has not added the ciphertext columns yet.
-var ErrNotExpanded = errors.New("the ciphertext columns do not exist yet: run `pgphi apply` first")
+var ErrNotExpanded = errors.New("the ciphertext columns do not exist yet (no apply has run)")
 
 // Verify decrypts every ciphertext of every planned column and compares it with
 // the plaintext still present. It reads in key order without locking.
@@ -135,7 +136,7 @@ func checkExpanded(ctx context.Context, pool *pgxpool.Pool, t *Target) error {
 		return err
 	}
 	if n != len(want) {
-		return fmt.Errorf("%s: %w", t.QualifiedName(), ErrNotExpanded)
+		return withNextStep(fmt.Errorf("%s: %w", t.QualifiedName(), ErrNotExpanded), OpApply)
 	}
 	return nil
 }
@@ -465,4 +466,33 @@ func (verifyStep) Run(ctx context.Context, r *Runner) error {
 		return &VerifyError{Result: res}
 	}
 	return nil
+}
+
+// RolledBack reports whether plan was rolled back: no column pgphi adds
+// exists on any of its tables, and the audit trail's last successful apply,
+// cleanup or rollback of the plan is a rollback (before any apply there is
+// none). Then the plaintext is the only copy and there is nothing to
+// verify; before apply there is nothing either, but that is not a pass.
+func RolledBack(ctx context.Context, pool *pgxpool.Pool, p *Plan) (at time.Time, ok bool, err error) {
+	for _, t := range p.Tables {
+		var n int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass AND attname = ANY($2) AND NOT attisdropped",
+			t.Ident(), t.addedColumns()).Scan(&n); err != nil {
+			return at, false, err
+		}
+		if n != 0 {
+			return at, false, nil
+		}
+	}
+	var command string
+	err = pool.QueryRow(ctx, `SELECT record->>'command', recorded_at FROM pgphi.audit_log
+		WHERE record->>'plan_id' = $1 AND record->>'event' = 'success' AND record->>'command' IN ('apply', 'cleanup', 'rollback')
+		ORDER BY seq DESC LIMIT 1`, p.ID).Scan(&command, &at)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return at, false, nil
+	}
+	if err != nil {
+		return at, false, fmt.Errorf("reading the audit trail: %w", err)
+	}
+	return at, command == "rollback", nil
 }

@@ -41,6 +41,11 @@ type Pins struct {
 	// checkpoints are verified with ("" when none), and its fingerprint.
 	AuditPublicKey      string `json:"audit_public_key"`
 	AuditKeyFingerprint string `json:"audit_key_fingerprint"`
+	// AcceptLeakage maps "schema.table.column" to the reason that column's
+	// blind index may stay below 2 distinct values per term or term array
+	// (search_options.accept_leakage proposes it). Omitted when empty, so
+	// the ids of pins without it are unchanged.
+	AcceptLeakage map[string]string `json:"accept_leakage,omitempty"`
 	// BackupMaxAge is how recent a verified backup production requires, as
 	// a Go duration ("" means the default, 24h, and is how 24h is stored:
 	// pins written before this field keep their id).
@@ -61,6 +66,9 @@ func (p Pins) MaxBackupAge() time.Duration {
 	}
 	return DefaultBackupMaxAge
 }
+
+// MaxLeakageReason is the longest accept_leakage reason.
+const MaxLeakageReason = 500
 
 // PinnedSigner is one approver as pinned: the signers file's line.
 type PinnedSigner struct {
@@ -185,6 +193,15 @@ func (p Pins) Normalize() (Pins, error) {
 		}
 	}
 	slices.Sort(n.BackupRecipients)
+	for col, why := range p.AcceptLeakage {
+		if strings.TrimSpace(col) == "" || strings.TrimSpace(why) == "" || len(why) > MaxLeakageReason {
+			return Pins{}, fmt.Errorf("policy: pins: accept_leakage of %q needs a column and a reason of at most %d characters", col, MaxLeakageReason)
+		}
+		if n.AcceptLeakage == nil {
+			n.AcceptLeakage = map[string]string{}
+		}
+		n.AcceptLeakage[col] = why
+	}
 	if p.AuditPublicKey != "" {
 		pub, err := ParseAuthorizedKey(p.AuditPublicKey)
 		if err != nil {
@@ -344,6 +361,18 @@ func Diff(pinned, proposed Pins) []string {
 	if a.AllowSuperuser != b.AllowSuperuser {
 		d = append(d, fmt.Sprintf("access.allow_superuser: pinned %v, the configuration says %v", a.AllowSuperuser, b.AllowSuperuser))
 	}
+	for _, col := range leakageColumns(a.AcceptLeakage, b.AcceptLeakage) {
+		pa, inA := a.AcceptLeakage[col]
+		pb, inB := b.AcceptLeakage[col]
+		switch {
+		case !inA:
+			d = append(d, fmt.Sprintf("accept_leakage of %s: not pinned, the configuration proposes it", col))
+		case !inB:
+			d = append(d, fmt.Sprintf("accept_leakage of %s: pinned, the configuration no longer proposes it", col))
+		case pa != pb:
+			d = append(d, fmt.Sprintf("accept_leakage of %s: the configuration gives another reason than the pinned one", col))
+		}
+	}
 	if a.AuditKeyFingerprint != b.AuditKeyFingerprint {
 		d = append(d, fmt.Sprintf("audit.public_key: pinned %s, the configuration says %s", orNone(a.AuditKeyFingerprint), orNone(b.AuditKeyFingerprint)))
 	}
@@ -355,6 +384,21 @@ func Diff(pinned, proposed Pins) []string {
 			orNone(strings.Join(a.BackupRecipients, " ")), orNone(strings.Join(b.BackupRecipients, " "))))
 	}
 	return d
+}
+
+// leakageColumns lists the columns of either map, sorted.
+func leakageColumns(a, b map[string]string) []string {
+	var out []string
+	for c := range a {
+		out = append(out, c)
+	}
+	for c := range b {
+		if _, ok := a[c]; !ok {
+			out = append(out, c)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func orNone(s string) string {
@@ -470,6 +514,9 @@ func (p Pins) Describe() []string {
 		out = append(out, fmt.Sprintf("role %s: group %s", r, n.Roles[r]))
 	}
 	out = append(out, fmt.Sprintf("allow_superuser: %v", n.AllowSuperuser), "audit public key: "+orNone(n.AuditKeyFingerprint))
+	for _, col := range leakageColumns(n.AcceptLeakage, nil) {
+		out = append(out, fmt.Sprintf("accept_leakage %s: %s", col, n.AcceptLeakage[col]))
+	}
 	if len(n.Signers) == 0 {
 		out = append(out, "signers: none")
 	}

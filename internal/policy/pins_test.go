@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -152,5 +153,56 @@ func TestPinsAttacks(t *testing.T) {
 	}
 	if _, err := LoadPins(ctx, ha); err == nil || !strings.Contains(err.Error(), "does not match its document") {
 		t.Fatalf("edited pins: %v", err)
+	}
+}
+
+// The acceptance of search leakage is part of the pins: a proposal that
+// adds, drops or rewords it differs from the pinned policy; pins without it
+// keep their ids; a reason is required.
+func TestPinsAcceptLeakage(t *testing.T) {
+	base := DefaultPins()
+	body, id, err := base.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(body), "accept_leakage") {
+		t.Fatalf("pins without an acceptance mention it: %s", body)
+	}
+	empty := base
+	empty.AcceptLeakage = map[string]string{}
+	if empty.ID() != id {
+		t.Fatalf("an empty acceptance changed the pins id")
+	}
+	withIt := base
+	withIt.AcceptLeakage = map[string]string{"public.patient.last_name": "speed"}
+	if withIt.ID() == id {
+		t.Fatalf("an acceptance did not change the pins id")
+	}
+	for _, c := range []struct {
+		pinned, proposed Pins
+		says             string
+	}{
+		{base, withIt, "accept_leakage of public.patient.last_name: not pinned, the configuration proposes it"},
+		{withIt, base, "accept_leakage of public.patient.last_name: pinned, the configuration no longer proposes it"},
+		{withIt, Pins{Environment: base.Environment, Approvals: base.Approvals, Roles: base.Roles, AllowSuperuser: true,
+			AcceptLeakage: map[string]string{"public.patient.last_name": "other"}}, "gives another reason"},
+	} {
+		d := Diff(c.pinned, c.proposed)
+		if len(d) != 1 || !strings.Contains(d[0], c.says) {
+			t.Errorf("Diff = %q, want one difference saying %q", d, c.says)
+		}
+	}
+	if d := Diff(withIt, withIt); len(d) != 0 {
+		t.Errorf("equal pins differ: %q", d)
+	}
+	for _, why := range []string{"", "  ", strings.Repeat("x", MaxLeakageReason+1)} {
+		bad := base
+		bad.AcceptLeakage = map[string]string{"public.patient.last_name": why}
+		if _, _, err := bad.Encode(); err == nil {
+			t.Errorf("reason of %d characters accepted", len(why))
+		}
+	}
+	if got := withIt.Describe(); !slices.Contains(got, "accept_leakage public.patient.last_name: speed") {
+		t.Errorf("Describe does not show the acceptance: %q", got)
 	}
 }

@@ -92,6 +92,7 @@ var allowed = map[string][]Role{
 	"plan":        {DBA, HealthcareAdmin, AuditOfficer},
 	"status":      {DBA, HealthcareAdmin, AuditOfficer},
 	"check":       {DBA, HealthcareAdmin},
+	"leakage":     {DBA, HealthcareAdmin},
 	"flags":       {DBA, HealthcareAdmin, AuditOfficer},
 	"flags set":   {DBA},
 	"keys":        {DBA},

@@ -72,6 +72,10 @@ type accuracyCheck struct {
 	q    blindindex.Query
 	plan *blindindex.Plan
 	want []string
+	// sealedOnly are the rows whose value exists only as ciphertext
+	// (written by an application under require_encryption): the plaintext
+	// cannot answer for them, so the encrypted answer leaves them out too.
+	sealedOnly map[string]bool
 }
 
 func (s *Searcher) checkTable(ctx context.Context, t *engine.Target, k int) (Accuracy, error) {
@@ -185,10 +189,15 @@ func plaintextAnswers(ctx context.Context, tx pgx.Tx, t *engine.Target, cols []i
 		ch.want = nil
 	}
 	sel := t.KeyTexts()
-	pos := map[int]int{} // column index -> position in the select list
+	pos := map[int]int{} // column index -> position in the select list; the next is "sealed only"
 	for _, i := range cols {
 		pos[i] = len(sel)
-		sel = append(sel, pgx.Identifier{t.Columns[i].Name}.Sanitize()+"::pg_catalog.text")
+		c := &t.Columns[i]
+		sel = append(sel, pgx.Identifier{c.Name}.Sanitize()+"::pg_catalog.text",
+			fmt.Sprintf("(%s IS NULL AND %s IS NOT NULL)", pgx.Identifier{c.Name}.Sanitize(), pgx.Identifier{c.Encrypted}.Sanitize()))
+	}
+	for _, ch := range checks {
+		ch.sealedOnly = map[string]bool{}
 	}
 	rows, err := tx.Query(ctx, fmt.Sprintf("SELECT %s FROM %s", strings.Join(sel, ", "), t.Ident()))
 	if err != nil {
@@ -199,11 +208,7 @@ func plaintextAnswers(ctx context.Context, tx pgx.Tx, t *engine.Target, cols []i
 	for rows.Next() {
 		raw := rows.RawValues()
 		var key string
-		for _, ch := range checks {
-			pt := raw[pos[ch.col]]
-			if pt == nil || !ch.plan.Match(string(pt)) {
-				continue
-			}
+		keyOf := func() string {
 			if key == "" {
 				parts := make([]string, nk)
 				for i := range nk {
@@ -211,7 +216,18 @@ func plaintextAnswers(ctx context.Context, tx pgx.Tx, t *engine.Target, cols []i
 				}
 				key = strings.Join(parts, "\x00")
 			}
-			ch.want = append(ch.want, key)
+			return key
+		}
+		for _, ch := range checks {
+			pt, sealed := raw[pos[ch.col]], raw[pos[ch.col]+1]
+			if len(sealed) == 1 && (sealed[0] == 1 || sealed[0] == 't') {
+				ch.sealedOnly[keyOf()] = true
+				continue
+			}
+			if pt == nil || !ch.plan.Match(string(pt)) {
+				continue
+			}
+			ch.want = append(ch.want, keyOf())
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -229,7 +245,9 @@ func (s *Searcher) sameAnswer(ctx context.Context, t *engine.Target, ch *accurac
 	}
 	var got []string
 	for _, k := range res.Keys {
-		got = append(got, strings.Join(k, "\x00"))
+		if key := strings.Join(k, "\x00"); !ch.sealedOnly[key] {
+			got = append(got, key)
+		}
 	}
 	slices.Sort(got)
 	want := slices.Clone(ch.want)

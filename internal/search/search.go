@@ -102,6 +102,11 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 	// table's size (a sequential scan would read every ciphertext), so it runs
 	// with enable_seqscan off in its own transaction. The four statements go
 	// in one batch: one round trip, as a plaintext lookup has.
+	//
+	// plan_cache_mode = force_generic_plan: the candidate query's shape is
+	// fixed and only its terms change, so the prepared statement is planned
+	// once per connection instead of at every search (planning an array
+	// containment took longer than running it).
 	batch := &pgx.Batch{}
 	switch {
 	case inTx:
@@ -112,7 +117,7 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 	default:
 		batch.Queue("BEGIN READ ONLY")
 	}
-	batch.Queue("SET LOCAL enable_seqscan = off")
+	batch.Queue("SELECT pg_catalog.set_config('enable_seqscan', 'off', true), pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true)")
 	for _, name := range slices.Sorted(maps.Keys(s.Settings)) {
 		batch.Queue("SELECT pg_catalog.set_config($1, $2, true)", name, s.Settings[name])
 	}
@@ -174,6 +179,33 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 // ExplainCandidates returns PostgreSQL's plan of the candidate query, for
 // checking that every kind of search is index-backed.
 func (s *Searcher) ExplainCandidates(ctx context.Context, table, column string, q blindindex.Query) (string, error) {
+	return s.explain(ctx, table, column, q, "EXPLAIN ")
+}
+
+// ExplainAnalyzeCandidates runs the candidate query under EXPLAIN (ANALYZE,
+// BUFFERS) and returns the plan with its timings (the plan shows terms,
+// never values), for investigating search latency.
+func (s *Searcher) ExplainAnalyzeCandidates(ctx context.Context, table, column string, q blindindex.Query) (string, error) {
+	return s.explain(ctx, table, column, q, "EXPLAIN (ANALYZE, BUFFERS) ")
+}
+
+// CandidateQuery returns the candidate query of q and its arguments (terms,
+// never the value), for diagnostics and benchmarks; Find runs it with
+// enable_seqscan off in a read-only transaction.
+func (s *Searcher) CandidateQuery(table, column string, q blindindex.Query) (string, []any, error) {
+	t, c, err := s.target(table, column)
+	if err != nil {
+		return "", nil, err
+	}
+	plan, err := s.indexers.For(t.QualifiedName(), c.Name).Query(q)
+	if err != nil {
+		return "", nil, err
+	}
+	sql, args := candidateSQL(t, c, plan.Groups)
+	return sql, args, nil
+}
+
+func (s *Searcher) explain(ctx context.Context, table, column string, q blindindex.Query, explain string) (string, error) {
 	t, c, err := s.target(table, column)
 	if err != nil {
 		return "", err
@@ -188,7 +220,7 @@ func (s *Searcher) ExplainCandidates(ctx context.Context, table, column string, 
 		if _, err := tx.Exec(ctx, "SET LOCAL enable_seqscan = off"); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, "EXPLAIN "+sql, args...)
+		rows, err := tx.Query(ctx, explain+sql, args...)
 		if err != nil {
 			return err
 		}
@@ -233,12 +265,27 @@ func (s *Searcher) target(table, column string) (*engine.Target, *engine.TargetC
 func candidateSQL(t *engine.Target, c *engine.TargetColumn, groups [][]int64) (string, []any) {
 	var conds []string
 	var args []any
+	// Groups of one term are ANDed in one containment (@>), which GIN
+	// answers by intersecting posting lists, rarest first; groups of
+	// several terms (an OR) each need an overlap (&&).
+	var all []int64
 	for _, g := range groups {
+		if len(g) == 1 {
+			all = append(all, g[0])
+			continue
+		}
 		args = append(args, slices.Clone(g))
 		// OPERATOR(pg_catalog.&&): an overlap operator another role defined
 		// for bigint[] (in public, say) would be the better match by type;
 		// pgphi's session pins search_path, and this names the operator.
 		conds = append(conds, fmt.Sprintf("%s OPERATOR(pg_catalog.&&) $%d::pg_catalog.int8[]", pgx.Identifier{c.Index}.Sanitize(), len(args)))
+	}
+	if len(all) > 0 {
+		args = append(args, all)
+		conds = append(conds, fmt.Sprintf("%s OPERATOR(pg_catalog.@>) $%d::pg_catalog.int8[]", pgx.Identifier{c.Index}.Sanitize(), len(args)))
+	}
+	if len(conds) == 0 {
+		conds = append(conds, "false") // an empty group matches nothing
 	}
 	sel := t.KeyTexts()
 	var order []string

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/pgphi/pgphi/blindindex"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -55,11 +56,23 @@ const (
 	searchDefault = "default" // the issue's default indexes: exact, prefix, phonetic on names; phone; date
 	searchDemo    = "demo"    // cli.DemoConfig: the default plus contains on last_name and exact on email
 	searchUnique  = "unique"  // as searchNone, with email unique and under a UNIQUE constraint (a digest column)
+	searchRows    = "rows"    // demo kinds with the earlier row planner's bits, leakage accepted: the speed side of the trade
 )
 
 // uniqueDDL makes the copy's email unique and constrains it, before apply.
 const uniqueDDL = `UPDATE public.patient SET email = uid || '@bench.example';
 ALTER TABLE public.patient ADD CONSTRAINT patient_email_key UNIQUE (email); VACUUM ANALYZE public.patient`
+
+// rowsHint is the row count searchRows sizes for (set from -patients).
+var rowsHint = 1
+
+func parseKinds(list string) []blindindex.Kind {
+	var out []blindindex.Kind
+	for _, k := range strings.Split(strings.Trim(list, "[]"), ",") {
+		out = append(out, blindindex.Kind(strings.TrimSpace(k)))
+	}
+	return out
+}
 
 // benchConfig is the patient section of the configuration of a search mode.
 func benchConfig(mode string) string {
@@ -71,7 +84,7 @@ func benchConfig(mode string) string {
 		"phone_home":    "[phone]",
 		"date_of_birth": "[date]",
 	}
-	if mode == searchDemo {
+	if mode == searchDemo || mode == searchRows {
 		kinds["middle_name"] = "[exact]"
 		kinds["last_name"] = "[exact, prefix, contains, phonetic]"
 		kinds["email"] = "[exact]"
@@ -79,7 +92,15 @@ func benchConfig(mode string) string {
 	var b strings.Builder
 	b.WriteString("version: 1\nenvironment: test\ntables:\n  patient:\n    primary_key: uid\n    columns:\n")
 	for _, c := range phiColumns {
-		if k := kinds[c]; mode != searchNone && mode != searchUnique && k != "" {
+		if k := kinds[c]; mode == searchRows && k != "" {
+			// The sizing of the earlier row planner, as a column that
+			// trades privacy for speed would configure it.
+			var bits []string
+			for _, sub := range blindindex.SubKinds(parseKinds(k), blindindex.Defaults()) {
+				bits = append(bits, fmt.Sprintf("%s: %d", sub, blindindex.Bits(int64(rowsHint), blindindex.TermsPerRow(sub, 8, blindindex.Defaults()))))
+			}
+			fmt.Fprintf(&b, "      %s: { class: pii, search: %s, search_options: { bits: { %s }, accept_leakage: \"benchmark: row-planner sizing\" } }\n", c, k, strings.Join(bits, ", "))
+		} else if mode != searchNone && mode != searchUnique && k != "" {
 			fmt.Fprintf(&b, "      %s: { class: pii, search: %s }\n", c, k)
 		} else {
 			fmt.Fprintf(&b, "      %s: { class: pii }\n", c)
@@ -266,7 +287,7 @@ func (e *env) apply(ctx context.Context, res *results, name, template, mode stri
 	if a.err != nil {
 		res.note("%s failed: %v", name, a.err)
 	}
-	if mode != searchDemo && a.db != "" {
+	if mode != searchDemo && mode != searchRows && a.db != "" {
 		e.drop(ctx, a.db)
 	}
 	return a

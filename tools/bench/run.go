@@ -107,7 +107,8 @@ func run(ctx context.Context, o options) (*results, error) {
 	}
 	if o.only != "" {
 		// A development loop: baseline A and one apply, summarized on stderr.
-		mode := map[string]string{"plain": searchNone, "search": searchDefault, "demo": searchDemo, "unique": searchUnique, "serve": searchDemo, "backup": searchDemo}[o.only]
+		mode := map[string]string{"plain": searchNone, "search": searchDemo, "search-rows": searchRows, "demo": searchDemo, "unique": searchUnique, "serve": searchDemo, "backup": searchDemo}[o.only]
+		rowsHint = o.patients
 		a := e.apply(ctx, res, "pgphi apply ("+o.only+")", "bench_template", mode)
 		if a.err != nil {
 			return nil, a.err
@@ -139,6 +140,25 @@ func run(ctx context.Context, o options) (*results, error) {
 		logf("CPU per 1,000 rows: baseline A server %s; pgphi client %s + server %s", perK(res.a.server, res.a.rows), perK(a.cpu, a.rows), perK(a.server, a.rows))
 		for _, s := range a.steps {
 			logf("  %-50s %s", s.name, s.took.Round(time.Millisecond))
+		}
+		if o.only == "search" || o.only == "search-rows" {
+			// Search on the demo search kinds, as the full run does,
+			// candidates beside latencies, and the leakage measured on the
+			// same data.
+			ss, err := e.searchBench(ctx, res, a)
+			if err != nil {
+				return nil, err
+			}
+			for _, s := range ss {
+				q := float64(len(s.pgphi))
+				logf("  %-10s %-14s pgphi p50 %-9s plaintext p50 %-9s = %5.2fx | per query: %7.1f candidates, %7.1f matches (plaintext %.1f)",
+					s.kind, s.column, fmtDur(percentile(s.pgphi, 50)), fmtDur(percentile(s.plain, 50)),
+					float64(percentile(s.pgphi, 50))/float64(max(percentile(s.plain, 50), 1)),
+					float64(s.candidates)/q, float64(s.pgphiRows)/q, float64(s.plainRows)/q)
+			}
+			if err := e.leakageSummary(ctx, a); err != nil {
+				return nil, err
+			}
 		}
 		if os.Getenv("PGPHI_BENCH_STATEMENTS") != "" {
 			rows, err := e.admin.Query(ctx, `SELECT calls, round(total_exec_time)::bigint, left(regexp_replace(query, '\s+', ' ', 'g'), 110)

@@ -131,6 +131,95 @@ func (e *env) searchBench(ctx context.Context, res *results, from *applyRun) ([]
 			return nil, fmt.Errorf("%s: %w", q, err)
 		}
 	}
+	if os.Getenv("PGPHI_BENCH_EXPLAIN") != "" {
+		// Development aid: where an exact search spends its time, beside
+		// the B-tree lookup it is compared with.
+		for _, k := range searchKinds[:2] {
+			var v string
+			if err := pool.QueryRow(ctx, fmt.Sprintf("SELECT %s FROM public.patient WHERE %s IS NOT NULL ORDER BY uid LIMIT 1 OFFSET 77", k.column, k.column)).Scan(&v); err != nil {
+				return nil, err
+			}
+			for range 20 { // warm
+				_, _ = searcher.Find(ctx, "patient", k.column, blindindex.Query{Kind: k.kind, Value: v})
+			}
+			plan, err := searcher.ExplainAnalyzeCandidates(ctx, "patient", k.column, blindindex.Query{Kind: k.kind, Value: v})
+			if err != nil {
+				return nil, err
+			}
+			logf("EXPLAIN ANALYZE pgphi %s on %s:\n%s", k.kind, k.column, plan)
+			rows, err := pool.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+k.plainSQL, v)
+			if err != nil {
+				return nil, err
+			}
+			lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return nil, err
+			}
+			logf("EXPLAIN ANALYZE plaintext %s:\n%s", k.plainLabel, strings.Join(lines, "\n"))
+			// The parts of Find's time: the candidate query alone, in
+			// Find's transaction, and Find (which also decrypts).
+			sql, args, err := searcher.CandidateQuery("patient", k.column, blindindex.Query{Kind: k.kind, Value: v})
+			if err != nil {
+				return nil, err
+			}
+			timeIt := func(f func() error) (time.Duration, error) {
+				var ds []time.Duration
+				for range 300 {
+					t0 := time.Now()
+					if err := f(); err != nil {
+						return 0, err
+					}
+					ds = append(ds, time.Since(t0))
+				}
+				slices.Sort(ds)
+				return ds[len(ds)/2], nil
+			}
+			drain := func(sql string, args ...any) error {
+				rows, err := pool.Query(ctx, sql, args...)
+				if err != nil {
+					return err
+				}
+				for rows.Next() {
+				}
+				rows.Close()
+				return rows.Err()
+			}
+			// Find first and the bare query last: a generic plan cached
+			// without enable_seqscan = off would be reused by the others.
+			plainT, err1 := timeIt(func() error { return drain(k.plainSQL, v) })
+			findT, err4 := timeIt(func() error {
+				_, err := searcher.Find(ctx, "patient", k.column, blindindex.Query{Kind: k.kind, Value: v})
+				return err
+			})
+			txT, err3 := timeIt(func() error {
+				b := &pgx.Batch{}
+				b.Queue("BEGIN READ ONLY")
+				b.Queue("SELECT pg_catalog.set_config('enable_seqscan', 'off', true), pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true)")
+				b.Queue(sql, args...)
+				b.Queue("COMMIT")
+				return pool.SendBatch(ctx, b).Close()
+			})
+			pipeT, err5 := timeIt(func() error {
+				b := &pgx.Batch{}
+				b.Queue("SELECT pg_catalog.set_config('enable_seqscan', 'off', true)")
+				b.Queue(sql, args...)
+				return pool.SendBatch(ctx, b).Close()
+			})
+			var inPipe string
+			b := &pgx.Batch{}
+			b.Queue("SELECT pg_catalog.set_config('enable_seqscan', 'off', true)")
+			b.Queue("SELECT pg_catalog.current_setting('enable_seqscan')").QueryRow(func(r pgx.Row) error { return r.Scan(&inPipe) })
+			err6 := pool.SendBatch(ctx, b).Close()
+			var after string
+			err7 := pool.QueryRow(ctx, "SELECT pg_catalog.current_setting('enable_seqscan')").Scan(&after)
+			candT, err2 := timeIt(func() error { return drain(sql, args...) })
+			if err := errors.Join(err1, err2, err3, err4, err5, err6, err7); err != nil {
+				return nil, err
+			}
+			logf("p50 of 300: plaintext %s; Find %s; candidate query in Find's transaction batch %s; in an implicit pipeline transaction %s (enable_seqscan there %s, after %s); alone %s",
+				fmtDur(plainT), fmtDur(findT), fmtDur(txT), fmtDur(pipeT), inPipe, after, fmtDur(candT))
+		}
+	}
 	var out []searchResult
 	for _, k := range searchKinds {
 		n := e.o.queries
@@ -148,33 +237,68 @@ func (e *env) searchBench(ctx context.Context, res *results, from *applyRun) ([]
 	return out, nil
 }
 
+// leakageSummary logs the leakage measured on an apply's database.
+func (e *env) leakageSummary(ctx context.Context, from *applyRun) error {
+	pool, err := dbconn.Open(ctx, e.cl.URL(from.db), 2)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	plan, ring, err := e.planAndKeys(ctx, pool, from.config)
+	if err != nil {
+		return err
+	}
+	ls, err := engine.MeasureLeakage(ctx, pool, ring, plan, false)
+	if err != nil {
+		return err
+	}
+	logf("leakage (distinct values per term array; per family: bits, values/term):")
+	for _, l := range ls {
+		var fams []string
+		for _, f := range l.Families {
+			fams = append(fams, fmt.Sprintf("%s %d %.2f", f.SubKind, f.Bits, f.MeanValuesPerTerm))
+		}
+		logf("  %-14s %7d values %7d arrays %6.2f per array (min %d) | %s", l.Column, l.Values, l.Arrays, l.MeanValuesPerArray, l.MinValuesPerArray, strings.Join(fams, ", "))
+	}
+	return nil
+}
+
 // searcher builds the Go API's searcher the way the CLI does.
 func (e *env) searcher(ctx context.Context, pool *pgxpool.Pool, cfgPath string) (*search.Searcher, error) {
-	data, err := os.ReadFile(cfgPath)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := config.Parse(cfgPath, data)
-	if err != nil {
-		return nil, err
-	}
-	cleaned, err := engine.LoadCleaned(ctx, pool)
-	if err != nil {
-		return nil, err
-	}
-	tables, err := catalog.Resolve(ctx, pool, cfg, cleaned)
-	if err != nil {
-		return nil, err
-	}
-	plan, err := engine.NewPlan(cfg, tables)
-	if err != nil {
-		return nil, err
-	}
-	ring, err := keys.Load(ctx, pool, keys.KeyFileProvider(e.keyFile))
+	plan, ring, err := e.planAndKeys(ctx, pool, cfgPath)
 	if err != nil {
 		return nil, err
 	}
 	return search.New(ctx, pool, ring, plan)
+}
+
+// planAndKeys builds the plan and loads the keys the way the CLI does.
+func (e *env) planAndKeys(ctx context.Context, pool *pgxpool.Pool, cfgPath string) (*engine.Plan, *keys.Keyring, error) {
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := config.Parse(cfgPath, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	cleaned, err := engine.LoadCleaned(ctx, pool)
+	if err != nil {
+		return nil, nil, err
+	}
+	tables, err := catalog.Resolve(ctx, pool, cfg, cleaned)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := engine.NewPlan(cfg, tables)
+	if err != nil {
+		return nil, nil, err
+	}
+	ring, err := keys.Load(ctx, pool, keys.KeyFileProvider(e.keyFile))
+	if err != nil {
+		return nil, nil, err
+	}
+	return plan, ring, nil
 }
 
 func (e *env) searchKind(ctx context.Context, pool *pgxpool.Pool, s *search.Searcher, k searchKind, n int) (searchResult, error) {
