@@ -24,7 +24,7 @@ test: vet
 
 # The crypto packages and a full apply under Go's FIPS 140-3 mode.
 test-fips:
-	GODEBUG=fips140=on $(GO) test -count=1 -timeout 20m ./envelope/ ./keys/ ./internal/engine/
+	GODEBUG=fips140=on $(GO) test -count=1 -timeout 20m ./envelope/ ./keys/ ./internal/engine/ ./internal/backup/
 
 vet:
 	$(GO) vet ./...

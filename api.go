@@ -133,6 +133,9 @@ func (c *Client) row(ctx context.Context, m *metadata, require bool, table strin
 		if err != nil {
 			return nil, fmt.Errorf("pgphi: %s: %w", where, err)
 		}
+		if err := c.usage.Take(ctx, c.ring.ActiveKeyID()); err != nil {
+			return nil, fmt.Errorf("pgphi: %s: %w", where, err)
+		}
 		ct, err := sealer.Seal(nil, envelope.Value{Type: col.ValueType, Text: text}, b)
 		if err != nil {
 			return nil, fmt.Errorf("pgphi: %s: %w", where, err)

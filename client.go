@@ -132,6 +132,9 @@ type Client struct {
 	ring *keys.Keyring
 	opt  options
 	log  *audit.Log // nil when the role may not append
+	// usage counts this client's encryptions against the data key's limit,
+	// reserved in blocks of usageBlock.
+	usage *keys.Reserver
 
 	mu   sync.Mutex
 	meta *metadata
@@ -179,6 +182,7 @@ func Open(ctx context.Context, pool *pgxpool.Pool, kek KEK, opts ...Option) (*Cl
 		return nil, fmt.Errorf("pgphi: open: %w", redact.Error(err))
 	}
 	c.ring = ring
+	c.usage = keys.NewReserver(pool, usageBlock)
 	var canAudit bool
 	if err := pool.QueryRow(ctx, "SELECT pg_catalog.has_function_privilege('pgphi.audit_append(jsonb)', 'EXECUTE')").Scan(&canAudit); err != nil {
 		return nil, fmt.Errorf("pgphi: open: %w", err)
@@ -193,6 +197,11 @@ func Open(ctx context.Context, pool *pgxpool.Pool, kek KEK, opts ...Option) (*Cl
 	}
 	return c, nil
 }
+
+// usageBlock is how many encryptions a client counts ahead in the database
+// at a time: one round trip per block; a client that stops leaves the count
+// too high by at most this much.
+const usageBlock = 1024
 
 // Close drops the client's references to its keys.
 func (c *Client) Close() {

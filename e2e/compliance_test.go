@@ -328,6 +328,8 @@ func TestRefusals(t *testing.T) {
 		}
 
 		complExpect(t, f.run("approve", plan, "--command", "apply", "--key", keys["bob"]), 0, "as bob (healthcare_admin")
+		complExpect(t, f.run("apply"), 4, "needs a backup verified by restoring it")
+		kbRecordVerifiedBackup(f)
 		complExpect(t, f.run("apply"), 0, "applied "+plan)
 		if rec := complLastRecord(t, f); rec.Command != "apply" || rec.Event != audit.EventSuccess {
 			t.Errorf("last audit record: %s %s, want apply success", rec.Command, rec.Event)
@@ -354,6 +356,7 @@ func TestRefusals(t *testing.T) {
 		complExpect(t, f.run("apply"), 4, "the executor (database role postgres) cannot be the only approver")
 		complAssertRefused(t, f, "apply", "approval")
 		complExpect(t, f.run("approve", plan, "--command", "apply", "--key", keys["bob"]), 0)
+		kbRecordVerifiedBackup(f)
 		complExpect(t, f.run("apply"), 0, "applied "+plan)
 	})
 
@@ -1224,12 +1227,14 @@ func TestCheck(t *testing.T) {
 	r := f.run("check", "--json")
 	complExpect(t, r, 0)
 	cl := decode(r)
-	wantIDs := []string{"tls", "audit", "role", "keys", "approvals", "validation", "server-logs", "pgaudit", "disk", "triggers", "dependencies", "owner-code", "leakage"}
+	wantIDs := []string{"tls", "audit", "role", "keys", "key-usage", "backup", "approvals", "validation", "server-logs", "pgaudit", "disk", "triggers", "dependencies", "owner-code", "leakage"}
 	wantEvidence := map[string]string{
 		"tls":         "plaintext TCP (no TLS), loopback",
 		"audit":       "records",
 		"role":        "acts as dba",
 		"keys":        "data key 1 active",
+		"key-usage":   "data key 1 has made 0 encryptions",
+		"backup":      "no backup was ever verified by restoring it",
 		"approvals":   "environment test requires no approvals",
 		"validation":  "public.patient.ssn pattern: 1 rows",
 		"server-logs": "log_statement=none",
@@ -1256,7 +1261,7 @@ func TestCheck(t *testing.T) {
 			if c.Required || !c.Passed || !strings.Contains(c.Evidence, "public.patient.last_name") {
 				t.Errorf("check item %s: required %v passed %v (%s); want a passed recommendation naming last_name", c.ID, c.Required, c.Passed, c.Evidence)
 			}
-		case "validation", "pgaudit":
+		case "validation", "pgaudit", "backup":
 			if c.Required || c.Passed {
 				t.Errorf("check item %s: required %v passed %v; want a failed recommendation (WARN)", c.ID, c.Required, c.Passed)
 			}

@@ -198,6 +198,7 @@ func TestTrustApprovalsBind(t *testing.T) {
 		}
 	}
 	complExpect(t, tpAs(f, a, a.HealthcareAdmin, "approve", plan, "--command", "apply", "--key", keys["bob"]), 0)
+	kbRecordVerifiedBackup(f)
 	r := tpAs(f, a, a.DBA, "apply")
 	complExpect(t, r, 0, "applied "+plan, "bad signature")
 	if rec := complLastRecord(t, f); rec.Command != "apply" || rec.Event != audit.EventSuccess || rec.Actor.DBRole != a.DBA {
@@ -216,6 +217,7 @@ func TestTrustSelfApprovalAndOtherDatabase(t *testing.T) {
 	complExpect(t, tpAs(f, a, a.DBA, "apply"), 4, "the executor (database role "+a.DBA+") cannot be the only approver")
 	complAssertRefused(t, f, "apply", "approval")
 	// Variant: the superuser executes; alice's approval is someone else's.
+	kbRecordVerifiedBackup(f)
 	complExpect(t, f.run("apply"), 0, "applied "+plan)
 
 	// A second database with the same plan: alice's approval row copied

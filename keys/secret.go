@@ -53,6 +53,7 @@ func CaptureSecrets() error {
 	captured.Lock()
 	defer captured.Unlock()
 	capturePINLocked()
+	captureNewLocked()
 	values := map[string]string{}
 	var set []string
 	for _, k := range []string{EnvPassphrase, EnvPassphraseFile, EnvPassphraseFD} {
@@ -161,6 +162,7 @@ func ForgetPassphrase() {
 	defer captured.Unlock()
 	captured.pass, captured.err = "", nil
 	captured.pin, captured.pinErr = "", nil
+	newSecrets.pass, newSecrets.passErr, newSecrets.pin, newSecrets.pinErr = "", nil, "", nil
 }
 
 // capturedPassphrase captures the environment's passphrase, if any, and

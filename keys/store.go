@@ -22,6 +22,10 @@ type DB interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
+// ErrKEKKind is wrapped when the KEK given is of another kind than the one
+// the keys are wrapped with (a passphrase for keys in a token, ...).
+var ErrKEKKind = errors.New("keys: wrong kind of KEK")
+
 // ErrNotInitialized is returned when the database holds no keys yet.
 var ErrNotInitialized = errors.New("keys: no keys in this database (they are created once, by keys init)")
 
@@ -204,23 +208,23 @@ type Keyring struct {
 	openers map[string]*envelope.Opener
 }
 
-// Load reads the wrapped keys and unwraps them with the provider's KEK.
-// A wrong passphrase or key file gives ErrWrongKEK.
-func Load(ctx context.Context, db DB, p KEKProvider) (*Keyring, error) {
+// StoredParams reads the parameters of the KEK the data keys are wrapped
+// with (never a secret).
+func StoredParams(ctx context.Context, db DB) (KEKParams, error) {
 	var params KEKParams
 	var mech, tokLabel, tokSerial, keyLabel *string
 	err := db.QueryRow(ctx, `SELECT kind, COALESCE(salt, ''::bytea), COALESCE(iterations, 0),
 		mechanism, token_label, token_serial, key_label, COALESCE(key_id, ''::bytea) FROM pgphi.kek WHERE id = 1`).
 		Scan(&params.Kind, &params.Salt, &params.Iterations, &mech, &tokLabel, &tokSerial, &keyLabel, &params.KeyID)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, ErrNotInitialized
+		return KEKParams{}, ErrNotInitialized
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
-		return nil, ErrNotInitialized
+		return KEKParams{}, ErrNotInitialized
 	}
 	if err != nil {
-		return nil, fmt.Errorf("keys: reading key parameters: %w", err)
+		return KEKParams{}, fmt.Errorf("keys: reading key parameters: %w", err)
 	}
 	for _, f := range []struct {
 		dst *string
@@ -230,8 +234,18 @@ func Load(ctx context.Context, db DB, p KEKProvider) (*Keyring, error) {
 			*f.dst = *f.src
 		}
 	}
+	return params, nil
+}
+
+// Load reads the wrapped keys and unwraps them with the provider's KEK.
+// A wrong passphrase or key file gives ErrWrongKEK.
+func Load(ctx context.Context, db DB, p KEKProvider) (*Keyring, error) {
+	params, err := StoredParams(ctx, db)
+	if err != nil {
+		return nil, err
+	}
 	if params.Kind != kindOf(p) {
-		return nil, fmt.Errorf("keys: this database's keys are wrapped with a %s KEK, but a %s was given (set %s)",
+		return nil, fmt.Errorf("%w: this database's keys are wrapped with a %s KEK, but a %s was given (set %s)", ErrKEKKind,
 			params.Kind, p.Name(), map[string]string{KindPassphrase: EnvPassphraseFile + " or " + EnvPassphrase, KindKeyFile: EnvKeyFile,
 				KindPKCS11: EnvPKCS11Module + ", " + EnvPKCS11Token + ", " + EnvPKCS11KeyLabel + " and " + EnvPKCS11PIN}[params.Kind])
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgphi/pgphi/internal/audit"
+	"github.com/pgphi/pgphi/internal/backup"
 	"github.com/pgphi/pgphi/internal/dbconn"
 	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/policy"
@@ -423,6 +424,8 @@ func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
 		kc.Passed, kc.Evidence = true, fmt.Sprintf("data key %d active (key material not shown)", ring.ActiveKeyID())
 	}
 	add(kc)
+	add(keyUsageCheck(ctx, s))
+	add(backupCheck(ctx, s))
 
 	// Approvals.
 	apc := report.Check{ID: "approvals", Title: "approvals present for this plan", Required: true}
@@ -546,6 +549,13 @@ func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error
 	_ = s.Pool.QueryRow(ctx, "SELECT current_database()").Scan(&f.Database)
 	_ = s.Pool.QueryRow(ctx, "SELECT created_at, completed_at FROM pgphi.plans WHERE plan_id = $1", s.Plan.ID).Scan(&f.PlanCreated, &f.Completed)
 	_ = s.Pool.QueryRow(ctx, "SELECT max(cleaned_at) FROM pgphi.protected_columns").Scan(&f.CleanedUp)
+	if bc := backupCheck(ctx, s); bc.Evidence != "" {
+		bf := &report.BackupFact{OK: bc.Passed, Required: bc.Required, Evidence: bc.Evidence}
+		if st, err := backup.LatestVerified(ctx, s.Pool, s.Pins.MaxBackupAge()); err == nil {
+			bf.Format, bf.BackupID = st.Format, st.BackupID
+		}
+		f.Backup = bf
+	}
 
 	st, err := engine.GetStatus(ctx, s.Pool, s.Plan)
 	if err != nil {

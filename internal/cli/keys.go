@@ -31,7 +31,7 @@ func kekProvider(kind string) (keys.KEKProvider, error) {
 func (a *app) keysCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "keys",
-		Short: "Manage key material (init, rotate, list); key bytes are never printed",
+		Short: "Manage key material (init, rotate, list, status, retire, rewrap); key bytes are never printed",
 	}
 	var kekKind string
 	initCmd := &cobra.Command{
@@ -107,6 +107,7 @@ the token.`,
 			})
 		},
 	})
+	cmd.AddCommand(a.keysLifecycleCommands()...)
 	for _, c := range cmd.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}

@@ -46,7 +46,7 @@ the whole rewrite.`,
 				return err
 			}
 			defer stopMetrics()
-			return a.guarded(ctx, guardSpec{Command: "cleanup", Reason: true, Approvals: true, Pre: []string{"pre_cleanup"}, Post: "post_cleanup"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
+			return a.guarded(ctx, guardSpec{Command: "cleanup", Reason: true, Approvals: true, RequireBackup: true, Pre: []string{"pre_cleanup"}, Post: "post_cleanup"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
 				r, err := a.runner(ctx, s, m)
 				if err != nil {
 					return err

@@ -82,7 +82,7 @@ func (a *app) applyCommand() *cobra.Command {
 				return err
 			}
 			defer stopMetrics()
-			return a.guarded(ctx, guardSpec{Command: "apply", Reason: true, Approvals: true, Validate: true, Pre: []string{"pre_validate", "pre_execute"}, Post: "post_execute"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
+			return a.guarded(ctx, guardSpec{Command: "apply", Reason: true, Approvals: true, RequireBackup: true, Validate: true, Pre: []string{"pre_validate", "pre_execute"}, Post: "post_execute"}, reasonOrEnv(reason), func(ctx context.Context, s *session, out *outcome) error {
 				if cfgWorkers <= 0 {
 					cfgWorkers = s.Cfg.Apply.Workers
 				}

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
+	"github.com/pgphi/pgphi/internal/backup"
 	"github.com/pgphi/pgphi/internal/catalog"
 	"github.com/pgphi/pgphi/internal/compliance"
 	"github.com/pgphi/pgphi/internal/config"
@@ -73,7 +74,11 @@ func ExitCode(err error) int {
 		return ExitUsage
 	case errors.Is(err, dbconn.ErrConnect):
 		return ExitConnect
-	case errors.Is(err, keys.ErrWrongKEK), errors.Is(err, keys.ErrNotInitialized):
+	case errors.Is(err, keys.ErrWrongKEK), errors.Is(err, keys.ErrNotInitialized), errors.Is(err, keys.ErrNoSuchKey), errors.Is(err, keys.ErrKEKKind):
+		return ExitUsage
+	case errors.Is(err, keys.ErrKeyInUse), errors.Is(err, keys.ErrActiveKey), errors.Is(err, keys.ErrUsageLimit):
+		return ExitRefused
+	case errors.Is(err, backup.ErrWrongKey):
 		return ExitUsage
 	case errors.Is(err, policy.ErrAccessDenied), errors.Is(err, policy.ErrApprovalRequired), errors.Is(err, policy.ErrApprovalRejected),
 		errors.Is(err, policy.ErrPinsMismatch), errors.Is(err, policy.ErrPinsUnreadable),
@@ -207,7 +212,7 @@ Exit codes: 0 success, 1 operation failed, 2 usage or configuration error,
 		return withCode(ExitUsage, fmt.Errorf("usage: %w", err))
 	})
 	root.AddCommand(a.initCommand(), a.keysCommand(), a.planCommand(), a.applyCommand(),
-		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.leakageCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.approveCommand(), a.pinsCommand(), a.rolesCommand(), a.auditCommand(), a.checkCommand(), a.reportCommand(), a.demoCommand(), a.serveCommand(), a.migrateCommand())
+		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.leakageCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.approveCommand(), a.pinsCommand(), a.rolesCommand(), a.auditCommand(), a.checkCommand(), a.reportCommand(), a.demoCommand(), a.serveCommand(), a.migrateCommand(), a.backupCommand())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}

@@ -15,7 +15,11 @@ import (
 // names, allow_superuser, the audit public key and the columns whose
 // search_options accept leakage below the budget.
 func proposedPins(cfg *config.Config) (policy.Pins, error) {
-	p := policy.Pins{Environment: cfg.Environment, AllowSuperuser: cfg.SuperuserAllowed(), AuditPublicKey: cfg.Audit.PublicKey}
+	p := policy.Pins{Environment: cfg.Environment, AllowSuperuser: cfg.SuperuserAllowed(), AuditPublicKey: cfg.Audit.PublicKey,
+		BackupRecipients: cfg.Backup.AgeRecipients}
+	if cfg.Backup.MaxAge > 0 {
+		p.BackupMaxAge = cfg.Backup.MaxAge.String()
+	}
 	fail := func(err error) (policy.Pins, error) {
 		return policy.Pins{}, usage(fmt.Errorf("%s: %w", cfg.Path, err))
 	}

@@ -68,6 +68,8 @@ func errorClass(err error) string {
 		return "policy: access denied"
 	case errors.Is(err, policy.ErrPinsMismatch):
 		return "policy: pins differ"
+	case errors.Is(err, ErrNoVerifiedBackup):
+		return "policy: no verified backup"
 	case errors.Is(err, policy.ErrApprovalRequired):
 		return "policy: approval required"
 	case errors.Is(err, hooks.ErrHookFailed):

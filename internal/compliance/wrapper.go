@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgphi/pgphi/internal/alert"
 	"github.com/pgphi/pgphi/internal/audit"
+	"github.com/pgphi/pgphi/internal/backup"
 	"github.com/pgphi/pgphi/internal/config"
 	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/hooks"
@@ -36,6 +37,9 @@ type Spec struct {
 	OptionalConfig bool
 	// NoConfig: the command never reads a config file (init writes it).
 	NoConfig bool
+	// RequireBackup: in production, the command needs a backup verified by
+	// restoring it, taken within the pinned backup maximum age.
+	RequireBackup bool
 	// MismatchOK: the command runs while the config proposes pins other
 	// than the pinned ones (pins show, pins set, approve); every decision it
 	// makes still reads the pins.
@@ -108,6 +112,9 @@ func (w *Wrapper) audited(event, class string) {
 var (
 	ErrRefused = errors.New("refused by policy")
 	ErrUsage   = errors.New("usage")
+	// ErrNoVerifiedBackup is wrapped by the refusal of a command that
+	// production lets run only after a recent verified backup.
+	ErrNoVerifiedBackup = errors.New("no recent verified backup")
 )
 
 // coded marks an error with ErrRefused or ErrUsage without changing its text.
@@ -273,6 +280,19 @@ func (w *Wrapper) Run(ctx context.Context, spec Spec, reason string, body func(c
 	if spec.Approvals {
 		if err := w.CheckApprovals(ctx, s, s.Plan.ID, spec.Command); err != nil {
 			return refuse(err)
+		}
+	}
+	if spec.RequireBackup && s.Pins.Environment == "production" {
+		st, err := backup.LatestVerified(ctx, s.Pool, s.Pins.MaxBackupAge())
+		if err != nil {
+			if berr := begin(); berr != nil {
+				return berr
+			}
+			return finish("failure", err, nil)
+		}
+		if !st.OK {
+			return refuse(fmt.Errorf("%w: %s in production needs a backup verified by restoring it within the pinned maximum age %s: %s (pgphi backup, then pgphi backup verify)",
+				ErrNoVerifiedBackup, spec.Command, st.MaxAge, st.Describe()))
 		}
 	}
 	if err := begin(); err != nil {

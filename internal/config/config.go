@@ -33,6 +33,7 @@ type Config struct {
 	Validation  Validation
 	Encryption  Encryption
 	Keys        Keys // where the key-encryption key is; the PGPHI_* variables override it
+	Backup      Backup
 	Apply       Apply
 	Search      SearchOptions // defaults for every column's search_options
 	Tables      []Table       // in file order
@@ -82,6 +83,21 @@ type Hooks struct {
 type Validation struct {
 	OnViolation string // fail or warn; default fail in production, warn elsewhere
 }
+
+// Backup proposes the backup gates (`backup:`): they take effect only once
+// pinned in the database, like the other security decisions.
+type Backup struct {
+	// MaxAge is how recent a verified backup production requires (0: the
+	// default, 24h).
+	MaxAge time.Duration
+	// AgeRecipients are the X25519 age recipients ("age1...") of backups
+	// taken with --format age, where FIPS 140 is not required.
+	AgeRecipients []string
+}
+
+// DefaultBackupMaxAge is how recent a verified backup production requires
+// when the configuration says nothing.
+const DefaultBackupMaxAge = 24 * time.Hour
 
 // Keys says where the key-encryption key comes from (`keys:` in the file):
 // for a PKCS#11 token, the module, the token and the key. It never holds a

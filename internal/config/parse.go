@@ -27,7 +27,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	}
 	root := doc.Content[0]
 	sawVersion, sawTables := false, false
-	err := p.mapping(root, "top level", []string{"version", "environment", "actor", "database", "encryption", "keys", "apply", "search", "audit", "approvals", "access", "hooks", "validation", "tables"}, func(key string, k, v *yaml.Node) error {
+	err := p.mapping(root, "top level", []string{"version", "environment", "actor", "database", "encryption", "keys", "backup", "apply", "search", "audit", "approvals", "access", "hooks", "validation", "tables"}, func(key string, k, v *yaml.Node) error {
 		switch key {
 		case "version":
 			sawVersion = true
@@ -60,6 +60,25 @@ func Parse(path string, data []byte) (*Config, error) {
 				s, err := p.str(v, "database.url")
 				cfg.Database.URL = s
 				return err
+			})
+		case "backup":
+			return p.mapping(v, "backup", []string{"max_age", "age_recipients"}, func(key string, k, v *yaml.Node) error {
+				switch key {
+				case "max_age":
+					d, err := p.duration(v, "backup.max_age") // positive
+					cfg.Backup.MaxAge = d
+					return err
+				case "age_recipients":
+					l, _, err := p.stringList(v, "backup.age_recipients")
+					for _, r := range l {
+						if err == nil && !strings.HasPrefix(r, "age1") {
+							err = p.errorf(v, "list X25519 recipients as printed by age-keygen (age1...)", "backup.age_recipients: %q is not an age X25519 recipient", r)
+						}
+					}
+					cfg.Backup.AgeRecipients = l
+					return err
+				}
+				return nil
 			})
 		case "audit":
 			return p.mapping(v, "audit", []string{"file", "signing_key", "public_key"}, func(key string, k, v *yaml.Node) error {

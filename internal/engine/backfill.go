@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgphi/pgphi/blindindex"
 	"github.com/pgphi/pgphi/envelope"
+	"github.com/pgphi/pgphi/keys"
 )
 
 // RowError says that one value could not be encrypted. It names table, column
@@ -268,6 +269,12 @@ func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query s
 	}
 	if err := restore(); err != nil {
 		return 0, nil, err
+	}
+	// The batch's encryptions are counted against the data key in its own
+	// transaction, last (the counter's row is locked until commit): one per
+	// row and column, NULLs included, so the count can only be too high.
+	if err := keys.CountEncryptions(ctx, tx, r.Keys.ActiveKeyID(), int64(n)*int64(len(t.Columns))); err != nil {
+		return 0, nil, fmt.Errorf("batch of %s: %w", t.QualifiedName(), err)
 	}
 	return n, last, nil
 }

@@ -39,6 +39,11 @@ var functionGrants = map[string][]Role{
 	"pgphi.migration_finish":   {DBA},
 	"pgphi.migration_revert":   {DBA},
 	"pgphi.migration_baseline": {DBA},
+	// backups: taken and verified by restoring them, by the dba; whether a
+	// recent verified one exists is read by check and the report.
+	"pgphi.backup_record":   {DBA},
+	"pgphi.backup_verified": {DBA},
+	"pgphi.backup_status":   {DBA, HealthcareAdmin, AuditOfficer},
 }
 
 // grantFunctions grants EXECUTE on each existing function of functionGrants

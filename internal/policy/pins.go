@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"filippo.io/age"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"golang.org/x/crypto/ssh"
@@ -45,6 +46,25 @@ type Pins struct {
 	// (search_options.accept_leakage proposes it). Omitted when empty, so
 	// the ids of pins without it are unchanged.
 	AcceptLeakage map[string]string `json:"accept_leakage,omitempty"`
+	// BackupMaxAge is how recent a verified backup production requires, as
+	// a Go duration ("" means the default, 24h, and is how 24h is stored:
+	// pins written before this field keep their id).
+	BackupMaxAge string `json:"backup_max_age,omitempty"`
+	// BackupRecipients are the age X25519 recipients backups taken with
+	// the age format are encrypted to (sorted).
+	BackupRecipients []string `json:"backup_recipients,omitempty"`
+}
+
+// DefaultBackupMaxAge is the pinned BackupMaxAge when none is given.
+const DefaultBackupMaxAge = 24 * time.Hour
+
+// MaxBackupAge returns BackupMaxAge as a duration (the default when unset
+// or invalid).
+func (p Pins) MaxBackupAge() time.Duration {
+	if d, err := time.ParseDuration(p.BackupMaxAge); err == nil && d > 0 {
+		return d
+	}
+	return DefaultBackupMaxAge
 }
 
 // MaxLeakageReason is the longest accept_leakage reason.
@@ -155,6 +175,24 @@ func (p Pins) Normalize() (Pins, error) {
 		n.Signers = append(n.Signers, PinnedSigner{Name: s.Name, Role: s.Role, DBRole: s.DBRole, Fingerprint: fp, Key: AuthorizedKey(pub)})
 	}
 	sort.Slice(n.Signers, func(i, j int) bool { return n.Signers[i].Fingerprint < n.Signers[j].Fingerprint })
+	if p.BackupMaxAge != "" {
+		d, err := time.ParseDuration(p.BackupMaxAge)
+		if err != nil || d <= 0 {
+			return Pins{}, fmt.Errorf("policy: pins: backup max age %q is not a positive duration", p.BackupMaxAge)
+		}
+		if d != DefaultBackupMaxAge {
+			n.BackupMaxAge = d.String()
+		}
+	}
+	for _, r := range p.BackupRecipients {
+		if _, err := age.ParseX25519Recipient(r); err != nil {
+			return Pins{}, fmt.Errorf("policy: pins: backup recipient %q is not an age X25519 recipient", r)
+		}
+		if !slices.Contains(n.BackupRecipients, r) {
+			n.BackupRecipients = append(n.BackupRecipients, r)
+		}
+	}
+	slices.Sort(n.BackupRecipients)
 	for col, why := range p.AcceptLeakage {
 		if strings.TrimSpace(col) == "" || strings.TrimSpace(why) == "" || len(why) > MaxLeakageReason {
 			return Pins{}, fmt.Errorf("policy: pins: accept_leakage of %q needs a column and a reason of at most %d characters", col, MaxLeakageReason)
@@ -337,6 +375,13 @@ func Diff(pinned, proposed Pins) []string {
 	}
 	if a.AuditKeyFingerprint != b.AuditKeyFingerprint {
 		d = append(d, fmt.Sprintf("audit.public_key: pinned %s, the configuration says %s", orNone(a.AuditKeyFingerprint), orNone(b.AuditKeyFingerprint)))
+	}
+	if a.MaxBackupAge() != b.MaxBackupAge() {
+		d = append(d, fmt.Sprintf("backup.max_age: pinned %s, the configuration says %s", a.MaxBackupAge(), b.MaxBackupAge()))
+	}
+	if !slices.Equal(a.BackupRecipients, b.BackupRecipients) {
+		d = append(d, fmt.Sprintf("backup.age_recipients: pinned %s, the configuration says %s",
+			orNone(strings.Join(a.BackupRecipients, " ")), orNone(strings.Join(b.BackupRecipients, " "))))
 	}
 	return d
 }

@@ -88,26 +88,28 @@ func errUnknownRole(r Role) error {
 
 // allowed is the access table (documented in README.md).
 var allowed = map[string][]Role{
-	"init":      {DBA, HealthcareAdmin, AuditOfficer},
-	"plan":      {DBA, HealthcareAdmin, AuditOfficer},
-	"status":    {DBA, HealthcareAdmin, AuditOfficer},
-	"check":     {DBA, HealthcareAdmin},
-	"leakage":   {DBA, HealthcareAdmin},
-	"flags":     {DBA, HealthcareAdmin, AuditOfficer},
-	"flags set": {DBA},
-	"keys":      {DBA},
-	"apply":     {DBA},
-	"cleanup":   {DBA},
-	"rollback":  {DBA},
-	"migrate":   {DBA},
-	"roles":     {DBA},
-	"approve":   {DBA, HealthcareAdmin},
-	"search":    {DBA, HealthcareAdmin},
-	"verify":    {DBA, HealthcareAdmin},
-	"audit":     {AuditOfficer, DBA},
-	"report":    {AuditOfficer, DBA},
-	"pins":      {DBA, HealthcareAdmin, AuditOfficer},
-	"pins set":  {DBA},
+	"init":        {DBA, HealthcareAdmin, AuditOfficer},
+	"plan":        {DBA, HealthcareAdmin, AuditOfficer},
+	"status":      {DBA, HealthcareAdmin, AuditOfficer},
+	"check":       {DBA, HealthcareAdmin},
+	"leakage":     {DBA, HealthcareAdmin},
+	"flags":       {DBA, HealthcareAdmin, AuditOfficer},
+	"flags set":   {DBA},
+	"keys":        {DBA},
+	"keys status": {DBA, HealthcareAdmin},
+	"backup":      {DBA},
+	"apply":       {DBA},
+	"cleanup":     {DBA},
+	"rollback":    {DBA},
+	"migrate":     {DBA},
+	"roles":       {DBA},
+	"approve":     {DBA, HealthcareAdmin},
+	"search":      {DBA, HealthcareAdmin},
+	"verify":      {DBA, HealthcareAdmin},
+	"audit":       {AuditOfficer, DBA},
+	"report":      {AuditOfficer, DBA},
+	"pins":        {DBA, HealthcareAdmin, AuditOfficer},
+	"pins set":    {DBA},
 	// serve: the server's session role; decrypt and search are the
 	// client's role's, checked per request.
 	"serve":         {HealthcareAdmin, DBA},
@@ -213,7 +215,7 @@ const rolesLockKey = 0x70677072 // "pgpr"
 var (
 	stateTables = []string{"schema_version", "plans", "plan_tables", "chunks", "failures",
 		"protected_columns", "blind_indexes", "flags", "verifications", "checks", "serve_clients",
-		"unique_columns", "column_rules", "removed_objects", "migrations"}
+		"unique_columns", "column_rules", "removed_objects", "migrations", "key_usage", "backups"}
 	// dbaWrite are the operational tables apply, cleanup and rollback keep.
 	dbaWrite = []string{"plans", "plan_tables", "chunks", "failures", "protected_columns", "blind_indexes", "kek", "data_keys",
 		"unique_columns", "column_rules", "removed_objects"}

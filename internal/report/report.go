@@ -25,6 +25,7 @@ type Facts struct {
 	ApprovalNote string          `json:"approval_note"`
 	Validation   *ValidationFact `json:"validation,omitempty"`
 	Verification *VerifyFact     `json:"verification,omitempty"`
+	Backup       *BackupFact     `json:"backup,omitempty"`
 	Audit        AuditFact       `json:"audit"`
 	// Alerts are the alert thresholds runs of this plan crossed, from the
 	// audit trail.
@@ -33,6 +34,16 @@ type Facts struct {
 	// nil when the database has no migration history (the section is
 	// left out).
 	Migrations []MigrationFact `json:"migrations,omitempty"`
+}
+
+// BackupFact is the newest backup verified by restoring it, against the
+// pinned maximum age (required in production).
+type BackupFact struct {
+	OK       bool   `json:"ok"`
+	Required bool   `json:"required"`
+	Format   string `json:"format,omitempty"` // tink-aes256-gcm-hkdf-1mb (FIPS-approved primitives) or age
+	BackupID string `json:"backup_id,omitempty"`
+	Evidence string `json:"evidence"`
 }
 
 // ColumnFact is one protected column and where it stands.
@@ -230,6 +241,10 @@ func (f *Facts) Assess() []Item {
 	}
 	add("no value left unencrypted", pending == 0 && len(f.Columns) > 0, fmt.Sprintf("%d columns, %d values pending", len(f.Columns), pending),
 		"run `pgphi apply`: it encrypts the rows changed since; `pgphi status` counts them per column")
+	if bk := f.Backup; bk != nil && bk.Required {
+		add("backup verified by restoring it, within the pinned maximum age", bk.OK, bk.Evidence,
+			"`pgphi backup --out FILE`, then `pgphi backup verify FILE`")
+	}
 	add("audit trail intact", f.Audit.Valid && f.Audit.Records > 0, fmt.Sprintf("%d records, head #%d %s, %d problems; %s", f.Audit.Records, f.Audit.HeadSeq, short(f.Audit.Head), f.Audit.Problems, f.Audit.Covers()),
 		"`pgphi audit verify` names the first record where the chain breaks; compare with the JSON-lines mirror and the signed checkpoints")
 	return items
@@ -322,6 +337,10 @@ func renderMarkdown(w io.Writer, f *Facts) error {
 	for _, c := range f.Columns {
 		p("| %s | %s | %s | %s | %d | %d | %s |\n", c.Table, c.Column, c.Class, c.Phase, c.Encrypted, c.Pending, c.Search)
 	}
+	if b := f.Backup; b != nil {
+		p("\n## Backups\n\n| verified backup within the pinned maximum age | required | encryption | evidence |\n|---|---|---|---|\n")
+		p("| %s | %s | %s | %s |\n", yes(b.OK), yes(b.Required), orDash(b.Format), strings.ReplaceAll(b.Evidence, "|", "/"))
+	}
 	if len(f.Alerts) > 0 {
 		p("\n## Alerts during the runs\n\n| when | command | threshold | table | measured | limit |\n|---|---|---|---|---|---|\n")
 		for _, a := range f.Alerts {
@@ -344,4 +363,11 @@ func yes(b bool) string {
 		return "yes"
 	}
 	return "**no**"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -21,11 +21,11 @@ var ErrUntrusted = errors.New("state: untrusted pgphi schema")
 // PublicFunctions are the only functions of schema pgphi every role may
 // execute (THREAT-MODEL.md says why each is safe). Ensure revokes EXECUTE
 // from PUBLIC on every other function of the schema at every run.
-var PublicFunctions = []string{"pgphi.flag(text)", "pgphi.audit_refusal(text)"}
+var PublicFunctions = []string{"pgphi.flag(text)", "pgphi.audit_refusal(text)", "pgphi.key_usage_add(integer, bigint)"}
 
 // FactTables record facts that gate or evidence decisions: no role but the
 // schema's owner (through its definer functions) may write them.
-var FactTables = []string{"audit_log", "audit_checkpoints", "approvals", "verifications", "checks", "flags", "pins", "serve_clients", "migrations"}
+var FactTables = []string{"audit_log", "audit_checkpoints", "approvals", "verifications", "checks", "flags", "pins", "serve_clients", "migrations", "key_usage", "backups"}
 
 // Querier runs a query returning one row.
 type Querier interface {

@@ -146,6 +146,8 @@ func (r *results) markdown(o options) string {
 		"search index build, catch-up and the verification that decrypts every value), with the writer below running;\n" +
 		"the goals are judged on it. The backfill step alone is shown for where the time goes.\n\n")
 
+	b.WriteString(r.backup.markdown())
+
 	// Phases.
 	for _, a := range []*applyRun{r.plain, r.indexed, r.demo, r.cleanup} {
 		if a == nil || len(a.steps) == 0 {

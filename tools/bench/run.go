@@ -33,6 +33,7 @@ type results struct {
 	demo           *applyRun // with the demo's search kinds; searched and cleaned up
 	small          *applyRun // with search kinds on a quarter of the rows (-memcheck)
 	cleanup        *applyRun
+	backup         *backupRun
 
 	searches []searchResult
 	serve    *serveResult
@@ -109,7 +110,7 @@ func run(ctx context.Context, o options) (*results, error) {
 	}
 	if o.only != "" {
 		// A development loop: baseline A and one apply, summarized on stderr.
-		mode := map[string]string{"plain": searchNone, "search": searchDemo, "search-rows": searchRows, "demo": searchDemo, "unique": searchUnique, "serve": searchDemo}[o.only]
+		mode := map[string]string{"plain": searchNone, "search": searchDemo, "search-rows": searchRows, "demo": searchDemo, "unique": searchUnique, "serve": searchDemo, "backup": searchDemo}[o.only]
 		rowsHint = o.patients
 		a := e.apply(ctx, res, "pgphi apply ("+o.only+")", "bench_template", mode)
 		if a.err != nil {
@@ -132,6 +133,13 @@ func run(ctx context.Context, o options) (*results, error) {
 			}
 		}
 		logf("baseline A %.0f rows/s; %s %.0f rows/s = %.2fx A; max RSS %d MiB", res.a.rate(), a.name, a.rate(), a.rate()/res.a.rate(), a.maxRSS/1024)
+		if o.only == "backup" {
+			if br := e.backupBench(ctx, res, a); br.err != nil {
+				return nil, br.err
+			}
+			e.drop(ctx, a.db)
+			return nil, nil
+		}
 		logf("CPU per 1,000 rows: baseline A server %s; pgphi client %s + server %s", perK(res.a.server, res.a.rows), perK(a.cpu, a.rows), perK(a.server, a.rows))
 		for _, s := range a.steps {
 			logf("  %-50s %s", s.name, s.took.Round(time.Millisecond))
@@ -199,6 +207,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		if res.searches, err = e.searchBench(ctx, res, res.demo); err != nil {
 			res.note("search benchmark failed: %v", err)
 		}
+		res.backup = e.backupBench(ctx, res, res.demo)
 		if res.serve, err = e.serveBench(ctx, res, res.demo); err != nil {
 			res.note("serve benchmark failed: %v", err)
 		}
