@@ -422,6 +422,7 @@ tables:
 		{[]string{"rollback", "--metrics-addr", "127.0.0.1:99999"}, []string{"--metrics-addr", "0 to 65535"}},
 		{[]string{"cleanup", "--confirm", "x", "--metrics-addr", busy.Addr().String()}, []string{"--metrics-addr", "in use"}},
 		{[]string{"apply", "--metrics-linger", "5s"}, []string{"--metrics-linger needs --metrics-addr"}},
+		{[]string{"--log-format", "xml", "apply"}, []string{"--log-format is text or json"}},
 	} {
 		r := f.run(c.args...)
 		if r.code != 2 {

@@ -3,10 +3,14 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/pgphi/pgphi/internal/policy"
 	"github.com/pgphi/pgphi/internal/report"
 )
 
@@ -37,11 +41,24 @@ func TestReportInBrowser(t *testing.T) {
 	b := reportBrowser(t)
 	ctx := context.Background()
 
-	approved := newFixture(t, complYAML("environment: test\n", ""))
+	// The approved migration's audit trail has a signed checkpoint, under
+	// the pinned audit key.
+	approved := newFixture(t, "")
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := policy.MarshalPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(approved.dir, "checkpoint.pem"), string(keyPEM))
+	approved.writeConfig(complYAML("environment: test\naudit:\n  signing_key: checkpoint.pem\n  public_key: "+policy.AuthorizedKey(priv.Public().(ed25519.PublicKey))+"\n", ""))
 	complCreatePatient(approved, 120, 0)
 	complExpect(t, approved.run("keys", "init"), 0)
 	complExpect(t, approved.run("apply"), 0)
 	complExpect(t, approved.run("check"), 0)
+	complExpect(t, approved.run("audit", "checkpoint"), 0)
 
 	refused := newFixture(t, complYAML("environment: test\n", ""))
 	complCreatePatient(refused, 50, 0)
@@ -83,6 +100,9 @@ func TestReportInBrowser(t *testing.T) {
 			if r.Requirement == "every value verified by decryption" && name == "approved" && !r.Met {
 				t.Errorf("apply's own verification was not counted: %s", r.Evidence)
 			}
+		}
+		if name == "approved" && (!strings.Contains(text, "signature and chain proven") || !strings.Contains(text, "records</dd>")) {
+			t.Errorf("approved: the DOM does not show the checkpoint proven and what it covers")
 		}
 		if name == "refused" && !strings.Contains(text, "To produce the evidence: run <code>pgphi apply</code>") {
 			t.Errorf("refused: the unmet apply does not say what produces its evidence")

@@ -14,7 +14,7 @@ import (
 
 // accuracySample is how many random values of each searchable column the
 // accuracy oracle searches for, per search kind.
-const accuracySample = 5
+const accuracySample = 3
 
 // checkSearchAccuracy runs the accuracy oracle (search.CheckAccuracy) after
 // a verification: below 95 % exact answers on a table, the search_accuracy

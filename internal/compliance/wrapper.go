@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -339,7 +340,9 @@ func (w *Wrapper) Run(ctx context.Context, spec Spec, reason string, body func(c
 	if fired := s.Alerts.Firing(); len(fired) > 0 {
 		var names []string
 		for _, a := range fired {
-			names = append(names, string(a.Threshold))
+			if !slices.Contains(names, string(a.Threshold)) {
+				names = append(names, string(a.Threshold))
+			}
 		}
 		out.Details["alerts"] = strings.Join(names, ",")
 	}

@@ -294,3 +294,29 @@ func TestCancelledContext(t *testing.T) {
 		t.Fatalf("err = %v after %s", err, time.Since(start))
 	}
 }
+
+// An on_alert hook reads the alert from the JSON context on stdin (the
+// threshold, the measured number, the limit, the unit, the table); like
+// on_error, its failure does not veto anything.
+func TestOnAlertContext(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "ctx.json")
+	h := script(t, dir, "alert.sh", `cat > '`+out+`'; exit 3`)
+	cfg := Config{Hooks: map[Phase][]string{OnAlert: {h}}}
+	if OnAlert.Vetoes() {
+		t.Fatal("on_alert vetoes")
+	}
+	_, err := cfg.Run(context.Background(), Context{Phase: OnAlert, Command: "apply", PlanID: "plan-1",
+		Alert: &Alert{Threshold: "storage", Measured: 3e8, Limit: 2e8, Unit: "bytes", Table: "public.patient"}}, identity)
+	if !errors.Is(err, ErrHookFailed) {
+		t.Fatalf("a failing on_alert hook: %v, want it reported", err)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `"alert":{"threshold":"storage","measured":300000000,"limit":200000000,"unit":"bytes","table":"public.patient"}`
+	if !strings.Contains(string(raw), want) || !strings.Contains(string(raw), `"phase":"on_alert"`) {
+		t.Fatalf("context %s\nwant it to contain %s", raw, want)
+	}
+}

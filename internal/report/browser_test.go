@@ -64,6 +64,14 @@ func TestHTMLReportInChromium(t *testing.T) {
 				t.Errorf("%s: unmet %q without what produces its evidence", name, i.Requirement)
 			}
 		}
+		for _, want := range []string{
+			"<td>alice</td><td>dba</td><td class=\"mono\">SHA256:x</td>", "apply of plan-abc in production, database lab, until 2026-11-28T12:00:00Z",
+			"#4 <code>cd</code>", "SHA256:auditor", "checkpoint #4 covers all but the newest 1 records", `class="sig"`,
+		} {
+			if !strings.Contains(text, want) {
+				t.Errorf("%s: the DOM lacks %q", name, want)
+			}
+		}
 		if strings.Contains(text, "<script") {
 			t.Errorf("%s: the page has a script", name)
 		}

@@ -12,14 +12,16 @@ func completeFacts() *Facts {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	return &Facts{
 		PlanID: "plan-abc", Environment: "production", Database: "lab", GeneratedAt: now, Completed: &now,
-		Columns:      []ColumnFact{{Table: "public.patient", Column: "last_name", Class: "pii", Phase: "expanded", Encrypted: 10}},
-		Checklist:    &Checklist{PlanID: "plan-abc", CheckedAt: now, Items: []Check{{ID: "tls", Title: "tls", Required: true, Passed: true, Evidence: "TLS 1.3"}}},
-		Approvals:    []ApprovalFact{{Signer: "alice", Role: "dba", SignedAt: now, Fingerprint: "SHA256:x"}},
+		Columns:   []ColumnFact{{Table: "public.patient", Column: "last_name", Class: "pii", Phase: "expanded", Encrypted: 10}},
+		Checklist: &Checklist{PlanID: "plan-abc", CheckedAt: now, Items: []Check{{ID: "tls", Title: "tls", Required: true, Passed: true, Evidence: "TLS 1.3"}}},
+		Approvals: []ApprovalFact{{Signer: "alice", Role: "dba", SignedAt: now, Fingerprint: "SHA256:x",
+			PlanID: "plan-abc", Command: "apply", Environment: "production", Database: "lab", Expires: now.Add(72 * time.Hour)}},
 		ApprovalsOK:  true,
 		ApprovalNote: "met",
 		Validation:   &ValidationFact{Rules: 2, Source: "live"},
 		Verification: &VerifyFact{At: now, OK: true, Rows: 10, Values: 10},
-		Audit:        AuditFact{Records: 5, HeadSeq: 5, Head: "ab", Valid: true},
+		Audit: AuditFact{Records: 5, HeadSeq: 5, Head: "ab", Valid: true,
+			Checkpoint: &CheckpointFact{Seq: 4, Hash: "cd", SignedAt: now, KeyFingerprint: "SHA256:auditor", Proven: true}},
 	}
 }
 

@@ -2,6 +2,8 @@ package search
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -80,6 +82,36 @@ type accuracyCheck struct {
 
 func (s *Searcher) checkTable(ctx context.Context, t *engine.Target, k int) (Accuracy, error) {
 	acc := Accuracy{Table: t.QualifiedName()}
+	// Both answers come from one snapshot: the application may go on
+	// writing (apply runs beside it) without making them differ.
+	tx, err := s.Pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return acc, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	var snap string
+	if err := tx.QueryRow(ctx, "SELECT pg_catalog.pg_export_snapshot()").Scan(&snap); err != nil {
+		return acc, fmt.Errorf("accuracy check of %s: exporting a snapshot: %w", t.QualifiedName(), err)
+	}
+	if !snapshotRE.MatchString(snap) {
+		return acc, fmt.Errorf("accuracy check of %s: unexpected snapshot id", t.QualifiedName())
+	}
+	// On a large table, values and answers come from one repeatable
+	// sample of its rows.
+	// The catalog's estimate may be stale or missing (never analyzed).
+	var total int64
+	if err := tx.QueryRow(ctx, "SELECT pg_catalog.count(*) FROM "+t.Ident()).Scan(&total); err != nil {
+		return acc, fmt.Errorf("accuracy check of %s: %w", t.QualifiedName(), err)
+	}
+	from := t.Ident()
+	sampled := total > oracleRows
+	if sampled {
+		seed, err := randomSeed()
+		if err != nil {
+			return acc, err
+		}
+		from += fmt.Sprintf(" TABLESAMPLE BERNOULLI (%g) REPEATABLE (%d)", math.Max(100*oracleRows/float64(total), 0.0001), seed)
+	}
 	var checks []*accuracyCheck
 	var cols []int
 	for i := range t.Columns {
@@ -91,7 +123,7 @@ func (s *Searcher) checkTable(ctx context.Context, t *engine.Target, k int) (Acc
 		if idx == nil {
 			continue
 		}
-		values, err := s.sample(ctx, t, c, k)
+		values, err := sampleValues(ctx, tx, t, from, c, k)
 		if err != nil {
 			return acc, err
 		}
@@ -120,28 +152,15 @@ func (s *Searcher) checkTable(ctx context.Context, t *engine.Target, k int) (Acc
 	if len(checks) == 0 {
 		return acc, nil
 	}
-	// Both answers come from one snapshot: the application may go on
-	// writing (apply runs beside it) without making them differ.
-	tx, err := s.Pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	within, err := plaintextAnswers(ctx, tx, t, from, sampled, cols, checks)
 	if err != nil {
-		return acc, err
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	var snap string
-	if err := tx.QueryRow(ctx, "SELECT pg_catalog.pg_export_snapshot()").Scan(&snap); err != nil {
-		return acc, fmt.Errorf("accuracy check of %s: exporting a snapshot: %w", t.QualifiedName(), err)
-	}
-	if !snapshotRE.MatchString(snap) {
-		return acc, fmt.Errorf("accuracy check of %s: unexpected snapshot id", t.QualifiedName())
-	}
-	if err := plaintextAnswers(ctx, tx, t, cols, checks); err != nil {
 		return acc, err
 	}
 	in := *s
 	in.snapshot = snap
 	missed := map[int]bool{}
 	for _, ch := range checks {
-		ok, err := in.sameAnswer(ctx, t, ch)
+		ok, err := in.sameAnswer(ctx, t, ch, within)
 		if err != nil {
 			return acc, err
 		}
@@ -162,16 +181,12 @@ func (s *Searcher) checkTable(ctx context.Context, t *engine.Target, k int) (Acc
 
 var snapshotRE = regexp.MustCompile(`^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$`)
 
-// sample reads up to k random non-NULL values of a column (a sample of
-// the table's pages on a large one).
-func (s *Searcher) sample(ctx context.Context, t *engine.Target, c *engine.TargetColumn, k int) ([]string, error) {
+// sampleValues reads up to k random non-NULL values of a column from
+// (the table, or its repeatable sample).
+func sampleValues(ctx context.Context, tx pgx.Tx, t *engine.Target, from string, c *engine.TargetColumn, k int) ([]string, error) {
 	col := pgx.Identifier{c.Name}.Sanitize()
-	sample := ""
-	if t.EstimatedRows > 10000 {
-		sample = fmt.Sprintf(" TABLESAMPLE BERNOULLI (%g)", math.Max(100*1000/float64(t.EstimatedRows), 0.01))
-	}
-	rows, err := s.Pool.Query(ctx, fmt.Sprintf("SELECT %s::pg_catalog.text FROM %s%s WHERE %s IS NOT NULL ORDER BY pg_catalog.random() LIMIT %d",
-		col, t.Ident(), sample, col, k))
+	rows, err := tx.Query(ctx, fmt.Sprintf("SELECT %s::pg_catalog.text FROM %s WHERE %s IS NOT NULL ORDER BY pg_catalog.random() LIMIT %d",
+		col, from, col, k))
 	if err != nil {
 		return nil, fmt.Errorf("sampling %s.%s for the accuracy check: %w", t.QualifiedName(), c.Name, err)
 	}
@@ -182,14 +197,32 @@ func (s *Searcher) sample(ctx context.Context, t *engine.Target, c *engine.Targe
 	return values, nil
 }
 
-// plaintextAnswers reads the table once and sets each check's want: the
-// keys of the rows whose plaintext the query's predicate matches.
-func plaintextAnswers(ctx context.Context, tx pgx.Tx, t *engine.Target, cols []int, checks []*accuracyCheck) error {
+func randomSeed() (uint32, error) {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint32(b[:]) >> 1, nil
+}
+
+// oracleRows bounds the rows the plaintext answer is computed over: on a
+// larger table, a random sample of about this many rows (TABLESAMPLE), and
+// both answers are compared within it. Evaluating a search kind's match
+// predicate is the oracle's cost (normalization, phonetic keys, phone
+// parsing): it must stay small beside the apply it ends.
+const oracleRows = 2000
+
+// plaintextAnswers reads from (the table, or its sample) once and sets each
+// check's want: the keys of the rows whose plaintext the query's predicate
+// matches. It returns the keys of the rows read when it read a sample (nil:
+// every row). Each distinct value of a column is matched once.
+func plaintextAnswers(ctx context.Context, tx pgx.Tx, t *engine.Target, from string, sampled bool, cols []int, checks []*accuracyCheck) (map[string]bool, error) {
 	for _, ch := range checks {
-		ch.want = nil
+		ch.want, ch.sealedOnly = nil, map[string]bool{}
 	}
 	sel := t.KeyTexts()
 	pos := map[int]int{} // column index -> position in the select list; the next is "sealed only"
+	byCol := map[int][]*accuracyCheck{}
 	for _, i := range cols {
 		pos[i] = len(sel)
 		c := &t.Columns[i]
@@ -197,55 +230,77 @@ func plaintextAnswers(ctx context.Context, tx pgx.Tx, t *engine.Target, cols []i
 			fmt.Sprintf("(%s IS NULL AND %s IS NOT NULL)", pgx.Identifier{c.Name}.Sanitize(), pgx.Identifier{c.Encrypted}.Sanitize()))
 	}
 	for _, ch := range checks {
-		ch.sealedOnly = map[string]bool{}
+		byCol[ch.col] = append(byCol[ch.col], ch)
 	}
-	rows, err := tx.Query(ctx, fmt.Sprintf("SELECT %s FROM %s", strings.Join(sel, ", "), t.Ident()))
+	var within map[string]bool
+	if sampled {
+		within = map[string]bool{}
+	}
+	rows, err := tx.Query(ctx, fmt.Sprintf("SELECT %s FROM %s", strings.Join(sel, ", "), from))
 	if err != nil {
-		return fmt.Errorf("reading the plaintext answers of %s: %w", t.QualifiedName(), err)
+		return nil, fmt.Errorf("reading the plaintext answers of %s: %w", t.QualifiedName(), err)
 	}
 	defer rows.Close()
 	nk := len(t.PrimaryKey)
+	memo := map[int]map[string][]bool{} // column -> value -> match of each of its checks
+	for _, i := range cols {
+		memo[i] = map[string][]bool{}
+	}
 	for rows.Next() {
 		raw := rows.RawValues()
-		var key string
-		keyOf := func() string {
-			if key == "" {
-				parts := make([]string, nk)
-				for i := range nk {
-					parts[i] = string(raw[i])
-				}
-				key = strings.Join(parts, "\x00")
-			}
-			return key
+		parts := make([]string, nk)
+		for i := range nk {
+			parts[i] = string(raw[i])
 		}
-		for _, ch := range checks {
-			pt, sealed := raw[pos[ch.col]], raw[pos[ch.col]+1]
+		key := strings.Join(parts, "\x00")
+		if within != nil {
+			within[key] = true
+		}
+		for _, i := range cols {
+			pt, sealed := raw[pos[i]], raw[pos[i]+1]
 			if len(sealed) == 1 && (sealed[0] == 1 || sealed[0] == 't') {
-				ch.sealedOnly[keyOf()] = true
+				for _, ch := range byCol[i] {
+					ch.sealedOnly[key] = true
+				}
 				continue
 			}
-			if pt == nil || !ch.plan.Match(string(pt)) {
+			if pt == nil {
 				continue
 			}
-			ch.want = append(ch.want, keyOf())
+			match, ok := memo[i][string(pt)]
+			if !ok {
+				v := string(pt)
+				match = make([]bool, len(byCol[i]))
+				for j, ch := range byCol[i] {
+					match[j] = ch.plan.Match(v)
+				}
+				memo[i][v] = match
+			}
+			for j, m := range match {
+				if m {
+					byCol[i][j].want = append(byCol[i][j].want, key)
+				}
+			}
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("reading the plaintext answers of %s: %w", t.QualifiedName(), err)
+		return nil, fmt.Errorf("reading the plaintext answers of %s: %w", t.QualifiedName(), err)
 	}
-	return nil
+	return within, nil
 }
 
 // sameAnswer runs the check's search through the blind index and compares
-// the rows with the plaintext answer.
-func (s *Searcher) sameAnswer(ctx context.Context, t *engine.Target, ch *accuracyCheck) (bool, error) {
+// the rows with the plaintext answer, within the rows it was computed over
+// (within; nil: all).
+func (s *Searcher) sameAnswer(ctx context.Context, t *engine.Target, ch *accuracyCheck, within map[string]bool) (bool, error) {
 	res, err := s.Find(ctx, t.QualifiedName(), t.Columns[ch.col].Name, ch.q)
 	if err != nil {
 		return false, fmt.Errorf("accuracy check of %s.%s: %w", t.QualifiedName(), t.Columns[ch.col].Name, err)
 	}
 	var got []string
 	for _, k := range res.Keys {
-		if key := strings.Join(k, "\x00"); !ch.sealedOnly[key] {
+		key := strings.Join(k, "\x00")
+		if (within == nil || within[key]) && !ch.sealedOnly[key] {
 			got = append(got, key)
 		}
 	}
