@@ -10,18 +10,13 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pgphi/pgphi/internal/audit"
-	"github.com/pgphi/pgphi/internal/backup"
-	"github.com/pgphi/pgphi/internal/dbconn"
-	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/policy"
 	"github.com/pgphi/pgphi/internal/report"
-	"github.com/pgphi/pgphi/keys"
 )
 
 func (a *app) approveCommand() *cobra.Command {
@@ -354,7 +349,7 @@ func (a *app) checkCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			return a.guarded(ctx, guardSpec{Command: "check", Conns: 4}, "pre-flight check", func(ctx context.Context, s *session, out *outcome) error {
-				cl := a.runChecks(ctx, s)
+				cl := a.wrapper().Checklist(ctx, s)
 				if err := report.Save(ctx, s.Pool, cl); err != nil {
 					return err
 				}
@@ -385,109 +380,6 @@ func (a *app) checkCommand() *cobra.Command {
 	return cmd
 }
 
-func (a *app) runChecks(ctx context.Context, s *session) *report.Checklist {
-	cl := &report.Checklist{PlanID: s.Plan.ID}
-	add := func(c report.Check) { cl.Items = append(cl.Items, c) }
-
-	// TLS: the connection as it is, and the policy for this environment.
-	tlsCheck := report.Check{ID: "tls", Title: "connection encrypted as the environment requires", Required: true, Passed: true}
-	if conn, err := s.Pool.Acquire(ctx); err == nil {
-		tlsCheck.Evidence = dbconn.DescribeConn(conn.Conn().PgConn())
-		conn.Release()
-	}
-	tlsCheck.Evidence += fmt.Sprintf("; environment %s (production requires verify-full or a pinned key off loopback)", s.Cfg.Environment)
-	add(tlsCheck)
-
-	// Audit sink.
-	ac := report.Check{ID: "audit", Title: "audit trail writable and chain valid", Required: true}
-	if rep, err := audit.Verify(ctx, s.Pool); err != nil {
-		ac.Evidence = "cannot verify: " + err.Error()
-	} else {
-		ac.Passed = len(rep.Problems) == 0
-		ac.Evidence = fmt.Sprintf("%d records, head #%d, %d problems; mirror %s", rep.Records, rep.HeadSeq, len(rep.Problems), s.Cfg.Resolve(s.Cfg.Audit.File))
-	}
-	add(ac)
-
-	// Role.
-	rc := report.Check{ID: "role", Title: "connected role may run apply", Required: true}
-	if role, err := policy.CheckAccess(ctx, s.Pool, s.Pins.Roles, "apply", s.Pins.AllowSuperuser); err != nil {
-		rc.Evidence = err.Error()
-	} else {
-		rc.Passed, rc.Evidence = true, "acts as "+string(role)
-	}
-	add(rc)
-
-	// Keys.
-	kc := report.Check{ID: "keys", Title: "keys loadable", Required: true}
-	if ring, err := loadKeys(ctx, s.Pool); err != nil {
-		kc.Evidence = err.Error()
-	} else {
-		kc.Passed, kc.Evidence = true, fmt.Sprintf("data key %d active (key material not shown)", ring.ActiveKeyID())
-	}
-	add(kc)
-	add(keyUsageCheck(ctx, s))
-	add(backupCheck(ctx, s))
-
-	// Approvals.
-	apc := report.Check{ID: "approvals", Title: "approvals present for this plan", Required: true}
-	if res, err := a.wrapper().ApprovalResult(ctx, s, s.Plan.ID, "apply"); err != nil {
-		apc.Evidence = err.Error()
-	} else {
-		apc.Passed = true
-		if len(s.Pins.Approvals[s.Pins.Environment]) == 0 {
-			apc.Evidence = "environment " + s.Pins.Environment + " requires no approvals (pinned policy)"
-		} else {
-			var who []string
-			for _, ap := range res.Valid {
-				who = append(who, ap.Signer+" ("+string(ap.Role)+")")
-			}
-			apc.Evidence = "approved by " + strings.Join(who, ", ")
-		}
-	}
-	add(apc)
-
-	// Validation.
-	vc := report.Check{ID: "validation", Title: "PHI validation rules hold", Required: s.Cfg.ValidationFails()}
-	cl.ValidationRules = -1
-	if res, err := engine.Validate(ctx, s.Pool, s.Cfg, s.Plan); err != nil {
-		vc.Evidence = err.Error()
-	} else {
-		vc.Passed = len(res.Violations) == 0
-		var v []string
-		for _, x := range res.Violations {
-			v = append(v, fmt.Sprintf("%s.%s %s: %d rows", x.Table, x.Column, x.Rule, x.Rows))
-		}
-		cl.ValidationRules, cl.ValidationViolations = len(res.Checked), v
-		vc.Evidence = fmt.Sprintf("%d rules checked", len(res.Checked))
-		if len(v) > 0 {
-			vc.Evidence += "; violations: " + strings.Join(v, "; ")
-		}
-	}
-	add(vc)
-
-	add(report.ServerLogSettings(ctx, s.Pool))
-	add(report.Pgaudit(ctx, s.Pool))
-	var tables []string
-	for _, t := range s.Plan.Tables {
-		tables = append(tables, t.QualifiedName())
-	}
-	add(report.Disk(ctx, s.Pool, tables, freeBytes))
-	add(report.Triggers(engine.CheckTriggers(ctx, s.Pool, s.Plan)))
-	add(report.Dependencies(s.Plan.CheckBlockers(), s.Plan.Dependencies))
-	ownerFindings, ownerErr := engine.OwnerCodeReport(ctx, s.Pool, s.Plan)
-	add(report.OwnerCode(ownerFindings, ownerErr, s.Cfg.IsProduction()))
-	add(leakageCheck(ctx, s))
-	return cl
-}
-
-func freeBytes(dir string) (uint64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return st.Bavail * uint64(st.Bsize), nil
-}
-
 // reportCommand builds the sign-off report from recorded facts.
 func (a *app) reportCommand() *cobra.Command {
 	var format string
@@ -513,7 +405,7 @@ installed: Debian's chromium package, or PGPHI_CHROMIUM; else exit 1) or json.`,
 			}
 			ctx := cmd.Context()
 			return a.guarded(ctx, guardSpec{Command: "report", Conns: 2}, "compliance report", func(ctx context.Context, s *session, out *outcome) error {
-				f, err := a.gatherFacts(ctx, s)
+				f, err := a.wrapper().Facts(ctx, s)
 				if err != nil {
 					return err
 				}
@@ -537,155 +429,4 @@ installed: Debian's chromium package, or PGPHI_CHROMIUM; else exit 1) or json.`,
 	}
 	cmd.Flags().StringVar(&format, "format", "md", "md, html, pdf (through headless Chromium) or json")
 	return cmd
-}
-
-// columnLeakage measures the leakage of the blind indexes for the report,
-// keyed by (qualified table, column), when the keys are at hand (a dba or
-// healthcare_admin with the KEK); without them the report says "not
-// measured" and the leakage item of the last check stands as evidence.
-func columnLeakage(ctx context.Context, s *session) (map[[2]string][]report.LeakageFact, error) {
-	if _, err := keys.ProviderFromEnv(); err != nil {
-		return nil, nil
-	}
-	ring, err := loadKeys(ctx, s.Pool)
-	if err != nil {
-		return nil, nil
-	}
-	measured, err := engine.MeasureLeakage(ctx, s.Pool, ring, s.Plan, s.Cfg.IsProduction())
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now().UTC()
-	out := map[[2]string][]report.LeakageFact{}
-	for _, m := range measured {
-		k := [2]string{m.Table, m.Column}
-		for _, f := range m.Families {
-			out[k] = append(out[k], report.LeakageFact{Family: string(f.SubKind), MeanValues: f.MeanValuesPerTerm,
-				MinValues: float64(f.MinValuesPerTerm), AcceptedLeakage: m.Accepted != "", MeasuredAt: now})
-		}
-		out[k] = append(out[k], report.LeakageFact{Family: "whole term set", MeanValues: m.MeanValuesPerArray,
-			MinValues: float64(m.MinValuesPerArray), AcceptedLeakage: m.Accepted != "", MeasuredAt: now})
-	}
-	return out, nil
-}
-
-func (a *app) gatherFacts(ctx context.Context, s *session) (*report.Facts, error) {
-	f := &report.Facts{PlanID: s.Plan.ID, Environment: s.Cfg.Environment, GeneratedAt: time.Now().UTC()}
-	_ = s.Pool.QueryRow(ctx, "SELECT current_database()").Scan(&f.Database)
-	_ = s.Pool.QueryRow(ctx, "SELECT created_at, completed_at FROM pgphi.plans WHERE plan_id = $1", s.Plan.ID).Scan(&f.PlanCreated, &f.Completed)
-	_ = s.Pool.QueryRow(ctx, "SELECT max(cleaned_at) FROM pgphi.protected_columns").Scan(&f.CleanedUp)
-	if bc := backupCheck(ctx, s); bc.Evidence != "" {
-		bf := &report.BackupFact{OK: bc.Passed, Required: bc.Required, Evidence: bc.Evidence}
-		if st, err := backup.LatestVerified(ctx, s.Pool, s.Pins.MaxBackupAge()); err == nil {
-			bf.Format, bf.BackupID = st.Format, st.BackupID
-		}
-		f.Backup = bf
-	}
-
-	st, err := engine.GetStatus(ctx, s.Pool, s.Plan)
-	if err != nil {
-		return nil, err
-	}
-	for _, c := range st.Columns {
-		cf := report.ColumnFact{Table: c.Table, Column: c.Column, Phase: "planned", Encrypted: c.Encrypted, Pending: c.Pending}
-		if st.Applied {
-			cf.Phase = "expanded"
-		}
-		for _, t := range s.Plan.Tables {
-			for _, tc := range t.Columns {
-				if t.QualifiedName() != c.Table || tc.Name != c.Column {
-					continue
-				}
-				if tc.Cleaned {
-					cf.Phase = "cleaned"
-				}
-				var search []string
-				for _, k := range tc.Search {
-					search = append(search, string(k))
-				}
-				cf.Class, cf.Search = tc.Class, strings.Join(search, ", ")
-			}
-		}
-		f.Columns = append(f.Columns, cf)
-	}
-	measured, err := columnLeakage(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	for i := range f.Columns {
-		f.Columns[i].Leakage = measured[[2]string{f.Columns[i].Table, f.Columns[i].Column}]
-	}
-	if f.Checklist, err = report.Latest(ctx, s.Pool, s.Plan.ID); err != nil {
-		return nil, err
-	}
-	// Approvals: valid ones only (Check re-verifies every signature), under
-	// the pinned policy.
-	if len(s.Pins.Approvals[s.Pins.Environment]) == 0 {
-		f.ApprovalsOK, f.ApprovalNote = true, "environment "+s.Pins.Environment+" requires no approvals"
-	} else if res, err := a.wrapper().ApprovalResult(ctx, s, s.Plan.ID, "apply"); err != nil {
-		f.ApprovalsOK, f.ApprovalNote = false, err.Error()
-	} else {
-		f.ApprovalsOK, f.ApprovalNote = true, "the environment's pinned approval policy is met"
-		for _, ap := range res.Valid {
-			f.Approvals = append(f.Approvals, report.ApprovalFact{Signer: ap.Signer, Role: string(ap.Role), SignedAt: ap.SignedAt, Fingerprint: ap.Fingerprint,
-				PlanID: ap.PlanID, Command: ap.Command, Environment: ap.Environment, Database: ap.Database, Expires: ap.Expires})
-		}
-	}
-	// Validation evidence comes from the pre-flight checklist when there is
-	// one: after cleanup there is no plaintext left to validate.
-	if f.Checklist != nil && f.Checklist.ValidationRules >= 0 {
-		vf := &report.ValidationFact{Rules: f.Checklist.ValidationRules, Violations: f.Checklist.ValidationViolations,
-			Source: "pre-flight check " + f.Checklist.CheckedAt.UTC().Format(time.RFC3339)}
-		f.Validation = vf
-	} else if res, err := engine.Validate(ctx, s.Pool, s.Cfg, s.Plan); err == nil {
-		vf := &report.ValidationFact{Rules: len(res.Checked), Source: "live"}
-		for _, x := range res.Violations {
-			vf.Violations = append(vf.Violations, fmt.Sprintf("%s.%s %s: %d rows", x.Table, x.Column, x.Rule, x.Rows))
-		}
-		f.Validation = vf
-	}
-	var v report.VerifyFact
-	if err := s.Pool.QueryRow(ctx, `SELECT finished_at, ok, rows_checked, values_checked, mismatches, pending FROM pgphi.verifications
-		WHERE plan_id = $1 AND recorded_by IS NOT NULL AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1`, s.Plan.ID).Scan(&v.At, &v.OK, &v.Rows, &v.Values, &v.Mismatches, &v.Pending); err == nil {
-		f.Verification = &v
-	}
-	if rep, err := audit.Verify(ctx, s.Pool); err == nil {
-		f.Audit = report.AuditFact{Records: rep.Records, HeadSeq: rep.HeadSeq, Head: rep.Head, Valid: len(rep.Problems) == 0, Problems: len(rep.Problems)}
-	}
-	f.Audit.Checkpoint = latestCheckpoint(ctx, s)
-	if f.Alerts, err = report.RecordedAlerts(ctx, s.Pool, s.Plan.ID); err != nil {
-		return nil, err
-	}
-	if f.Migrations, err = report.MigrationHistory(ctx, s.Pool); err != nil {
-		return nil, err
-	}
-	return f, nil
-}
-
-// latestCheckpoint is the newest signed checkpoint of the audit trail,
-// proven against the pinned audit key (signature, and the chain extends
-// the signed record) when one is pinned.
-func latestCheckpoint(ctx context.Context, s *session) *report.CheckpointFact {
-	var cp audit.Checkpoint
-	err := s.Pool.QueryRow(ctx, `SELECT seq, hash, signed_at, key_fingerprint, signature FROM pgphi.audit_checkpoints
-		ORDER BY seq DESC, signed_at DESC LIMIT 1`).Scan(&cp.Seq, &cp.Hash, &cp.Time, &cp.KeyFingerprint, &cp.Signature)
-	if err != nil {
-		return nil
-	}
-	f := &report.CheckpointFact{Seq: cp.Seq, Hash: cp.Hash, SignedAt: cp.Time, KeyFingerprint: cp.KeyFingerprint}
-	if s.Pins.AuditPublicKey == "" {
-		f.Note = "no audit public key is pinned to check its signature against"
-		return f
-	}
-	pub, err := policy.ParseAuthorizedKey(s.Pins.AuditPublicKey)
-	if err != nil {
-		f.Note = "the pinned audit key does not parse"
-		return f
-	}
-	if err := audit.ProveCheckpoint(ctx, s.Pool, &cp, []ed25519.PublicKey{pub}); err != nil {
-		f.Note = err.Error()
-		return f
-	}
-	f.Proven = true
-	return f
 }

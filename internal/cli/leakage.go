@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"strings"
 	"text/tabwriter"
 
@@ -13,7 +12,6 @@ import (
 
 	"github.com/pgphi/pgphi/blindindex"
 	"github.com/pgphi/pgphi/internal/engine"
-	"github.com/pgphi/pgphi/internal/report"
 )
 
 // leakageCommand measures what the blind index terms of every searchable
@@ -72,11 +70,11 @@ func printLeakage(w io.Writer, ls []engine.ColumnLeakage) {
 			state = "sizing the next apply records"
 		}
 		fmt.Fprintf(w, "%s.%s  (%s, sized by %s): %d rows, %d distinct values, %d distinct term arrays: %s values per array (min %d)\n",
-			l.Table, l.Column, state, l.Sizing, l.Rows, l.Values, l.Arrays, share(l.MeanValuesPerArray), l.MinValuesPerArray)
+			l.Table, l.Column, state, l.Sizing, l.Rows, l.Values, l.Arrays, engine.FormatShare(l.MeanValuesPerArray), l.MinValuesPerArray)
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  FAMILY\tBITS\tVALUES\tTERMS\tVALUES/TERM\tMIN")
 		for _, f := range l.Families {
-			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%s\t%d\n", f.SubKind, f.Bits, f.Values, f.Terms, share(f.MeanValuesPerTerm), f.MinValuesPerTerm)
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%s\t%d\n", f.SubKind, f.Bits, f.Values, f.Terms, engine.FormatShare(f.MeanValuesPerTerm), f.MinValuesPerTerm)
 		}
 		tw.Flush()
 		var qs []string
@@ -92,49 +90,4 @@ func printLeakage(w io.Writer, ls []engine.ColumnLeakage) {
 		}
 		fmt.Fprintln(w)
 	}
-}
-
-func share(x float64) string {
-	if math.IsInf(x, 0) {
-		return "-"
-	}
-	return fmt.Sprintf("%.2f", x)
-}
-
-// leakageCheck is the check that every searchable column keeps each term
-// and term array shared by at least two distinct values on average, or has
-// its leakage accepted in the pinned policy. Required in production.
-func leakageCheck(ctx context.Context, s *session) report.Check {
-	c := report.Check{ID: "leakage", Title: "blind index terms shared by >= 2 distinct values", Required: s.Cfg.IsProduction()}
-	ring, err := loadKeys(ctx, s.Pool)
-	if err != nil {
-		c.Evidence = "cannot measure without keys: " + err.Error()
-		return c
-	}
-	ls, err := engine.MeasureLeakage(ctx, s.Pool, ring, s.Plan, s.Cfg.IsProduction())
-	if err != nil {
-		c.Evidence = "cannot measure: " + err.Error()
-		return c
-	}
-	c.Passed = true
-	var parts []string
-	for _, l := range ls {
-		name := l.Table + "." + l.Column
-		why := s.Pins.AcceptLeakage[name]
-		e := fmt.Sprintf("%s %s (min over families and arrays)", name, share(l.Min()))
-		switch {
-		case l.Below() && why != "":
-			e += ", accepted by the pinned policy: " + why
-		case l.Below():
-			e += ", BELOW 2 and not accepted"
-			c.Passed = false
-		}
-		parts = append(parts, e)
-	}
-	if len(parts) == 0 {
-		c.Evidence = "no searchable columns"
-	} else {
-		c.Evidence = strings.Join(parts, "; ")
-	}
-	return c
 }

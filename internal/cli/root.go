@@ -326,11 +326,11 @@ func (a *app) runner(ctx context.Context, s *session, m *metrics.Recorder) (*eng
 }
 
 func loadKeys(ctx context.Context, pool *pgxpool.Pool) (*keys.Keyring, error) {
-	p, err := keys.ProviderFromEnv()
-	if err != nil {
+	ring, err := compliance.LoadKeys(ctx, pool)
+	if errors.Is(err, compliance.ErrKeySource) {
 		return nil, withCode(ExitUsage, err)
 	}
-	return keys.Load(ctx, pool, p)
+	return ring, err
 }
 
 // loadConfigOptional loads the config if one exists: commands that only need

@@ -19,6 +19,11 @@
 //   - operator hooks run at their phases with a minimal environment, and
 //     validation counts violations in SQL before the command executes.
 //
+// It also owns what the compliance steps read and state, for every front
+// end (the pgphi command, serve, migrate): the pre-flight checklist with
+// its evidence (Wrapper.Checklist), the facts of the compliance report
+// (Wrapper.Facts), and where the keys come from (LoadKeys).
+//
 // The command-line package supplies how to load the config, connect and
 // resolve the plan; this package decides nothing about flags or rendering.
 package compliance

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -125,4 +126,13 @@ func readValues(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, t *
 		}
 		return rows.Err()
 	})
+}
+
+// FormatShare renders a number of distinct values per term for people:
+// two decimals, "-" for a column without values.
+func FormatShare(x float64) string {
+	if math.IsInf(x, 0) {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", x)
 }

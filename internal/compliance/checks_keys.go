@@ -1,4 +1,4 @@
-package cli
+package compliance
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 
 // keyUsageCheck: the active data key's encryption count against the AES-GCM
 // limit; a warning from 2^30, a failure at 2^32.
-func keyUsageCheck(ctx context.Context, s *session) report.Check {
+func keyUsageCheck(ctx context.Context, s *Session) report.Check {
 	c := report.Check{ID: "key-usage", Title: "active data key below its AES-GCM usage limit (2^32 encryptions)", Required: true}
 	var id int32
 	var n int64
@@ -38,7 +38,7 @@ func keyUsageCheck(ctx context.Context, s *session) report.Check {
 
 // backupCheck: in production, a backup verified by restoring it, taken
 // within the pinned backup.max_age; elsewhere shown, not required.
-func backupCheck(ctx context.Context, s *session) report.Check {
+func backupCheck(ctx context.Context, s *Session) report.Check {
 	prod := s.Pins != nil && s.Pins.Environment == "production"
 	c := report.Check{ID: "backup", Title: "verified backup within the pinned maximum age", Required: prod}
 	maxAge := policy.DefaultBackupMaxAge
