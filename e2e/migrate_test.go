@@ -180,13 +180,16 @@ func TestMigrateSurvivesSIGKILL(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, n), []byte(s), 0o644)
 	}
 	complExpect(t, tpAs(f, a, a.DBA, "migrate", "--dir", dir, "hash"), 0)
-	killDuring := func(wantSleeping string) {
+	// ready says the runner is where it must be killed: an active session
+	// of the runner sleeping (an idle one shows its last query too), and
+	// for 002 its first statement recorded as done.
+	killDuring := func(wantSleeping string, ready string) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		cmd, _, _ := f.start(ctx, "migrate", "--dir", dir, "up", "--reason", "killed")
 		deadline := time.Now().Add(30 * time.Second)
-		for queryInt(t, f.conn(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgphi migrate' AND query LIKE '%pg_sleep%'") == 0 {
+		for queryInt(t, f.conn(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgphi migrate' AND state = 'active' AND query LIKE '%pg_sleep%' AND ("+ready+")") == 0 {
 			if time.Now().After(deadline) {
 				t.Fatalf("the runner never reached %s", wantSleeping)
 			}
@@ -195,7 +198,7 @@ func TestMigrateSurvivesSIGKILL(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	}
-	killDuring("001_tx")
+	killDuring("001_tx", "true")
 	// Killed inside its transaction: nothing of 001 is left.
 	if n := queryInt(t, f.conn(), "SELECT count(*) FROM pg_class WHERE relname = 'visit'"); n != 0 {
 		t.Fatal("a killed transactional migration left its table")
@@ -206,7 +209,7 @@ func TestMigrateSurvivesSIGKILL(t *testing.T) {
 	complExpect(t, tpAs(f, a, a.DBA, "migrate", "--dir", dir, "up", "--reason", "after kill"), 0, "applied 001_tx")
 	os.Rename(filepath.Join(f.dir, "002_nontx.up.sql"), filepath.Join(dir, "002_nontx.up.sql"))
 	complExpect(t, tpAs(f, a, a.DBA, "migrate", "--dir", dir, "hash"), 0)
-	killDuring("002_nontx")
+	killDuring("002_nontx", "EXISTS (SELECT 1 FROM pgphi.migrations WHERE version = 2 AND state = 'running' AND statements_done = 1)")
 	if n := queryInt(t, f.conn(), "SELECT statements_done FROM pgphi.migrations WHERE version = 2 AND state = 'running'"); n != 1 {
 		t.Fatalf("after the kill, 002 has %d statements done, want 1 (running)", n)
 	}
