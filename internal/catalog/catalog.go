@@ -303,8 +303,14 @@ func DomainBase(ctx context.Context, q Querier, typ string) (string, error) {
 		  SELECT t.typbasetype, t.typtypmod, d.depth OPERATOR(pg_catalog.+) 1 FROM d JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) d.oid
 		  WHERE t.typtype OPERATOR(pg_catalog.=) 'd' AND d.depth OPERATOR(pg_catalog.<) 16)
 		SELECT COALESCE((SELECT pg_catalog.format_type(oid, NULLIF(typmod, -1)) FROM d WHERE depth OPERATOR(pg_catalog.>) 0 ORDER BY depth DESC LIMIT 1), $1)`, typ).Scan(&base)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42601" || strings.HasPrefix(pgErr.Code, "22")) {
+		// Not a type name at all (to_regtype still raises on syntax): it
+		// does not resolve, and whoever pastes it must refuse it.
+		return typ, nil
+	}
 	if err != nil {
-		return "", fmt.Errorf("resolving type %s: %w", typ, err)
+		return "", fmt.Errorf("resolving a recorded type: %w", err)
 	}
 	return base, nil
 }
