@@ -110,18 +110,9 @@ func (l *Log) MirrorPath() string { return l.mirror }
 // ErrMirror and the returned record is the one stored. Use a context that
 // outlives the command's own cancellation for the final record of a run.
 func (l *Log) Append(ctx context.Context, r Record) (Record, error) {
-	r.Seq, r.Prev, r.Hash, r.Time = 0, "", "", time.Now()
-	r.Actor.DBRole, r.DBName = "", ""
-	if r.DBHost == "" {
-		r.DBHost = l.dbHost
-	}
-	r.normalize()
-	if err := r.validate(); err != nil {
-		return Record{}, err
-	}
-	payload, err := json.Marshal(chosenFields(&r))
+	r, payload, err := l.prepare(r)
 	if err != nil {
-		return Record{}, fmt.Errorf("audit: append: %w", err)
+		return Record{}, err
 	}
 	tx, err := l.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted, AccessMode: pgx.ReadWrite})
 	if err != nil {
@@ -148,6 +139,17 @@ func (l *Log) Append(ctx context.Context, r Record) (Record, error) {
 // advisory lock pgphi.audit_append takes is held until tx ends: keep tx
 // short after the call.
 func (l *Log) AppendIn(ctx context.Context, tx pgx.Tx, r Record) (Record, error) {
+	r, payload, err := l.prepare(r)
+	if err != nil {
+		return Record{}, err
+	}
+	return appendIn(ctx, tx, r, payload)
+}
+
+// prepare clears the fields pgphi.audit_append assigns itself, fills the
+// database host, and returns the record with the JSON of the fields the
+// caller chooses.
+func (l *Log) prepare(r Record) (Record, []byte, error) {
 	r.Seq, r.Prev, r.Hash, r.Time = 0, "", "", time.Now()
 	r.Actor.DBRole, r.DBName = "", ""
 	if r.DBHost == "" {
@@ -155,13 +157,13 @@ func (l *Log) AppendIn(ctx context.Context, tx pgx.Tx, r Record) (Record, error)
 	}
 	r.normalize()
 	if err := r.validate(); err != nil {
-		return Record{}, err
+		return Record{}, nil, err
 	}
 	payload, err := json.Marshal(chosenFields(&r))
 	if err != nil {
-		return Record{}, fmt.Errorf("audit: append: %w", err)
+		return Record{}, nil, fmt.Errorf("audit: append: %w", err)
 	}
-	return appendIn(ctx, tx, r, payload)
+	return r, payload, nil
 }
 
 func appendIn(ctx context.Context, tx pgx.Tx, r Record, payload []byte) (Record, error) {
