@@ -22,6 +22,7 @@ import (
 	"github.com/pgphi/pgphi/internal/migrate"
 	"github.com/pgphi/pgphi/internal/migrate/lint"
 	"github.com/pgphi/pgphi/internal/policy"
+	"github.com/pgphi/pgphi/internal/report"
 )
 
 // migrateOpts are the flags every `pgphi migrate` subcommand shares.
@@ -147,22 +148,26 @@ func printFindings(w io.Writer, fs []lint.Finding) {
 	}
 }
 
-// detailKey is an audit details key for a migration: "m." and its name,
-// in the characters the audit trail allows.
-func detailKey(name string) string {
-	k := "m." + strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '_', r == '-', r == '.':
-			return r
-		case r >= 'A' && r <= 'Z':
-			return r + 'a' - 'A'
+// detailKey is the audit details key of a migration's entry.
+func detailKey(name string) string { return compliance.MigrationRunKey(name) }
+
+// recordLint puts each migration's lint findings in the run's audit
+// record (rule, severity, position, suppression reason; never the message).
+func recordLint(out *outcome, todo []*migrate.Migration, findings []lint.Finding) error {
+	for _, m := range todo {
+		facts := []report.LintFact{}
+		for _, f := range findings {
+			if f.File == m.UpFile {
+				facts = append(facts, report.LintFact{Rule: f.Rule, Severity: string(f.Severity), Line: f.Line, Col: f.Col, Ignored: f.Ignored, Reason: f.Reason})
+			}
 		}
-		return '_'
-	}, name)
-	if len(k) > 64 {
-		k = k[:64]
+		b, err := json.Marshal(facts)
+		if err != nil {
+			return err
+		}
+		out.Details[compliance.MigrationLintKey(m.Name)] = string(b)
 	}
-	return k
+	return nil
 }
 
 func lintFiles(lc lint.Context, files []*migrate.Migration) ([]lint.Finding, []string, error) {
@@ -286,6 +291,9 @@ func (a *app) migrateUp(o *migrateOpts) *cobra.Command {
 						fmt.Fprintf(a.stdout, "dry run: not tried (cannot run in a transaction): %s\n", sk)
 					}
 					return nil
+				}
+				if err := recordLint(out, todo, findings); err != nil {
+					return err
 				}
 				out.Details["migration_name"] = todo[len(todo)-1].Name
 				out.Details["tables_modified"] = strings.Join(migrate.TablesOf(todo), ", ")
