@@ -131,15 +131,15 @@ func (w *Wrapper) migrationApprovals(ctx context.Context, s *Session, f *report.
 
 // auditRow is the part of an audit record the migration report reads.
 type auditRow struct {
-	Seq     int64     `json:"seq"`
-	Time    time.Time `json:"time"`
-	Event   string    `json:"event"`
-	RunID   string    `json:"run_id"`
-	PlanID  string    `json:"plan_id"`
-	Reason  string    `json:"reason"`
-	Env     string    `json:"environment"`
-	Hash    string    `json:"hash"`
-	Actor   struct {
+	Seq    int64     `json:"seq"`
+	Time   time.Time `json:"time"`
+	Event  string    `json:"event"`
+	RunID  string    `json:"run_id"`
+	PlanID string    `json:"plan_id"`
+	Reason string    `json:"reason"`
+	Env    string    `json:"environment"`
+	Hash   string    `json:"hash"`
+	Actor  struct {
 		DBRole string `json:"db_role"`
 		Name   string `json:"name"`
 		OSUser string `json:"os_user"`

@@ -68,7 +68,7 @@ type MigrationRun struct {
 	// Environment is the one the run recorded (its approvals are that
 	// environment's).
 	Environment string `json:"environment"`
-	Event      string `json:"event"` // the run's end: success, failure, refused
+	Event       string `json:"event"` // the run's end: success, failure, refused
 	// Entry is the run's own line for this migration: sha256, statements,
 	// rows, duration and outcome.
 	Entry     string       `json:"entry"`
