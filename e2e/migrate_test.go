@@ -312,4 +312,10 @@ func TestMigrateBaselineAdoptsGolangMigrate(t *testing.T) {
 	if n := queryInt(t, f.conn(), "SELECT count(*) FROM pgphi.migrations WHERE source = 'golang-migrate'"); n != 2 {
 		t.Fatalf("%d migrations imported from golang-migrate, want 2", n)
 	}
+	// An adopted migration ran outside pgphi: its report is NOT APPROVED,
+	// saying so and how to run it under the wrapper; the one pgphi applied
+	// (where the environment requires no approvals) is approved.
+	complExpect(t, tpAs(f, a, a.AuditOfficer, "report", "--migration", "2_b"), 0, "NOT APPROVED", "adopted with `pgphi migrate baseline` (history from golang-migrate)",
+		"`pgphi migrate down --to 1 --reason TEXT`, then `pgphi migrate up --reason TEXT`", "no audit record of a `pgphi migrate` run names this migration")
+	complExpect(t, tpAs(f, a, a.AuditOfficer, "report", "--migration", "3_c"), 0, "**APPROVED FOR PRODUCTION**", "environment test requires no approvals")
 }
