@@ -250,7 +250,7 @@ func (a *app) migrateUp(o *migrateOpts) *cobra.Command {
 				defer r.Close(ctx)
 				todo := migrate.Pending(d, r.History(), to)
 				if len(todo) == 0 {
-					fmt.Fprintln(a.stdout, "nothing to apply: the database is up to date")
+					fmt.Fprintln(a.stdout, "nothing to migrate: the database is up to date")
 					return nil
 				}
 				// Approvals bind the files: another runner may have applied
