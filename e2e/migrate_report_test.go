@@ -119,3 +119,53 @@ func TestMigrationReport(t *testing.T) {
 		t.Error("a literal of a migration file reached the audit trail")
 	}
 }
+
+// A migration that adds a column pgphi.yaml lists tells the operator to
+// encrypt it, and status and check show it unprotected until apply has.
+func TestMigrationAddsAConfiguredColumn(t *testing.T) {
+	t.Parallel()
+	f, a, _ := tpFixture(t, "environment: test\n")
+	complExpect(t, f.run("apply"), 0)
+	f.writeConfig(complYAML("environment: test\n", "") + "      phone: { class: pii }\n")
+	dir := filepath.Join(f.dir, "migrations")
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "001_patient_phone.up.sql"), []byte("ALTER TABLE patient ADD COLUMN phone text;\n"), 0o644)
+	complExpect(t, f.run("migrate", "--dir", dir, "hash"), 0)
+	complExpect(t, tpAs(f, a, a.DBA, "migrate", "--dir", dir, "up", "--reason", "phone"), 0, "applied 001_patient_phone",
+		"public.patient.phone are listed in", "hold plaintext until encrypted: run `pgphi apply`")
+	// The application writes to it before apply: plaintext only.
+	f.exec("UPDATE patient SET phone = '555-0100' WHERE id < 5")
+	unprotected := "UNPROTECTED public.patient.phone: no encrypted column yet; its 4 values and every write to it stay plaintext until `pgphi apply` runs"
+	r := f.run("status")
+	if !strings.Contains(r.stdout, unprotected) || strings.Contains(r.stdout, "UNPROTECTED public.patient.last_name") {
+		t.Errorf("status before apply:\n%s", r)
+	}
+	// The columns apply protected still count as encrypted.
+	if !regexp.MustCompile(`public\.patient\s+last_name\s+40\s+40\s+0`).MatchString(r.stdout) {
+		t.Errorf("status lost the protected columns' counts:\n%s", r)
+	}
+	r = f.run("status", "--json")
+	var st struct {
+		Columns []struct {
+			Column    string
+			Protected bool
+		}
+	}
+	json.Unmarshal([]byte(r.stdout), &st)
+	for _, c := range st.Columns {
+		if c.Protected != (c.Column != "phone") {
+			t.Errorf("status --json: %s protected=%v", c.Column, c.Protected)
+		}
+	}
+	r = f.run("check")
+	if !regexp.MustCompile("WARN every configured column protected +UNPROTECTED, plaintext only until `pgphi apply` runs: public.patient.phone \\(4 values\\)").MatchString(r.stdout) {
+		t.Errorf("check before apply:\n%s", r)
+	}
+	complExpect(t, f.run("apply"), 0)
+	r = f.run("status")
+	complExpect(t, r, 0)
+	if strings.Contains(r.stdout, "UNPROTECTED") {
+		t.Errorf("status after apply:\n%s", r)
+	}
+	complExpect(t, f.run("check"), 0, "PASS every configured column protected")
+}
