@@ -103,7 +103,12 @@ func (a *app) runnerOptions(s *session, o *migrateOpts) migrate.Options {
 	if actor == "" {
 		actor = la.OSUser
 	}
-	return migrate.Options{Actor: actor, LockWait: o.lockWait, LockTimeout: lt, Retries: s.Cfg.Apply.DDLRetries, Logf: a.logf}
+	opt := migrate.Options{Actor: actor, LockWait: o.lockWait, LockTimeout: lt, Retries: s.Cfg.Apply.DDLRetries, Logf: a.logf}
+	if a.metrics != nil {
+		opt.Observer = a.metrics
+		a.metrics.SetPlan(s.Plan.ID, nil)
+	}
+	return opt
 }
 
 func openRunner(ctx context.Context, s *session, d *migrate.Dir, opt migrate.Options) (*migrate.Runner, error) {
@@ -215,6 +220,7 @@ func (a *app) migrateHash(o *migrateOpts) *cobra.Command {
 func (a *app) migrateUp(o *migrateOpts) *cobra.Command {
 	var to int64
 	var dry bool
+	var mo metricsOpt
 	cmd := &cobra.Command{
 		Use:   "up [--to N] [--dry-run]",
 		Short: "Lint, then apply pending migrations (each in its own transaction, or statement by statement where needed)",
@@ -226,6 +232,11 @@ func (a *app) migrateUp(o *migrateOpts) *cobra.Command {
 			if err := migrateErr(d.CheckSum()); err != nil {
 				return err
 			}
+			_, stopMetrics, err := a.startMetrics(cmd.Context(), &mo, "migrate")
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			pending := func(ctx context.Context, s *session) ([]*migrate.Migration, error) {
 				h, err := migrate.History(ctx, s.Pool)
 				return migrate.Pending(d, h, to), err
@@ -324,12 +335,14 @@ func (a *app) migrateUp(o *migrateOpts) *cobra.Command {
 	}
 	cmd.Flags().Int64Var(&to, "to", -1, "apply up to this version")
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "run in one transaction and roll back")
+	mo.register(cmd)
 	return cmd
 }
 
 func (a *app) migrateDown(o *migrateOpts) *cobra.Command {
 	var to int64
 	var steps int
+	var mo metricsOpt
 	cmd := &cobra.Command{
 		Use:   "down (--to N | --steps K)",
 		Short: "Revert applied migrations with their down files, newest first",
@@ -341,6 +354,11 @@ func (a *app) migrateDown(o *migrateOpts) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			_, stopMetrics, err := a.startMetrics(cmd.Context(), &mo, "migrate")
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			files := func(h []migrate.Record) []*migrate.Migration {
 				var out []*migrate.Migration
 				for _, r := range migrate.ToRevert(d, h, to, steps) {
@@ -383,6 +401,7 @@ func (a *app) migrateDown(o *migrateOpts) *cobra.Command {
 	}
 	cmd.Flags().Int64Var(&to, "to", -1, "revert every migration above this version")
 	cmd.Flags().IntVar(&steps, "steps", 0, "revert this many migrations")
+	mo.register(cmd)
 	return cmd
 }
 
