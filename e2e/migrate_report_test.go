@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	reportpkg "github.com/pgphi/pgphi/internal/report"
 )
 
 // The sign-off report of one schema migration in production: applied under
@@ -94,6 +96,13 @@ func TestMigrationReport(t *testing.T) {
 	r = report(0, "--migration", "001_add_visit_table", "--format", "html")
 	if !strings.Contains(r.stdout, `data-state="approved"`) || !strings.Contains(r.stdout, "<style>") || !strings.Contains(r.stdout, plan) {
 		t.Errorf("html report:\n%s", r.stdout)
+	}
+
+	if _, err := reportpkg.FindBrowser(); err == nil {
+		pdf := report(0, "--migration", "001_add_visit_table", "--format", "pdf")
+		if !strings.HasPrefix(pdf.stdout, "%PDF") {
+			t.Errorf("report --migration --format pdf: not a PDF: %q", pdf.stdout[:min(len(pdf.stdout), 16)])
+		}
 	}
 
 	// A failed migration: NOT APPROVED, with the failure and the command.
