@@ -11,7 +11,7 @@ import (
 // statement's text.
 type migrationMetrics struct {
 	done, planned, version, runnerWait prometheus.Gauge
-	statements                        prometheus.Counter
+	statements                         prometheus.Counter
 }
 
 func (r *Recorder) registerMigrations() {
