@@ -369,6 +369,12 @@ run replaces the section of its size.
 - Search: the Go API (` + "`search.Searcher.Find`" + `) against plaintext SQL on the same values: B-tree equality for
   exact, phone and date; ` + "`ILIKE`" + ` scans for prefix and contains; ` + "`dmetaphone()`" + ` (fuzzystrmatch) for phonetic.
 - Cleanup: flags on, verify, then ` + "`pgphi cleanup`" + `; the writer starts once cleanup has passed its checks.
+- Schema migrations: on a 20,000-row copy (the stalls come from lock queues, not the table's size), the
+  writer runs while six statements change ` + "`patient`" + ` (two columns, two indexes built concurrently, a CHECK
+  NOT VALID then validated): a plain DDL script (baseline), ` + "`pgphi migrate up`" + ` (lock_timeout 2 s, the
+  default); then behind a report holding a read lock for 5 s: the plain ALTER (baseline), ` + "`pgphi migrate up`" + `
+  with the default and with ` + "`--lock-timeout 500ms`" + `. ` + "`go run ./tools/bench -only migrate -patients 20000`" + `
+  runs these alone.
 
 ## Results
 
