@@ -1232,7 +1232,7 @@ func TestCheck(t *testing.T) {
 	r := f.run("check", "--json")
 	complExpect(t, r, 0)
 	cl := decode(r)
-	wantIDs := []string{"tls", "audit", "role", "keys", "key-usage", "backup", "approvals", "validation", "server-logs", "pgaudit", "disk", "triggers", "dependencies", "owner-code", "leakage"}
+	wantIDs := []string{"tls", "audit", "role", "keys", "key-usage", "backup", "approvals", "validation", "server-logs", "pgaudit", "disk", "triggers", "unprotected", "dependencies", "owner-code", "leakage"}
 	wantEvidence := map[string]string{
 		"tls":         "plaintext TCP (no TLS), loopback",
 		"audit":       "records",
@@ -1247,6 +1247,8 @@ func TestCheck(t *testing.T) {
 		"disk":        "free",
 		"triggers":    "every expanded table has its pgphi triggers enabled",
 		"owner-code":  "",
+		// Before the first apply, every configured column is plaintext only.
+		"unprotected": "UNPROTECTED, plaintext only until `pgphi apply` runs: public.patient.last_name (40 values), public.patient.ssn (40 values)",
 	}
 	var ids []string
 	for _, c := range cl.Items {
@@ -1266,7 +1268,7 @@ func TestCheck(t *testing.T) {
 			if c.Required || !c.Passed || !strings.Contains(c.Evidence, "public.patient.last_name") {
 				t.Errorf("check item %s: required %v passed %v (%s); want a passed recommendation naming last_name", c.ID, c.Required, c.Passed, c.Evidence)
 			}
-		case "validation", "pgaudit", "backup":
+		case "validation", "pgaudit", "backup", "unprotected":
 			if c.Required || c.Passed {
 				t.Errorf("check item %s: required %v passed %v; want a failed recommendation (WARN)", c.ID, c.Required, c.Passed)
 			}

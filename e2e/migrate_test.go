@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -76,7 +77,7 @@ func TestMigrateCommandLine(t *testing.T) {
 	if hc.Phase != "post_execute" || hc.Command != "migrate" || hc.Environment != "test" || hc.Details["migration_name"] != "002_visit_index" || hc.Details["tables_modified"] != "public.visit" {
 		t.Errorf("hook context %+v", hc)
 	}
-	complExpect(t, as(a.DBA, "up", "--reason", "again"), 0, "nothing to apply")
+	complExpect(t, as(a.DBA, "up", "--reason", "again"), 0, "nothing to migrate")
 	r := as(a.DBA, "status", "--json")
 	complExpect(t, r, 0)
 	var st struct {
@@ -314,5 +315,57 @@ func TestMigrateBaselineAdoptsGolangMigrate(t *testing.T) {
 	complExpect(t, r, 0, "baseline")
 	if n := queryInt(t, f.conn(), "SELECT count(*) FROM pgphi.migrations WHERE source = 'golang-migrate'"); n != 2 {
 		t.Fatalf("%d migrations imported from golang-migrate, want 2", n)
+	}
+	// An adopted migration ran outside pgphi: its report is NOT APPROVED,
+	// saying so and how to run it under the wrapper; the one pgphi applied
+	// (where the environment requires no approvals) is approved.
+	complExpect(t, tpAs(f, a, a.AuditOfficer, "report", "--migration", "2_b"), 0, "NOT APPROVED", "adopted with `pgphi migrate baseline` (history from golang-migrate)",
+		"`pgphi migrate down --to 1 --reason TEXT`, then `pgphi migrate up --reason TEXT`", "no audit record of a `pgphi migrate` run names this migration")
+	complExpect(t, tpAs(f, a, a.AuditOfficer, "report", "--migration", "3_c"), 0, "**APPROVED FOR PRODUCTION**", "environment test requires no approvals")
+}
+
+// Two runners started together: one applies, the other waits for the
+// runner lock, then finds nothing to do and exits 0.
+func TestMigrateTwoRunnersStartedTogether(t *testing.T) {
+	t.Parallel()
+	f, _, _ := tpFixture(t, "environment: test\n")
+	dir := filepath.Join(f.dir, "migrations")
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "001_slow.up.sql"), []byte("CREATE TABLE visit (id bigint PRIMARY KEY);\nSELECT pg_sleep(2);\n"), 0o644)
+	complExpect(t, f.run("migrate", "--dir", dir, "hash"), 0)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	type run struct {
+		out, errOut *bytes.Buffer
+		err         error
+	}
+	done := make(chan run, 2)
+	for range 2 {
+		cmd, out, errOut := f.start(ctx, "migrate", "--dir", dir, "up", "--reason", "together")
+		go func() { done <- run{out, errOut, cmd.Wait()} }()
+	}
+	var applied, nothing int
+	for range 2 {
+		r := <-done
+		if r.err != nil {
+			t.Fatalf("a runner failed: %v\n%s%s", r.err, r.out, r.errOut)
+		}
+		switch {
+		case strings.Contains(r.out.String(), "applied 001_slow"):
+			applied++
+		case strings.Contains(r.out.String(), "nothing to migrate: the database is up to date"):
+			nothing++
+			if !strings.Contains(r.errOut.String(), "waiting for the migration lock") {
+				t.Errorf("the second runner did not say it waited:\n%s", r.errOut)
+			}
+		default:
+			t.Errorf("runner output:\n%s%s", r.out, r.errOut)
+		}
+	}
+	if applied != 1 || nothing != 1 {
+		t.Fatalf("%d runners applied, %d found nothing to do; want 1 and 1", applied, nothing)
+	}
+	if n := queryInt(t, f.conn(), "SELECT count(*) FROM pgphi.migrations WHERE state = 'applied'"); n != 1 {
+		t.Fatalf("%d migrations applied, want 1", n)
 	}
 }

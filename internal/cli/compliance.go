@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgphi/pgphi/internal/audit"
+	"github.com/pgphi/pgphi/internal/compliance"
 	"github.com/pgphi/pgphi/internal/policy"
 	"github.com/pgphi/pgphi/internal/report"
 )
@@ -382,14 +383,18 @@ func (a *app) checkCommand() *cobra.Command {
 
 // reportCommand builds the sign-off report from recorded facts.
 func (a *app) reportCommand() *cobra.Command {
-	var format string
+	var format, migration string
 	cmd := &cobra.Command{
 		Use:   "report",
 		Short: "The compliance report from recorded facts (md, html, pdf or json); APPROVED only when every item has evidence",
 		Long: `report writes the sign-off report of the current plan to stdout: md (Markdown),
 html (a self-contained page with a print layout: no script, nothing loaded from
 elsewhere), pdf (the HTML page printed by headless Chromium, which must be
-installed: Debian's chromium package, or PGPHI_CHROMIUM; else exit 1) or json.`,
+installed: Debian's chromium package, or PGPHI_CHROMIUM; else exit 1) or json.
+With --migration NAME (or its version), the report of one schema migration:
+its history entry, the approvals of the plan id it ran under, its lint
+findings and suppressions, and its run's audit records; a name the history
+does not hold exits 2.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !slices.Contains([]string{"md", "html", "pdf", "json"}, format) {
 				return withCode(ExitUsage, errors.New("usage: --format md, html, pdf or json"))
@@ -404,6 +409,9 @@ installed: Debian's chromium package, or PGPHI_CHROMIUM; else exit 1) or json.`,
 				browser = b
 			}
 			ctx := cmd.Context()
+			if migration != "" {
+				return a.migrationReport(ctx, migration, format, browser)
+			}
 			return a.guarded(ctx, guardSpec{Command: "report", Conns: 2}, "compliance report", func(ctx context.Context, s *session, out *outcome) error {
 				f, err := a.wrapper().Facts(ctx, s)
 				if err != nil {
@@ -428,5 +436,37 @@ installed: Debian's chromium package, or PGPHI_CHROMIUM; else exit 1) or json.`,
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "md", "md, html, pdf (through headless Chromium) or json")
+	cmd.Flags().StringVar(&migration, "migration", "", "the sign-off report of one schema migration, by name (005_add_payment_table) or version")
 	return cmd
+}
+
+// migrationReport is `report --migration NAME`: the sign-off report of one
+// schema migration from its history entry and its run's audit records.
+func (a *app) migrationReport(ctx context.Context, name, format string, browser *report.Browser) error {
+	spec := guardSpec{Command: "report", Conns: 2, NoPlan: true, OptionalConfig: true}
+	return a.guarded(ctx, spec, "migration report", func(ctx context.Context, s *session, out *outcome) error {
+		f, err := a.wrapper().MigrationFacts(ctx, s, name)
+		if errors.Is(err, compliance.ErrUnknownMigration) {
+			return withCode(ExitUsage, fmt.Errorf("%w (`pgphi migrate status` lists them)", err))
+		}
+		if err != nil {
+			return err
+		}
+		out.Details["migration"] = f.Name
+		out.Details["verdict"] = f.Verdict()
+		out.Details["format"] = format
+		if browser == nil {
+			return report.RenderMigration(a.stdout, format, f)
+		}
+		var page bytes.Buffer
+		if err := report.RenderMigration(&page, "html", f); err != nil {
+			return err
+		}
+		pdf, err := browser.PDF(ctx, page.Bytes())
+		if err != nil {
+			return withCode(ExitFailed, fmt.Errorf("--format pdf: %w", err))
+		}
+		_, err = a.stdout.Write(pdf)
+		return err
+	})
 }

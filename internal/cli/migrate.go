@@ -22,6 +22,7 @@ import (
 	"github.com/pgphi/pgphi/internal/migrate"
 	"github.com/pgphi/pgphi/internal/migrate/lint"
 	"github.com/pgphi/pgphi/internal/policy"
+	"github.com/pgphi/pgphi/internal/report"
 )
 
 // migrateOpts are the flags every `pgphi migrate` subcommand shares.
@@ -102,7 +103,12 @@ func (a *app) runnerOptions(s *session, o *migrateOpts) migrate.Options {
 	if actor == "" {
 		actor = la.OSUser
 	}
-	return migrate.Options{Actor: actor, LockWait: o.lockWait, LockTimeout: lt, Retries: s.Cfg.Apply.DDLRetries, Logf: a.logf}
+	opt := migrate.Options{Actor: actor, LockWait: o.lockWait, LockTimeout: lt, Retries: s.Cfg.Apply.DDLRetries, Logf: a.logf}
+	if a.metrics != nil {
+		opt.Observer = a.metrics
+		a.metrics.SetPlan(s.Plan.ID, nil)
+	}
+	return opt
 }
 
 func openRunner(ctx context.Context, s *session, d *migrate.Dir, opt migrate.Options) (*migrate.Runner, error) {
@@ -147,22 +153,26 @@ func printFindings(w io.Writer, fs []lint.Finding) {
 	}
 }
 
-// detailKey is an audit details key for a migration: "m." and its name,
-// in the characters the audit trail allows.
-func detailKey(name string) string {
-	k := "m." + strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '_', r == '-', r == '.':
-			return r
-		case r >= 'A' && r <= 'Z':
-			return r + 'a' - 'A'
+// detailKey is the audit details key of a migration's entry.
+func detailKey(name string) string { return compliance.MigrationRunKey(name) }
+
+// recordLint puts each migration's lint findings in the run's audit
+// record (rule, severity, position, suppression reason; never the message).
+func recordLint(out *outcome, todo []*migrate.Migration, findings []lint.Finding) error {
+	for _, m := range todo {
+		facts := []report.LintFact{}
+		for _, f := range findings {
+			if f.File == m.UpFile {
+				facts = append(facts, report.LintFact{Rule: f.Rule, Severity: string(f.Severity), Line: f.Line, Col: f.Col, Ignored: f.Ignored, Reason: f.Reason})
+			}
 		}
-		return '_'
-	}, name)
-	if len(k) > 64 {
-		k = k[:64]
+		b, err := json.Marshal(facts)
+		if err != nil {
+			return err
+		}
+		out.Details[compliance.MigrationLintKey(m.Name)] = string(b)
 	}
-	return k
+	return nil
 }
 
 func lintFiles(lc lint.Context, files []*migrate.Migration) ([]lint.Finding, []string, error) {
@@ -210,6 +220,7 @@ func (a *app) migrateHash(o *migrateOpts) *cobra.Command {
 func (a *app) migrateUp(o *migrateOpts) *cobra.Command {
 	var to int64
 	var dry bool
+	var mo metricsOpt
 	cmd := &cobra.Command{
 		Use:   "up [--to N] [--dry-run]",
 		Short: "Lint, then apply pending migrations (each in its own transaction, or statement by statement where needed)",
@@ -221,6 +232,11 @@ func (a *app) migrateUp(o *migrateOpts) *cobra.Command {
 			if err := migrateErr(d.CheckSum()); err != nil {
 				return err
 			}
+			_, stopMetrics, err := a.startMetrics(cmd.Context(), &mo, "migrate")
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			pending := func(ctx context.Context, s *session) ([]*migrate.Migration, error) {
 				h, err := migrate.History(ctx, s.Pool)
 				return migrate.Pending(d, h, to), err
@@ -245,7 +261,7 @@ func (a *app) migrateUp(o *migrateOpts) *cobra.Command {
 				defer r.Close(ctx)
 				todo := migrate.Pending(d, r.History(), to)
 				if len(todo) == 0 {
-					fmt.Fprintln(a.stdout, "nothing to apply: the database is up to date")
+					fmt.Fprintln(a.stdout, "nothing to migrate: the database is up to date")
 					return nil
 				}
 				// Approvals bind the files: another runner may have applied
@@ -287,6 +303,9 @@ func (a *app) migrateUp(o *migrateOpts) *cobra.Command {
 					}
 					return nil
 				}
+				if err := recordLint(out, todo, findings); err != nil {
+					return err
+				}
 				out.Details["migration_name"] = todo[len(todo)-1].Name
 				out.Details["tables_modified"] = strings.Join(migrate.TablesOf(todo), ", ")
 				res, err := r.Up(ctx, to)
@@ -316,12 +335,14 @@ func (a *app) migrateUp(o *migrateOpts) *cobra.Command {
 	}
 	cmd.Flags().Int64Var(&to, "to", -1, "apply up to this version")
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "run in one transaction and roll back")
+	mo.register(cmd)
 	return cmd
 }
 
 func (a *app) migrateDown(o *migrateOpts) *cobra.Command {
 	var to int64
 	var steps int
+	var mo metricsOpt
 	cmd := &cobra.Command{
 		Use:   "down (--to N | --steps K)",
 		Short: "Revert applied migrations with their down files, newest first",
@@ -333,6 +354,11 @@ func (a *app) migrateDown(o *migrateOpts) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			_, stopMetrics, err := a.startMetrics(cmd.Context(), &mo, "migrate")
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			files := func(h []migrate.Record) []*migrate.Migration {
 				var out []*migrate.Migration
 				for _, r := range migrate.ToRevert(d, h, to, steps) {
@@ -375,6 +401,7 @@ func (a *app) migrateDown(o *migrateOpts) *cobra.Command {
 	}
 	cmd.Flags().Int64Var(&to, "to", -1, "revert every migration above this version")
 	cmd.Flags().IntVar(&steps, "steps", 0, "revert this many migrations")
+	mo.register(cmd)
 	return cmd
 }
 

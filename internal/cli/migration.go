@@ -213,6 +213,9 @@ func (a *app) statusCommand() *cobra.Command {
 				for _, f := range st.Failures {
 					fmt.Fprintf(a.stdout, "failed: %s.%s at key (%s): %s\n", f.Table, f.Column, strings.Join(f.PrimaryKey, ", "), f.Reason)
 				}
+				for _, c := range st.Unprotected() {
+					fmt.Fprintf(a.stdout, "UNPROTECTED %s.%s: no encrypted column yet; its %d values and every write to it stay plaintext until `pgphi apply` runs\n", c.Table, c.Column, c.Pending)
+				}
 				for _, p := range st.Triggers {
 					fmt.Fprintf(a.stdout, "TRIGGER PROBLEM %s\n", p)
 				}

@@ -106,6 +106,7 @@ func (w *Wrapper) Checklist(ctx context.Context, s *Session) *report.Checklist {
 	}
 	add(report.Disk(ctx, s.Pool, tables, freeBytes))
 	add(report.Triggers(engine.CheckTriggers(ctx, s.Pool, s.Plan)))
+	add(unprotectedCheck(ctx, s))
 	add(report.Dependencies(s.Plan.CheckBlockers(), s.Plan.Dependencies))
 	ownerFindings, ownerErr := engine.OwnerCodeReport(ctx, s.Pool, s.Plan)
 	add(report.OwnerCode(ownerFindings, ownerErr, s.Cfg.IsProduction()))
@@ -119,4 +120,27 @@ func freeBytes(dir string) (uint64, error) {
 		return 0, err
 	}
 	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// unprotectedCheck lists the configured columns without an encrypted
+// column: before the first apply, all of them; after it, those a schema
+// migration added since. It warns: apply, which this check precedes,
+// protects them.
+func unprotectedCheck(ctx context.Context, s *Session) report.Check {
+	c := report.Check{ID: "unprotected", Title: "every configured column protected"}
+	st, err := engine.GetStatus(ctx, s.Pool, s.Plan)
+	if err != nil {
+		c.Evidence = "cannot count: " + err.Error()
+		return c
+	}
+	var cols []string
+	for _, u := range st.Unprotected() {
+		cols = append(cols, fmt.Sprintf("%s.%s (%d values)", u.Table, u.Column, u.Pending))
+	}
+	if len(cols) == 0 {
+		c.Passed, c.Evidence = true, fmt.Sprintf("%d columns, each with its encrypted column", len(st.Columns))
+		return c
+	}
+	c.Evidence = "UNPROTECTED, plaintext only until `pgphi apply` runs: " + strings.Join(cols, ", ")
+	return c
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgphi/pgphi/internal/state"
@@ -19,6 +20,23 @@ type ColumnStatus struct {
 	Pending   int64  `json:"pending"`   // non-NULL values still without a current ciphertext
 	Null      int64  `json:"null"`      // NULL plaintexts (nothing to encrypt)
 	Failed    int64  `json:"failed"`    // values that could not be encrypted in the last run
+	// Protected: the column has its encrypted column (apply has expanded
+	// it). A column the config lists that a schema migration added after
+	// the last apply is not: its values are plaintext only, and writes to
+	// it are not encrypted, until apply runs.
+	Protected bool `json:"protected"`
+}
+
+// Unprotected lists the plan's columns that are not protected yet, with
+// the number of values they hold in plaintext only.
+func (st *Status) Unprotected() []ColumnStatus {
+	var out []ColumnStatus
+	for _, c := range st.Columns {
+		if !c.Protected {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // Status is the state of a plan in the database.
@@ -76,10 +94,18 @@ func GetStatus(ctx context.Context, pool *pgxpool.Pool, p *Plan) (*Status, error
 		}
 	}
 	for _, t := range p.Tables {
-		expanded := checkExpanded(ctx, pool, t) == nil
+		// Per column: a column added to the config (and the table) after
+		// the last apply has no encrypted column yet, while the others do.
+		present, err := columnsPresent(ctx, pool, t)
+		if err != nil {
+			return nil, err
+		}
+		protected := make([]bool, len(t.Columns))
 		var sel []string
 		sel = append(sel, "count(*)")
-		for _, c := range t.Columns {
+		for i, c := range t.Columns {
+			expanded := present[c.Encrypted] && (c.Cleaned || present[MarkerColumn])
+			protected[i] = expanded
 			if c.Cleaned {
 				sel = append(sel, fmt.Sprintf("count(%s)", ident(c.Encrypted)), "0::bigint",
 					fmt.Sprintf("count(*) FILTER (WHERE %s IS NULL)", ident(c.Encrypted)))
@@ -114,7 +140,7 @@ func GetStatus(ctx context.Context, pool *pgxpool.Pool, p *Plan) (*Status, error
 			st.Columns = append(st.Columns, ColumnStatus{
 				Table: t.QualifiedName(), Column: c.Name, Total: total,
 				Encrypted: vals[1+3*i].(int64), Pending: vals[2+3*i].(int64), Null: vals[3+3*i].(int64),
-				Failed: failed[t.QualifiedName()+"."+c.Name],
+				Failed: failed[t.QualifiedName()+"."+c.Name], Protected: protected[i],
 			})
 		}
 	}
@@ -132,4 +158,21 @@ func GetStatus(ctx context.Context, pool *pgxpool.Pool, p *Plan) (*Status, error
 		}
 	}
 	return st, nil
+}
+
+// columnsPresent is the set of t's live column names.
+func columnsPresent(ctx context.Context, pool *pgxpool.Pool, t *Target) (map[string]bool, error) {
+	rows, err := pool.Query(ctx, "SELECT attname::text FROM pg_catalog.pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped", t.Ident())
+	if err != nil {
+		return nil, fmt.Errorf("reading the columns of %s: %w", t.QualifiedName(), err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("reading the columns of %s: %w", t.QualifiedName(), err)
+	}
+	out := make(map[string]bool, len(names))
+	for _, n := range names {
+		out[n] = true
+	}
+	return out, nil
 }

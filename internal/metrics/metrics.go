@@ -28,7 +28,7 @@ var (
 
 var (
 	classRE  = regexp.MustCompile(`^(SQLSTATE [0-9A-Z]{5}|[a-z][a-z :]{0,40})$`)
-	planIDRE = regexp.MustCompile(`^plan-[0-9a-f]{1,64}$`)
+	planIDRE = regexp.MustCompile(`^(plan|migrate)-[0-9a-f]{1,64}$`)
 )
 
 // Recorder holds one process's metrics. A nil *Recorder records nothing.
@@ -59,6 +59,7 @@ type Recorder struct {
 	eta           *prometheus.GaugeVec
 	finished      *prometheus.GaugeVec
 	alerts        *alertMetrics
+	migrations    *migrationMetrics
 }
 
 // ThrottleState is what the throttle is doing, read at every scrape.
@@ -75,7 +76,7 @@ type ThrottleState struct {
 }
 
 // New creates the metrics of one run of command (apply, verify, cleanup,
-// rollback).
+// rollback, migrate).
 func New(command string) *Recorder {
 	r := &Recorder{reg: prometheus.NewRegistry(), tables: map[string]bool{}, command: command, progress: map[[2]string]*window{}}
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
@@ -114,6 +115,7 @@ func New(command string) *Recorder {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	r.info.WithLabelValues(version(), command, "").Set(1)
 	r.registerAlerts()
+	r.registerMigrations()
 	return r
 }
 

@@ -32,6 +32,11 @@ func exercise(r *Recorder) {
 	r.TableSize("public.patient", 3e8, 2e8)
 	r.DatabaseSize(4e8)
 	r.SearchAccuracy("public.patient", 12, 1)
+	r.MigrationsPlanned(2)
+	r.MigrationStarted(5)
+	r.MigrationStatement()
+	r.MigrationDone(5)
+	r.RunnerLockWait(time.Second)
 	f := r.Progress(func(label string, total int64, poll func(context.Context) (int64, error)) interface{ Stop() } {
 		poll(context.Background())
 		return nopStop{}

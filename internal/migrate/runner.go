@@ -25,7 +25,28 @@ type Options struct {
 	LockTimeout time.Duration // how long DDL waits for a table lock (default 2s)
 	Retries     int           // retries of a statement that timed out on a lock (default 5)
 	Logf        func(format string, args ...any)
+	Observer    Observer // told what the run does, for metrics (nil: nobody)
 }
+
+// Observer is told what a run does: counts, versions and durations, never
+// a name or a statement. *metrics.Recorder implements it.
+type Observer interface {
+	MigrationsPlanned(n int)
+	MigrationStarted(version int64)
+	MigrationStatement()
+	MigrationDone(version int64)
+	LockRetry(wait time.Duration) // a table lock not granted within the lock timeout; wait includes the backoff
+	RunnerLockWait(d time.Duration)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) MigrationsPlanned(int)        {}
+func (nopObserver) MigrationStarted(int64)       {}
+func (nopObserver) MigrationStatement()          {}
+func (nopObserver) MigrationDone(int64)          {}
+func (nopObserver) LockRetry(time.Duration)      {}
+func (nopObserver) RunnerLockWait(time.Duration) {}
 
 // Runner applies and reverts migrations while it holds the runner lock.
 type Runner struct {
@@ -79,7 +100,12 @@ func Open(ctx context.Context, pool *pgxpool.Pool, d *Dir, opt Options) (*Runner
 	if opt.Actor == "" {
 		opt.Actor = "unknown"
 	}
+	if opt.Observer == nil {
+		opt.Observer = nopObserver{}
+	}
+	waitStart := time.Now()
 	l, err := acquireLock(ctx, pool, opt.LockWait, opt.Logf)
+	opt.Observer.RunnerLockWait(time.Since(waitStart))
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +175,9 @@ func (r *Runner) Up(ctx context.Context, to int64) (*Result, error) {
 	if err := r.rebuildInvalid(ctx, res); err != nil {
 		return res, err
 	}
-	for _, m := range Pending(r.dir, r.hist, to) {
+	pending := Pending(r.dir, r.hist, to)
+	r.opt.Observer.MigrationsPlanned(len(pending))
+	for _, m := range pending {
 		f, err := Parse(m.UpFile, m.Up)
 		if err != nil {
 			return res, err
@@ -157,6 +185,7 @@ func (r *Runner) Up(ctx context.Context, to int64) (*Result, error) {
 		if err := r.lock.stillHeld(ctx); err != nil {
 			return res, err
 		}
+		r.opt.Observer.MigrationStarted(m.Version)
 		var mr *MigrationResult
 		if f.NonTx() {
 			mr, err = r.upStatements(ctx, m, f)
@@ -169,6 +198,7 @@ func (r *Runner) Up(ctx context.Context, to int64) (*Result, error) {
 		if err != nil {
 			return res, err
 		}
+		r.opt.Observer.MigrationDone(m.Version)
 		if err := r.lock.appSession(ctx, true); err != nil {
 			return res, err
 		}
@@ -189,6 +219,7 @@ func (r *Runner) setLockTimeout(ctx context.Context, local bool, q interface {
 
 func (r *Runner) backoff(ctx context.Context, attempt int, what string) error {
 	d := time.Duration(1<<min(attempt, 5)) * 100 * time.Millisecond
+	r.opt.Observer.LockRetry(r.opt.LockTimeout + d)
 	r.opt.Logf("%s waited %s for a lock; retrying in %s (attempt %d of %d)", what, r.opt.LockTimeout, d, attempt+1, r.opt.Retries)
 	select {
 	case <-ctx.Done():
@@ -226,6 +257,7 @@ func (r *Runner) upTransaction(ctx context.Context, m *Migration, f *File) (*Mig
 					failed = s.Index
 					return err
 				}
+				r.opt.Observer.MigrationStatement()
 				rows += rowsOf(tag)
 			}
 			_, err := tx.Exec(ctx, "SELECT pgphi.migration_finish($1, 'applied', NULL, NULL, $2, $3)", m.Version, f.Hashes(), rows)
@@ -312,6 +344,7 @@ func (r *Runner) upStatements(ctx context.Context, m *Migration, f *File) (*Migr
 			r.opt.Logf("%s statement %d of %d (line %d)%s", m.Name, s.Index, len(f.Statements), s.Line, map[bool]string{true: ", outside a transaction", false: ""}[s.NonTx])
 			tag, err := conn.Exec(ctx, s.SQL, pgx.QueryExecModeSimpleProtocol)
 			if err == nil {
+				r.opt.Observer.MigrationStatement()
 				rows = rowsOf(tag)
 				break
 			}
@@ -430,7 +463,10 @@ func (r *Runner) rebuildInvalid(ctx context.Context, res *Result) error {
 // run in a transaction).
 func (r *Runner) Down(ctx context.Context, to int64, steps int) (*Result, error) {
 	res := &Result{}
-	for _, rec := range ToRevert(r.dir, r.hist, to, steps) {
+	revert := ToRevert(r.dir, r.hist, to, steps)
+	r.opt.Observer.MigrationsPlanned(len(revert))
+	for _, rec := range revert {
+		r.opt.Observer.MigrationStarted(rec.Version)
 		m := r.dir.Find(rec.Version)
 		if m == nil || m.DownFile == "" {
 			return res, fmt.Errorf("%w: %s has no down file: it cannot be rolled down", ErrDir, rec.Name)
@@ -450,6 +486,7 @@ func (r *Runner) Down(ctx context.Context, to int64, steps int) (*Result, error)
 				if err != nil {
 					return res, &MigrationError{File: m.DownFile, Statement: s.Index, Line: s.Line, Col: s.Col, Err: err}
 				}
+				r.opt.Observer.MigrationStatement()
 				rows += rowsOf(tag)
 			}
 			_, _ = r.lock.conn.Exec(ctx, "RESET lock_timeout")
@@ -470,6 +507,7 @@ func (r *Runner) Down(ctx context.Context, to int64, steps int) (*Result, error)
 							failed = s
 							return err
 						}
+						r.opt.Observer.MigrationStatement()
 						rows += rowsOf(tag)
 					}
 					_, err := tx.Exec(ctx, "SELECT pgphi.migration_revert($1)", m.Version)
@@ -490,6 +528,7 @@ func (r *Runner) Down(ctx context.Context, to int64, steps int) (*Result, error)
 				return res, err
 			}
 		}
+		r.opt.Observer.MigrationDone(appliedBelow(r.hist, rec.Version))
 		if err := r.lock.appSession(ctx, true); err != nil {
 			return res, err
 		}
@@ -565,4 +604,16 @@ func kind(n *pg_query.Node) string {
 		return "ALTER TYPE ... ADD VALUE used in the same file"
 	}
 	return "cannot run in a transaction"
+}
+
+// appliedBelow is the highest version below v that counts as applied (0:
+// none): the version the database is at once v is reverted.
+func appliedBelow(hist []Record, v int64) int64 {
+	var best int64
+	for _, h := range hist {
+		if h.Applied() && h.Version < v && h.Version > best {
+			best = h.Version
+		}
+	}
+	return best
 }

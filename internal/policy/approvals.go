@@ -262,6 +262,13 @@ type Result struct {
 // present. An environment that requires nothing passes with no database
 // access.
 func Check(ctx context.Context, q Querier, signers []Signer, req Requirements, want Target, executor string) (*Result, error) {
+	return CheckAt(ctx, q, signers, req, want, executor, time.Time{})
+}
+
+// CheckAt is Check as of the time at (zero: now, by the database clock):
+// a report of a past run asks whether the approvals counted when it ran,
+// since an approval expires after the run it covered.
+func CheckAt(ctx context.Context, q Querier, signers []Signer, req Requirements, want Target, executor string, at time.Time) (*Result, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
@@ -308,9 +315,11 @@ func Check(ctx context.Context, q Querier, signers []Signer, req Requirements, w
 		}
 		return nil, refuse(append([]string{first}, missing(nil)...))
 	}
-	var now time.Time
-	if err := q.QueryRow(ctx, "SELECT pg_catalog.clock_timestamp()").Scan(&now); err != nil {
-		return nil, fmt.Errorf("policy: checking approvals: %w", err)
+	now := at
+	if now.IsZero() {
+		if err := q.QueryRow(ctx, "SELECT pg_catalog.clock_timestamp()").Scan(&now); err != nil {
+			return nil, fmt.Errorf("policy: checking approvals: %w", err)
+		}
 	}
 
 	res := &Result{}

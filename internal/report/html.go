@@ -17,7 +17,7 @@ var htmlSource string
 
 var backticks = regexp.MustCompile("`([^`]+)`")
 
-var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
+var htmlFuncs = template.FuncMap{
 	"ts": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 	// code shows `command` spans as code, after escaping everything.
 	"code": func(s string) template.HTML {
@@ -29,7 +29,9 @@ var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05 UTC")
 	},
-}).Parse(htmlSource))
+}
+
+var htmlTemplate = template.Must(template.New("report").Funcs(htmlFuncs).Parse(htmlSource))
 
 func renderHTML(w io.Writer, f *Facts) error {
 	items := f.Assess()

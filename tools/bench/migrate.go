@@ -33,35 +33,65 @@ var naiveMigrations = []string{
 	"CREATE UNIQUE INDEX patient_patient_id_uid_key ON patient (patient_id, uid)",
 }
 
-// migrateBench measures the writer's longest stall during (1) the naive
-// script, (2) `pgphi migrate up`, (3) `pgphi migrate up` while a report
-// holds a table lock for 5 s (lock_timeout 500ms: DDL gives up and retries
-// instead of queueing the writer behind it), (4) the naive ALTER behind the
-// same report.
-func (e *env) migrateBench(ctx context.Context) error {
-	naive, err := e.naiveRun(ctx, naiveMigrations, false)
-	if err != nil {
-		return fmt.Errorf("naive script: %w", err)
+// migrateResults are the writer's stalls during schema migrations, on a
+// table of rows rows.
+type migrateResults struct {
+	rows int
+	runs []migrateRun
+}
+
+// migrateRun is one way of running the migrations.
+type migrateRun struct {
+	name        string
+	pgphi       bool
+	lockTimeout string // "" for the plain script (none)
+	blocked     bool   // behind a report holding a table lock for 5 s
+	stallRun
+}
+
+// migrateBench measures the writer's longest stall, on copies of template
+// (rows rows), during: the plain DDL script and `pgphi migrate up`
+// (default lock_timeout, 2 s); then behind a report that holds a table
+// lock for 5 s, the plain ALTER (it queues the writer behind it for the
+// whole report), `pgphi migrate up` with the default lock_timeout and with
+// --lock-timeout 500ms (DDL gives up and retries instead of queueing the
+// writer for longer than the timeout).
+func (e *env) migrateBench(ctx context.Context, template string, rows int) (*migrateResults, error) {
+	res := &migrateResults{rows: rows}
+	type scenario struct {
+		name        string
+		pgphi       bool
+		lockTimeout string
+		blocked     bool
 	}
-	logf("baseline (plain DDL script): %s, writer max stall %s over %d updates", naive.took.Round(time.Millisecond), naive.writer.max.Round(time.Millisecond), naive.writer.n)
-	run, err := e.migrateRun(ctx, false)
-	if err != nil {
-		return err
+	for _, sc := range []scenario{
+		{"plain DDL script (baseline)", false, "", false},
+		{"pgphi migrate up", true, "2s (default)", false},
+		{"plain ALTER without lock_timeout behind a 5 s report (baseline)", false, "", true},
+		{"pgphi migrate up behind a 5 s report", true, "2s (default)", true},
+		{"pgphi migrate up --lock-timeout 500ms behind a 5 s report", true, "500ms", true},
+	} {
+		var run *stallRun
+		var err error
+		switch {
+		case !sc.pgphi && !sc.blocked:
+			run, err = e.naiveRun(ctx, template, naiveMigrations, false)
+		case !sc.pgphi:
+			run, err = e.naiveRun(ctx, template, naiveMigrations[:1], true)
+		default:
+			lt := ""
+			if sc.lockTimeout == "500ms" {
+				lt = "500ms"
+			}
+			run, err = e.migrateRun(ctx, template, sc.blocked, lt)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", sc.name, err)
+		}
+		logf("%s: %s, writer max stall %s over %d updates", sc.name, run.took.Round(time.Millisecond), run.writer.max.Round(time.Millisecond), run.writer.n)
+		res.runs = append(res.runs, migrateRun{name: sc.name, pgphi: sc.pgphi, lockTimeout: sc.lockTimeout, blocked: sc.blocked, stallRun: *run})
 	}
-	logf("pgphi migrate up: %s, writer max stall %s over %d updates", run.took.Round(time.Millisecond), run.writer.max.Round(time.Millisecond), run.writer.n)
-	blocked, err := e.migrateRun(ctx, true)
-	if err != nil {
-		return err
-	}
-	logf("pgphi migrate up behind a 5 s report (--lock-timeout 500ms): %s, writer max stall %s over %d updates", blocked.took.Round(time.Millisecond), blocked.writer.max.Round(time.Millisecond), blocked.writer.n)
-	naiveBlocked, err := e.naiveRun(ctx, naiveMigrations[:1], true)
-	if err != nil {
-		return fmt.Errorf("naive script behind a report: %w", err)
-	}
-	logf("baseline ALTER without lock_timeout behind the same report: %s, writer max stall %s over %d updates", naiveBlocked.took.Round(time.Millisecond), naiveBlocked.writer.max.Round(time.Millisecond), naiveBlocked.writer.n)
-	logf("writer max stall: pgphi migrate %.2fx the plain script's; behind a report %.2fx the plain ALTER's",
-		float64(run.writer.max)/float64(naive.writer.max), float64(blocked.writer.max)/float64(naiveBlocked.writer.max))
-	return nil
+	return res, nil
 }
 
 type stallRun struct {
@@ -96,8 +126,8 @@ func (e *env) holdReport(ctx context.Context, db string, d time.Duration) (func(
 	return func() { <-done }, nil
 }
 
-func (e *env) naiveRun(ctx context.Context, stmts []string, behindReport bool) (*stallRun, error) {
-	db, err := e.copyOf(ctx, "bench_template", "the plain migration script")
+func (e *env) naiveRun(ctx context.Context, template string, stmts []string, behindReport bool) (*stallRun, error) {
+	db, err := e.copyOf(ctx, template, "the plain migration script")
 	if err != nil {
 		return nil, err
 	}
@@ -131,8 +161,8 @@ func (e *env) naiveRun(ctx context.Context, stmts []string, behindReport bool) (
 	return &stallRun{took: took, writer: w.stop()}, nil
 }
 
-func (e *env) migrateRun(ctx context.Context, behindReport bool) (*stallRun, error) {
-	db, err := e.copyOf(ctx, "bench_template", "pgphi migrate up")
+func (e *env) migrateRun(ctx context.Context, template string, behindReport bool, lockTimeout string) (*stallRun, error) {
+	db, err := e.copyOf(ctx, template, "pgphi migrate up")
 	if err != nil {
 		return nil, err
 	}
@@ -160,8 +190,10 @@ func (e *env) migrateRun(ctx context.Context, behindReport bool) (*stallRun, err
 	time.Sleep(200 * time.Millisecond)
 	args := []string{"migrate", "--config", config, "--dir", dir, "up", "--reason", "benchmark"}
 	wait := func() {}
+	if lockTimeout != "" {
+		args = append(args, "--lock-timeout", lockTimeout)
+	}
 	if behindReport {
-		args = append(args, "--lock-timeout", "500ms")
 		if wait, err = e.holdReport(ctx, db, 5*time.Second); err != nil {
 			return nil, err
 		}
