@@ -99,6 +99,7 @@ var allowed = map[string][]Role{
 	"apply":     {DBA},
 	"cleanup":   {DBA},
 	"rollback":  {DBA},
+	"reindex":   {DBA},
 	"migrate":   {DBA},
 	"roles":     {DBA},
 	"approve":   {DBA, HealthcareAdmin},
