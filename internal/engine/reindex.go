@@ -598,7 +598,7 @@ func (r *Runner) fillNext(ctx context.Context, tx pgx.Tx, t *Target, c *TargetCo
 			ctids[i], terms[i] = f.ctid, termsLiteral(f.terms)
 		}
 		tag, err := tx.Exec(ctx, fmt.Sprintf(`UPDATE %s AS t SET %s = b.terms::pg_catalog.int8[]
-			FROM pg_catalog.unnest($1::pg_catalog.tid[], $2::pg_catalog.text[]) AS b(row_ctid, terms) WHERE t.ctid OPERATOR(pg_catalog.=) b.row_ctid`,
+			FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.tid[]), pg_catalog.unnest($2::pg_catalog.text[])) AS b(row_ctid, terms) WHERE t.ctid OPERATOR(pg_catalog.=) b.row_ctid`,
 			t.Ident(), ident(c.NextIndex())), ctids, terms)
 		if err != nil {
 			return 0, nil, fmt.Errorf("writing the next generation's terms of %s.%s: %w", t.QualifiedName(), c.Name, err)
