@@ -1,0 +1,57 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/pgphi/pgphi/internal/audit"
+)
+
+// Only the dba group may rebuild terms: every other role, outsiders
+// included, is refused with exit 4 and the refusal is audited; nothing
+// changes. The dba's reindex is audited (start and success), the new
+// generation is in place, verify passes, search still finds the canary's
+// row, and no output carries the canary value.
+func TestReindexOnlyDBA(t *testing.T) {
+	t.Parallel()
+	f, a, _ := tpFixture(t, "environment: test\n")
+	apply := tpAs(f, a, a.DBA, "apply", "--reason", "test")
+	complExpect(t, apply, 0)
+	for _, role := range []string{a.HealthcareAdmin, a.AuditOfficer, a.AppWriter, a.AppOwner, a.Outsider} {
+		complExpect(t, tpAs(f, a, role, "reindex", "--reason", "test"), 4, "access denied")
+		if !tpHasRefusal(t, f, "reindex", role) {
+			t.Errorf("no refusal record of reindex by %s", role)
+		}
+	}
+	if n := queryInt(t, f.conn(), `SELECT count(*) FROM pgphi.blind_indexes WHERE generation <> 1 OR state <> 'active'`); n != 0 {
+		t.Fatalf("a refused reindex changed %d families", n)
+	}
+	r := tpAs(f, a, a.DBA, "reindex", "--table", "patient", "--column", "last_name", "--reason", "re-size the terms")
+	complExpect(t, r, 0, "public.patient.last_name: generation 1 -> 2", "reindexed 1 columns")
+	if rec := complLastRecord(t, f); rec.Event != audit.EventSuccess || rec.Command != "reindex" || rec.Actor.DBRole != a.DBA {
+		t.Errorf("last audit record: %s %s by %q, want reindex success by %s", rec.Command, rec.Event, rec.Actor.DBRole, a.DBA)
+	}
+	started := false
+	for _, rec := range tpRecords(t, f) {
+		if rec.Event == audit.EventStart && rec.Command == "reindex" && rec.Actor.DBRole == a.DBA {
+			started = true
+		}
+	}
+	if !started {
+		t.Error("no start record of the dba's reindex")
+	}
+	if n := queryInt(t, f.conn(), `SELECT count(*) FROM pgphi.blind_indexes WHERE column_name = 'last_name' AND (generation <> 2 OR state <> 'active')`); n != 0 {
+		t.Fatalf("%d families of last_name not at generation 2", n)
+	}
+	if n := queryInt(t, f.conn(), `SELECT count(*) FROM pg_attribute WHERE attrelid = 'patient'::regclass AND attname = 'last_name_bidx_next' AND NOT attisdropped`); n != 0 {
+		t.Fatal("the next generation's column is still there")
+	}
+	v := tpAs(f, a, a.DBA, "verify")
+	complExpect(t, v, 0)
+	s := tpAs(f, a, a.DBA, "search", "patient", "last_name", "--exact", strings.ToLower(complCanary), "--reason", "test", "--json")
+	complExpect(t, s, 0, `"keys":[["7"]]`)
+	// Usage errors: a column without its table, a column that is not searchable.
+	complExpect(t, tpAs(f, a, a.DBA, "reindex", "--column", "last_name", "--reason", "x"), 2, "--column needs --table")
+	complExpect(t, tpAs(f, a, a.DBA, "reindex", "--table", "patient", "--column", "ssn", "--reason", "x"), 4, "has no search kinds")
+	complAssertNoLeak(t, f, complCanary, apply, r, v, s)
+}
