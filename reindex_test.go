@@ -408,3 +408,57 @@ func TestReindexNewKey(t *testing.T) {
 		t.Fatalf("verify: %+v %v", v, err)
 	}
 }
+
+// A reindex in progress holds cleanup back (its trigger reads the
+// plaintext), and a rollback removes it with everything else: no next
+// column, trigger or function is left on the table.
+func TestReindexInProgressCleanupAndRollback(t *testing.T) {
+	ctx := context.Background()
+	f := reindexFixture(t)
+	rctx, cancel := context.WithCancel(ctx)
+	r := &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard, Throttle: &engine.Throttle{MaxRate: 300}}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Reindex(rctx, engine.ReindexOptions{Table: "patient", Column: "last_name", Resize: true})
+		done <- err
+	}()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var d int64
+		f.pool.QueryRow(ctx, `SELECT COALESCE(sum(rows_done), 0) FROM pgphi.chunks WHERE table_name LIKE '%#reindex:%'`).Scan(&d)
+		if d > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the reindex did not progress")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	for _, flag := range []string{engine.FlagUseEncryptedSearch, engine.FlagRequireEncryption} {
+		if err := engine.SetFlag(ctx, f.pool, flag, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r = &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard}
+	err := r.Cleanup(ctx, f.plan.ID, engine.CleanupOptions{Purge: "vacuum-full"})
+	if !errors.Is(err, engine.ErrRefused) || !strings.Contains(err.Error(), "reindex of public.patient.last_name is under way") {
+		t.Fatalf("cleanup during a reindex: %v", err)
+	}
+	for _, flag := range []string{engine.FlagUseEncryptedSearch, engine.FlagRequireEncryption} {
+		if err := engine.SetFlag(ctx, f.pool, flag, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	f.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_attribute WHERE attrelid = 'public.patient'::regclass AND attname LIKE '%bidx%' AND NOT attisdropped)
+		+ (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.patient'::regclass)
+		+ (SELECT count(*) FROM pg_proc WHERE proname LIKE 'reindex_%')
+		+ (SELECT count(*) FROM pgphi.chunks) + (SELECT count(*) FROM pgphi.blind_indexes)`).Scan(&left)
+	if left != 0 {
+		t.Fatalf("%d objects of the reindex left after rollback", left)
+	}
+}
