@@ -49,6 +49,21 @@ func (t *Target) nextSearchIndex(c *TargetColumn) string {
 	return objectName("pgphi_bidx_next_", t.QualifiedName()+"."+c.Name)
 }
 
+// todoIndex is the partial index of the rows a reindex's sweep and switch
+// still have to fill: built after the chunks, when few are left, so that
+// neither reads the whole table (the switch does it under its lock).
+func (t *Target) todoIndex(c *TargetColumn) string {
+	return objectName("pgphi_bidx_todo_", t.QualifiedName()+"."+c.Name)
+}
+
+// todoPredicate is true for a row with a value and no next-generation terms.
+func todoPredicate(c *TargetColumn) string {
+	if c.Cleaned {
+		return fmt.Sprintf("%s IS NULL AND %s IS NOT NULL", ident(c.NextIndex()), ident(c.Encrypted))
+	}
+	return fmt.Sprintf("%s IS NULL AND (%s IS NOT NULL OR %s IS NOT NULL)", ident(c.NextIndex()), ident(c.Name), ident(c.Encrypted))
+}
+
 func (t *Target) reindexFunction(c *TargetColumn) string {
 	return objectName("reindex_", t.QualifiedName()+"."+c.Name)
 }
@@ -206,7 +221,11 @@ func (r *Runner) reindexColumn(ctx context.Context, t *Target, c *TargetColumn, 
 	}); err != nil {
 		return res, err
 	}
-	// Rows written since their chunk was done without the new terms.
+	// Rows written since their chunk was done without the new terms,
+	// found through a partial index.
+	if err := r.buildIndex(ctx, t, t.todoIndex(c), fmt.Sprintf("(%s) WHERE %s", t.keyList(""), todoPredicate(c))); err != nil {
+		return res, err
+	}
 	for {
 		var n int
 		err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
@@ -536,8 +555,8 @@ func reindexSweepQuery(t *Target, c *TargetColumn, skipLocked bool) string {
 	if skipLocked {
 		skip = " SKIP LOCKED"
 	}
-	return fmt.Sprintf("SELECT %s FROM %s WHERE %s IS NULL AND (%s IS NOT NULL OR %s IS NOT NULL) ORDER BY %s LIMIT $1 FOR NO KEY UPDATE%s",
-		reindexSelect(t, c), t.Ident(), ident(c.NextIndex()), plainOrNull(c), ident(c.Encrypted), t.keyList(""), skip)
+	return fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT $1 FOR NO KEY UPDATE%s",
+		reindexSelect(t, c), t.Ident(), todoPredicate(c), t.keyList(""), skip)
 }
 
 // fillNext computes the next generation's terms of the rows query selects
@@ -723,6 +742,7 @@ func (r *Runner) switchGeneration(ctx context.Context, t *Target, c *TargetColum
 		}
 		fn := pgx.Identifier{"pgphi", t.reindexFunction(c)}.Sanitize()
 		for _, q := range []string{
+			fmt.Sprintf("DROP INDEX IF EXISTS %s", pgx.Identifier{t.Schema, t.todoIndex(c)}.Sanitize()),
 			fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", ident(t.reindexTrigger(c)), t.Ident()),
 			fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", fn),
 			fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s", t.Ident(), ident(c.Index)),
