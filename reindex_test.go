@@ -435,13 +435,38 @@ func TestReindexInProgressCleanupAndRollback(t *testing.T) {
 	}
 	cancel()
 	<-done
+	// A plaintext write meanwhile clears the row's next terms with the
+	// others; apply's catch-up writes both generations again.
+	if _, err := f.pool.Exec(ctx, `UPDATE public.patient SET last_name = 'Okafor' WHERE uid IN ('P1', 'P599')`); err != nil {
+		t.Fatal(err)
+	}
+	var cleared int
+	f.pool.QueryRow(ctx, `SELECT count(*) FROM public.patient WHERE uid IN ('P1', 'P599') AND last_name_bidx IS NULL AND last_name_bidx_next IS NULL AND pgphi_pending`).Scan(&cleared)
+	if cleared != 2 {
+		t.Fatalf("after a plaintext write: %d of 2 rows with both generations cleared", cleared)
+	}
+	if err := (&engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard}).Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, err := search.New(ctx, f.pool, f.ring, f.plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := s.NextIndexer("public.patient", "last_name").Terms(nil, "Okafor")
+	for _, uid := range []string{"P1", "P599"} {
+		var got []int64
+		f.pool.QueryRow(ctx, `SELECT last_name_bidx_next FROM public.patient WHERE uid = $1`, uid).Scan(&got)
+		if got == nil || !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
+			t.Fatalf("%s after the catch-up: next terms %v, want %v", uid, got, want)
+		}
+	}
 	for _, flag := range []string{engine.FlagUseEncryptedSearch, engine.FlagRequireEncryption} {
 		if err := engine.SetFlag(ctx, f.pool, flag, true); err != nil {
 			t.Fatal(err)
 		}
 	}
 	r = &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard}
-	err := r.Cleanup(ctx, f.plan.ID, engine.CleanupOptions{Purge: "vacuum-full"})
+	err = r.Cleanup(ctx, f.plan.ID, engine.CleanupOptions{Purge: "vacuum-full"})
 	if !errors.Is(err, engine.ErrRefused) || !strings.Contains(err.Error(), "reindex of public.patient.last_name is under way") {
 		t.Fatalf("cleanup during a reindex: %v", err)
 	}

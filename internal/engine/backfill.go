@@ -263,6 +263,7 @@ type batchRow struct {
 	ct    [][]byte
 	terms [][]int64 // blind index terms per column; nil for NULL or no index
 	uniq  [][]byte  // digests per unique rule; nil for none
+	plain []*string // per column, the plaintext (nil: NULL); kept only while a reindex builds a next generation
 }
 
 // encryptBatch reads the rows the query selects (and locks), encrypts every
@@ -323,6 +324,7 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 		return 0, nil, err
 	}
 	texts := make([][]byte, len(t.Columns))
+	keepPlain := len(r.nextColumns(t)) > 0
 	var batch []batchRow
 	for rows.Next() {
 		raw := rows.RawValues()
@@ -337,6 +339,9 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 		}
 		br.ct = make([][]byte, len(t.Columns))
 		br.terms = make([][]int64, len(t.Columns))
+		if keepPlain {
+			br.plain = make([]*string, len(t.Columns))
+		}
 		for i, c := range t.Columns {
 			v := raw[1+nk+i]
 			texts[i] = v
@@ -355,6 +360,10 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 				return 0, nil, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: br.key, KeyColumns: t.keyNames(), Reason: "encryption failed: " + err.Error()}
 			}
 			br.ct[i] = ct
+			if keepPlain {
+				text := string(v)
+				br.plain[i] = &text
+			}
 			if indexers[i] != nil {
 				// Non-nil even when empty: '{}' says "indexed, no terms", NULL says "not indexed yet".
 				br.terms[i] = indexers[i].Terms(make([]int64, 0, 16), string(v))
@@ -403,7 +412,30 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 			return 0, nil, err
 		}
 	}
-	tag, err := w.Exec(ctx, t.applyBatch())
+	// While a reindex builds a column's next generation, the rows get its
+	// terms too: the UPDATE returns where each row moved, and a second one
+	// writes them there (the first cleared them: their value changed).
+	nextCols := r.nextColumns(t)
+	var tag pgconn.CommandTag
+	var moved map[pgtype.TID]pgtype.TID
+	if len(nextCols) == 0 {
+		tag, err = w.Exec(ctx, t.applyBatch())
+	} else {
+		moved = make(map[pgtype.TID]pgtype.TID, len(batch))
+		var rows pgx.Rows
+		if rows, err = w.Query(ctx, t.applyBatch()+" RETURNING b.row_ctid, t.ctid"); err == nil {
+			for rows.Next() {
+				var o, n pgtype.TID
+				if err := rows.Scan(&o, &n); err != nil {
+					rows.Close()
+					return 0, nil, err
+				}
+				moved[o] = n
+			}
+			rows.Close()
+			err, tag = rows.Err(), rows.CommandTag()
+		}
+	}
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if w != tx && errors.As(err, &pgErr) && pgErr.Code == "23505" {
@@ -423,7 +455,60 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 	if int(tag.RowsAffected()) != len(batch) {
 		return 0, nil, fmt.Errorf("writing batch of %s: updated %d rows, expected %d", t.QualifiedName(), tag.RowsAffected(), len(batch))
 	}
+	if len(nextCols) > 0 {
+		if err := r.writeNextTerms(ctx, tx, t, nextCols, batch, moved); err != nil {
+			return 0, nil, err
+		}
+	}
 	return len(batch), batch[len(batch)-1].key, nil
+}
+
+// nextColumns are the indexes (in t.Columns) of the columns whose next
+// generation a reindex is building, as loaded at the start of the run.
+func (r *Runner) nextColumns(t *Target) []int {
+	var out []int
+	for i := range t.Columns {
+		if t.Columns[i].HasIndex() && r.nextIndexers.For(t.QualifiedName(), t.Columns[i].Name) != nil {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// writeNextTerms writes the next generation's terms of the batch's rows
+// that have a plaintext (the rows' new places are in moved), in one
+// UPDATE that changes only those columns.
+func (r *Runner) writeNextTerms(ctx context.Context, tx pgx.Tx, t *Target, cols []int, batch []batchRow, moved map[pgtype.TID]pgtype.TID) error {
+	ctids := make([]pgtype.TID, 0, len(batch))
+	terms := make([][]*string, len(cols))
+	for _, br := range batch {
+		ctids = append(ctids, moved[br.ctid])
+		for k, i := range cols {
+			var lit *string
+			if br.plain[i] != nil {
+				s := termsLiteral(r.nextIndexers.For(t.QualifiedName(), t.Columns[i].Name).Terms(make([]int64, 0, 16), *br.plain[i]))
+				lit = &s
+			}
+			terms[k] = append(terms[k], lit)
+		}
+	}
+	args := []any{ctids}
+	unnests := []string{"pg_catalog.unnest($1::pg_catalog.tid[])"}
+	names := []string{"row_ctid"}
+	var sets []string
+	for k, i := range cols {
+		args = append(args, terms[k])
+		unnests = append(unnests, fmt.Sprintf("pg_catalog.unnest($%d::pg_catalog.text[])", len(args)))
+		names = append(names, fmt.Sprintf("n%d", k))
+		next := ident(t.Columns[i].NextIndex())
+		sets = append(sets, fmt.Sprintf("%[1]s = COALESCE(b.n%[2]d::pg_catalog.int8[], t.%[1]s)", next, k))
+	}
+	_, err := tx.Exec(ctx, fmt.Sprintf("UPDATE %s AS t SET %s FROM ROWS FROM (%s) AS b(%s) WHERE t.ctid OPERATOR(pg_catalog.=) b.row_ctid",
+		t.Ident(), strings.Join(sets, ", "), strings.Join(unnests, ", "), strings.Join(names, ", ")), args...)
+	if err != nil {
+		return fmt.Errorf("writing the next generation's terms of %s: %w", t.QualifiedName(), err)
+	}
+	return nil
 }
 
 func decodeTID(format int16, raw []byte, tid *pgtype.TID) error {

@@ -349,7 +349,10 @@ func (indexPlanStep) Run(ctx context.Context, r *Runner) error {
 			return fmt.Errorf("recording blind index sizing: %w", err)
 		}
 	}
-	r.indexers, err = LoadIndexers(ctx, r.Pool, r.Keys, r.Plan)
+	if r.indexers, err = LoadIndexers(ctx, r.Pool, r.Keys, r.Plan); err != nil {
+		return err
+	}
+	r.nextIndexers, err = LoadNextIndexers(ctx, r.Pool, r.Keys, r.Plan)
 	return err
 }
 
