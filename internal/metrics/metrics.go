@@ -20,7 +20,7 @@ var Version = ""
 
 // Fixed label words. Anything else a caller passes is exported as "other".
 var (
-	phases  = []string{"backfill", "catchup", "restore", "verify", "cleanup", "reindex"}
+	phases  = []string{"backfill", "catchup", "restore", "verify", "cleanup", "reindex", "reencrypt"}
 	results = []string{"ok", "retried", "failed", "unencryptable"}
 	events  = []string{"start", "success", "failure", "refused", "alert"}
 	states  = []string{"full", "capped", "throttled", "recovering", "paused"}
