@@ -460,6 +460,31 @@ func TestReindexInProgressCleanupAndRollback(t *testing.T) {
 			t.Fatalf("%s after the catch-up: next terms %v, want %v", uid, got, want)
 		}
 	}
+	// The reindex's trigger function: invoker's rights, pinned search_path,
+	// not executable by PUBLIC, owned like the mark function; no other role
+	// can attach it to a table of its own.
+	var fn string
+	var definer, public bool
+	var config []string
+	if err := f.pool.QueryRow(ctx, `SELECT p.oid::regprocedure::text, p.prosecdef, has_function_privilege('public', p.oid, 'EXECUTE'), p.proconfig
+		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgphi' AND p.proname LIKE 'reindex\_%'`).Scan(&fn, &definer, &public, &config); err != nil {
+		t.Fatal(err)
+	}
+	if definer || public || !slices.Contains(config, "search_path=pg_catalog, pg_temp") {
+		t.Fatalf("%s: security definer %v, executable by PUBLIC %v, config %v", fn, definer, public, config)
+	}
+	actors := pgtest.NewActors(t, f.url)
+	for _, role := range []string{actors.DBA, actors.HealthcareAdmin, actors.AuditOfficer, actors.AppOwner, actors.AppWriter, actors.Outsider} {
+		c := actors.Connect(t, role)
+		if _, err := c.Exec(ctx, `CREATE TEMP TABLE mine (last_name text, last_name_encrypted bytea, last_name_bidx_next bigint[])`); err != nil {
+			t.Fatalf("%s: %v", role, err)
+		}
+		_, err := c.Exec(ctx, `CREATE TRIGGER steal BEFORE UPDATE ON mine FOR EACH ROW EXECUTE FUNCTION `+fn)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+			t.Errorf("%s attaching %s to its own table: %v, want permission denied", role, fn, err)
+		}
+	}
 	for _, flag := range []string{engine.FlagUseEncryptedSearch, engine.FlagRequireEncryption} {
 		if err := engine.SetFlag(ctx, f.pool, flag, true); err != nil {
 			t.Fatal(err)

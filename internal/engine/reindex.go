@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgphi/pgphi/blindindex"
 	"github.com/pgphi/pgphi/envelope"
+	"github.com/pgphi/pgphi/internal/state"
 	"github.com/pgphi/pgphi/keys"
 )
 
@@ -420,6 +421,12 @@ func (r *Runner) beginGeneration(ctx context.Context, t *Target, c *TargetColumn
 			if _, err := tx.Exec(ctx, q); err != nil {
 				return fmt.Errorf("adding the next generation's column to %s: %w", t.QualifiedName(), err)
 			}
+		}
+		// Like the mark function, owned by pgphi's schema owner, in the
+		// same transaction as its grants.
+		fn := "FUNCTION " + pgx.Identifier{"pgphi", t.reindexFunction(c)}.Sanitize() + "()"
+		if err := state.AdoptAsOwner(ctx, tx, fn); err != nil {
+			return fmt.Errorf("giving %s to pgphi's schema owner: %w", fn, err)
 		}
 		for _, s := range next {
 			var values, colValues *int64
