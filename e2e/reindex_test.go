@@ -101,6 +101,7 @@ tables:
 	if n := queryInt(t, f.conn(), `SELECT count(*) FROM pgphi.blind_indexes WHERE state = 'building'`); n == 0 {
 		t.Fatal("no building generation after the kill")
 	}
+	complExpect(t, f.run("status"), 0, "reindex of public.patient.last_name to generation 2 in progress", "of 2000 rows")
 	if during := searches(); during != before {
 		t.Fatalf("search while interrupted:\n%s\nwant\n%s", during, before)
 	}

@@ -205,6 +205,9 @@ func (a *app) statusCommand() *cobra.Command {
 				for _, f := range st.Failures {
 					fmt.Fprintf(a.stdout, "failed: %s.%s at key (%s): %s\n", f.Table, f.Column, strings.Join(f.PrimaryKey, ", "), f.Reason)
 				}
+				for _, r := range st.Reindexes {
+					fmt.Fprintf(a.stdout, "reindex of %s.%s to generation %d in progress: %d of %d rows (pgphi reindex resumes it)\n", r.Table, r.Column, r.Generation, r.RowsDone, r.RowsTotal)
+				}
 				for _, p := range st.Triggers {
 					fmt.Fprintf(a.stdout, "TRIGGER PROBLEM %s\n", p)
 				}

@@ -86,12 +86,12 @@ type ReindexOptions struct {
 
 // ReindexResult is what a reindex did to one column.
 type ReindexResult struct {
-	Table, Column    string
-	From, To         int // generations
-	KeyFrom, KeyTo   uint32
-	Families         []ReindexFamily
-	Rows             int64 // rows whose new terms were verified
-	Filled, Switched bool
+	Table, Column  string
+	From, To       int // generations
+	KeyFrom, KeyTo uint32
+	Families       []ReindexFamily
+	Rows           int64 // rows whose new terms were verified
+	Switched       bool
 }
 
 // ReindexFamily is one term family before and after.
@@ -249,7 +249,7 @@ func (r *Runner) reindexColumn(ctx context.Context, t *Target, c *TargetColumn, 
 	if err := r.switchGeneration(ctx, t, c, idx, res.To); err != nil {
 		return res, err
 	}
-	res.Filled, res.Switched = true, true
+	res.Switched = true
 	return res, nil
 }
 
