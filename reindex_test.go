@@ -512,3 +512,51 @@ func TestReindexInProgressCleanupAndRollback(t *testing.T) {
 		t.Fatalf("%d objects of the reindex left after rollback", left)
 	}
 }
+
+// A next-generation term that does not match its value (written by a
+// faulty writer) fails the verification before the switch, naming the row;
+// nothing is switched, and once the row is cleared the reindex completes.
+func TestReindexVerifiesBeforeTheSwitch(t *testing.T) {
+	ctx := context.Background()
+	f := reindexFixture(t)
+	rctx, cancel := context.WithCancel(ctx)
+	r := &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard, Throttle: &engine.Throttle{MaxRate: 300}}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Reindex(rctx, engine.ReindexOptions{Table: "patient", Column: "last_name", Resize: true})
+		done <- err
+	}()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var n int
+		f.pool.QueryRow(ctx, `SELECT count(*) FROM public.patient WHERE uid = 'P1' AND last_name_bidx_next IS NOT NULL`).Scan(&n)
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("P1 did not get its next terms")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if _, err := f.pool.Exec(ctx, `UPDATE public.patient SET last_name_bidx_next = '{12345}' WHERE uid = 'P1'`); err != nil {
+		t.Fatal(err)
+	}
+	r = &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard}
+	_, err := r.Reindex(ctx, engine.ReindexOptions{Table: "patient", Column: "last_name"})
+	var rowErr *engine.TermsError
+	if !errors.As(err, &rowErr) || rowErr.Column != "last_name" || fmt.Sprint(rowErr.Key) != "[P1]" {
+		t.Fatalf("resumed over a wrong term: %v", err)
+	}
+	var building int
+	f.pool.QueryRow(ctx, `SELECT count(*) FROM pgphi.blind_indexes WHERE state = 'building'`).Scan(&building)
+	if building == 0 {
+		t.Fatal("switched despite the failed verification")
+	}
+	if _, err := f.pool.Exec(ctx, `UPDATE public.patient SET last_name_bidx_next = NULL WHERE uid = 'P1'`); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := r.Reindex(ctx, engine.ReindexOptions{Table: "patient", Column: "last_name"}); err != nil || !res[0].Switched {
+		t.Fatalf("after clearing the row: %+v %v", res, err)
+	}
+}

@@ -104,6 +104,21 @@ type ReindexFamily struct {
 // ErrReindex is the class of reindex refusals (a column it cannot rebuild).
 var ErrReindex = errors.New("reindex refused")
 
+// TermsError says that one row's value could not be read, or that its
+// next-generation terms did not verify. It names table, column and primary
+// key; it never carries the value or a term.
+type TermsError struct {
+	Table, Column string
+	Key           []string
+	KeyColumns    []string
+	Reason        string
+}
+
+func (e *TermsError) Error() string {
+	return fmt.Sprintf("reindex of %s.%s at key (%s)=(%s): %s; nothing was switched",
+		e.Table, e.Column, strings.Join(e.KeyColumns, ", "), strings.Join(e.Key, ", "), e.Reason)
+}
+
 // Reindex rebuilds the terms of every selected searchable column as a new
 // generation and switches to it. A reindex interrupted at any point resumes
 // where it stopped when run again (with the same options or none: the
@@ -194,6 +209,10 @@ func (r *Runner) reindexColumn(ctx context.Context, t *Target, c *TargetColumn, 
 		if err := r.beginGeneration(ctx, t, c, next); err != nil {
 			return res, err
 		}
+		// Another process may have begun one first: its generation is the one.
+		if next, err = columnSpecs(ctx, r, t, c, GenerationBuilding); err != nil {
+			return res, err
+		}
 	} else {
 		r.logf("==> reindex %s.%s: resuming generation %d", t.QualifiedName(), c.Name, next[0].Generation)
 	}
@@ -243,7 +262,7 @@ func (r *Runner) reindexColumn(ctx context.Context, t *Target, c *TargetColumn, 
 	}
 	r.logf("==> reindex %s.%s: verify every term of generation %d", t.QualifiedName(), c.Name, res.To)
 	if res.Rows, err = r.verifyNext(ctx, t, c, idx); err != nil {
-		return res, err
+		return res, withNextStep(err, OpReindex)
 	}
 	r.logf("==> reindex %s.%s: switch to generation %d", t.QualifiedName(), c.Name, res.To)
 	if err := r.switchGeneration(ctx, t, c, idx, res.To); err != nil {
@@ -407,7 +426,7 @@ func valueText(t *Target, c *TargetColumn, opener *envelope.Opener, rawKey [][]b
 	}
 	v, err := opener.Open(ct, envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: key})
 	if err != nil {
-		return "", false, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: key, KeyColumns: t.keyNames(), Reason: "the ciphertext does not decrypt: " + err.Error()}
+		return "", false, &TermsError{Table: t.QualifiedName(), Column: c.Name, Key: key, KeyColumns: t.keyNames(), Reason: "the ciphertext does not decrypt: " + err.Error()}
 	}
 	return v.Text, true, nil
 }
@@ -417,6 +436,15 @@ func valueText(t *Target, c *TargetColumn, opener *envelope.Opener, rawKey [][]b
 // write either writes the new terms or leaves them cleared.
 func (r *Runner) beginGeneration(ctx context.Context, t *Target, c *TargetColumn, next []IndexSpec) error {
 	return r.ddl(ctx, "reindex "+t.QualifiedName()+"."+c.Name, func(tx pgx.Tx) error {
+		// One process begins a column's generation; a second one finds it.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('pgphi reindex ' || $1 || ' ' || $2))", t.QualifiedName(), c.Name); err != nil {
+			return err
+		}
+		var begun bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pgphi.blind_indexes WHERE table_name = $1 AND column_name = $2 AND state = 'building')`,
+			t.QualifiedName(), c.Name).Scan(&begun); err != nil || begun {
+			return err
+		}
 		for _, q := range t.reindexTriggerSQL(c) {
 			if _, err := tx.Exec(ctx, q); err != nil {
 				return fmt.Errorf("adding the next generation's column to %s: %w", t.QualifiedName(), err)
@@ -704,8 +732,8 @@ func (r *Runner) verifyNext(ctx context.Context, t *Target, c *TargetColumn, idx
 					want = idx.Terms(make([]int64, 0, 16), text)
 				}
 				if !sameTerms(want, stored) {
-					return &RowError{Table: t.QualifiedName(), Column: c.Name, Key: last, KeyColumns: t.keyNames(),
-						Reason: "the next generation's terms differ from the value's; run the reindex again"}
+					return &TermsError{Table: t.QualifiedName(), Column: c.Name, Key: last, KeyColumns: t.keyNames(),
+						Reason: "the next generation's terms differ from the value's (a writer wrote wrong ones; clear them: UPDATE ... SET " + c.NextIndex() + " = NULL)"}
 				}
 				verified++
 			}
