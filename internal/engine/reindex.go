@@ -28,8 +28,8 @@ import (
 //     its value or ciphertext without writing them, so terms of an older
 //     value never stand;
 //   - writers that know the generation (the root package's Row, Seal and
-//     SealAll) write both generations; the others leave the next generation
-//     cleared for the reindex;
+//     SealAll; apply's catch-up) write both generations; the others leave
+//     the next generation cleared for the reindex;
 //   - the backfill runs over leased chunks (runChunks, as apply's), resumable
 //     and throttled; a sweep then fills every row left cleared;
 //   - search reads both generations: candidates from either, exact re-check
