@@ -17,6 +17,7 @@ import (
 
 	"github.com/pgphi/pgphi"
 	"github.com/pgphi/pgphi/blindindex"
+	"github.com/pgphi/pgphi/internal/catalog"
 	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/internal/pgtest"
 	"github.com/pgphi/pgphi/internal/search"
@@ -558,5 +559,94 @@ func TestReindexVerifiesBeforeTheSwitch(t *testing.T) {
 	}
 	if res, err := r.Reindex(ctx, engine.ReindexOptions{Table: "patient", Column: "last_name"}); err != nil || !res[0].Switched {
 		t.Fatalf("after clearing the row: %+v %v", res, err)
+	}
+}
+
+// After cleanup there is no plaintext and no trigger of pgphi's but the
+// reindex's own: the new terms come from the decrypted ciphertexts, a
+// writer that leaves them out is still caught, and search answers the same.
+func TestReindexAfterCleanup(t *testing.T) {
+	ctx := context.Background()
+	f := reindexFixture(t)
+	pool := appPool(t, f.url)
+	client, err := pgphi.Open(ctx, pool, pgphi.KeyFile(f.keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, flag := range engine.FlagNames {
+		if err := engine.SetFlag(ctx, f.pool, flag, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard}
+	if err := r.Cleanup(ctx, f.plan.ID, engine.CleanupOptions{Purge: "vacuum-full"}); err != nil {
+		t.Fatal(err)
+	}
+	// A new process's plan: the cleaned columns from pgphi's state.
+	cleaned, err := engine.LoadCleaned(ctx, f.pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := catalog.Resolve(ctx, f.pool, f.cfg, cleaned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.plan, err = engine.NewPlan(f.cfg, tables); err != nil {
+		t.Fatal(err)
+	}
+	before := answers(t, client)
+	rctx, cancel := context.WithCancel(ctx)
+	r = &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard, Throttle: &engine.Throttle{MaxRate: 300}}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Reindex(rctx, engine.ReindexOptions{Table: "patient", Column: "last_name", Resize: true})
+		done <- err
+	}()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var n int
+		f.pool.QueryRow(ctx, `SELECT count(*) FROM public.patient WHERE uid = 'P1' AND last_name_bidx_next IS NOT NULL`).Scan(&n)
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("P1 did not get its next terms")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	// A writer that leaves the next generation out.
+	a, err := client.Row(ctx, "patient", pgphi.Key{"uid": "P1"}, map[string]any{"last_name": "Okafor"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a["last_name_bidx_next"]; !ok {
+		t.Fatalf("assignments while reindexing after cleanup: %v", a.Columns())
+	}
+	delete(a, "last_name_bidx_next")
+	if err := write(ctx, pool, "P1", a, true); err != nil {
+		t.Fatal(err)
+	}
+	var cleared int
+	f.pool.QueryRow(ctx, `SELECT count(*) FROM public.patient WHERE uid = 'P1' AND last_name_bidx_next IS NULL`).Scan(&cleared)
+	if cleared != 1 {
+		t.Fatal("the next terms of a rewritten value were not cleared")
+	}
+	r = &engine.Runner{Pool: f.pool, Keys: f.ring, Config: f.cfg, Plan: f.plan, Log: io.Discard}
+	if _, err := r.Reindex(ctx, engine.ReindexOptions{Table: "patient", Column: "last_name", Resize: true}); err != nil {
+		t.Fatal(err)
+	}
+	// P1 was a Smith: the answers lose it and the new name finds it.
+	for q, keys := range before {
+		before[q] = slices.DeleteFunc(keys, func(k pgphi.Key) bool { return k["uid"] == "P1" })
+	}
+	sameAnswers(t, "after", before, answers(t, client))
+	got, err := client.Find(ctx, "patient", "last_name", pgphi.Query{Kind: blindindex.QExact, Value: "okafor"}, "test")
+	if err != nil || fmt.Sprint(got) != "[map[uid:P1]]" {
+		t.Fatalf("okafor: %v %v", got, err)
+	}
+	v, err := engine.Verify(ctx, f.pool, f.ring, f.plan, 0)
+	if err != nil || !v.OK() {
+		t.Fatalf("verify: %+v %v", v, err)
 	}
 }
