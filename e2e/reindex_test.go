@@ -89,7 +89,7 @@ tables:
 	if !strings.Contains(before, `"keys":[["7"]]`) {
 		t.Fatalf("the canary's row is not found before:\n%s", before)
 	}
-	killed, stderr := applyAndKill(t, f, "reindex public.patient.last_name: write generation", 1500*time.Millisecond,
+	killed, stderr := applyAndKill(t, f, "reindex public.patient.last_name write: generation", 1500*time.Millisecond,
 		"reindex", "--max-rate", "300", "--reason", "re-size")
 	if !killed {
 		t.Fatalf("the reindex finished before the kill:\n%s", stderr)

@@ -202,7 +202,7 @@ func (r *Runner) reindexColumn(ctx context.Context, t *Target, c *TargetColumn, 
 		return res, err
 	}
 	if len(next) == 0 {
-		r.logf("==> reindex %s.%s: plan the next generation", t.QualifiedName(), c.Name)
+		r.logf("==> reindex %s.%s plan: the next generation", t.QualifiedName(), c.Name)
 		if next, err = r.planGeneration(ctx, t, c, active, o); err != nil {
 			return res, err
 		}
@@ -214,7 +214,7 @@ func (r *Runner) reindexColumn(ctx context.Context, t *Target, c *TargetColumn, 
 			return res, err
 		}
 	} else {
-		r.logf("==> reindex %s.%s: resuming generation %d", t.QualifiedName(), c.Name, next[0].Generation)
+		r.logf("==> reindex %s.%s resume: resuming generation %d", t.QualifiedName(), c.Name, next[0].Generation)
 	}
 	res.From, res.To, res.KeyFrom, res.KeyTo = active[0].Generation, next[0].Generation, active[0].KeyID, next[0].KeyID
 	for i := range next {
@@ -230,11 +230,11 @@ func (r *Runner) reindexColumn(ctx context.Context, t *Target, c *TargetColumn, 
 	if err != nil {
 		return res, err
 	}
-	r.logf("==> reindex %s.%s: GIN index %s on %s, built concurrently", t.QualifiedName(), c.Name, t.nextSearchIndex(c), c.NextIndex())
+	r.logf("==> reindex %s.%s index: GIN index %s on %s, built concurrently", t.QualifiedName(), c.Name, t.nextSearchIndex(c), c.NextIndex())
 	if err := r.buildIndex(ctx, t, t.nextSearchIndex(c), fmt.Sprintf("USING gin (%s)", ident(c.NextIndex()))); err != nil {
 		return res, err
 	}
-	r.logf("==> reindex %s.%s: write generation %d over chunks leased with FOR UPDATE SKIP LOCKED", t.QualifiedName(), c.Name, res.To)
+	r.logf("==> reindex %s.%s write: generation %d over chunks leased with FOR UPDATE SKIP LOCKED", t.QualifiedName(), c.Name, res.To)
 	space := reindexSpace(t, c, res.To)
 	if err := r.runChunks(ctx, "reindex", space, t, func(ctx context.Context, tx pgx.Tx, from, upper []string) (int, []string, error) {
 		return r.fillNext(ctx, tx, t, c, idx, reindexChunkQuery(t, c, from != nil, upper != nil), rangeArgs(from, upper, r.BatchSize))
@@ -243,6 +243,7 @@ func (r *Runner) reindexColumn(ctx context.Context, t *Target, c *TargetColumn, 
 	}
 	// Rows written since their chunk was done without the new terms,
 	// found through a partial index.
+	r.logf("==> reindex %s.%s sweep: rows written meanwhile without generation %d's terms", t.QualifiedName(), c.Name, res.To)
 	if err := r.buildIndex(ctx, t, t.todoIndex(c), fmt.Sprintf("(%s) WHERE %s", t.keyList(""), todoPredicate(c))); err != nil {
 		return res, err
 	}
@@ -260,11 +261,11 @@ func (r *Runner) reindexColumn(ctx context.Context, t *Target, c *TargetColumn, 
 			break
 		}
 	}
-	r.logf("==> reindex %s.%s: verify every term of generation %d", t.QualifiedName(), c.Name, res.To)
+	r.logf("==> reindex %s.%s verify: every term of generation %d", t.QualifiedName(), c.Name, res.To)
 	if res.Rows, err = r.verifyNext(ctx, t, c, idx); err != nil {
 		return res, withNextStep(err, OpReindex)
 	}
-	r.logf("==> reindex %s.%s: switch to generation %d", t.QualifiedName(), c.Name, res.To)
+	r.logf("==> reindex %s.%s switch: to generation %d in one transaction", t.QualifiedName(), c.Name, res.To)
 	if err := r.switchGeneration(ctx, t, c, idx, res.To); err != nil {
 		return res, err
 	}
