@@ -117,6 +117,9 @@ func (c *Client) row(ctx context.Context, m *metadata, require bool, table strin
 			out[col.Encrypted] = nil
 			if col.HasIndex() {
 				out[col.Index] = nil
+				if m.searcher.NextIndexer(t.QualifiedName(), col.Name) != nil {
+					out[col.NextIndex()] = nil
+				}
 			}
 			if !col.Cleaned {
 				out[col.Name] = nil
@@ -143,6 +146,10 @@ func (c *Client) row(ctx context.Context, m *metadata, require bool, table strin
 		out[col.Encrypted] = ct
 		if col.HasIndex() {
 			out[col.Index] = m.searcher.Indexer(t.QualifiedName(), col.Name).Terms(make([]int64, 0, 16), text)
+			// While a reindex builds the next generation, both are written.
+			if next := m.searcher.NextIndexer(t.QualifiedName(), col.Name); next != nil {
+				out[col.NextIndex()] = next.Terms(make([]int64, 0, 16), text)
+			}
 		}
 		if !col.Cleaned {
 			if require {

@@ -214,7 +214,7 @@ func (c *Client) Close() {
 func (c *Client) Audited() bool { return c.log != nil }
 
 const versionSQL = `SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(table_name||'/'||column_name||'/'||encrypted_column||'/'||phase||'/'||COALESCE(index_column, '')||'/'||plan_id, ',' ORDER BY table_name, column_name), '')
-	||'/'||(SELECT pg_catalog.count(*) FROM pgphi.unique_columns)||'/'||(SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(expression, ',' ORDER BY table_name, column_name, rule_name), '')) FROM pgphi.column_rules))
+	||'/'||(SELECT pg_catalog.count(*) FROM pgphi.unique_columns)||'/'||(SELECT COALESCE(pg_catalog.string_agg(table_name||'/'||column_name||'/'||generation||'/'||state, ',' ORDER BY table_name, column_name, generation), '') FROM (SELECT DISTINCT table_name, column_name, generation, state FROM pgphi.blind_indexes) g)||'/'||(SELECT pg_catalog.md5(COALESCE(pg_catalog.string_agg(expression, ',' ORDER BY table_name, column_name, rule_name), '')) FROM pgphi.column_rules))
 	FROM pgphi.protected_columns`
 
 // state reads the flags and the metadata version in one round trip, and
@@ -291,7 +291,7 @@ func readMetadata(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring) (
 		opts  *blindindex.StoredOptions
 	}
 	fams := map[string]*fam{}
-	brows, err := tx.Query(ctx, `SELECT table_name, column_name, sub_kind, options::text FROM pgphi.blind_indexes ORDER BY 1, 2, 3`)
+	brows, err := tx.Query(ctx, `SELECT table_name, column_name, sub_kind, options::text FROM pgphi.blind_indexes WHERE state = 'active' ORDER BY 1, 2, 3`)
 	if err != nil {
 		return nil, fmt.Errorf("pgphi: reading pgphi.blind_indexes: %w", err)
 	}

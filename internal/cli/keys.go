@@ -2,11 +2,15 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
+	"github.com/pgphi/pgphi/internal/dbconn"
+	"github.com/pgphi/pgphi/internal/engine"
 	"github.com/pgphi/pgphi/keys"
 )
 
@@ -68,25 +72,46 @@ the token.`,
 	}
 	initCmd.Flags().StringVar(&kekKind, "kek", "", "KEK provider: passphrase, keyfile or pkcs11 (default: from the environment, PGPHI_KEK)")
 	cmd.AddCommand(initCmd)
-	cmd.AddCommand(&cobra.Command{
+	var reencrypt bool
+	var reason string
+	var maxRate float64
+	rotateCmd := &cobra.Command{
 		Use:   "rotate",
-		Short: "Add a new data key and make it active; older keys stay for decryption",
+		Short: "Add a new data key and make it active; older keys stay for decryption (--reencrypt: move every ciphertext to it)",
+		Long: `rotate adds a new data key and makes it active: new ciphertexts use it, older
+ones stay readable with their own keys. With --reencrypt (it needs the config)
+every ciphertext of the configured tables under an older key is then sealed
+again under the active one, online, over leased chunks: throttled like apply
+(--max-rate), with progress, resumable (run the same command again: a
+re-encryption under the active key that did not finish resumes instead of
+rotating again), and counted at the end (none under an older key may be
+left). Blind index terms keep their key: pgphi reindex --new-key moves them.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, _ = a.loadConfigOptional() // its keys: section; dbRun reports a bad config
 			provider, err := keys.ProviderFromEnv()
 			if err != nil {
 				return withCode(ExitUsage, err)
 			}
-			return a.dbRun(cmd.Context(), "keys rotate", func(ctx context.Context, pool *pgxpool.Pool) error {
-				id, err := keys.Rotate(ctx, pool, provider)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(a.stdout, "data key %d is now active; new ciphertexts use it\n", id)
-				return nil
-			})
+			if !reencrypt {
+				return a.dbRun(cmd.Context(), "keys rotate", func(ctx context.Context, pool *pgxpool.Pool) error {
+					id, err := keys.Rotate(ctx, pool, provider)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(a.stdout, "data key %d is now active; new ciphertexts use it\n", id)
+					return nil
+				})
+			}
+			if maxRate < 0 {
+				return withCode(ExitUsage, errors.New("usage: --max-rate must be positive"))
+			}
+			return a.rotateReencrypt(cmd.Context(), provider, reasonOrEnv(reason), maxRate)
 		},
-	})
+	}
+	rotateCmd.Flags().BoolVar(&reencrypt, "reencrypt", false, "then re-encrypt every ciphertext under an older key with the active one (needs the config)")
+	rotateCmd.Flags().StringVar(&reason, "reason", "", "with --reencrypt: why (required, audited; default $PGPHI_REASON)")
+	rotateCmd.Flags().Float64Var(&maxRate, "max-rate", 0, "with --reencrypt: at most this many rows per second (default apply.max_rate; none)")
+	cmd.AddCommand(rotateCmd)
 	cmd.AddCommand(&cobra.Command{
 		Use:   "list",
 		Short: "List data keys: id, state, creation time (no key material)",
@@ -112,4 +137,53 @@ the token.`,
 		c.Args = wrapArgs(c.Args)
 	}
 	return cmd
+}
+
+// rotateReencrypt rotates the data key (unless a re-encryption under the
+// active key is unfinished: then it resumes that one) and re-encrypts every
+// ciphertext under an older key (engine.Runner.Reencrypt).
+func (a *app) rotateReencrypt(ctx context.Context, provider keys.KEKProvider, reason string, maxRate float64) error {
+	return a.guarded(ctx, guardSpec{Command: "keys rotate", Reason: true}, reason, func(ctx context.Context, s *session, out *outcome) error {
+		if err := dbconn.DetectPooler(ctx, s.Pool); err != nil {
+			if errors.Is(err, dbconn.ErrPooler) {
+				return withCode(ExitRefused, err)
+			}
+			return err
+		}
+		ring, err := keys.Load(ctx, s.Pool, provider)
+		if err != nil {
+			return err
+		}
+		resume, err := engine.ReencryptInProgress(ctx, s.Pool, ring.ActiveKeyID())
+		if err != nil {
+			return err
+		}
+		if resume {
+			a.logf("resuming the re-encryption under data key %d", ring.ActiveKeyID())
+		} else {
+			id, err := keys.Rotate(ctx, s.Pool, provider)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "data key %d is now active; new ciphertexts use it\n", id)
+			if ring, err = keys.Load(ctx, s.Pool, provider); err != nil {
+				return err
+			}
+		}
+		out.Details["key_id"] = fmt.Sprint(ring.ActiveKeyID())
+		th := &engine.Throttle{MaxRate: s.Cfg.Apply.MaxRate, Adaptive: s.Cfg.Apply.Adaptive && os.Getenv("PGPHI_ADAPTIVE") != "off",
+			CanaryQuery: s.Cfg.Apply.CanaryQuery, MaxLag: s.Cfg.Apply.MaxReplicationLag}
+		th.Alerts = s.Alerts
+		if maxRate > 0 {
+			th.MaxRate = maxRate
+		}
+		r := &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan, Log: a.stderr, Throttle: th,
+			Progress: a.progressFactory(statusLine(th.Status, s.Alerts.Summary))}
+		res, err := r.Reencrypt(ctx)
+		for _, x := range res {
+			out.Rows += x.Rows
+			fmt.Fprintf(a.stdout, "%s: %d ciphertexts re-encrypted under data key %d (%d rows read); none under an older key is left\n", x.Table, x.Reencrypted, x.KeyID, x.Rows)
+		}
+		return err
+	})
 }

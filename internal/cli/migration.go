@@ -216,6 +216,9 @@ func (a *app) statusCommand() *cobra.Command {
 				for _, c := range st.Unprotected() {
 					fmt.Fprintf(a.stdout, "UNPROTECTED %s.%s: no encrypted column yet; its %d values and every write to it stay plaintext until `pgphi apply` runs\n", c.Table, c.Column, c.Pending)
 				}
+				for _, r := range st.Reindexes {
+					fmt.Fprintf(a.stdout, "reindex of %s.%s to generation %d in progress: %d of %d rows (pgphi reindex resumes it)\n", r.Table, r.Column, r.Generation, r.RowsDone, r.RowsTotal)
+				}
 				for _, p := range st.Triggers {
 					fmt.Fprintf(a.stdout, "TRIGGER PROBLEM %s\n", p)
 				}

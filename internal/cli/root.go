@@ -212,7 +212,7 @@ Exit codes: 0 success, 1 operation failed, 2 usage or configuration error,
 		return withCode(ExitUsage, fmt.Errorf("usage: %w", err))
 	})
 	root.AddCommand(a.initCommand(), a.keysCommand(), a.planCommand(), a.applyCommand(),
-		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.leakageCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.approveCommand(), a.pinsCommand(), a.rolesCommand(), a.auditCommand(), a.checkCommand(), a.reportCommand(), a.demoCommand(), a.serveCommand(), a.migrateCommand(), a.backupCommand())
+		a.statusCommand(), a.verifyCommand(), a.searchCommand(), a.leakageCommand(), a.reindexCommand(), a.flagsCommand(), a.cleanupCommand(), a.rollbackCommand(), a.approveCommand(), a.pinsCommand(), a.rolesCommand(), a.auditCommand(), a.checkCommand(), a.reportCommand(), a.demoCommand(), a.serveCommand(), a.migrateCommand(), a.backupCommand())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}

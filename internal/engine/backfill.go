@@ -42,23 +42,49 @@ func (s backfillStep) Describe() string {
 
 func (s backfillStep) Run(ctx context.Context, r *Runner) error {
 	t := s.t
-	total, err := r.chunkTable(ctx, t)
+	return r.runChunks(ctx, "backfill", t.QualifiedName(), t, func(ctx context.Context, tx pgx.Tx, from, upper []string) (int, []string, error) {
+		var args []any
+		for _, v := range from {
+			args = append(args, v)
+		}
+		for _, v := range upper {
+			args = append(args, v)
+		}
+		args = append(args, r.BatchSize)
+		return r.encryptBatch(ctx, tx, t, t.backfillQuery(from != nil, upper != nil), args)
+	})
+}
+
+// chunkWork does one batch of a leased chunk in tx: the rows after from (nil:
+// from the chunk's start) up to upper (nil: to the table's end), at most
+// r.BatchSize of them. It returns how many rows it did and the key of the
+// last one.
+type chunkWork func(ctx context.Context, tx pgx.Tx, from, upper []string) (int, []string, error)
+
+// runChunks runs work over every chunk of a chunk space (pgphi.chunks rows
+// of the plan under that name; the table's qualified name for the backfill)
+// until all are done: workers lease chunks with FOR UPDATE SKIP LOCKED,
+// throttled, retrying transient errors, with a progress bar; chunks another
+// process holds are waited for and taken over if it dies. The space is split
+// into chunks at its first run; a later run resumes at each checkpoint.
+func (r *Runner) runChunks(ctx context.Context, phase, space string, t *Target, work chunkWork) error {
+	total, err := r.chunkSpace(ctx, space, t)
 	if err != nil {
 		return err
 	}
 	var open int
 	if err := r.Pool.QueryRow(ctx, "SELECT count(*) FROM pgphi.chunks WHERE plan_id = $1 AND table_name = $2 AND NOT done",
-		r.Plan.ID, t.QualifiedName()).Scan(&open); err != nil {
+		r.Plan.ID, space).Scan(&open); err != nil {
 		return err
 	}
 	if open == 0 {
-		r.logf("    %s: already backfilled (%d rows); later changes are caught up below", t.QualifiedName(), total)
+		r.logf("    %s: %s already done (%d rows); later changes are caught up below", t.QualifiedName(), phase, total)
 		return nil
 	}
-	bar := r.Progress("backfill "+t.QualifiedName(), total, func(ctx context.Context) (int64, error) {
+	bar := r.Progress(phase+" "+t.QualifiedName(), total, func(ctx context.Context) (int64, error) {
 		var done int64
 		err := r.Pool.QueryRow(ctx, "SELECT COALESCE(sum(rows_done), 0)::bigint FROM pgphi.chunks WHERE plan_id = $1 AND table_name = $2",
-			r.Plan.ID, t.QualifiedName()).Scan(&done)
+			r.Plan.ID, space).Scan(&done)
 		return done, err
 	})
 	defer bar.Stop()
@@ -68,8 +94,8 @@ func (s backfillStep) Run(ctx context.Context, r *Runner) error {
 				if err := r.Throttle.Wait(ctx, r.BatchSize); err != nil {
 					return err
 				}
-				more, n, err := r.backfillBatch(ctx, t)
-				r.batchDone("backfill", t, n, err)
+				more, n, err := r.leaseBatch(ctx, space, work)
+				r.batchDone(phase, t, n, err)
 				if err != nil && transient(err) {
 					// Lock timeouts and the like: the batch rolled back whole;
 					// count it, back off, and take the chunk again.
@@ -97,7 +123,7 @@ func (s backfillStep) Run(ctx context.Context, r *Runner) error {
 		// Chunks another process holds are skipped above; wait until they are done
 		// too, and take them over if that process died.
 		if err := r.Pool.QueryRow(ctx, "SELECT count(*) FROM pgphi.chunks WHERE plan_id = $1 AND table_name = $2 AND NOT done",
-			r.Plan.ID, t.QualifiedName()).Scan(&open); err != nil {
+			r.Plan.ID, space).Scan(&open); err != nil {
 			return err
 		}
 		if open == 0 {
@@ -110,21 +136,26 @@ func (s backfillStep) Run(ctx context.Context, r *Runner) error {
 		}
 	}
 	_, err = r.Pool.Exec(ctx, "UPDATE pgphi.plan_tables SET backfilled_at = COALESCE(backfilled_at, now()) WHERE plan_id = $1 AND table_name = $2",
-		r.Plan.ID, t.QualifiedName())
+		r.Plan.ID, space)
 	return err
 }
 
 // chunkTable splits the table into key ranges once per plan; later runs and
 // other processes find the chunks already there.
 func (r *Runner) chunkTable(ctx context.Context, t *Target) (int64, error) {
+	return r.chunkSpace(ctx, t.QualifiedName(), t)
+}
+
+// chunkSpace splits t into key ranges recorded under space.
+func (r *Runner) chunkSpace(ctx context.Context, space string, t *Target) (int64, error) {
 	var total int64
 	err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('pgphi chunk ' || $1 || $2))", r.Plan.ID, t.QualifiedName()); err != nil {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('pgphi chunk ' || $1 || $2))", r.Plan.ID, space); err != nil {
 			return err
 		}
 		var chunked bool
 		err := tx.QueryRow(ctx, "SELECT chunked_at IS NOT NULL, COALESCE(rows_at_start, 0) FROM pgphi.plan_tables WHERE plan_id = $1 AND table_name = $2",
-			r.Plan.ID, t.QualifiedName()).Scan(&chunked, &total)
+			r.Plan.ID, space).Scan(&chunked, &total)
 		if err == nil && chunked {
 			return nil
 		}
@@ -163,7 +194,7 @@ func (r *Runner) chunkTable(ctx context.Context, t *Target) (int64, error) {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO pgphi.plan_tables (plan_id, table_name, chunked_at, rows_at_start) VALUES ($1, $2, now(), $3)
-			ON CONFLICT (plan_id, table_name) DO UPDATE SET chunked_at = now(), rows_at_start = $3`, r.Plan.ID, t.QualifiedName(), total); err != nil {
+			ON CONFLICT (plan_id, table_name) DO UPDATE SET chunked_at = now(), rows_at_start = $3`, r.Plan.ID, space, total); err != nil {
 			return err
 		}
 		// The last boundary is the last row; the final chunk is open-ended so rows
@@ -178,7 +209,7 @@ func (r *Runner) chunkTable(ctx context.Context, t *Target) (int64, error) {
 				upper = bounds[i]
 			}
 			if _, err := tx.Exec(ctx, `INSERT INTO pgphi.chunks (plan_id, table_name, chunk_no, lower_key, upper_key) VALUES ($1, $2, $3, $4, $5)`,
-				r.Plan.ID, t.QualifiedName(), i, lower, upper); err != nil {
+				r.Plan.ID, space, i, lower, upper); err != nil {
 				return err
 			}
 			lower = upper
@@ -189,16 +220,16 @@ func (r *Runner) chunkTable(ctx context.Context, t *Target) (int64, error) {
 	return total, err
 }
 
-// backfillBatch leases an open chunk, encrypts its next batch and moves the
-// chunk's checkpoint, all in one transaction. It reports whether work remains
-// that this worker could take.
-func (r *Runner) backfillBatch(ctx context.Context, t *Target) (more bool, rows int, err error) {
+// leaseBatch leases an open chunk of space, does its next batch and moves
+// the chunk's checkpoint, all in one transaction. It reports whether work
+// remains that this worker could take.
+func (r *Runner) leaseBatch(ctx context.Context, space string, work chunkWork) (more bool, rows int, err error) {
 	err = pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
 		var chunkNo int
 		var lower, upper, checkpoint []string
 		err := tx.QueryRow(ctx, `SELECT chunk_no, lower_key, upper_key, checkpoint FROM pgphi.chunks
 			WHERE plan_id = $1 AND table_name = $2 AND NOT done ORDER BY chunk_no LIMIT 1 FOR UPDATE SKIP LOCKED`,
-			r.Plan.ID, t.QualifiedName()).Scan(&chunkNo, &lower, &upper, &checkpoint)
+			r.Plan.ID, space).Scan(&chunkNo, &lower, &upper, &checkpoint)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
@@ -210,15 +241,7 @@ func (r *Runner) backfillBatch(ctx context.Context, t *Target) (more bool, rows 
 		if checkpoint != nil {
 			from = checkpoint
 		}
-		var args []any
-		for _, v := range from {
-			args = append(args, v)
-		}
-		for _, v := range upper {
-			args = append(args, v)
-		}
-		args = append(args, r.BatchSize)
-		n, last, err := r.encryptBatch(ctx, tx, t, t.backfillQuery(from != nil, upper != nil), args)
+		n, last, err := work(ctx, tx, from, upper)
 		if err != nil {
 			return err
 		}
@@ -228,7 +251,7 @@ func (r *Runner) backfillBatch(ctx context.Context, t *Target) (more bool, rows 
 		}
 		_, err = tx.Exec(ctx, `UPDATE pgphi.chunks SET checkpoint = $4, rows_done = rows_done + $5, done = $6, worker = $7, updated_at = now()
 			WHERE plan_id = $1 AND table_name = $2 AND chunk_no = $3`,
-			r.Plan.ID, t.QualifiedName(), chunkNo, checkpoint, n, n < r.BatchSize, r.WorkerID)
+			r.Plan.ID, space, chunkNo, checkpoint, n, n < r.BatchSize, r.WorkerID)
 		return err
 	})
 	return more, rows, err
@@ -241,6 +264,7 @@ type batchRow struct {
 	ct    [][]byte
 	terms [][]int64 // blind index terms per column; nil for NULL or no index
 	uniq  [][]byte  // digests per unique rule; nil for none
+	plain []*string // per column, the plaintext (nil: NULL); kept only while a reindex builds a next generation
 }
 
 // encryptBatch reads the rows the query selects (and locks), encrypts every
@@ -307,6 +331,7 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 		return 0, nil, err
 	}
 	texts := make([][]byte, len(t.Columns))
+	keepPlain := len(r.nextColumns(t)) > 0
 	var batch []batchRow
 	for rows.Next() {
 		raw := rows.RawValues()
@@ -321,6 +346,9 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 		}
 		br.ct = make([][]byte, len(t.Columns))
 		br.terms = make([][]int64, len(t.Columns))
+		if keepPlain {
+			br.plain = make([]*string, len(t.Columns))
+		}
 		for i, c := range t.Columns {
 			v := raw[1+nk+i]
 			texts[i] = v
@@ -339,6 +367,10 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 				return 0, nil, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: br.key, KeyColumns: t.keyNames(), Reason: "encryption failed: " + err.Error()}
 			}
 			br.ct[i] = ct
+			if keepPlain {
+				text := string(v)
+				br.plain[i] = &text
+			}
 			if indexers[i] != nil {
 				// Non-nil even when empty: '{}' says "indexed, no terms", NULL says "not indexed yet".
 				br.terms[i] = indexers[i].Terms(make([]int64, 0, 16), string(v))
@@ -387,7 +419,30 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 			return 0, nil, err
 		}
 	}
-	tag, err := w.Exec(ctx, t.applyBatch())
+	// While a reindex builds a column's next generation, the rows get its
+	// terms too: the UPDATE returns where each row moved, and a second one
+	// writes them there (the first cleared them: their value changed).
+	nextCols := r.nextColumns(t)
+	var tag pgconn.CommandTag
+	var moved map[pgtype.TID]pgtype.TID
+	if len(nextCols) == 0 {
+		tag, err = w.Exec(ctx, t.applyBatch())
+	} else {
+		moved = make(map[pgtype.TID]pgtype.TID, len(batch))
+		var rows pgx.Rows
+		if rows, err = w.Query(ctx, t.applyBatch()+" RETURNING b.row_ctid, t.ctid"); err == nil {
+			for rows.Next() {
+				var o, n pgtype.TID
+				if err := rows.Scan(&o, &n); err != nil {
+					rows.Close()
+					return 0, nil, err
+				}
+				moved[o] = n
+			}
+			rows.Close()
+			err, tag = rows.Err(), rows.CommandTag()
+		}
+	}
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if w != tx && errors.As(err, &pgErr) && pgErr.Code == "23505" {
@@ -407,7 +462,60 @@ func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, 
 	if int(tag.RowsAffected()) != len(batch) {
 		return 0, nil, fmt.Errorf("writing batch of %s: updated %d rows, expected %d", t.QualifiedName(), tag.RowsAffected(), len(batch))
 	}
+	if len(nextCols) > 0 {
+		if err := r.writeNextTerms(ctx, tx, t, nextCols, batch, moved); err != nil {
+			return 0, nil, err
+		}
+	}
 	return len(batch), batch[len(batch)-1].key, nil
+}
+
+// nextColumns are the indexes (in t.Columns) of the columns whose next
+// generation a reindex is building, as loaded at the start of the run.
+func (r *Runner) nextColumns(t *Target) []int {
+	var out []int
+	for i := range t.Columns {
+		if t.Columns[i].HasIndex() && r.nextIndexers.For(t.QualifiedName(), t.Columns[i].Name) != nil {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// writeNextTerms writes the next generation's terms of the batch's rows
+// that have a plaintext (the rows' new places are in moved), in one
+// UPDATE that changes only those columns.
+func (r *Runner) writeNextTerms(ctx context.Context, tx pgx.Tx, t *Target, cols []int, batch []batchRow, moved map[pgtype.TID]pgtype.TID) error {
+	ctids := make([]pgtype.TID, 0, len(batch))
+	terms := make([][]*string, len(cols))
+	for _, br := range batch {
+		ctids = append(ctids, moved[br.ctid])
+		for k, i := range cols {
+			var lit *string
+			if br.plain[i] != nil {
+				s := termsLiteral(r.nextIndexers.For(t.QualifiedName(), t.Columns[i].Name).Terms(make([]int64, 0, 16), *br.plain[i]))
+				lit = &s
+			}
+			terms[k] = append(terms[k], lit)
+		}
+	}
+	args := []any{ctids}
+	unnests := []string{"pg_catalog.unnest($1::pg_catalog.tid[])"}
+	names := []string{"row_ctid"}
+	var sets []string
+	for k, i := range cols {
+		args = append(args, terms[k])
+		unnests = append(unnests, fmt.Sprintf("pg_catalog.unnest($%d::pg_catalog.text[])", len(args)))
+		names = append(names, fmt.Sprintf("n%d", k))
+		next := ident(t.Columns[i].NextIndex())
+		sets = append(sets, fmt.Sprintf("%[1]s = COALESCE(b.n%[2]d::pg_catalog.int8[], t.%[1]s)", next, k))
+	}
+	_, err := tx.Exec(ctx, fmt.Sprintf("UPDATE %s AS t SET %s FROM ROWS FROM (%s) AS b(%s) WHERE t.ctid OPERATOR(pg_catalog.=) b.row_ctid",
+		t.Ident(), strings.Join(sets, ", "), strings.Join(unnests, ", "), strings.Join(names, ", ")), args...)
+	if err != nil {
+		return fmt.Errorf("writing the next generation's terms of %s: %w", t.QualifiedName(), err)
+	}
+	return nil
 }
 
 func decodeTID(format int16, raw []byte, tid *pgtype.TID) error {

@@ -102,6 +102,15 @@ func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions
 			pending = true
 		}
 	}
+	// A reindex's trigger reads the plaintext: it finishes (or is rolled
+	// back) before the plaintext goes.
+	var building []string
+	if err := r.Pool.QueryRow(ctx, `SELECT COALESCE(array_agg(DISTINCT table_name || '.' || column_name), '{}') FROM pgphi.blind_indexes WHERE state = 'building'`).Scan(&building); err != nil {
+		return err
+	}
+	if len(building) > 0 {
+		return withNextStep(refusef("a reindex of %s is under way: it must finish first", strings.Join(building, ", ")), OpReindex)
+	}
 	if pending {
 		// What depends on the plaintext is settled before anything is
 		// verified or dropped: an object that would stop the drop halfway

@@ -126,7 +126,7 @@ tables:
 	}
 	dump["secret_b64"] = base64.StdEncoding.EncodeToString(secret)
 	dump["data_keys"] = queryMaps(t, f, `SELECT key_id, encode(wrapped, 'hex') AS wrapped_hex, state FROM pgphi.data_keys`)
-	dump["blind_indexes"] = queryMaps(t, f, `SELECT table_name, column_name, sub_kind, bits, key_id, format_version, options::text AS options FROM pgphi.blind_indexes`)
+	dump["blind_indexes"] = queryMaps(t, f, `SELECT table_name, column_name, sub_kind, bits, key_id, format_version, options::text AS options FROM pgphi.blind_indexes WHERE state = 'active'`)
 	var rows []map[string]any
 	for _, c := range []string{"nm", "tel", "dob", "seen"} {
 		for _, r := range queryMaps(t, f, fmt.Sprintf(`SELECT 'public.p' AS table, '%[1]s' AS column, %[1]s::text AS value, %[1]s_bidx::text[] AS bidx FROM public.p ORDER BY id`, c)) {

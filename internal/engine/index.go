@@ -41,6 +41,9 @@ type IndexSpec struct {
 	Values         int64
 	ColumnValues   int64
 	ValuesPerArray float64
+	// Generation is the term generation (1 for apply's; each reindex
+	// takes the next).
+	Generation int
 	// Options are the column's term options recorded with the family
 	// (pgphi.blind_indexes.options); nil when not stored, or stored by a
 	// version before 0013 and not yet filled in.
@@ -83,36 +86,9 @@ func termsPerRow(sub blindindex.SubKind, avgRunes float64, o blindindex.Options)
 // sizing when the column was already indexed, else the planner's proposal for
 // the table's current row count (or the config's override).
 func IndexSpecs(ctx context.Context, q Querier, p *Plan) ([]IndexSpec, error) {
-	stored := map[string]IndexSpec{}
-	if q != nil {
-		rows, err := q.Query(ctx, `SELECT table_name, column_name, sub_kind, bits, key_id, rows_planned, options::text,
-			sizing, COALESCE(distinct_values, 0), COALESCE(column_values, 0), COALESCE(values_per_array, 0) FROM pgphi.blind_indexes`)
-		if err == nil {
-			for rows.Next() {
-				var s IndexSpec
-				var sub string
-				var kid int32
-				var opts *string
-				if err := rows.Scan(&s.Table, &s.Column, &sub, &s.Bits, &kid, &s.Rows, &opts, &s.Sizing, &s.Values, &s.ColumnValues, &s.ValuesPerArray); err != nil {
-					rows.Close()
-					return nil, err
-				}
-				if opts != nil {
-					o, err := blindindex.ParseStoredOptions([]byte(*opts))
-					if err != nil {
-						rows.Close()
-						return nil, fmt.Errorf("pgphi.blind_indexes options of %s.%s (%s): %w", s.Table, s.Column, sub, err)
-					}
-					s.Options = &o
-				}
-				s.SubKind, s.KeyID, s.Stored = blindindex.SubKind(sub), uint32(kid), true
-				stored[s.Table+"\x00"+s.Column+"\x00"+sub] = s
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return nil, err
-			}
-		}
+	stored, err := storedSpecs(ctx, q, GenerationActive)
+	if err != nil {
+		return nil, err
 	}
 	var out []IndexSpec
 	for _, t := range p.Tables {
@@ -142,6 +118,49 @@ func IndexSpecs(ctx context.Context, q Querier, p *Plan) ([]IndexSpec, error) {
 		}
 	}
 	return out, nil
+}
+
+// Generation states in pgphi.blind_indexes.state.
+const (
+	GenerationActive   = "active"   // the terms in <col>_bidx, used by search and writers
+	GenerationBuilding = "building" // the terms a reindex writes into <col>_bidx_next
+)
+
+// storedSpecs reads the recorded term families of one generation state,
+// keyed "table\x00column\x00sub_kind". A nil Querier, or no pgphi state
+// yet, yields none.
+func storedSpecs(ctx context.Context, q Querier, state string) (map[string]IndexSpec, error) {
+	stored := map[string]IndexSpec{}
+	if q == nil {
+		return stored, nil
+	}
+	rows, err := q.Query(ctx, `SELECT table_name, column_name, sub_kind, bits, key_id, rows_planned, options::text,
+		sizing, COALESCE(distinct_values, 0), COALESCE(column_values, 0), COALESCE(values_per_array, 0), generation
+		FROM pgphi.blind_indexes WHERE state = $1`, state)
+	if err != nil {
+		// No state yet (a plan before the first apply).
+		return stored, nil
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s IndexSpec
+		var sub string
+		var kid int32
+		var opts *string
+		if err := rows.Scan(&s.Table, &s.Column, &sub, &s.Bits, &kid, &s.Rows, &opts, &s.Sizing, &s.Values, &s.ColumnValues, &s.ValuesPerArray, &s.Generation); err != nil {
+			return nil, err
+		}
+		if opts != nil {
+			o, err := blindindex.ParseStoredOptions([]byte(*opts))
+			if err != nil {
+				return nil, fmt.Errorf("pgphi.blind_indexes options of %s.%s (%s): %w", s.Table, s.Column, sub, err)
+			}
+			s.Options = &o
+		}
+		s.SubKind, s.KeyID, s.Stored = blindindex.SubKind(sub), uint32(kid), true
+		stored[s.Table+"\x00"+s.Column+"\x00"+sub] = s
+	}
+	return stored, rows.Err()
 }
 
 // SubKinds lists the term families of a column's configured search kinds.
@@ -330,7 +349,10 @@ func (indexPlanStep) Run(ctx context.Context, r *Runner) error {
 			return fmt.Errorf("recording blind index sizing: %w", err)
 		}
 	}
-	r.indexers, err = LoadIndexers(ctx, r.Pool, r.Keys, r.Plan)
+	if r.indexers, err = LoadIndexers(ctx, r.Pool, r.Keys, r.Plan); err != nil {
+		return err
+	}
+	r.nextIndexers, err = LoadNextIndexers(ctx, r.Pool, r.Keys, r.Plan)
 	return err
 }
 

@@ -17,6 +17,7 @@ const (
 	OpVerify   Op = "verify"
 	OpCleanup  Op = "cleanup"
 	OpRollback Op = "rollback"
+	OpReindex  Op = "reindex"
 )
 
 // NextStep is an error that running Ops, in order, resolves.

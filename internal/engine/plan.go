@@ -1,7 +1,10 @@
 // Package engine owns the online encryption migration: the plan and its id,
 // and the steps that carry it out against a live database — expand (ciphertext
 // columns, the pending marker and its trigger), backfill (keyset batches over
-// leased chunks), catch-up, sweep and verify — plus status.
+// leased chunks), catch-up, sweep and verify — plus status, and the online
+// rewrites that reuse the leased chunks: reindex (a new generation of a
+// column's blind index terms, switched in one transaction) and
+// re-encryption (every ciphertext moved to the active data key).
 //
 // Every step is idempotent and safe to run from several processes at once;
 // PostgreSQL is the only coordinator.

@@ -86,7 +86,8 @@ func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 		for _, c := range t.Columns {
 			drops = append(drops, "DROP COLUMN IF EXISTS "+ident(c.Encrypted))
 			if c.Index != "" {
-				drops = append(drops, "DROP COLUMN IF EXISTS "+ident(c.Index))
+				// A reindex's next generation and its trigger go too.
+				drops = append(drops, "DROP COLUMN IF EXISTS "+ident(c.Index), "DROP COLUMN IF EXISTS "+ident(c.NextIndex()))
 			}
 		}
 		for _, u := range t.Uniques {
@@ -94,7 +95,14 @@ func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 			drops = append(drops, "DROP COLUMN IF EXISTS "+ident(u.Column))
 		}
 		drops = append(drops, "DROP COLUMN IF EXISTS "+ident(MarkerColumn))
-		stmts := append(t.dropTriggersSQL(),
+		stmts := t.dropTriggersSQL()
+		for i := range t.Columns {
+			if c := &t.Columns[i]; c.HasIndex() {
+				stmts = append(stmts, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", ident(t.reindexTrigger(c)), t.Ident()),
+					fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", pgx.Identifier{"pgphi", t.reindexFunction(c)}.Sanitize()))
+			}
+		}
+		stmts = append(stmts,
 			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")),
 			fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", t.markFunctionIdent()),
 		)
@@ -114,8 +122,8 @@ func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 		for _, q := range []string{
 			"DELETE FROM pgphi.protected_columns WHERE table_name = $1",
 			"DELETE FROM pgphi.blind_indexes WHERE table_name = $1",
-			"DELETE FROM pgphi.chunks WHERE table_name = $1",
-			"DELETE FROM pgphi.plan_tables WHERE table_name = $1",
+			"DELETE FROM pgphi.chunks WHERE table_name = $1 OR starts_with(table_name, $1 || '#reindex:')",
+			"DELETE FROM pgphi.plan_tables WHERE table_name = $1 OR starts_with(table_name, $1 || '#reindex:')",
 			"DELETE FROM pgphi.failures WHERE table_name = $1",
 			"DELETE FROM pgphi.unique_columns WHERE table_name = $1",
 			"DELETE FROM pgphi.column_rules WHERE table_name = $1",

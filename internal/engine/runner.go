@@ -86,6 +86,9 @@ type Runner struct {
 	remaining atomic.Int64  // rows still marked after the last catch-up round
 	verified  *VerifyResult // the result of apply's own verification
 	indexers  Indexers      // blind index term computers, set by indexPlanStep
+	// nextIndexers compute the terms of generations reindexes are building
+	// (set by indexPlanStep): the catch-up writes them beside the active ones.
+	nextIndexers Indexers
 }
 
 // Metrics receives what a run measures: counts, durations, a table's

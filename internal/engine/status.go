@@ -50,6 +50,18 @@ type Status struct {
 	// and envelope checks on expanded tables; while any is listed the
 	// status is not complete and `pgphi status` fails.
 	Triggers []TriggerProblem `json:"trigger_problems,omitempty"`
+	// Reindexes are the term generations being built (pgphi reindex
+	// started and has not switched yet).
+	Reindexes []ReindexStatus `json:"reindexes,omitempty"`
+}
+
+// ReindexStatus is a term generation being built for a column.
+type ReindexStatus struct {
+	Table      string `json:"table"`
+	Column     string `json:"column"`
+	Generation int    `json:"generation"`
+	RowsDone   int64  `json:"rows_done"`  // rows its chunks have done
+	RowsTotal  int64  `json:"rows_total"` // rows when it was chunked (0: not chunked yet)
 }
 
 // FailureInfo is a recorded failure: where, never what.
@@ -142,6 +154,29 @@ func GetStatus(ctx context.Context, pool *pgxpool.Pool, p *Plan) (*Status, error
 				Encrypted: vals[1+3*i].(int64), Pending: vals[2+3*i].(int64), Null: vals[3+3*i].(int64),
 				Failed: failed[t.QualifiedName()+"."+c.Name], Protected: protected[i],
 			})
+		}
+	}
+	if hasState {
+		rows, err := pool.Query(ctx, `SELECT g.table_name, g.column_name, g.generation,
+				COALESCE((SELECT sum(c.rows_done) FROM pgphi.chunks c WHERE c.table_name = g.space), 0)::bigint,
+				COALESCE((SELECT max(t.rows_at_start) FROM pgphi.plan_tables t WHERE t.table_name = g.space), 0)::bigint
+			FROM (SELECT DISTINCT table_name, column_name, generation,
+				table_name || '#reindex:' || column_name || ':' || generation AS space
+				FROM pgphi.blind_indexes WHERE state = 'building') g ORDER BY 1, 2`)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var r ReindexStatus
+			if err := rows.Scan(&r.Table, &r.Column, &r.Generation, &r.RowsDone, &r.RowsTotal); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			st.Reindexes = append(st.Reindexes, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
 		}
 	}
 	if st.Triggers, err = CheckTriggers(ctx, pool, p); err != nil {

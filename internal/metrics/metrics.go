@@ -20,7 +20,7 @@ var Version = ""
 
 // Fixed label words. Anything else a caller passes is exported as "other".
 var (
-	phases  = []string{"backfill", "catchup", "restore", "verify", "cleanup"}
+	phases  = []string{"backfill", "catchup", "restore", "verify", "cleanup", "reindex", "reencrypt"}
 	results = []string{"ok", "retried", "failed", "unencryptable"}
 	events  = []string{"start", "success", "failure", "refused", "alert"}
 	states  = []string{"full", "capped", "throttled", "recovering", "paused"}
@@ -196,9 +196,12 @@ func (r *Recorder) Batch(phase, table string, rows int, result, class string) {
 	r.batches.WithLabelValues(phase, table, result).Inc()
 	switch result {
 	case "ok":
-		if phase == "restore" {
+		switch phase {
+		case "restore":
 			r.rowsRestored.WithLabelValues(table).Add(float64(rows))
-		} else {
+		case "reindex":
+			// Terms rewritten, nothing encrypted: the batches count them.
+		default:
 			r.rowsEncrypted.WithLabelValues(phase, table).Add(float64(rows))
 		}
 		return

@@ -101,6 +101,7 @@ var allowed = map[string][]Role{
 	"apply":       {DBA},
 	"cleanup":     {DBA},
 	"rollback":    {DBA},
+	"reindex":     {DBA},
 	"migrate":     {DBA},
 	"roles":       {DBA},
 	"approve":     {DBA, HealthcareAdmin},

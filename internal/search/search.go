@@ -45,6 +45,9 @@ type Searcher struct {
 	// them (an application's). Key and plaintext texts depend on them.
 	Settings map[string]string
 	indexers engine.Indexers
+	// next are the term computers of generations reindexes are building:
+	// their columns are read beside the active ones.
+	next engine.Indexers
 	// snapshot, when set, is an exported snapshot every Find reads in (the
 	// accuracy oracle compares with a plaintext answer read in it).
 	snapshot string
@@ -56,7 +59,41 @@ func New(ctx context.Context, pool *pgxpool.Pool, ring *keys.Keyring, p *engine.
 	if err != nil {
 		return nil, err
 	}
-	return &Searcher{Pool: pool, Keys: ring, Plan: p, indexers: ix}, nil
+	next, err := engine.LoadNextIndexers(ctx, pool, ring, p)
+	if err != nil {
+		return nil, err
+	}
+	return &Searcher{Pool: pool, Keys: ring, Plan: p, indexers: ix, next: next}, nil
+}
+
+// NextIndexer returns the term computer of the generation a reindex is
+// building for a column (nil when none is): writers that know it write
+// both generations.
+func (s *Searcher) NextIndexer(table, column string) *blindindex.Column {
+	return s.next.For(table, column)
+}
+
+// candidates is the candidate query of q on a column: through the active
+// generation's terms, and through the next generation's too while a
+// reindex builds one (a row is a candidate through either).
+func (s *Searcher) candidates(t *engine.Target, c *engine.TargetColumn, q blindindex.Query) (*blindindex.Plan, string, []any, error) {
+	plan, err := s.indexers.For(t.QualifiedName(), c.Name).Query(q)
+	if err != nil {
+		return plan, "", nil, err
+	}
+	var nextGroups [][]int64
+	if nidx := s.next.For(t.QualifiedName(), c.Name); nidx != nil {
+		np, err := nidx.Query(q)
+		if err != nil {
+			return plan, "", nil, err
+		}
+		nextGroups = np.Groups
+		if nextGroups == nil {
+			nextGroups = [][]int64{}
+		}
+	}
+	sql, args := candidateSQL(t, c, plan.Groups, nextGroups)
+	return plan, sql, args, nil
 }
 
 // Indexer returns the term computer of a searchable column (nil when the
@@ -86,12 +123,10 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 	if err != nil {
 		return nil, err
 	}
-	idx := s.indexers.For(t.QualifiedName(), c.Name)
-	plan, err := idx.Query(q)
+	plan, sql, args, err := s.candidates(t, c, q)
 	if err != nil {
 		return nil, err
 	}
-	sql, args := candidateSQL(t, c, plan.Groups)
 	res := &Result{Table: t.QualifiedName(), Column: c.Name}
 	for _, k := range t.PrimaryKey {
 		res.KeyColumns = append(res.KeyColumns, k.Name)
@@ -197,12 +232,8 @@ func (s *Searcher) CandidateQuery(table, column string, q blindindex.Query) (str
 	if err != nil {
 		return "", nil, err
 	}
-	plan, err := s.indexers.For(t.QualifiedName(), c.Name).Query(q)
-	if err != nil {
-		return "", nil, err
-	}
-	sql, args := candidateSQL(t, c, plan.Groups)
-	return sql, args, nil
+	_, sql, args, err := s.candidates(t, c, q)
+	return sql, args, err
 }
 
 func (s *Searcher) explain(ctx context.Context, table, column string, q blindindex.Query, explain string) (string, error) {
@@ -210,11 +241,10 @@ func (s *Searcher) explain(ctx context.Context, table, column string, q blindind
 	if err != nil {
 		return "", err
 	}
-	plan, err := s.indexers.For(t.QualifiedName(), c.Name).Query(q)
+	_, sql, args, err := s.candidates(t, c, q)
 	if err != nil {
 		return "", err
 	}
-	sql, args := candidateSQL(t, c, plan.Groups)
 	var lines []string
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SET LOCAL enable_seqscan = off"); err != nil {
@@ -262,30 +292,13 @@ func (s *Searcher) target(table, column string) (*engine.Target, *engine.TargetC
 
 // candidateSQL selects rows whose terms overlap every group, plus rows the
 // application changed since they were indexed (their terms are cleared).
-func candidateSQL(t *engine.Target, c *engine.TargetColumn, groups [][]int64) (string, []any) {
-	var conds []string
+// nextGroups, when not nil, are the groups of the generation a reindex is
+// building, matched against its column: a row is a candidate through either.
+func candidateSQL(t *engine.Target, c *engine.TargetColumn, groups, nextGroups [][]int64) (string, []any) {
 	var args []any
-	// Groups of one term are ANDed in one containment (@>), which GIN
-	// answers by intersecting posting lists, rarest first; groups of
-	// several terms (an OR) each need an overlap (&&).
-	var all []int64
-	for _, g := range groups {
-		if len(g) == 1 {
-			all = append(all, g[0])
-			continue
-		}
-		args = append(args, slices.Clone(g))
-		// OPERATOR(pg_catalog.&&): an overlap operator another role defined
-		// for bigint[] (in public, say) would be the better match by type;
-		// pgphi's session pins search_path, and this names the operator.
-		conds = append(conds, fmt.Sprintf("%s OPERATOR(pg_catalog.&&) $%d::pg_catalog.int8[]", pgx.Identifier{c.Index}.Sanitize(), len(args)))
-	}
-	if len(all) > 0 {
-		args = append(args, all)
-		conds = append(conds, fmt.Sprintf("%s OPERATOR(pg_catalog.@>) $%d::pg_catalog.int8[]", pgx.Identifier{c.Index}.Sanitize(), len(args)))
-	}
-	if len(conds) == 0 {
-		conds = append(conds, "false") // an empty group matches nothing
+	where := termConds(c.Index, groups, &args)
+	if nextGroups != nil {
+		where = "(" + where + ") OR (" + termConds(c.NextIndex(), nextGroups, &args) + ")"
 	}
 	sel := t.KeyTexts()
 	var order []string
@@ -297,10 +310,39 @@ func candidateSQL(t *engine.Target, c *engine.TargetColumn, groups [][]int64) (s
 		// write ciphertext and terms together.
 		sel = append(sel, pgx.Identifier{c.Encrypted}.Sanitize(), "NULL::text", "false")
 		return fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s",
-			strings.Join(sel, ", "), t.Ident(), strings.Join(conds, " AND "), strings.Join(order, ", ")), args
+			strings.Join(sel, ", "), t.Ident(), where, strings.Join(order, ", ")), args
 	}
 	marker := pgx.Identifier{engine.MarkerColumn}.Sanitize()
 	sel = append(sel, pgx.Identifier{c.Encrypted}.Sanitize(), pgx.Identifier{c.Name}.Sanitize()+"::text AS pgphi_plain", marker+" IS TRUE")
 	return fmt.Sprintf("SELECT %s FROM %s WHERE (%s) OR %s ORDER BY %s",
-		strings.Join(sel, ", "), t.Ident(), strings.Join(conds, " AND "), marker, strings.Join(order, ", ")), args
+		strings.Join(sel, ", "), t.Ident(), where, marker, strings.Join(order, ", ")), args
+}
+
+// termConds is the condition that a row's terms in column overlap every
+// group, its parameters appended to args.
+func termConds(column string, groups [][]int64, args *[]any) string {
+	var conds []string
+	// Groups of one term are ANDed in one containment (@>), which GIN
+	// answers by intersecting posting lists, rarest first; groups of
+	// several terms (an OR) each need an overlap (&&).
+	var all []int64
+	for _, g := range groups {
+		if len(g) == 1 {
+			all = append(all, g[0])
+			continue
+		}
+		*args = append(*args, slices.Clone(g))
+		// OPERATOR(pg_catalog.&&): an overlap operator another role defined
+		// for bigint[] (in public, say) would be the better match by type;
+		// pgphi's session pins search_path, and this names the operator.
+		conds = append(conds, fmt.Sprintf("%s OPERATOR(pg_catalog.&&) $%d::pg_catalog.int8[]", pgx.Identifier{column}.Sanitize(), len(*args)))
+	}
+	if len(all) > 0 {
+		*args = append(*args, all)
+		conds = append(conds, fmt.Sprintf("%s OPERATOR(pg_catalog.@>) $%d::pg_catalog.int8[]", pgx.Identifier{column}.Sanitize(), len(*args)))
+	}
+	if len(conds) == 0 {
+		return "false" // an empty group matches nothing
+	}
+	return strings.Join(conds, " AND ")
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -115,7 +116,7 @@ func run(ctx context.Context, o options) (*results, error) {
 	}
 	if o.only != "" {
 		// A development loop: baseline A and one apply, summarized on stderr.
-		mode := map[string]string{"plain": searchNone, "search": searchDemo, "search-rows": searchRows, "demo": searchDemo, "unique": searchUnique, "serve": searchDemo, "backup": searchDemo}[o.only]
+		mode := map[string]string{"plain": searchNone, "search": searchDemo, "search-rows": searchRows, "demo": searchDemo, "unique": searchUnique, "serve": searchDemo, "backup": searchDemo, "reindex": searchDemo}[o.only]
 		rowsHint = o.patients
 		a := e.apply(ctx, res, "pgphi apply ("+o.only+")", "bench_template", mode)
 		if a.err != nil {
@@ -148,6 +149,21 @@ func run(ctx context.Context, o options) (*results, error) {
 		logf("CPU per 1,000 rows: baseline A server %s; pgphi client %s + server %s", perK(res.a.server, res.a.rows), perK(a.cpu, a.rows), perK(a.server, a.rows))
 		for _, s := range a.steps {
 			logf("  %-50s %s", s.name, s.took.Round(time.Millisecond))
+		}
+		if o.only == "reindex" {
+			// Every searchable column's terms rebuilt once, one column after
+			// the other, each a full pass over the table.
+			r, err := e.runPgphi(ctx, a.db, "reindex", nil, "reindex", "--config", a.config)
+			if err != nil {
+				return nil, err
+			}
+			cols := strings.Count(r.output, ": generation ")
+			logf("pgphi reindex: %d columns in %s = %.0f column-rows/s = %.2fx baseline A; pgphi CPU per 1,000 column-rows %s, server %s",
+				cols, r.took.Round(time.Millisecond), float64(cols*a.rows)/r.took.Seconds(), float64(cols*a.rows)/r.took.Seconds()/res.a.rate(),
+				perK(r.cpu, cols*a.rows), perK(r.server, cols*a.rows))
+			for _, s := range r.steps {
+				logf("  %-60s %s", s.name, s.took.Round(time.Millisecond))
+			}
 		}
 		if o.only == "search" || o.only == "search-rows" {
 			// Search on the demo search kinds, as the full run does,
