@@ -31,7 +31,20 @@ tables:
 	complExpect(t, v, 0)
 	s := f.run("search", "patient", "last_name", "--exact", strings.ToLower(complCanary), "--reason", "test", "--json")
 	complExpect(t, s, 0, `"keys":[["7"]]`)
-	r2 := f.run("keys", "rotate", "--reencrypt", "--reason", "again")
+	// The second one watched in Prometheus terms, as apply is.
+	run := runScraped(t, f, "keys", "rotate", "--reencrypt", "--reason", "again")
+	r2 := result{stdout: run.stdout, stderr: run.stderr}
 	complExpect(t, r2, 0, "data key 3 is now active", "600 ciphertexts re-encrypted under data key 3")
+	if v, ok := metricValue(run.final, "pgphi_info", map[string]string{"command": "keys rotate"}); !ok || v != 1 {
+		t.Errorf("pgphi_info{command=keys rotate} = %v (%v)", v, ok)
+	}
+	if v, ok := metricValue(run.final, "pgphi_rows_encrypted_total", map[string]string{"phase": "reencrypt", "table": "public.patient"}); !ok || v != 300 {
+		t.Errorf("pgphi_rows_encrypted_total{phase=reencrypt} = %v (%v), want 300", v, ok)
+	}
+	for _, b := range run.bodies {
+		if strings.Contains(b, complCanary) || strings.Contains(b, strings.ToLower(complCanary)) {
+			t.Fatal("a planted value appeared in a scrape")
+		}
+	}
 	complAssertNoLeak(t, f, complCanary, r, v, s, r2)
 }

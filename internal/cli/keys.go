@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgphi/pgphi/internal/dbconn"
 	"github.com/pgphi/pgphi/internal/engine"
+	"github.com/pgphi/pgphi/internal/metrics"
 	"github.com/pgphi/pgphi/keys"
 )
 
@@ -75,6 +76,7 @@ the token.`,
 	var reencrypt bool
 	var reason string
 	var maxRate float64
+	var mo metricsOpt
 	rotateCmd := &cobra.Command{
 		Use:   "rotate",
 		Short: "Add a new data key and make it active; older keys stay for decryption (--reencrypt: move every ciphertext to it)",
@@ -105,9 +107,15 @@ left). Blind index terms keep their key: pgphi reindex --new-key moves them.`,
 			if maxRate < 0 {
 				return withCode(ExitUsage, errors.New("usage: --max-rate must be positive"))
 			}
-			return a.rotateReencrypt(cmd.Context(), provider, reasonOrEnv(reason), maxRate)
+			m, stopMetrics, err := a.startMetrics(cmd.Context(), &mo, "keys rotate")
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
+			return a.rotateReencrypt(cmd.Context(), provider, reasonOrEnv(reason), maxRate, m)
 		},
 	}
+	mo.register(rotateCmd)
 	rotateCmd.Flags().BoolVar(&reencrypt, "reencrypt", false, "then re-encrypt every ciphertext under an older key with the active one (needs the config)")
 	rotateCmd.Flags().StringVar(&reason, "reason", "", "with --reencrypt: why (required, audited; default $PGPHI_REASON)")
 	rotateCmd.Flags().Float64Var(&maxRate, "max-rate", 0, "with --reencrypt: at most this many rows per second (default apply.max_rate; none)")
@@ -142,7 +150,7 @@ left). Blind index terms keep their key: pgphi reindex --new-key moves them.`,
 // rotateReencrypt rotates the data key (unless a re-encryption under the
 // active key is unfinished: then it resumes that one) and re-encrypts every
 // ciphertext under an older key (engine.Runner.Reencrypt).
-func (a *app) rotateReencrypt(ctx context.Context, provider keys.KEKProvider, reason string, maxRate float64) error {
+func (a *app) rotateReencrypt(ctx context.Context, provider keys.KEKProvider, reason string, maxRate float64, m *metrics.Recorder) error {
 	return a.guarded(ctx, guardSpec{Command: "keys rotate", Reason: true}, reason, func(ctx context.Context, s *session, out *outcome) error {
 		if err := dbconn.DetectPooler(ctx, s.Pool); err != nil {
 			if errors.Is(err, dbconn.ErrPooler) {
@@ -177,8 +185,10 @@ func (a *app) rotateReencrypt(ctx context.Context, provider keys.KEKProvider, re
 		if maxRate > 0 {
 			th.MaxRate = maxRate
 		}
-		r := &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan, Log: a.stderr, Throttle: th,
-			Progress: a.progressFactory(statusLine(th.Status, s.Alerts.Summary))}
+		a.watchAlerts(s.Alerts, m)
+		observeRun(m, s.Plan, th)
+		r := &engine.Runner{Pool: s.Pool, Keys: ring, Config: s.Cfg, Plan: s.Plan, Log: a.stderr, Throttle: th, Metrics: engineMetrics(m),
+			Progress: m.Progress(a.progressFactory(statusLine(th.Status, s.Alerts.Summary)))}
 		res, err := r.Reencrypt(ctx)
 		for _, x := range res {
 			out.Rows += x.Rows
