@@ -174,49 +174,17 @@ func Status(ctx context.Context, db DB) (*StatusReport, error) {
 		}
 	}
 
-	rows, err = db.Query(ctx, `SELECT key_id, table_name || '.' || column_name || '/' || sub_kind FROM pgphi.blind_indexes ORDER BY 2`)
-	if err != nil {
-		return nil, fmt.Errorf("keys: reading blind indexes: %w", err)
-	}
-	for rows.Next() {
-		var id int32
-		var name string
-		if err := rows.Scan(&id, &name); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if k, ok := byID[uint32(id)]; ok {
-			k.BlindIndexes = append(k.BlindIndexes, name)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("keys: reading blind indexes: %w", err)
-	}
-
-	// Uniqueness digest columns, where this version of the schema has them.
-	var hasUnique bool
-	if err := db.QueryRow(ctx, "SELECT pg_catalog.to_regclass('pgphi.unique_columns') IS NOT NULL").Scan(&hasUnique); err != nil {
+	// Blind-index families and uniqueness digest columns derive their keys
+	// from a data key.
+	if err := namesByKey(ctx, db, byID, "blind indexes",
+		`SELECT key_id, table_name || '.' || column_name || '/' || sub_kind FROM pgphi.blind_indexes ORDER BY 2`,
+		func(k *KeyStatus, name string) { k.BlindIndexes = append(k.BlindIndexes, name) }); err != nil {
 		return nil, err
 	}
-	if hasUnique {
-		rows, err = db.Query(ctx, `SELECT key_id, table_name || '.' || uniq_column FROM pgphi.unique_columns ORDER BY 2`)
-		if err != nil {
-			return nil, fmt.Errorf("keys: reading uniqueness columns: %w", err)
-		}
-		for rows.Next() {
-			var id int32
-			var name string
-			if err := rows.Scan(&id, &name); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			if k, ok := byID[uint32(id)]; ok {
-				k.UniqueColumns = append(k.UniqueColumns, name)
-			}
-		}
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("keys: reading uniqueness columns: %w", err)
-		}
+	if err := namesByKey(ctx, db, byID, "uniqueness columns",
+		`SELECT key_id, table_name || '.' || uniq_column FROM pgphi.unique_columns ORDER BY 2`,
+		func(k *KeyStatus, name string) { k.UniqueColumns = append(k.UniqueColumns, name) }); err != nil {
+		return nil, err
 	}
 
 	rows, err = db.Query(ctx, `SELECT backup_id, key_ids FROM pgphi.backups ORDER BY taken_at`)
@@ -240,4 +208,28 @@ func Status(ctx context.Context, db DB) (*StatusReport, error) {
 		return nil, fmt.Errorf("keys: reading backups: %w", err)
 	}
 	return rep, nil
+}
+
+// namesByKey reads (key id, name) rows of query and gives each name to the
+// status of its key (ids without a key are not counted here).
+func namesByKey(ctx context.Context, db DB, byID map[uint32]*KeyStatus, what, query string, add func(*KeyStatus, string)) error {
+	rows, err := db.Query(ctx, query)
+	if err != nil {
+		return fmt.Errorf("keys: reading %s: %w", what, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int32
+		var name string
+		if err := rows.Scan(&id, &name); err != nil {
+			return fmt.Errorf("keys: reading %s: %w", what, err)
+		}
+		if k, ok := byID[uint32(id)]; ok {
+			add(k, name)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("keys: reading %s: %w", what, err)
+	}
+	return nil
 }
