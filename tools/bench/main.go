@@ -65,7 +65,7 @@ func main() {
 	flag.IntVar(&o.workers, "workers", 0, "pgphi apply --workers (0: the config default)")
 	flag.IntVar(&o.batchSize, "batch-size", 0, "pgphi apply --batch-size (0: the config default)")
 	flag.IntVar(&o.queries, "queries", 300, "queries per index-backed search kind (exact, phone, date)")
-	flag.IntVar(&o.scanQueries, "scan-queries", 100, "queries per search kind whose plaintext counterpart scans the table (prefix, contains, phonetic)")
+	flag.IntVar(&o.scanQueries, "scan-queries", 30, "queries per search kind whose plaintext counterpart scans the table (prefix, contains, phonetic; under the privacy budget most rows of a large table are candidates of contains and phonetic, seconds each)")
 	flag.IntVar(&o.sampleB, "sample-b", 10_000, "rows encrypted by baseline B (pgcrypto), at most -patients")
 	flag.IntVar(&o.sampleC, "sample-c", 5_000, "rows encrypted by baseline C (client loop), at most -patients")
 	flag.DurationVar(&o.sampleCTime, "sample-c-time", 20*time.Second, "time limit of baseline C")
