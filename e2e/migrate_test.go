@@ -119,7 +119,9 @@ func TestMigrateCommandLine(t *testing.T) {
 	defer cancel()
 	first, _, firstErr := f.start(ctx, "migrate", "--dir", dir, "up", "--reason", "slow")
 	deadline := time.Now().Add(20 * time.Second)
-	for queryInt(t, f.conn(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgphi migrate'") == 0 && time.Now().Before(deadline) {
+	// Running 003's sleep means it holds the lock (a session of it alone
+	// may still be connecting or checking for a pooler).
+	for queryInt(t, f.conn(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgphi migrate' AND state = 'active' AND query LIKE '%pg_sleep%'") == 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	complExpect(t, as(a.DBA, "up", "--reason", "second", "--lock-wait", "1s"), 1, "another migration runner holds the lock", "application_name pgphi migrate")
