@@ -51,7 +51,15 @@ type Sizer struct {
 	buf    []int64
 	sets   map[uint64]struct{} // reused by simulate
 	simBuf []int64
+	// seen holds up to seenMax values already added: adding a value again
+	// changes nothing but the row count (every count is of distinct
+	// messages), so a repeated value (a common surname, a birth date) is
+	// not hashed again.
+	seen map[string]struct{}
 }
+
+// seenMax bounds the values a Sizer remembers having added.
+const seenMax = 1 << 16
 
 // NewSizer prepares the sizing of a column searchable by kinds with options
 // o. keys are the sub-kinds' HMAC keys the terms will be written with (as
@@ -78,7 +86,7 @@ func NewSizer(kinds []Kind, o Options, keys map[SubKind][]byte) (*Sizer, error) 
 	if err != nil {
 		return nil, err
 	}
-	sz := &Sizer{col: col, subs: subs, byTag: map[byte]int{}, fams: make([]Distinct, len(subs)), sample: kmv{max: SampleValues, terms: map[uint64][]int64{}}}
+	sz := &Sizer{col: col, subs: subs, byTag: map[byte]int{}, fams: make([]Distinct, len(subs)), sample: kmv{max: SampleValues, terms: map[uint64][]int64{}}, seen: map[string]struct{}{}}
 	for i, s := range subs {
 		sz.byTag[Tag(s)] = i
 	}
@@ -88,6 +96,12 @@ func NewSizer(kinds []Kind, o Options, keys map[SubKind][]byte) (*Sizer, error) 
 // Add reads one non-null value (canonical text).
 func (s *Sizer) Add(value string) {
 	s.rows++
+	if _, again := s.seen[value]; again {
+		return
+	}
+	if len(s.seen) < seenMax {
+		s.seen[value] = struct{}{}
+	}
 	s.buf = s.col.Terms(s.buf[:0], value) // 56-bit terms: distinct messages, practically
 	for _, t := range s.buf {
 		s.fams[s.byTag[byte(t>>56)]].Add(uint64(t) << 8)

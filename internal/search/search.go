@@ -6,11 +6,13 @@
 package search
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -22,7 +24,9 @@ import (
 	"github.com/pgphi/pgphi/keys"
 )
 
-// Result lists the primary keys of the matching rows, in key order.
+// Result lists the primary keys of the matching rows, in key order: integer
+// key columns compare as numbers, every other key column by the bytes of its
+// canonical text (which is the order of text keys under the "C" collation).
 type Result struct {
 	Table      string     `json:"table"`
 	Column     string     `json:"column"`
@@ -157,6 +161,21 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 		batch.Queue("SELECT pg_catalog.set_config($1, $2, true)", name, s.Settings[name])
 	}
 	var scanErr error
+	// Candidates of one query share few distinct values (a repeated name's
+	// rows are one value, the false positives a handful of others), and
+	// normalizing a value costs more than decrypting it: each distinct
+	// text is matched once.
+	matched := make(map[string]bool)
+	match := func(text string) bool {
+		m, ok := matched[text]
+		if !ok {
+			m = plan.Match(text)
+			if len(matched) < maxMatchMemo {
+				matched[text] = m
+			}
+		}
+		return m
+	}
 	batch.Queue(sql, args...).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			raw := rows.RawValues()
@@ -187,7 +206,7 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 				}
 				text = v.Text
 			}
-			if plan.Match(text) {
+			if match(text) {
 				res.Keys = append(res.Keys, key)
 			}
 		}
@@ -208,7 +227,42 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 	if err != nil {
 		return nil, err
 	}
+	sortKeys(t, res.Keys)
 	return res, nil
+}
+
+// maxMatchMemo bounds the texts one search remembers the match of.
+const maxMatchMemo = 4096
+
+// sortKeys puts keys in key order: integer key columns as numbers, others
+// by the bytes of their canonical text.
+func sortKeys(t *engine.Target, keys [][]string) {
+	numeric := make([]bool, len(t.PrimaryKey))
+	for i, k := range t.PrimaryKey {
+		switch k.BaseType {
+		case "smallint", "integer", "bigint", "int2", "int4", "int8":
+			numeric[i] = true
+		}
+	}
+	slices.SortFunc(keys, func(a, b []string) int {
+		for i := range a {
+			if c := compareKey(a[i], b[i], numeric[i]); c != 0 {
+				return c
+			}
+		}
+		return 0
+	})
+}
+
+func compareKey(a, b string, numeric bool) int {
+	if numeric {
+		x, errA := strconv.ParseInt(a, 10, 64)
+		y, errB := strconv.ParseInt(b, 10, 64)
+		if errA == nil && errB == nil {
+			return cmp.Compare(x, y)
+		}
+	}
+	return strings.Compare(a, b)
 }
 
 // ExplainCandidates returns PostgreSQL's plan of the candidate query, for
@@ -300,22 +354,22 @@ func candidateSQL(t *engine.Target, c *engine.TargetColumn, groups, nextGroups [
 	if nextGroups != nil {
 		where = "(" + where + ") OR (" + termConds(c.NextIndex(), nextGroups, &args) + ")"
 	}
+	// No ORDER BY: the candidates are a superset of the matches (about
+	// twice as many under the privacy budget), and sorting them in the
+	// server by a text key's collation cost more than fetching them; Find
+	// sorts the matches (sortKeys).
 	sel := t.KeyTexts()
-	var order []string
-	for _, k := range t.PrimaryKey {
-		order = append(order, pgx.Identifier{k.Name}.Sanitize())
-	}
 	if c.Cleaned {
 		// After cleanup there is no plaintext and no marker: applications
 		// write ciphertext and terms together.
 		sel = append(sel, pgx.Identifier{c.Encrypted}.Sanitize(), "NULL::text", "false")
-		return fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s",
-			strings.Join(sel, ", "), t.Ident(), where, strings.Join(order, ", ")), args
+		return fmt.Sprintf("SELECT %s FROM %s WHERE %s",
+			strings.Join(sel, ", "), t.Ident(), where), args
 	}
 	marker := pgx.Identifier{engine.MarkerColumn}.Sanitize()
 	sel = append(sel, pgx.Identifier{c.Encrypted}.Sanitize(), pgx.Identifier{c.Name}.Sanitize()+"::text AS pgphi_plain", marker+" IS TRUE")
-	return fmt.Sprintf("SELECT %s FROM %s WHERE (%s) OR %s ORDER BY %s",
-		strings.Join(sel, ", "), t.Ident(), where, marker, strings.Join(order, ", ")), args
+	return fmt.Sprintf("SELECT %s FROM %s WHERE (%s) OR %s",
+		strings.Join(sel, ", "), t.Ident(), where, marker), args
 }
 
 // termConds is the condition that a row's terms in column overlap every
