@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/pgphi/pgphi/blindindex"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgphi/pgphi/blindindex"
 	"github.com/pgphi/pgphi/internal/dbconn"
 )
 
