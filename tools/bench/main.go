@@ -17,6 +17,8 @@
 //   - `pgphi serve` on loopback against the in-process Go API: values
 //     sealed (with terms) and decrypted per second in requests of 500, and
 //     the latency of a one-value seal;
+//   - `pgphi keys rotate --reencrypt` on the apply's table without search
+//     kinds, under the same writer, against that apply's backfill;
 //   - `pgphi cleanup` under the same writer.
 //
 // Usage (from the repository root):
@@ -77,10 +79,10 @@ func main() {
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "keep the working directory (configs, pgphi output) after the run")
 	flag.StringVar(&o.compare, "compare", "", "measure the cost of a change instead: apply built from this git revision against the working tree, in alternating rounds (-write records it in BENCHMARKS.md)")
 	flag.IntVar(&o.rounds, "rounds", 2, "rounds per binary and mode with -compare")
-	flag.StringVar(&o.only, "only", "", "development loop: run baseline A and one apply, \"plain\", \"search\" (then the search bench on the demo kinds, with candidates and measured leakage), \"search-rows\" (the same with the earlier row planner's bits and accept_leakage: the speed side of the privacy trade), \"unique\" (plain, with email made unique and under a UNIQUE constraint: the digest column's cost) \"serve\" (the demo apply, then pgphi serve against the Go API), or the writer's stalls during schema migrations, \"migrate\", or the online rebuild of every column's terms, \"reindex\"; print a summary and record nothing")
+	flag.StringVar(&o.only, "only", "", "development loop: run baseline A and one apply, \"plain\", \"search\" (then the search bench on the demo kinds, with candidates and measured leakage), \"search-rows\" (the same with the earlier row planner's bits and accept_leakage: the speed side of the privacy trade), \"unique\" (plain, with email made unique and under a UNIQUE constraint: the digest column's cost) \"serve\" (the demo apply, then pgphi serve against the Go API), or the writer's stalls during schema migrations, \"migrate\", or the online rebuild of every column's terms, \"reindex\", or the plain apply then keys rotate --reencrypt of the same table, \"reencrypt\"; print a summary and record nothing")
 	flag.Parse()
-	if o.only != "" && o.only != "plain" && o.only != "search" && o.only != "search-rows" && o.only != "unique" && o.only != "serve" && o.only != "migrate" && o.only != "backup" && o.only != "reindex" {
-		fmt.Fprintln(os.Stderr, "bench: -only takes plain, search, search-rows, unique, serve, migrate, backup or reindex")
+	if o.only != "" && o.only != "plain" && o.only != "search" && o.only != "search-rows" && o.only != "unique" && o.only != "serve" && o.only != "migrate" && o.only != "backup" && o.only != "reindex" && o.only != "reencrypt" {
+		fmt.Fprintln(os.Stderr, "bench: -only takes plain, search, search-rows, unique, serve, migrate, backup, reindex or reencrypt")
 		os.Exit(2)
 	}
 	if o.patients < 1000 {

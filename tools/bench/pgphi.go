@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/pgphi/pgphi/blindindex"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgphi/pgphi/blindindex"
 	"github.com/pgphi/pgphi/internal/dbconn"
 )
 
@@ -223,8 +223,19 @@ func tail(s string, n int) string {
 }
 
 // apply runs keys init and apply on a fresh copy of template with the
-// writer running during apply.
+// writer running during apply; the copy is dropped after unless its
+// search mode is measured further (demo, rows).
 func (e *env) apply(ctx context.Context, res *results, name, template, mode string) *applyRun {
+	a := e.applyKeep(ctx, res, name, template, mode)
+	if mode != searchDemo && mode != searchRows && a.db != "" {
+		e.drop(ctx, a.db)
+	}
+	return a
+}
+
+// applyKeep is apply without dropping the copy: the caller measures more
+// on it and drops it.
+func (e *env) applyKeep(ctx context.Context, res *results, name, template, mode string) *applyRun {
 	a := &applyRun{name: name}
 	a.err = func() error {
 		db, err := e.copyOf(ctx, template, name)
@@ -286,9 +297,6 @@ func (e *env) apply(ctx context.Context, res *results, name, template, mode stri
 	}()
 	if a.err != nil {
 		res.note("%s failed: %v", name, a.err)
-	}
-	if mode != searchDemo && mode != searchRows && a.db != "" {
-		e.drop(ctx, a.db)
 	}
 	return a
 }

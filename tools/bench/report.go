@@ -146,10 +146,11 @@ func (r *results) markdown(o options) string {
 		"search index build, catch-up and the verification that decrypts every value), with the writer below running;\n" +
 		"the goals are judged on it. The backfill step alone is shown for where the time goes.\n\n")
 
+	b.WriteString(r.reencrypt.markdown())
 	b.WriteString(r.backup.markdown())
 
 	// Phases.
-	for _, a := range []*applyRun{r.plain, r.indexed, r.demo, r.cleanup} {
+	for _, a := range []*applyRun{r.plain, r.reencryptApply(), r.indexed, r.demo, r.cleanup} {
 		if a == nil || len(a.steps) == 0 {
 			continue
 		}
@@ -168,7 +169,7 @@ func (r *results) markdown(o options) string {
 	b.WriteString("#### Peak memory of pgphi and the concurrent writer\n\n")
 	fmt.Fprintf(&b, "The writer updates an unprotected column (`updated_at`) of one random patient, pausing %s between updates.\n\n", o.writerEvery)
 	b.WriteString("| run | rows | pgphi max RSS | writer updates | writer p50 | writer p99 | longest stall (at) | writer errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, a := range []*applyRun{r.plain, r.indexed, r.demo, r.small, r.cleanup} {
+	for _, a := range []*applyRun{r.plain, r.reencryptApply(), r.indexed, r.demo, r.small, r.cleanup} {
 		if a == nil {
 			continue
 		}
@@ -277,6 +278,15 @@ func (r *results) serveMarkdown(o options) string {
 	return b.String()
 }
 
+// reencryptApply is the re-encryption's run as the apply runs' tables
+// list it, or nil.
+func (r *results) reencryptApply() *applyRun {
+	if r.reencrypt == nil {
+		return nil
+	}
+	return &r.reencrypt.applyRun
+}
+
 func trimTo(s string, n int) string {
 	s = strings.Join(strings.Fields(s), " ")
 	if len(s) > n {
@@ -334,7 +344,12 @@ func (r *results) goals() []goal {
 	} else {
 		add("peak memory does not grow with the table", false, false, "needs -memcheck (max RSS %s)", fmtMiB(r.indexed.maxRSS))
 	}
-	for _, a := range []*applyRun{r.plain, r.indexed, r.demo, r.cleanup} {
+	if rr := r.reencrypt; rr != nil {
+		add("keys rotate --reencrypt under the writer leaves every ciphertext under the new key", rr.complete(), rr.err == nil,
+			"%s of %s ciphertexts re-encrypted in %s (%s rows/s = %s apply's backfill), %s left under another key",
+			thousands(rr.sealed), thousands(rr.ciphertexts), fmtDur(rr.took), fmtRate(rr.rate()), ratio(rr.rate(), rr.backfill), thousands(rr.stale))
+	}
+	for _, a := range []*applyRun{r.plain, r.reencryptApply(), r.indexed, r.demo, r.cleanup} {
 		if a == nil {
 			continue
 		}
@@ -386,6 +401,9 @@ run replaces the section of its size.
   runs on a table a quarter the size, to tell memory that grows with the table from a constant.
 - Search: the Go API (` + "`search.Searcher.Find`" + `) against plaintext SQL on the same values: B-tree equality for
   exact, phone and date; ` + "`ILIKE`" + ` scans for prefix and contains; ` + "`dmetaphone()`" + ` (fuzzystrmatch) for phonetic.
+- Re-encryption: on the database of the apply without search kinds, ` + "`pgphi keys rotate --reencrypt`" + ` (a new data
+  key, every ciphertext decrypted and sealed again under it) under the same writer and config; its rate is
+  given against that apply's backfill step, and the ciphertexts left under another key are counted in SQL.
 - Cleanup: flags on, verify, then ` + "`pgphi cleanup`" + `; the writer starts once cleanup has passed its checks.
 - Schema migrations: on a 20,000-row copy (the stalls come from lock queues, not the table's size), the
   writer runs while six statements change ` + "`patient`" + ` (two columns, two indexes built concurrently, a CHECK

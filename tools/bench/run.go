@@ -35,6 +35,7 @@ type results struct {
 	small          *applyRun // with search kinds on a quarter of the rows (-memcheck)
 	cleanup        *applyRun
 	backup         *backupRun
+	reencrypt      *reencryptRun // keys rotate --reencrypt on plain's database
 
 	searches []searchResult
 	// searchesAccepted: the same searches with the earlier row planner's
@@ -116,9 +117,17 @@ func run(ctx context.Context, o options) (*results, error) {
 	}
 	if o.only != "" {
 		// A development loop: baseline A and one apply, summarized on stderr.
-		mode := map[string]string{"plain": searchNone, "search": searchDemo, "search-rows": searchRows, "demo": searchDemo, "unique": searchUnique, "serve": searchDemo, "backup": searchDemo, "reindex": searchDemo}[o.only]
+		mode := map[string]string{"plain": searchNone, "search": searchDemo, "search-rows": searchRows, "demo": searchDemo, "unique": searchUnique, "serve": searchDemo, "backup": searchDemo, "reindex": searchDemo, "reencrypt": searchNone}[o.only]
 		rowsHint = o.patients
-		a := e.apply(ctx, res, "pgphi apply ("+o.only+")", "bench_template", mode)
+		var a *applyRun
+		if o.only == "reencrypt" {
+			a = e.applyKeep(ctx, res, "pgphi apply ("+o.only+")", "bench_template", mode)
+			if a.db != "" {
+				defer e.drop(ctx, a.db)
+			}
+		} else {
+			a = e.apply(ctx, res, "pgphi apply ("+o.only+")", "bench_template", mode)
+		}
 		if a.err != nil {
 			return nil, a.err
 		}
@@ -149,6 +158,20 @@ func run(ctx context.Context, o options) (*results, error) {
 		logf("CPU per 1,000 rows: baseline A server %s; pgphi client %s + server %s", perK(res.a.server, res.a.rows), perK(a.cpu, a.rows), perK(a.server, a.rows))
 		for _, s := range a.steps {
 			logf("  %-50s %s", s.name, s.took.Round(time.Millisecond))
+		}
+		if o.only == "reencrypt" {
+			// The same table re-encrypted under a new data key, under the
+			// same writer, against this apply's backfill.
+			rr := e.reencryptBench(ctx, res, a)
+			if rr.err != nil {
+				return nil, rr.err
+			}
+			if !rr.complete() {
+				return nil, fmt.Errorf("keys rotate --reencrypt: %d of %d ciphertexts re-encrypted, %d left under another key", rr.sealed, rr.ciphertexts, rr.stale)
+			}
+			for _, s := range rr.steps {
+				logf("  %-50s %s", s.name, s.took.Round(time.Millisecond))
+			}
 		}
 		if o.only == "reindex" {
 			// Every searchable column's terms rebuilt once, one column after
@@ -209,7 +232,15 @@ func run(ctx context.Context, o options) (*results, error) {
 		return nil, fmt.Errorf("baseline C: %w", err)
 	}
 
-	res.plain = e.apply(ctx, res, "pgphi apply, no search kinds", "bench_template", searchNone)
+	res.plain = e.applyKeep(ctx, res, "pgphi apply, no search kinds", "bench_template", searchNone)
+	if res.plain.err == nil {
+		// Re-encryption of the same table under the same writer, against
+		// this apply's backfill.
+		res.reencrypt = e.reencryptBench(ctx, res, res.plain)
+	}
+	if res.plain.db != "" {
+		e.drop(ctx, res.plain.db)
+	}
 	res.indexed = e.apply(ctx, res, "pgphi apply, default search kinds", "bench_template", searchDefault)
 	res.demo = e.apply(ctx, res, "pgphi apply, demo search kinds (default + contains on last_name, exact on email)", "bench_template", searchDemo)
 	if o.memCheck {

@@ -15,13 +15,14 @@ import (
 type finalState int
 
 const (
-	stateApplied    finalState = iota // encrypted beside the plaintext
-	stateCleaned                      // plaintext dropped and purged
-	stateRolledBack                   // the original table
+	stateApplied     finalState = iota // encrypted beside the plaintext
+	stateCleaned                       // plaintext dropped and purged
+	stateRolledBack                    // the original table
+	stateReencrypted                   // applied, every ciphertext under the active data key
 )
 
 func (s finalState) String() string {
-	return [...]string{"applied", "cleaned", "rolled back"}[s]
+	return [...]string{"applied", "cleaned", "rolled back", "re-encrypted"}[s]
 }
 
 // verifyLine is the summary line of `pgphi verify`.
@@ -45,7 +46,7 @@ func (t *trial) checkState(ctx context.Context, state finalState) {
 	if t.w != nil {
 		want = t.w.expectedRows()
 	}
-	if state == stateApplied {
+	if state == stateApplied || state == stateReencrypted {
 		// The writer's last changes, made while the successful run ended,
 		// are caught up by one more apply, as an operator would.
 		if r := t.run(ctx, "apply-final", nil, "apply"); r.code != 0 {
@@ -79,8 +80,11 @@ func (t *trial) checkState(ctx context.Context, state finalState) {
 		return
 	}
 	pool := t.e.base.pool
+	if state == stateReencrypted {
+		t.checkKeys(ctx, conn)
+	}
 	switch state {
-	case stateApplied:
+	case stateApplied, stateReencrypted:
 		var incomplete []string
 		for _, c := range phiColumns {
 			id := pgx.Identifier{c}.Sanitize()
@@ -143,6 +147,46 @@ func (t *trial) checkState(ctx context.Context, state finalState) {
 }
 
 func (t *trial) failedSoFar() bool { return len(t.failures) > 0 }
+
+// rotations is the number of `keys rotate` runs the trial started.
+func (t *trial) rotations() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, r := range t.runs {
+		if len(r.args) > 1 && r.args[0] == "keys" && r.args[1] == "rotate" {
+			n++
+		}
+	}
+	return n
+}
+
+// checkKeys: after a re-encryption every ciphertext's header names the
+// active data key, and a resumed run rotated no further than one key per
+// run that started.
+func (t *trial) checkKeys(ctx context.Context, conn *pgx.Conn) {
+	active, err := queryInt(ctx, conn, "SELECT key_id FROM pgphi.data_keys WHERE state = 'active'")
+	if err != nil {
+		t.fail("reading the active data key: %v", err)
+		return
+	}
+	var stale []string
+	for _, c := range phiColumns {
+		stale = append(stale, fmt.Sprintf("(%[1]s IS NOT NULL AND substr(%[1]s, 2, 4) <> int4send($1::int))::int", pgx.Identifier{c + "_encrypted"}.Sanitize()))
+	}
+	n, err := queryInt(ctx, conn, "SELECT COALESCE(sum("+strings.Join(stale, " + ")+"), 0)::bigint FROM patient", active)
+	switch {
+	case err != nil:
+		t.fail("counting ciphertexts under another key: %v", err)
+	case n != 0:
+		t.fail("%d ciphertexts are under another data key than the active one (%d)", n, active)
+	default:
+		t.note("every ciphertext is under the active data key %d", active)
+	}
+	if runs := t.rotations(); active < 2 || active > int64(1+runs) {
+		t.fail("active data key %d after %d runs of keys rotate --reencrypt from key 1", active, runs)
+	}
+}
 
 // checkVerify runs `pgphi verify`: exit 0, no mismatch, nothing pending,
 // and every row counted.

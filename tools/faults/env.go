@@ -95,9 +95,11 @@ type env struct {
 	t0      *template // the original data
 	t1      *template // applied, cut over (both flags on) and verified
 	t2      *template // t1 cleaned up
+	tA      *template // applied and verified, not cut over: the re-encryption trials' start
 	planID  string
 	// durations of the uninterrupted control runs: apply, backfill,
-	// cleanup, rollback (before cleanup), rollback-cleaned (after).
+	// cleanup, rollback (before cleanup), rollback-cleaned (after),
+	// reencrypt.
 	durations map[string]time.Duration
 	tsDir     string // the disk-full scenario's mount point
 }
@@ -320,6 +322,24 @@ func (e *env) makeT1(ctx context.Context) error {
 		return err
 	}
 	e.t1 = t
+	return nil
+}
+
+// makeTA applies and verifies a copy of t0 (no writer, no faults), without
+// the cutover: the application still writes plaintext, as it does while
+// an operator rotates the data key and re-encrypts.
+func (e *env) makeTA(ctx context.Context) error {
+	t, err := e.newTemplate(ctx, "faults_ta", e.t0)
+	if err != nil {
+		return err
+	}
+	x := &trial{e: e, name: "template " + t.name, db: t.name, dir: t.dir, config: filepath.Join(t.dir, "pgphi.yaml")}
+	for _, args := range [][]string{{"keys", "init"}, {"apply"}, {"verify"}} {
+		if r := x.run(ctx, args[0], nil, args...); r.code != 0 {
+			return fmt.Errorf("%s: pgphi %s: %s", t.name, strings.Join(args, " "), r.summary())
+		}
+	}
+	e.tA = t
 	return nil
 }
 

@@ -6,10 +6,11 @@
 //
 // Scenarios (each a number of trials on a fresh copy of the data):
 //
-//   - kill-apply, kill-cleanup, kill-rollback: SIGKILL of the pgphi process at
-//     a uniformly random moment within the measured duration of an
-//     uninterrupted run of the same command (rollback both before and after
-//     cleanup);
+//   - kill-apply, kill-cleanup, kill-rollback, kill-reencrypt: SIGKILL of the
+//     pgphi process at a uniformly random moment within the measured duration
+//     of an uninterrupted run of the same command (rollback both before and
+//     after cleanup; `keys rotate --reencrypt` on an applied table the
+//     application still writes plaintext to);
 //   - restart: PostgreSQL restarted (pg_ctl restart -m fast) at a random
 //     moment of apply's backfill;
 //   - conn-drop: pgphi's backends terminated (pg_terminate_backend) at
@@ -27,7 +28,8 @@
 // inserted minus what it deleted, every row the writer did not touch holds
 // exactly its original values (md5 against the template), every row it did
 // touch holds what it last wrote, and no output or file of pgphi contains
-// one of the values planted in the table. After cleanup the plaintext must
+// one of the values planted in the table. After a re-encryption every
+// ciphertext must be under the active data key. After cleanup the plaintext must
 // be gone and search must find planted values; after rollback the table must
 // be the original one.
 //
@@ -55,32 +57,33 @@ import (
 
 // options are the command-line flags.
 type options struct {
-	seed         uint64
-	patients     int
-	poolSize     int
-	canaries     int
-	scenarios    []string
-	killApply    int
-	killCleanup  int
-	killRollback int
-	restarts     int
-	connDrops    int
-	dropsPerRun  int
-	diskFull     int
-	writerEvery  time.Duration
-	cmdTimeout   time.Duration
-	maxReruns    int
-	write        bool
-	out          string
-	keepLogs     bool
-	sabotage     bool
-	pgphiBin     string
-	touchWrites  bool
-	commandLine  string
+	seed          uint64
+	patients      int
+	poolSize      int
+	canaries      int
+	scenarios     []string
+	killApply     int
+	killCleanup   int
+	killRollback  int
+	killReencrypt int
+	restarts      int
+	connDrops     int
+	dropsPerRun   int
+	diskFull      int
+	writerEvery   time.Duration
+	cmdTimeout    time.Duration
+	maxReruns     int
+	write         bool
+	out           string
+	keepLogs      bool
+	sabotage      bool
+	pgphiBin      string
+	touchWrites   bool
+	commandLine   string
 }
 
 // allScenarios in the order they run.
-var allScenarios = []string{"kill-apply", "kill-cleanup", "kill-rollback", "restart", "conn-drop", "lock", "disk-full"}
+var allScenarios = []string{"kill-apply", "kill-cleanup", "kill-rollback", "kill-reencrypt", "restart", "conn-drop", "lock", "disk-full"}
 
 func main() {
 	var o options
@@ -93,6 +96,7 @@ func main() {
 	flag.IntVar(&o.killApply, "kill-apply", 8, "trials of SIGKILL during apply")
 	flag.IntVar(&o.killCleanup, "kill-cleanup", 6, "trials of SIGKILL during cleanup")
 	flag.IntVar(&o.killRollback, "kill-rollback", 6, "trials of SIGKILL during rollback (alternately before and after cleanup)")
+	flag.IntVar(&o.killReencrypt, "kill-reencrypt", 4, "trials of SIGKILL during keys rotate --reencrypt")
 	flag.IntVar(&o.restarts, "restarts", 3, "trials of a server restart during the backfill")
 	flag.IntVar(&o.connDrops, "conn-drops", 3, "trials of terminated backends during apply")
 	flag.IntVar(&o.dropsPerRun, "drops-per-trial", 3, "pg_terminate_backend moments per conn-drop trial")

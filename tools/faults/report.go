@@ -75,14 +75,15 @@ func (r *results) rows() []scenarioRow {
 }
 
 var scenarioText = map[string]string{
-	"control":       "control: no fault (measures the durations)",
-	"kill-apply":    "SIGKILL during apply",
-	"kill-cleanup":  "SIGKILL during cleanup",
-	"kill-rollback": "SIGKILL during rollback (odd trials before cleanup, even after)",
-	"restart":       "`pg_ctl restart -m fast` during the backfill",
-	"conn-drop":     "`pg_terminate_backend` of pgphi's sessions during apply",
-	"lock":          "lock held by another session at expand",
-	"disk-full":     "tablespace on a small tmpfs fills up during the backfill",
+	"control":        "control: no fault (measures the durations)",
+	"kill-apply":     "SIGKILL during apply",
+	"kill-cleanup":   "SIGKILL during cleanup",
+	"kill-rollback":  "SIGKILL during rollback (odd trials before cleanup, even after)",
+	"kill-reencrypt": "SIGKILL during `keys rotate --reencrypt`",
+	"restart":        "`pg_ctl restart -m fast` during the backfill",
+	"conn-drop":      "`pg_terminate_backend` of pgphi's sessions during apply",
+	"lock":           "lock held by another session at expand",
+	"disk-full":      "tablespace on a small tmpfs fills up during the backfill",
 }
 
 func mdEscape(s string) string {

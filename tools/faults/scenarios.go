@@ -37,6 +37,11 @@ func run(ctx context.Context, o options) (*results, error) {
 			return nil, err
 		}
 	}
+	if o.wants("kill-reencrypt") {
+		if err := e.makeTA(ctx); err != nil {
+			return nil, err
+		}
+	}
 
 	// Control runs: no fault, the same checks; they measure the durations
 	// the random moments are drawn from.
@@ -52,6 +57,9 @@ func run(ctx context.Context, o options) (*results, error) {
 	if o.wants("kill-rollback") {
 		add(e.control(ctx, 3, "rollback", e.t1))
 		add(e.control(ctx, 4, "rollback-cleaned", e.t2))
+	}
+	if o.wants("kill-reencrypt") {
+		add(e.control(ctx, 5, "reencrypt", e.tA))
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -75,6 +83,10 @@ func run(ctx context.Context, o options) (*results, error) {
 					which = "rollback-cleaned"
 				}
 				add(e.killTrial(ctx, s, i, which))
+			}
+		case "kill-reencrypt":
+			for i := 1; i <= o.killReencrypt && ctx.Err() == nil; i++ {
+				add(e.killTrial(ctx, s, i, "reencrypt"))
 			}
 		case "restart":
 			for i := 1; i <= o.restarts && ctx.Err() == nil; i++ {
@@ -162,6 +174,15 @@ var commands = map[string]command{
 		allowed: []string{"23502", "23514"},
 		final:   stateRolledBack,
 	},
+	// A new data key and every ciphertext sealed again under it, while the
+	// application writes plaintext (not cut over): its changes are marked
+	// for apply's catch-up, which the final checks run.
+	"reencrypt": {
+		from:  func(e *env) *template { return e.tA },
+		args:  func(*env) []string { return []string{"keys", "rotate", "--reencrypt"} },
+		mode:  plainWrites,
+		final: stateReencrypted,
+	},
 }
 
 // begin makes a trial of cmd: a fresh copy, the setup runs, the writer.
@@ -211,7 +232,7 @@ func (e *env) control(ctx context.Context, n int, name string, from *template) *
 
 func (e *env) durationSummary() string {
 	var parts []string
-	for _, k := range []string{"apply", "backfill", "cleanup", "rollback", "rollback-cleaned"} {
+	for _, k := range []string{"apply", "backfill", "cleanup", "rollback", "rollback-cleaned", "reencrypt"} {
 		if d, ok := e.durations[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s %s", k, d.Round(10*time.Millisecond)))
 		}
