@@ -367,7 +367,11 @@ func candidateSQL(t *engine.Target, c *engine.TargetColumn, groups, nextGroups [
 			strings.Join(sel, ", "), t.Ident(), where), args
 	}
 	marker := pgx.Identifier{engine.MarkerColumn}.Sanitize()
-	sel = append(sel, pgx.Identifier{c.Encrypted}.Sanitize(), pgx.Identifier{c.Name}.Sanitize()+"::text AS pgphi_plain", marker+" IS TRUE")
+	// The plaintext is read only where it is current (the row changed
+	// since it was encrypted): the others are answered by decryption, and
+	// sending every candidate's plaintext too doubled what a search moved.
+	sel = append(sel, pgx.Identifier{c.Encrypted}.Sanitize(),
+		fmt.Sprintf("CASE WHEN %s THEN %s::text END AS pgphi_plain", marker, pgx.Identifier{c.Name}.Sanitize()), marker+" IS TRUE")
 	return fmt.Sprintf("SELECT %s FROM %s WHERE (%s) OR %s",
 		strings.Join(sel, ", "), t.Ident(), where, marker), args
 }
