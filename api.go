@@ -63,7 +63,14 @@ func (c *Client) Row(ctx context.Context, table string, key Key, values map[stri
 	if err != nil {
 		return nil, err
 	}
-	return c.row(ctx, m, require, table, key, values)
+	out, given, t, err := c.row(ctx, m, require, table, key, values)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.validate(ctx, m, t, []map[string]*string{given}); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Unsealed is one value to seal and the key of its row.
@@ -81,35 +88,51 @@ func (c *Client) SealAll(ctx context.Context, table, column string, rows []Unsea
 		return nil, err
 	}
 	out := make([]Assignments, len(rows))
+	given := make([]map[string]*string, len(rows))
+	var t *engine.Target
 	for i, r := range rows {
-		if out[i], err = c.row(ctx, m, require, table, r.Key, map[string]any{column: r.Value}); err != nil {
-			if len(rows) > 1 {
-				return nil, fmt.Errorf("value %d of %d: %w", i+1, len(rows), err)
-			}
+		if out[i], given[i], t, err = c.row(ctx, m, require, table, r.Key, map[string]any{column: r.Value}); err != nil {
+			return nil, valueAt(i, len(rows), err)
+		}
+	}
+	if len(rows) > 0 {
+		if err := c.validate(ctx, m, t, given); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
 }
 
-func (c *Client) row(ctx context.Context, m *metadata, require bool, table string, key Key, values map[string]any) (Assignments, error) {
+// valueAt names the position of the value an error is about, when there
+// are several.
+func valueAt(i, n int, err error) error {
+	if n > 1 {
+		return fmt.Errorf("value %d of %d: %w", i+1, n, err)
+	}
+	return err
+}
+
+// row seals the values of one row and returns their assignments and the
+// canonical text of each column sealed (nil for NULL), which the caller
+// validates.
+func (c *Client) row(ctx context.Context, m *metadata, require bool, table string, key Key, values map[string]any) (Assignments, map[string]*string, *engine.Target, error) {
 	t, _, err := m.target(table, "")
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	out := Assignments{}
 	given := map[string]*string{} // canonical text of each column sealed; nil for NULL
 	for _, name := range slices.Sorted(maps.Keys(values)) {
 		_, col, err := m.target(t.QualifiedName(), name)
 		if err != nil {
-			return nil, err
+			return nil, nil, nil, err
 		}
 		if col.Restoring {
-			return nil, fmt.Errorf("%w: %s", ErrRestoring, t.QualifiedName())
+			return nil, nil, nil, fmt.Errorf("%w: %s", ErrRestoring, t.QualifiedName())
 		}
 		b, err := binding(t, col.Name, key)
 		if err != nil {
-			return nil, err
+			return nil, nil, nil, err
 		}
 		v := values[name]
 		given[col.Name] = nil
@@ -129,19 +152,19 @@ func (c *Client) row(ctx context.Context, m *metadata, require bool, table strin
 		where := t.QualifiedName() + "." + col.Name
 		text, err := canonical(m.types[t.QualifiedName()+"\x00"+col.Name], where, v)
 		if err != nil {
-			return nil, err
+			return nil, nil, nil, err
 		}
 		given[col.Name] = &text
 		sealer, err := c.ring.Sealer(t.QualifiedName(), col.Name)
 		if err != nil {
-			return nil, fmt.Errorf("pgphi: %s: %w", where, err)
+			return nil, nil, nil, fmt.Errorf("pgphi: %s: %w", where, err)
 		}
 		if err := c.usage.Take(ctx, c.ring.ActiveKeyID()); err != nil {
-			return nil, fmt.Errorf("pgphi: %s: %w", where, err)
+			return nil, nil, nil, fmt.Errorf("pgphi: %s: %w", where, err)
 		}
 		ct, err := sealer.Seal(nil, envelope.Value{Type: col.ValueType, Text: text}, b)
 		if err != nil {
-			return nil, fmt.Errorf("pgphi: %s: %w", where, err)
+			return nil, nil, nil, fmt.Errorf("pgphi: %s: %w", where, err)
 		}
 		out[col.Encrypted] = ct
 		if col.HasIndex() {
@@ -159,13 +182,10 @@ func (c *Client) row(ctx context.Context, m *metadata, require bool, table strin
 			}
 		}
 	}
-	if err := c.validate(ctx, m, t, given); err != nil {
-		return nil, err
-	}
 	if err := c.uniqueDigests(t, given, out); err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	return out, nil
+	return out, given, t, nil
 }
 
 // uniqueDigests adds the digest column of every unique rule whose columns
@@ -207,48 +227,88 @@ func (c *Client) uniqueDigests(t *engine.Target, given map[string]*string, out A
 }
 
 // validate applies the validation rules carried from the plaintext columns
-// (their CHECKs and domains) to the values sealed, in one read-only
-// round trip: PostgreSQL evaluates each rule on the value cast to the
-// column's type, in this application's own session and rights, as the
-// CHECK would have run on its INSERT. Columns without rules cost nothing.
-func (c *Client) validate(ctx context.Context, m *metadata, t *engine.Target, given map[string]*string) error {
+// (their CHECKs and domains) to the values sealed (one map per row), in one
+// read-only round trip however many rows: PostgreSQL evaluates each rule on
+// the value cast to the column's type, in this application's own session
+// and rights, as the CHECK would have run on its INSERT. Columns without
+// rules cost nothing.
+func (c *Client) validate(ctx context.Context, m *metadata, t *engine.Target, rows []map[string]*string) error {
 	rules := m.rules[t.QualifiedName()]
-	var in []engine.RuleInput
-	var args []any
-	for _, col := range t.Columns {
-		p, ok := given[col.Name]
-		if !ok || p == nil || len(rules[col.Name]) == 0 {
-			continue
-		}
-		in = append(in, engine.RuleInput{Column: col.Name, Type: col.Type, Rules: rules[col.Name]})
-		args = append(args, *p)
-	}
-	if len(in) == 0 {
+	if len(rules) == 0 {
 		return nil
 	}
-	names := engine.RuleNames(in)
-	results := make([]bool, len(names))
-	dest := make([]any, len(names))
-	for i := range results {
-		dest[i] = &results[i]
+	type check struct {
+		row   int
+		in    []engine.RuleInput
+		names []string
+		res   []bool
 	}
-	err := c.inTx(ctx, func(tx pgx.Tx) error { return tx.QueryRow(ctx, engine.RuleQuery(in), args...).Scan(dest...) })
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "23514" || pgErr.Code == "23502" || strings.HasPrefix(pgErr.Code, "22")) {
-		// A domain's constraint (or the type itself) refused the cast;
-		// the message names the domain and constraint, never the value.
-		return fmt.Errorf("%w: %s (%s): %s", ErrInvalid, t.QualifiedName(), ruleColumns(in), pgErr.Code)
+	var checks []*check
+	batch := &pgx.Batch{}
+	for i, given := range rows {
+		ch := &check{row: i}
+		var args []any
+		for _, col := range t.Columns {
+			p, ok := given[col.Name]
+			if !ok || p == nil || len(rules[col.Name]) == 0 {
+				continue
+			}
+			ch.in = append(ch.in, engine.RuleInput{Column: col.Name, Type: col.Type, Rules: rules[col.Name]})
+			args = append(args, *p)
+		}
+		if len(ch.in) == 0 {
+			continue
+		}
+		ch.names = engine.RuleNames(ch.in)
+		ch.res = make([]bool, len(ch.names))
+		dest := make([]any, len(ch.names))
+		for j := range ch.res {
+			dest[j] = &ch.res[j]
+		}
+		checks = append(checks, ch)
+		batch.Queue(engine.RuleQuery(ch.in), args...).QueryRow(func(r pgx.Row) error {
+			if err := r.Scan(dest...); err != nil {
+				return &ruleError{row: ch.row, in: ch.in, err: err}
+			}
+			return nil
+		})
+	}
+	if len(checks) == 0 {
+		return nil
+	}
+	err := c.inTx(ctx, func(tx pgx.Tx) error { return tx.SendBatch(ctx, batch).Close() })
+	var re *ruleError
+	if errors.As(err, &re) {
+		var pgErr *pgconn.PgError
+		if errors.As(re.err, &pgErr) && (pgErr.Code == "23514" || pgErr.Code == "23502" || strings.HasPrefix(pgErr.Code, "22")) {
+			// A domain's constraint (or the type itself) refused the cast;
+			// the message names the domain and constraint, never the value.
+			return valueAt(re.row, len(rows), fmt.Errorf("%w: %s (%s): %s", ErrInvalid, t.QualifiedName(), ruleColumns(re.in), pgErr.Code))
+		}
+		err = re.err
 	}
 	if err != nil {
 		return fmt.Errorf("pgphi: validating %s: %w", t.QualifiedName(), redact.Error(err))
 	}
-	for i, ok := range results {
-		if !ok {
-			return fmt.Errorf("%w: %s: %s", ErrInvalid, t.QualifiedName(), names[i])
+	for _, ch := range checks {
+		for j, ok := range ch.res {
+			if !ok {
+				return valueAt(ch.row, len(rows), fmt.Errorf("%w: %s: %s", ErrInvalid, t.QualifiedName(), ch.names[j]))
+			}
 		}
 	}
 	return nil
 }
+
+// ruleError is a validation query's failure and the row it was about.
+type ruleError struct {
+	row int
+	in  []engine.RuleInput
+	err error
+}
+
+func (e *ruleError) Error() string { return e.err.Error() }
+func (e *ruleError) Unwrap() error { return e.err }
 
 func ruleColumns(in []engine.RuleInput) string {
 	var out []string

@@ -276,6 +276,15 @@ func TestClinicSchemaLifecycle(t *testing.T) {
 	if _, err := client.Row(ctx, "patient", newID, map[string]any{"notes": strings.Repeat("n", 300)}); !errors.Is(err, pgphi.ErrInvalid) || !strings.Contains(err.Error(), "notes_short") || strings.Contains(err.Error(), "nnnn") {
 		t.Fatalf("a note breaking notes_short: %v", err)
 	}
+	// Many values are validated in one round trip; the one that breaks the
+	// CHECK is named by its position, never its value.
+	many := []pgphi.Unsealed{{Key: newID, Value: "fine"}, {Key: newID, Value: strings.Repeat("m", 300)}, {Key: newID, Value: "also fine"}}
+	if _, err := client.SealAll(ctx, "patient", "notes", many); !errors.Is(err, pgphi.ErrInvalid) || !strings.Contains(err.Error(), "value 2 of 3") || !strings.Contains(err.Error(), "notes_short") || strings.Contains(err.Error(), "mmmm") {
+		t.Fatalf("the second of three notes breaking notes_short: %v", err)
+	}
+	if out, err := client.SealAll(ctx, "patient", "notes", []pgphi.Unsealed{many[0], many[2]}); err != nil || len(out) != 2 {
+		t.Fatalf("two valid notes: %v", err)
+	}
 	if _, err := client.Row(ctx, "visit", pgphi.Key{"clinic": "1", "visit_no": "99"}, map[string]any{"reason": "x"}); !errors.Is(err, pgphi.ErrUniqueMembers) {
 		t.Fatalf("half of a two-column unique rule: %v", err)
 	}
@@ -551,6 +560,9 @@ tables:
 	}
 	if _, err := client.Row(ctx, "lab", pgphi.Key{"id": "99"}, map[string]any{"mrn": "Zqx-not-an-mrn"}); !errors.Is(err, pgphi.ErrInvalid) || strings.Contains(err.Error(), "Zqx") {
 		t.Fatalf("a value outside the domain: %v", err)
+	}
+	if _, err := client.SealAll(ctx, "lab", "mrn", []pgphi.Unsealed{{Key: pgphi.Key{"id": "98"}, Value: "MRN98"}, {Key: pgphi.Key{"id": "99"}, Value: "Zqx-not-an-mrn"}}); !errors.Is(err, pgphi.ErrInvalid) || !strings.Contains(err.Error(), "value 2 of 2") || strings.Contains(err.Error(), "Zqx") {
+		t.Fatalf("the second of two values outside the domain: %v", err)
 	}
 	cleaned, err := engine.LoadCleaned(ctx, f.pool)
 	if err != nil {
