@@ -36,8 +36,9 @@ import (
 //   - The owner's rights. Reads and writes run as the table's owner where the
 //     connected role may (owner.go): the owner's triggers, index
 //     expressions, CHECKs and policies fire with no more than its rights. The
-//     session's role is back when writeBatch returns, for the caller's writes
-//     to pgphi's own state.
+//     temporary table is the owner's then (it needs TEMPORARY on the
+//     database, which PUBLIC has by default). The session's role is back
+//     when writeBatch returns, for the caller's writes to pgphi's own state.
 //   - Never a NULL where a value could not be computed. compute's error (a
 //     *RowError or *TermsError, naming table, column and primary key, never
 //     the value) fails the batch whole and nothing of it is written; an
