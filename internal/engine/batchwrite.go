@@ -97,9 +97,8 @@ type batchOut struct {
 
 // batchResult is what a batch did.
 type batchResult struct {
-	read    int      // rows read and locked
-	written int      // rows written
-	last    []string // the key of the last row read (nil: none)
+	read int      // rows read and locked
+	last []string // the key of the last row read (nil: none)
 }
 
 // writeBatch reads the rows w.query selects, computes their new values and
@@ -121,7 +120,6 @@ func (r *Runner) writeBatch(ctx context.Context, tx pgx.Tx, t *Target, w *batchW
 	if err := restore(); err != nil {
 		return batchResult{}, err
 	}
-	res.written = len(batch)
 	return res, nil
 }
 
@@ -258,8 +256,9 @@ func (w *batchWrite) batchTable(t *Target) (string, string, []string) {
 	return table, setup, names
 }
 
-// updateSQL sets cols (nil entries: columns of the batch table this UPDATE
-// leaves alone) and also in the rows of the batch table, joined on ctid.
+// updateSQL sets cols (entries without a name: columns of the batch table
+// this UPDATE leaves alone) and also in the rows of the batch table, joined
+// on ctid.
 func updateSQL(t *Target, table string, cols []batchColumn, also []string) string {
 	var sets []string
 	for i, c := range cols {
