@@ -2,35 +2,17 @@ package engine
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgphi/pgphi/blindindex"
 	"github.com/pgphi/pgphi/envelope"
 	"github.com/pgphi/pgphi/keys"
 )
-
-// RowError says that one value could not be encrypted. It names table, column
-// and primary key; it never carries the value.
-type RowError struct {
-	Table, Column string
-	Key           []string
-	KeyColumns    []string
-	Reason        string
-}
-
-func (e *RowError) Error() string {
-	return fmt.Sprintf("cannot encrypt %s.%s at key (%s)=(%s): %s; nothing was stored for this row; fix the value, and apply again resumes here",
-		e.Table, e.Column, strings.Join(e.KeyColumns, ", "), strings.Join(e.Key, ", "), e.Reason)
-}
 
 // backfillStep encrypts every row that existed when the table was chunked,
 // keyset-paginated within leased chunks.
@@ -43,16 +25,19 @@ func (s backfillStep) Describe() string {
 func (s backfillStep) Run(ctx context.Context, r *Runner) error {
 	t := s.t
 	return r.runChunks(ctx, "backfill", t.QualifiedName(), t, func(ctx context.Context, tx pgx.Tx, from, upper []string) (int, []string, error) {
-		var args []any
-		for _, v := range from {
-			args = append(args, v)
-		}
-		for _, v := range upper {
-			args = append(args, v)
-		}
-		args = append(args, r.BatchSize)
-		return r.encryptBatch(ctx, tx, t, t.backfillQuery(from != nil, upper != nil), args)
+		q, args := t.chunkQuery(t.valueTexts(), "", from, upper, r.BatchSize)
+		return r.encryptBatch(ctx, tx, t, q, args)
 	})
+}
+
+// valueTexts reads every protected value's canonical text, under the
+// session settings of canonicalParams.
+func (t *Target) valueTexts() []string {
+	out := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		out[i] = ident(c.Name) + "::text"
+	}
+	return out
 }
 
 // chunkWork does one batch of a leased chunk in tx: the rows after from (nil:
@@ -257,217 +242,137 @@ func (r *Runner) leaseBatch(ctx context.Context, space string, work chunkWork) (
 	return more, rows, err
 }
 
-// batchRow is one locked row of a batch.
-type batchRow struct {
-	ctid  pgtype.TID
-	key   []string
-	ct    [][]byte
-	terms [][]int64 // blind index terms per column; nil for NULL or no index
-	uniq  [][]byte  // digests per unique rule; nil for none
-	plain []*string // per column, the plaintext (nil: NULL); kept only while a reindex builds a next generation
-}
-
-// encryptBatch reads the rows the query selects (and locks), encrypts every
-// protected value, and writes the ciphertexts back with COPY into a temporary
-// table and one UPDATE ... FROM joined on ctid. It returns the row count and
-// the key of the last row read.
-//
-// Its statements run with the table owner's rights where the connected role
-// may take them (owner.go): the owner's triggers, index expressions, CHECKs
-// and policies fire with no more than the owner's rights. The session's role
-// is back when it returns, for the caller's writes to pgphi's state. The
-// temporary batch table is created by the owner then (the owner needs
-// TEMPORARY on the database, which PUBLIC has by default).
+// encryptBatch encrypts every protected value of the rows query selects
+// (and locks: ctid, the key's texts, every protected value's text, as
+// lockQuery and catchUpQuery read them) and writes the ciphertexts, terms
+// and digests with the batch writer (batchwrite.go), as the table's owner.
+// It returns the row count and the key of the last row read.
 func (r *Runner) encryptBatch(ctx context.Context, tx pgx.Tx, t *Target, query string, args []any) (int, []string, error) {
 	// pgphi's state is read with the session's rights, before the switch.
 	if err := t.loadUniques(ctx, tx); err != nil {
 		return 0, nil, err
 	}
-	restore, err := r.asOwner(ctx, tx, t)
+	w, err := r.encryptWrite(t, query, args)
 	if err != nil {
 		return 0, nil, err
 	}
-	n, last, err := r.encryptBatchAsOwner(ctx, tx, t, query, args)
+	res, err := r.writeBatch(ctx, tx, t, w)
 	if err != nil {
-		return 0, nil, err
-	}
-	if err := restore(); err != nil {
 		return 0, nil, err
 	}
 	// The batch's encryptions are counted against the data key in its own
 	// transaction, last (the counter's row is locked until commit): one per
 	// row and column, NULLs included, so the count can only be too high.
-	if err := keys.CountEncryptions(ctx, tx, r.Keys.ActiveKeyID(), int64(n)*int64(len(t.Columns))); err != nil {
+	if err := keys.CountEncryptions(ctx, tx, r.Keys.ActiveKeyID(), int64(res.read)*int64(len(t.Columns))); err != nil {
 		return 0, nil, fmt.Errorf("batch of %s: %w", t.QualifiedName(), err)
 	}
-	return n, last, nil
+	return res.read, res.last, nil
 }
 
-func (r *Runner) encryptBatchAsOwner(ctx context.Context, tx pgx.Tx, t *Target, query string, args []any) (int, []string, error) {
-	rows, err := tx.Query(ctx, query, args...)
-	if err != nil {
-		return 0, nil, fmt.Errorf("reading batch of %s: %w", t.QualifiedName(), err)
-	}
-	nk := len(t.PrimaryKey)
+// encryptWrite is the batch of encryptBatch. Per protected column it writes
+// the ciphertext and, for a searchable one, the terms; then a digest per
+// unique rule, and the marker cleared. A NULL plaintext keeps whatever the
+// row has: NULL when the application cleared the value (the trigger cleared
+// the ciphertext), or the ciphertext an application wrote itself after
+// cutover. While a reindex builds a column's next generation, the rows get
+// its terms too, in the writer's second UPDATE (the first one's trigger
+// cleared them: the value changed).
+func (r *Runner) encryptWrite(t *Target, query string, args []any) (*batchWrite, error) {
+	w := &batchWrite{what: "batch of " + t.QualifiedName(), query: query, args: args, asyncCommit: true,
+		also: []string{ident(MarkerColumn) + " = false"}}
 	sealers := make([]*envelope.Sealer, len(t.Columns))
-	for i, c := range t.Columns {
-		if sealers[i], err = r.Keys.Sealer(t.QualifiedName(), c.Name); err != nil {
-			rows.Close()
-			return 0, nil, err
-		}
-	}
 	indexers := make([]*blindindex.Column, len(t.Columns))
-	for i, c := range t.Columns {
+	for i := range t.Columns {
+		c := &t.Columns[i]
+		var err error
+		if sealers[i], err = r.Keys.Sealer(t.QualifiedName(), c.Name); err != nil {
+			return nil, err
+		}
+		plainNull := func(col string) func(string) string {
+			return func(v string) string {
+				return fmt.Sprintf("CASE WHEN t.%[1]s IS NULL THEN t.%[2]s ELSE %[3]s END", ident(c.Name), ident(col), v)
+			}
+		}
+		w.cols = append(w.cols, batchColumn{name: c.Encrypted, typ: "pg_catalog.bytea", set: plainNull(c.Encrypted)})
 		if c.HasIndex() {
 			if indexers[i] = r.indexers.For(t.QualifiedName(), c.Name); indexers[i] == nil {
-				rows.Close()
-				return 0, nil, fmt.Errorf("blind index of %s.%s is not loaded", t.QualifiedName(), c.Name)
+				return nil, fmt.Errorf("blind index of %s.%s is not loaded", t.QualifiedName(), c.Name)
 			}
+			w.cols = append(w.cols, batchColumn{name: c.Index, typ: "pg_catalog.int8[]", set: plainNull(c.Index)})
 		}
 	}
 	ukeys, err := uniqueKeys(r.Keys, t)
 	if err != nil {
-		rows.Close()
-		return 0, nil, err
+		return nil, err
 	}
-	texts := make([][]byte, len(t.Columns))
-	keepPlain := len(r.nextColumns(t)) > 0
-	var batch []batchRow
-	for rows.Next() {
-		raw := rows.RawValues()
-		var br batchRow
-		if err := decodeTID(rows.FieldDescriptions()[0].Format, raw[0], &br.ctid); err != nil {
-			rows.Close()
-			return 0, nil, err
-		}
-		br.key = make([]string, nk)
-		for i := range nk {
-			br.key[i] = string(raw[1+i])
-		}
-		br.ct = make([][]byte, len(t.Columns))
-		br.terms = make([][]int64, len(t.Columns))
-		if keepPlain {
-			br.plain = make([]*string, len(t.Columns))
-		}
-		for i, c := range t.Columns {
-			v := raw[1+nk+i]
-			texts[i] = v
-			if v == nil {
-				continue
-			}
-			if len(v)+1 > r.Config.Encryption.MaxValueBytes {
-				rows.Close()
-				return 0, nil, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: br.key, KeyColumns: t.keyNames(),
-					Reason: fmt.Sprintf("value is %d bytes, more than encryption.max_value_bytes (%d)", len(v), r.Config.Encryption.MaxValueBytes)}
-			}
-			ct, err := sealers[i].Seal(nil, envelope.Value{Type: c.ValueType, Text: string(v)},
-				envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: br.key})
-			if err != nil {
-				rows.Close()
-				return 0, nil, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: br.key, KeyColumns: t.keyNames(), Reason: "encryption failed: " + err.Error()}
-			}
-			br.ct[i] = ct
-			if keepPlain {
-				text := string(v)
-				br.plain[i] = &text
-			}
-			if indexers[i] != nil {
-				// Non-nil even when empty: '{}' says "indexed, no terms", NULL says "not indexed yet".
-				br.terms[i] = indexers[i].Terms(make([]int64, 0, 16), string(v))
-			}
-		}
-		if len(t.Uniques) > 0 {
-			br.uniq = make([][]byte, len(t.Uniques))
-			for j := range t.Uniques {
-				br.uniq[j] = t.Uniques[j].digest(ukeys[j], texts)
-			}
-		}
-		batch = append(batch, br)
+	firstDigest := len(w.cols)
+	for i := range t.Uniques {
+		u := &t.Uniques[i]
+		w.cols = append(w.cols, batchColumn{name: u.Column, typ: "pg_catalog.bytea", set: func(v string) string {
+			return fmt.Sprintf("CASE WHEN %s THEN t.%s ELSE %s END", t.anyMemberSealedOnly(u, "t."), ident(u.Column), v)
+		}})
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, nil, fmt.Errorf("reading batch of %s: %w", t.QualifiedName(), err)
-	}
-	if len(batch) == 0 {
-		return 0, nil, nil
-	}
-	if _, err := tx.Exec(ctx, t.prepareBatch()); err != nil {
-		return 0, nil, fmt.Errorf("creating batch table (as the owner of %s): %w", t.QualifiedName(), err)
-	}
-	src := pgx.CopyFromSlice(len(batch), func(i int) ([]any, error) {
-		vals := make([]any, 1, 1+2*len(t.Columns))
-		vals[0] = batch[i].ctid
-		for j, ct := range batch[i].ct {
-			vals = append(vals, ct)
-			if indexers[j] != nil {
-				vals = append(vals, batch[i].terms[j])
-			}
-		}
-		for _, u := range batch[i].uniq {
-			vals = append(vals, u)
-		}
-		return vals, nil
-	})
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{t.batchTable()}, t.batchColumns(), src); err != nil {
-		return 0, nil, fmt.Errorf("copying batch of %s: %w", t.QualifiedName(), err)
-	}
-	// With digests, the UPDATE runs under a savepoint: a duplicate the
-	// digest index refuses is then traced to its rows, by key.
-	var w pgx.Tx = tx
 	if len(t.Uniques) > 0 {
-		if w, err = tx.Begin(ctx); err != nil {
-			return 0, nil, err
+		w.onDuplicate = func(ctx context.Context, tx pgx.Tx, rows []batchOut) error {
+			return t.duplicateError(ctx, tx, len(rows), func(i int) []string { return rows[i].key },
+				func(i, rule int) []byte { b, _ := rows[i].vals[1+firstDigest+rule].([]byte); return b })
 		}
 	}
-	// While a reindex builds a column's next generation, the rows get its
-	// terms too: the UPDATE returns where each row moved, and a second one
-	// writes them there (the first cleared them: their value changed).
-	nextCols := r.nextColumns(t)
-	var tag pgconn.CommandTag
-	var moved map[pgtype.TID]pgtype.TID
-	if len(nextCols) == 0 {
-		tag, err = w.Exec(ctx, t.applyBatch())
-	} else {
-		moved = make(map[pgtype.TID]pgtype.TID, len(batch))
-		var rows pgx.Rows
-		if rows, err = w.Query(ctx, t.applyBatch()+" RETURNING b.row_ctid, t.ctid"); err == nil {
-			for rows.Next() {
-				var o, n pgtype.TID
-				if err := rows.Scan(&o, &n); err != nil {
-					rows.Close()
-					return 0, nil, err
+	next := r.nextColumns(t)
+	nextIndexers := make([]*blindindex.Column, len(next))
+	for k, i := range next {
+		c := &t.Columns[i]
+		nextIndexers[k] = r.nextIndexers.For(t.QualifiedName(), c.Name)
+		w.after = append(w.after, batchColumn{name: c.NextIndex(), typ: "pg_catalog.int8[]", set: func(v string) string {
+			return fmt.Sprintf("COALESCE(%s, t.%s)", v, ident(c.NextIndex()))
+		}})
+	}
+	maxBytes := r.Config.Encryption.MaxValueBytes
+	w.compute = func(key []string, in [][]byte, out []any) (bool, error) {
+		o := 0
+		for i := range t.Columns {
+			c := &t.Columns[i]
+			v := in[i]
+			var ct []byte
+			var terms []int64
+			if v != nil {
+				if len(v)+1 > maxBytes {
+					return false, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: key, KeyColumns: t.keyNames(),
+						Reason: fmt.Sprintf("value is %d bytes, more than encryption.max_value_bytes (%d)", len(v), maxBytes)}
 				}
-				moved[o] = n
-			}
-			rows.Close()
-			err, tag = rows.Err(), rows.CommandTag()
-		}
-	}
-	if err != nil {
-		var pgErr *pgconn.PgError
-		if w != tx && errors.As(err, &pgErr) && pgErr.Code == "23505" {
-			if rerr := w.Rollback(ctx); rerr == nil {
-				if derr := t.duplicateError(ctx, tx, batch); derr != nil {
-					return 0, nil, derr
+				var err error
+				ct, err = sealers[i].Seal(nil, envelope.Value{Type: c.ValueType, Text: string(v)},
+					envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: key})
+				if err != nil {
+					return false, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: key, KeyColumns: t.keyNames(), Reason: "encryption failed: " + err.Error()}
+				}
+				if indexers[i] != nil {
+					// Non-nil even when empty: '{}' says "indexed, no terms", NULL says "not indexed yet".
+					terms = indexers[i].Terms(make([]int64, 0, 16), string(v))
 				}
 			}
+			out[o] = ct
+			o++
+			if indexers[i] != nil {
+				out[o] = terms
+				o++
+			}
 		}
-		return 0, nil, fmt.Errorf("writing batch of %s: %w", t.QualifiedName(), err)
-	}
-	if w != tx {
-		if err := w.Commit(ctx); err != nil {
-			return 0, nil, err
+		for j := range t.Uniques {
+			out[o] = t.Uniques[j].digest(ukeys[j], in[:len(t.Columns)])
+			o++
 		}
-	}
-	if int(tag.RowsAffected()) != len(batch) {
-		return 0, nil, fmt.Errorf("writing batch of %s: updated %d rows, expected %d", t.QualifiedName(), tag.RowsAffected(), len(batch))
-	}
-	if len(nextCols) > 0 {
-		if err := r.writeNextTerms(ctx, tx, t, nextCols, batch, moved); err != nil {
-			return 0, nil, err
+		for k, i := range next {
+			var terms []int64
+			if v := in[i]; v != nil {
+				terms = nextIndexers[k].Terms(make([]int64, 0, 16), string(v))
+			}
+			out[o] = terms
+			o++
 		}
+		return true, nil
 	}
-	return len(batch), batch[len(batch)-1].key, nil
+	return w, nil
 }
 
 // nextColumns are the indexes (in t.Columns) of the columns whose next
@@ -480,59 +385,4 @@ func (r *Runner) nextColumns(t *Target) []int {
 		}
 	}
 	return out
-}
-
-// writeNextTerms writes the next generation's terms of the batch's rows
-// that have a plaintext (the rows' new places are in moved), in one
-// UPDATE that changes only those columns.
-func (r *Runner) writeNextTerms(ctx context.Context, tx pgx.Tx, t *Target, cols []int, batch []batchRow, moved map[pgtype.TID]pgtype.TID) error {
-	ctids := make([]pgtype.TID, 0, len(batch))
-	terms := make([][]*string, len(cols))
-	for _, br := range batch {
-		ctids = append(ctids, moved[br.ctid])
-		for k, i := range cols {
-			var lit *string
-			if br.plain[i] != nil {
-				s := termsLiteral(r.nextIndexers.For(t.QualifiedName(), t.Columns[i].Name).Terms(make([]int64, 0, 16), *br.plain[i]))
-				lit = &s
-			}
-			terms[k] = append(terms[k], lit)
-		}
-	}
-	args := []any{ctids}
-	unnests := []string{"pg_catalog.unnest($1::pg_catalog.tid[])"}
-	names := []string{"row_ctid"}
-	var sets []string
-	for k, i := range cols {
-		args = append(args, terms[k])
-		unnests = append(unnests, fmt.Sprintf("pg_catalog.unnest($%d::pg_catalog.text[])", len(args)))
-		names = append(names, fmt.Sprintf("n%d", k))
-		next := ident(t.Columns[i].NextIndex())
-		sets = append(sets, fmt.Sprintf("%[1]s = COALESCE(b.n%[2]d::pg_catalog.int8[], t.%[1]s)", next, k))
-	}
-	_, err := tx.Exec(ctx, fmt.Sprintf("UPDATE %s AS t SET %s FROM ROWS FROM (%s) AS b(%s) WHERE t.ctid OPERATOR(pg_catalog.=) b.row_ctid",
-		t.Ident(), strings.Join(sets, ", "), strings.Join(unnests, ", "), strings.Join(names, ", ")), args...)
-	if err != nil {
-		return fmt.Errorf("writing the next generation's terms of %s: %w", t.QualifiedName(), err)
-	}
-	return nil
-}
-
-func decodeTID(format int16, raw []byte, tid *pgtype.TID) error {
-	if format == pgx.BinaryFormatCode {
-		if len(raw) != 6 {
-			return fmt.Errorf("unexpected ctid encoding (%d bytes)", len(raw))
-		}
-		*tid = pgtype.TID{BlockNumber: binary.BigEndian.Uint32(raw), OffsetNumber: binary.BigEndian.Uint16(raw[4:]), Valid: true}
-		return nil
-	}
-	s := strings.Trim(string(raw), "()")
-	b, o, ok := strings.Cut(s, ",")
-	bn, err1 := strconv.ParseUint(b, 10, 32)
-	on, err2 := strconv.ParseUint(o, 10, 16)
-	if !ok || err1 != nil || err2 != nil {
-		return fmt.Errorf("unexpected ctid %q", raw)
-	}
-	*tid = pgtype.TID{BlockNumber: uint32(bn), OffsetNumber: uint16(on), Valid: true}
-	return nil
 }

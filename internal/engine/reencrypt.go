@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgphi/pgphi/envelope"
 )
@@ -62,7 +61,8 @@ func (r *Runner) Reencrypt(ctx context.Context) ([]ReencryptResult, error) {
 		space := t.QualifiedName() + "#reencrypt:" + strconv.FormatUint(uint64(active), 10)
 		r.logf("==> re-encrypt %s under data key %d over chunks leased with FOR UPDATE SKIP LOCKED", t.QualifiedName(), active)
 		err := r.runChunks(ctx, "reencrypt", space, t, func(ctx context.Context, tx pgx.Tx, from, upper []string) (int, []string, error) {
-			n, sealed, last, err := r.reencryptBatch(ctx, tx, t, active, reencryptChunkQuery(t, from != nil, upper != nil), rangeArgs(from, upper, r.BatchSize))
+			q, args := t.chunkQuery(t.ciphertexts(), "", from, upper, r.BatchSize)
+			n, sealed, last, err := r.reencryptBatch(ctx, tx, t, active, q, args)
 			res.Rows += int64(n)
 			res.Reencrypted += int64(sealed)
 			return n, last, err
@@ -75,7 +75,8 @@ func (r *Runner) Reencrypt(ctx context.Context) ([]ReencryptResult, error) {
 			var sealed int
 			err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
 				var err error
-				_, sealed, _, err = r.reencryptBatch(ctx, tx, t, active, reencryptStaleQuery(t, true), []any{keyIDBytes(active), r.BatchSize})
+				q, args := t.lockQuery(t.ciphertexts(), staleKeyPredicate(t, "$1::pg_catalog.bytea"), []any{keyIDBytes(active)}, r.BatchSize, true)
+				_, sealed, _, err = r.reencryptBatch(ctx, tx, t, active, q, args)
 				return err
 			})
 			if err != nil {
@@ -129,138 +130,66 @@ func staleKeyPredicate(t *Target, active string) string {
 	return strings.Join(parts, " OR ")
 }
 
-func reencryptSelect(t *Target) string {
-	sel := []string{"ctid"}
-	sel = append(sel, t.KeyTexts()...)
-	for _, c := range t.Columns {
-		sel = append(sel, ident(c.Encrypted))
+// ciphertexts reads every protected column's ciphertext.
+func (t *Target) ciphertexts() []string {
+	out := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		out[i] = ident(c.Encrypted)
 	}
-	return strings.Join(sel, ", ")
-}
-
-func reencryptChunkQuery(t *Target, hasLower, hasUpper bool) string {
-	var where []string
-	arg := 1
-	if hasLower {
-		where = append(where, t.keyCompare(">", arg))
-		arg += len(t.PrimaryKey)
-	}
-	if hasUpper {
-		where = append(where, t.keyCompare("<=", arg))
-		arg += len(t.PrimaryKey)
-	}
-	w := ""
-	if len(where) > 0 {
-		w = " WHERE " + strings.Join(where, " AND ")
-	}
-	return fmt.Sprintf("SELECT %s FROM %s%s ORDER BY %s LIMIT $%d FOR NO KEY UPDATE", reencryptSelect(t), t.Ident(), w, t.keyList(""), arg)
-}
-
-func reencryptStaleQuery(t *Target, skipLocked bool) string {
-	skip := ""
-	if skipLocked {
-		skip = " SKIP LOCKED"
-	}
-	return fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT $2 FOR NO KEY UPDATE%s",
-		reencryptSelect(t), t.Ident(), staleKeyPredicate(t, "$1::pg_catalog.bytea"), t.keyList(""), skip)
+	return out
 }
 
 // reencryptBatch seals again, under active, every ciphertext of the rows
-// query selects (and locks) that another key sealed, and writes them in
-// one UPDATE, as the table's owner. It returns rows read, ciphertexts
-// sealed again and the last row's key.
+// query selects (and locks: ctid, the key's texts, the ciphertexts) that
+// another key sealed, and writes them with the batch writer
+// (batchwrite.go), as the table's owner; rows with none are left alone. It
+// returns rows read, ciphertexts sealed again and the last row's key.
 func (r *Runner) reencryptBatch(ctx context.Context, tx pgx.Tx, t *Target, active uint32, query string, args []any) (int, int, []string, error) {
-	restore, err := r.asOwner(ctx, tx, t)
-	if err != nil {
-		return 0, 0, nil, err
+	w := &batchWrite{what: "the re-encrypted ciphertexts of " + t.QualifiedName(), query: query, args: args}
+	for _, c := range t.Columns {
+		w.cols = append(w.cols, batchColumn{name: c.Encrypted, typ: "pg_catalog.bytea", set: func(v string) string {
+			return fmt.Sprintf("COALESCE(%s, t.%s)", v, ident(c.Encrypted))
+		}})
 	}
-	rows, err := tx.Query(ctx, query, args...)
-	if err != nil {
-		return 0, 0, nil, fmt.Errorf("reading a batch of %s: %w", t.QualifiedName(), err)
-	}
-	nk := len(t.PrimaryKey)
-	var ctids []pgtype.TID
-	cts := make([][][]byte, len(t.Columns)) // per column, per changed row; nil: keep
-	var last []string
-	read, sealed := 0, 0
-	for rows.Next() {
-		read++
-		raw := rows.RawValues()
-		var tid pgtype.TID
-		if err := decodeTID(rows.FieldDescriptions()[0].Format, raw[0], &tid); err != nil {
-			rows.Close()
-			return 0, 0, nil, err
-		}
-		last = make([]string, nk)
-		for i := range nk {
-			last[i] = string(raw[1+i])
-		}
-		var row [][]byte
+	sealers := make([]*envelope.Sealer, len(t.Columns))
+	sealed := 0
+	w.compute = func(key []string, in [][]byte, out []any) (bool, error) {
 		changed := false
 		for i, c := range t.Columns {
-			ct := raw[1+nk+i]
-			var next []byte
-			if ct != nil {
+			var next []byte // NULL: the row keeps its ciphertext
+			if ct := in[i]; ct != nil {
+				fail := func(reason string, err error) error {
+					return &RowError{Table: t.QualifiedName(), Column: c.Name, Key: key, KeyColumns: t.keyNames(), Reason: reason + err.Error(), Action: "re-encrypt"}
+				}
 				_, id, err := envelope.ParseHeader(ct)
 				if err != nil {
-					rows.Close()
-					return 0, 0, nil, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: last, KeyColumns: t.keyNames(), Reason: "the ciphertext header: " + err.Error()}
+					return false, fail("the ciphertext header: ", err)
 				}
 				if uint32(id) != active {
-					b := envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: last}
+					b := envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: key}
 					v, err := r.Keys.Opener(t.QualifiedName(), c.Name).Open(ct, b)
 					if err != nil {
-						rows.Close()
-						return 0, 0, nil, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: last, KeyColumns: t.keyNames(), Reason: "the ciphertext does not decrypt: " + err.Error()}
+						return false, fail("the ciphertext does not decrypt: ", err)
 					}
-					s, err := r.Keys.Sealer(t.QualifiedName(), c.Name)
-					if err != nil {
-						rows.Close()
-						return 0, 0, nil, err
+					if sealers[i] == nil {
+						if sealers[i], err = r.Keys.Sealer(t.QualifiedName(), c.Name); err != nil {
+							return false, err
+						}
 					}
-					if next, err = s.Seal(nil, v, b); err != nil {
-						rows.Close()
-						return 0, 0, nil, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: last, KeyColumns: t.keyNames(), Reason: "encryption failed: " + err.Error()}
+					if next, err = sealers[i].Seal(nil, v, b); err != nil {
+						return false, fail("encryption failed: ", err)
 					}
 					changed = true
 					sealed++
 				}
 			}
-			row = append(row, next)
+			out[i] = next
 		}
-		if changed {
-			ctids = append(ctids, tid)
-			for i := range t.Columns {
-				cts[i] = append(cts[i], row[i])
-			}
-		}
+		return changed, nil
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, 0, nil, fmt.Errorf("reading a batch of %s: %w", t.QualifiedName(), err)
-	}
-	if len(ctids) > 0 {
-		uargs := []any{ctids}
-		unnests := []string{"pg_catalog.unnest($1::pg_catalog.tid[])"}
-		names := []string{"row_ctid"}
-		var sets []string
-		for i, c := range t.Columns {
-			uargs = append(uargs, cts[i])
-			unnests = append(unnests, fmt.Sprintf("pg_catalog.unnest($%d::pg_catalog.bytea[])", len(uargs)))
-			names = append(names, fmt.Sprintf("c%d", i))
-			sets = append(sets, fmt.Sprintf("%[1]s = COALESCE(b.c%[2]d, t.%[1]s)", ident(c.Encrypted), i))
-		}
-		tag, err := tx.Exec(ctx, fmt.Sprintf("UPDATE %s AS t SET %s FROM ROWS FROM (%s) AS b(%s) WHERE t.ctid OPERATOR(pg_catalog.=) b.row_ctid",
-			t.Ident(), strings.Join(sets, ", "), strings.Join(unnests, ", "), strings.Join(names, ", ")), uargs...)
-		if err != nil {
-			return 0, 0, nil, fmt.Errorf("writing the re-encrypted ciphertexts of %s: %w", t.QualifiedName(), err)
-		}
-		if int(tag.RowsAffected()) != len(ctids) {
-			return 0, 0, nil, fmt.Errorf("writing the re-encrypted ciphertexts of %s: updated %d rows, expected %d", t.QualifiedName(), tag.RowsAffected(), len(ctids))
-		}
-	}
-	if err := restore(); err != nil {
+	res, err := r.writeBatch(ctx, tx, t, w)
+	if err != nil {
 		return 0, 0, nil, err
 	}
-	return read, sealed, last, nil
+	return res.read, sealed, res.last, nil
 }

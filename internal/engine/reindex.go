@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgphi/pgphi/blindindex"
 	"github.com/pgphi/pgphi/envelope"
@@ -237,7 +236,8 @@ func (r *Runner) reindexColumn(ctx context.Context, t *Target, c *TargetColumn, 
 	r.logf("==> reindex %s.%s write: generation %d over chunks leased with FOR UPDATE SKIP LOCKED", t.QualifiedName(), c.Name, res.To)
 	space := reindexSpace(t, c, res.To)
 	if err := r.runChunks(ctx, "reindex", space, t, func(ctx context.Context, tx pgx.Tx, from, upper []string) (int, []string, error) {
-		return r.fillNext(ctx, tx, t, c, idx, reindexChunkQuery(t, c, from != nil, upper != nil), rangeArgs(from, upper, r.BatchSize))
+		q, args := t.chunkQuery(currentValue(c), "", from, upper, r.BatchSize)
+		return r.fillNext(ctx, tx, t, c, idx, q, args)
 	}); err != nil {
 		return res, err
 	}
@@ -251,7 +251,8 @@ func (r *Runner) reindexColumn(ctx context.Context, t *Target, c *TargetColumn, 
 		var n int
 		err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
 			var err error
-			n, _, err = r.fillNext(ctx, tx, t, c, idx, reindexSweepQuery(t, c, true), []any{r.BatchSize})
+			q, args := t.lockQuery(currentValue(c), todoPredicate(c), nil, r.BatchSize, true)
+			n, _, err = r.fillNext(ctx, tx, t, c, idx, q, args)
 			return err
 		})
 		if err != nil {
@@ -276,17 +277,6 @@ func (r *Runner) reindexColumn(ctx context.Context, t *Target, c *TargetColumn, 
 // reindexSpace names the chunk space of one generation of one column.
 func reindexSpace(t *Target, c *TargetColumn, gen int) string {
 	return t.QualifiedName() + "#reindex:" + c.Name + ":" + strconv.Itoa(gen)
-}
-
-func rangeArgs(from, upper []string, n int) []any {
-	var args []any
-	for _, v := range from {
-		args = append(args, v)
-	}
-	for _, v := range upper {
-		args = append(args, v)
-	}
-	return append(args, n)
 }
 
 // columnSpecs is the recorded families of one column in one state, in
@@ -386,7 +376,7 @@ func (r *Runner) readValues(ctx context.Context, t *Target, c *TargetColumn, fn 
 		defer rows.Close()
 		for rows.Next() {
 			raw := rows.RawValues()
-			text, ok, err := valueText(t, c, opener, raw[:nk], raw[nk], raw[nk+1])
+			text, ok, err := valueText(t, c, opener, keyStrings(raw[:nk]), raw[nk], raw[nk+1])
 			if err != nil {
 				return err
 			}
@@ -414,16 +404,12 @@ func plainOrNull(c *TargetColumn) string {
 
 // valueText is a row's current value: its plaintext, else its decrypted
 // ciphertext; ok is false for a NULL value.
-func valueText(t *Target, c *TargetColumn, opener *envelope.Opener, rawKey [][]byte, plain, ct []byte) (string, bool, error) {
+func valueText(t *Target, c *TargetColumn, opener *envelope.Opener, key []string, plain, ct []byte) (string, bool, error) {
 	if plain != nil {
 		return string(plain), true, nil
 	}
 	if ct == nil {
 		return "", false, nil
-	}
-	key := make([]string, len(rawKey))
-	for i, k := range rawKey {
-		key[i] = string(k)
 	}
 	v, err := opener.Open(ct, envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: key})
 	if err != nil {
@@ -558,128 +544,34 @@ func LoadNextIndexers(ctx context.Context, q Querier, ring *keys.Keyring, p *Pla
 	return out, nil
 }
 
-// reindexSelect is "ctid, key texts..., plaintext text, ciphertext".
-func reindexSelect(t *Target, c *TargetColumn) string {
-	return fmt.Sprintf("ctid, %s, %s AS pgphi_plain, %s", strings.Join(t.KeyTexts(), ", "), plainText(c), ident(c.Encrypted))
-}
-
-// reindexChunkQuery reads and locks the next rows of a chunk in key order.
-func reindexChunkQuery(t *Target, c *TargetColumn, hasLower, hasUpper bool) string {
-	var where []string
-	arg := 1
-	if hasLower {
-		where = append(where, t.keyCompare(">", arg))
-		arg += len(t.PrimaryKey)
-	}
-	if hasUpper {
-		where = append(where, t.keyCompare("<=", arg))
-		arg += len(t.PrimaryKey)
-	}
-	w := ""
-	if len(where) > 0 {
-		w = " WHERE " + strings.Join(where, " AND ")
-	}
-	return fmt.Sprintf("SELECT %s FROM %s%s ORDER BY %s LIMIT $%d FOR NO KEY UPDATE",
-		reindexSelect(t, c), t.Ident(), w, t.keyList(""), arg)
-}
-
-// reindexSweepQuery reads and locks rows with a value but no next-generation
-// terms (written since their chunk was done, by a writer that did not
-// write them); skipLocked leaves rows a writer holds to the next round.
-func reindexSweepQuery(t *Target, c *TargetColumn, skipLocked bool) string {
-	skip := ""
-	if skipLocked {
-		skip = " SKIP LOCKED"
-	}
-	return fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT $1 FOR NO KEY UPDATE%s",
-		reindexSelect(t, c), t.Ident(), todoPredicate(c), t.keyList(""), skip)
+// currentValue reads what valueText takes: the plaintext's text, then the
+// ciphertext.
+func currentValue(c *TargetColumn) []string {
+	return []string{plainText(c), ident(c.Encrypted)}
 }
 
 // fillNext computes the next generation's terms of the rows query selects
-// (and locks) from their current value and writes them, as the table's
-// owner. It returns the row count and the last row's key.
+// (and locks: ctid, the key's texts, currentValue) from their current value
+// and writes them with the batch writer (batchwrite.go), as the table's
+// owner; rows without a value are left alone. It returns the rows read
+// (the chunk's checkpoint moves past those too) and the last row's key.
 func (r *Runner) fillNext(ctx context.Context, tx pgx.Tx, t *Target, c *TargetColumn, idx *blindindex.Column, query string, args []any) (int, []string, error) {
-	restore, err := r.asOwner(ctx, tx, t)
-	if err != nil {
-		return 0, nil, err
-	}
-	rows, err := tx.Query(ctx, query, args...)
-	if err != nil {
-		return 0, nil, fmt.Errorf("reading a batch of %s: %w", t.QualifiedName(), err)
-	}
-	nk := len(t.PrimaryKey)
 	opener := r.Keys.Opener(t.QualifiedName(), c.Name)
-	type fill struct {
-		ctid  pgtype.TID
-		terms []int64
-	}
-	var batch []fill
-	var last []string
-	read := 0 // rows read, NULL values included: the chunk's checkpoint moves past them
-	for rows.Next() {
-		read++
-		raw := rows.RawValues()
-		var f fill
-		var tid pgtype.TID
-		if err := decodeTID(rows.FieldDescriptions()[0].Format, raw[0], &tid); err != nil {
-			rows.Close()
-			return 0, nil, err
-		}
-		f.ctid = tid
-		last = make([]string, nk)
-		for i := range nk {
-			last[i] = string(raw[1+i])
-		}
-		text, ok, err := valueText(t, c, opener, raw[1:1+nk], raw[1+nk], raw[2+nk])
-		if err != nil {
-			rows.Close()
-			return 0, nil, err
-		}
-		if ok {
-			f.terms = idx.Terms(make([]int64, 0, 16), text)
-			batch = append(batch, f)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, nil, fmt.Errorf("reading a batch of %s: %w", t.QualifiedName(), err)
-	}
-	if len(batch) > 0 {
-		// One statement per batch: each row's terms travel as the text of
-		// an array and are cast back in the UPDATE.
-		ctids := make([]pgtype.TID, len(batch))
-		terms := make([]string, len(batch))
-		for i, f := range batch {
-			ctids[i], terms[i] = f.ctid, termsLiteral(f.terms)
-		}
-		tag, err := tx.Exec(ctx, fmt.Sprintf(`UPDATE %s AS t SET %s = b.terms::pg_catalog.int8[]
-			FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.tid[]), pg_catalog.unnest($2::pg_catalog.text[])) AS b(row_ctid, terms) WHERE t.ctid OPERATOR(pg_catalog.=) b.row_ctid`,
-			t.Ident(), ident(c.NextIndex())), ctids, terms)
-		if err != nil {
-			return 0, nil, fmt.Errorf("writing the next generation's terms of %s.%s: %w", t.QualifiedName(), c.Name, err)
-		}
-		if int(tag.RowsAffected()) != len(batch) {
-			return 0, nil, fmt.Errorf("writing the next generation's terms of %s.%s: updated %d rows, expected %d", t.QualifiedName(), c.Name, tag.RowsAffected(), len(batch))
-		}
-	}
-	if err := restore(); err != nil {
+	w := &batchWrite{what: "the next generation's terms of " + t.QualifiedName() + "." + c.Name, query: query, args: args,
+		cols: []batchColumn{{name: c.NextIndex(), typ: "pg_catalog.int8[]"}},
+		compute: func(key []string, in [][]byte, out []any) (bool, error) {
+			text, ok, err := valueText(t, c, opener, key, in[0], in[1])
+			if err != nil || !ok {
+				return false, err
+			}
+			out[0] = idx.Terms(make([]int64, 0, 16), text)
+			return true, nil
+		}}
+	res, err := r.writeBatch(ctx, tx, t, w)
+	if err != nil {
 		return 0, nil, err
 	}
-	return read, last, nil
-}
-
-// termsLiteral is an array literal of terms: {1,-2,3}.
-func termsLiteral(terms []int64) string {
-	var b strings.Builder
-	b.WriteByte('{')
-	for i, x := range terms {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.FormatInt(x, 10))
-	}
-	b.WriteByte('}')
-	return b.String()
+	return res.read, res.last, nil
 }
 
 // verifyNext recomputes, page by page in key order, the next generation's
@@ -703,7 +595,7 @@ func (r *Runner) verifyNext(ctx context.Context, t *Target, c *TargetColumn, idx
 			}
 			q, args := first, []any{page}
 			if last != nil {
-				q, args = next, rangeArgs(last, nil, page)
+				q, args = next, append(stringArgs(last), page)
 			}
 			rows, err := tx.Query(ctx, q, args...)
 			if err != nil {
@@ -713,15 +605,12 @@ func (r *Runner) verifyNext(ctx context.Context, t *Target, c *TargetColumn, idx
 			for rows.Next() {
 				n++
 				raw := rows.RawValues()
-				last = make([]string, nk)
-				for i := range nk {
-					last[i] = string(raw[i])
-				}
+				last = keyStrings(raw[:nk])
 				var stored []int64
 				if err := rows.Scan(append(make([]any, nk+2), &stored)...); err != nil {
 					return err
 				}
-				text, ok, err := valueText(t, c, opener, raw[:nk], raw[nk], raw[nk+1])
+				text, ok, err := valueText(t, c, opener, last, raw[nk], raw[nk+1])
 				if err != nil {
 					return err
 				}
@@ -768,7 +657,8 @@ func (r *Runner) switchGeneration(ctx context.Context, t *Target, c *TargetColum
 			return err
 		}
 		for {
-			n, _, err := r.fillNext(ctx, tx, t, c, idx, reindexSweepQuery(t, c, false), []any{max(r.BatchSize, 100)})
+			q, args := t.lockQuery(currentValue(c), todoPredicate(c), nil, max(r.BatchSize, 100), false)
+			n, _, err := r.fillNext(ctx, tx, t, c, idx, q, args)
 			if err != nil {
 				return err
 			}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgphi/pgphi/envelope"
 	"github.com/pgphi/pgphi/internal/catalog"
@@ -224,109 +223,44 @@ func (r *Runner) restorePlaintext(ctx context.Context, t *Target) error {
 }
 
 // restoreBatch decrypts the next batch of rows (in key order after last) that
-// have a ciphertext but no plaintext yet.
+// have a ciphertext but no plaintext yet, and writes the plaintexts with the
+// batch writer (batchwrite.go), as the table's owner, in a transaction of
+// its own. It returns the row count and the last row's key.
 func (r *Runner) restoreBatch(ctx context.Context, t *Target, last []string) (int, []string, error) {
-	nk := len(t.PrimaryKey)
-	var sel, need []string
-	sel = append(sel, "ctid")
-	sel = append(sel, t.KeyTexts()...)
+	var need []string
+	w := &batchWrite{what: "the plaintext of " + t.QualifiedName()}
 	for _, c := range t.Columns {
-		sel = append(sel, ident(c.Encrypted))
 		need = append(need, fmt.Sprintf("(%s IS NULL AND %s IS NOT NULL)", ident(c.Name), ident(c.Encrypted)))
+		// A plaintext the row has already (written meanwhile) stays.
+		w.cols = append(w.cols, batchColumn{name: c.Name, typ: "pg_catalog.text", set: func(v string) string {
+			return fmt.Sprintf("COALESCE(t.%s, %s::%s)", ident(c.Name), v, c.Type)
+		}})
 	}
-	where := "(" + strings.Join(need, " OR ") + ")"
-	var args []any
-	if last != nil {
-		where = t.keyCompare(">", 1) + " AND " + where
-		for _, v := range last {
-			args = append(args, v)
-		}
-	}
-	args = append(args, r.BatchSize)
-	query := fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s LIMIT $%d FOR NO KEY UPDATE",
-		strings.Join(sel, ", "), t.Ident(), where, t.keyList(""), len(args))
-
-	var n int
-	var lastKey []string
-	err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
-		// The whole batch touches only the application table: it runs with
-		// the owner's rights (owner.go).
-		if _, err := r.asOwner(ctx, tx, t); err != nil {
-			return err
-		}
-		rows, err := tx.Query(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		type restored struct {
-			ctid  any
-			texts []*string
-		}
-		var batch []restored
-		for rows.Next() {
-			raw := rows.RawValues()
-			var rr restored
-			var tid pgtype.TID
-			if err := decodeTID(rows.FieldDescriptions()[0].Format, raw[0], &tid); err != nil {
-				rows.Close()
-				return err
-			}
-			rr.ctid = tid
-			key := make([]string, nk)
-			for i := range nk {
-				key[i] = string(raw[1+i])
-			}
-			lastKey = key
-			for i, c := range t.Columns {
-				ct := raw[1+nk+i]
-				if ct == nil {
-					rr.texts = append(rr.texts, nil)
-					continue
-				}
-				v, err := r.Keys.Opener(t.QualifiedName(), c.Name).Open(ct, envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: key})
-				if err != nil {
-					rows.Close()
-					return fmt.Errorf("rollback of %s.%s: ciphertext does not decrypt: %w (at key (%s))", t.QualifiedName(), c.Name, err, strings.Join(key, ", "))
-				}
-				text := v.Text
-				rr.texts = append(rr.texts, &text)
-			}
-			batch = append(batch, rr)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		n = len(batch)
-		if n == 0 {
-			return nil
-		}
-		tmp := t.batchTable() + "_restore"
-		cols := []string{"row_ctid tid"}
-		names := []string{"row_ctid"}
-		var sets []string
+	w.query, w.args = t.chunkQuery(t.ciphertexts(), strings.Join(need, " OR "), last, nil, r.BatchSize)
+	w.compute = func(key []string, in [][]byte, out []any) (bool, error) {
 		for i, c := range t.Columns {
-			cols = append(cols, fmt.Sprintf("v%d text", i))
-			names = append(names, fmt.Sprintf("v%d", i))
-			sets = append(sets, fmt.Sprintf("%[1]s = COALESCE(t.%[1]s, b.v%[2]d::%[3]s)", ident(c.Name), i, c.Type))
-		}
-		if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE TEMP TABLE IF NOT EXISTS %s (%s) ON COMMIT DELETE ROWS; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off",
-			ident(tmp), strings.Join(cols, ", "))); err != nil {
-			return err
-		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{tmp}, names, pgx.CopyFromSlice(len(batch), func(i int) ([]any, error) {
-			vals := []any{batch[i].ctid}
-			for _, s := range batch[i].texts {
-				vals = append(vals, s)
+			if in[i] == nil {
+				continue
 			}
-			return vals, nil
-		})); err != nil {
-			return err
+			v, err := r.Keys.Opener(t.QualifiedName(), c.Name).Open(in[i], envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: key})
+			if err != nil {
+				return false, &RowError{Table: t.QualifiedName(), Column: c.Name, Key: key, KeyColumns: t.keyNames(), Action: "decrypt",
+					Reason: "the ciphertext does not decrypt: " + err.Error()}
+			}
+			out[i] = v.Text
 		}
-		_, err = tx.Exec(ctx, fmt.Sprintf("UPDATE %s AS t SET %s FROM %s AS b WHERE t.ctid = b.row_ctid", t.Ident(), strings.Join(sets, ", "), ident(tmp)))
+		return true, nil
+	}
+	var res batchResult
+	err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
+		var err error
+		res, err = r.writeBatch(ctx, tx, t, w)
 		return err
 	})
-	return n, lastKey, err
+	if err != nil {
+		return 0, nil, err
+	}
+	return res.read, res.last, nil
 }
 
 // ciphertextOnlyPredicate is true for a row holding a value only as

@@ -335,20 +335,23 @@ func UniqueKey(ring *keys.Keyring, t *Target, u *UniqueColumn) ([]byte, error) {
 // plaintext and once as ciphertext only, before require_encryption, where
 // the plaintext's own constraint could not compare them. nil when it finds
 // none (the caller returns the database's error then).
-func (t *Target) duplicateError(ctx context.Context, tx pgx.Tx, batch []batchRow) error {
+//
+// The batch has n rows: key(i) is row i's key, digest(i, j) its digest
+// under rule j (nil for none).
+func (t *Target) duplicateError(ctx context.Context, tx pgx.Tx, n int, key func(i int) []string, digest func(i, j int) []byte) error {
 	for j := range t.Uniques {
 		u := &t.Uniques[j]
 		var digests [][]byte
 		seen := map[string][]string{}
-		for _, br := range batch {
-			d := br.uniq[j]
+		for i := range n {
+			d := digest(i, j)
 			if d == nil {
 				continue
 			}
 			if other, dup := seen[string(d)]; dup {
-				return u.duplicate(t, br.key, other)
+				return u.duplicate(t, key(i), other)
 			}
-			seen[string(d)] = br.key
+			seen[string(d)] = key(i)
 			digests = append(digests, d)
 		}
 		if len(digests) == 0 {
