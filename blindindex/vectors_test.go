@@ -122,6 +122,21 @@ var phones = []string{
 	"+61 2 9876 5432", "+86 10 1234 5678", "+55 11 91234-5678", "+91 98765 43210", "+234 803 123 4567",
 }
 
+// nanpCodesNewerThanPython are the NANP area codes (+1) that pgphi's
+// libphonenumber metadata (9.0.32) knows and the metadata of Debian's
+// python3-phonenumbers 8.12.57, which testdata/independent/phone.py uses,
+// does not: codes put in service between the two (US overlays such as 235,
+// 327 and 369, Canadian codes such as 257, 354 and 382, non-geographic 5XX
+// and 6XX codes). A number "+1 <code> 555 xxxx" is valid under one and
+// falls back to "digits:" under the other.
+// The bulk phone vectors leave them out, so that every vector has the same
+// messages under both versions (docs/SEARCH.md section 7); the other 770
+// codes of 200..999, valid or not, stay in the draw.
+var nanpCodesNewerThanPython = []int{
+	227, 235, 257, 324, 327, 329, 350, 353, 354, 363, 369, 382, 428, 528, 529,
+	532, 557, 633, 645, 683, 686, 728, 730, 738, 748, 821, 835, 879, 942, 975,
+}
+
 func vecKey(seed byte) []byte {
 	k := make([]byte, 32)
 	for i := range k {
@@ -241,7 +256,10 @@ func buildVectors(t *testing.T) *vecFile {
 		sub := fmt.Sprintf("%04d", r.intn(10000))
 		switch r.intn(6) {
 		case 0:
-			bulkPhones = append(bulkPhones, "+1 "+strconv.Itoa(200+r.intn(800))+" 555 "+sub)
+			// Drawn as before either way, so that the values after it stay the same.
+			if npa := 200 + r.intn(800); !slices.Contains(nanpCodesNewerThanPython, npa) {
+				bulkPhones = append(bulkPhones, "+1 "+strconv.Itoa(npa)+" 555 "+sub)
+			}
 		case 1:
 			bulkPhones = append(bulkPhones, "(415) "+strconv.Itoa(200+r.intn(800))+"-"+sub)
 		case 2:
@@ -505,5 +523,35 @@ func TestSearchVectorsIndependent(t *testing.T) {
 	t.Logf("%s", out)
 	if err != nil {
 		t.Fatalf("independent implementation disagrees: %v", err)
+	}
+}
+
+// TestPhoneVectorsIndependent runs testdata/independent/phone.py, written
+// from docs/SEARCH.md alone with Debian's python3-phonenumbers, over the
+// vectors: it parses every value of the phone columns itself and recomputes
+// its E.164, last-4 and area messages and terms, which search.mjs cannot
+// (Node.js has no libphonenumber). The interpreter is $PGPHI_PYTHON or
+// /usr/bin/python3, isolated from the environment and user site packages.
+// Skipped when it or its phonenumbers module is missing, unless CI is set.
+func TestPhoneVectorsIndependent(t *testing.T) {
+	py := os.Getenv("PGPHI_PYTHON")
+	if py == "" {
+		py = "/usr/bin/python3"
+	}
+	if out, err := exec.Command(py, "-I", "-B", "-c", "import phonenumbers").CombinedOutput(); err != nil {
+		if o := bytes.TrimSpace(out); len(o) > 0 {
+			err = fmt.Errorf("%w: %s", err, o)
+		}
+		msg := fmt.Sprintf("%s cannot import phonenumbers (%v): run scripts/ensure-python.sh as root "+
+			"(apt-get install python3 python3-phonenumbers)", py, err)
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg + "; the independent implementation of the phone terms was not run")
+	}
+	out, err := exec.Command(py, "-I", "-B", "../testdata/independent/phone.py", vectorsPath).CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatalf("independent phone implementation disagrees: %v", err)
 	}
 }
