@@ -32,29 +32,6 @@ func (e *RowError) Error() string {
 		e.Table, e.Column, strings.Join(e.KeyColumns, ", "), strings.Join(e.Key, ", "), e.Reason)
 }
 
-// backfillStep encrypts every row that existed when the table was chunked,
-// keyset-paginated within leased chunks.
-type backfillStep struct{ t *Target }
-
-func (s backfillStep) Describe() string {
-	return fmt.Sprintf("backfill %s: encrypt every row in key order, in batches, over chunks leased with FOR UPDATE SKIP LOCKED", s.t.QualifiedName())
-}
-
-func (s backfillStep) Run(ctx context.Context, r *Runner) error {
-	t := s.t
-	return r.runChunks(ctx, "backfill", t.QualifiedName(), t, func(ctx context.Context, tx pgx.Tx, from, upper []string) (int, []string, error) {
-		var args []any
-		for _, v := range from {
-			args = append(args, v)
-		}
-		for _, v := range upper {
-			args = append(args, v)
-		}
-		args = append(args, r.BatchSize)
-		return r.encryptBatch(ctx, tx, t, t.backfillQuery(from != nil, upper != nil), args)
-	})
-}
-
 // chunkWork does one batch of a leased chunk in tx: the rows after from (nil:
 // from the chunk's start) up to upper (nil: to the table's end), at most
 // r.BatchSize of them. It returns how many rows it did and the key of the

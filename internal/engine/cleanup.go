@@ -208,10 +208,11 @@ func (r *Runner) checkCleanupAllowed(ctx context.Context) (verifiedFrom uint64, 
 	return mark.SnapshotXmin, nil
 }
 
-// dropPlaintext does the irreversible part in one transaction: catch up what
-// is still marked while writes are blocked, check that every plaintext has its
-// ciphertext and terms, then drop the plaintext, the trigger and the marker.
-// A crash before commit leaves everything as it was.
+// dropPlaintext does the irreversible part in one transaction: under a lock
+// that blocks writers, every operation's Cleanup (op.go) catches up what is
+// still marked, checks that every plaintext has its ciphertext and terms,
+// then drops the plaintext, the triggers and the marker. A crash before
+// commit leaves everything as it was.
 func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOptions, verifiedFrom uint64) error {
 	return r.ddl(ctx, "cleanup "+t.QualifiedName(), func(tx pgx.Tx) error {
 		// EXCLUSIVE blocks writers, not readers, for the few statements below.
@@ -227,75 +228,14 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 		if len(problems) > 0 {
 			return withNextStep(refusef("pgphi's triggers are not in place (%s): an apply restores them", problems[0]), OpApply)
 		}
-		for {
-			n, _, err := r.encryptBatch(ctx, tx, t, t.catchUpQuery(), []any{r.BatchSize})
-			if err != nil {
-				return err
-			}
-			if n == 0 {
-				break
-			}
-		}
-		// The batches above turned synchronous_commit off for this
-		// transaction; dropping the plaintext is reported done only once it
-		// is durable.
-		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = on"); err != nil {
-			return err
-		}
-		if err := r.reverifyUnderLock(ctx, tx, t, verifiedFrom); err != nil {
-			return err
-		}
-		// What the drop takes with it, for a rollback to put back.
-		if err := t.recordRemoved(ctx, tx); err != nil {
-			return err
-		}
-		var drops []string
-		for _, c := range t.Columns {
-			drops = append(drops, "DROP COLUMN "+ident(c.Name))
-		}
-		drops = append(drops, "DROP COLUMN "+ident(MarkerColumn))
-		stmts := append(t.dropTriggersSQL(),
-			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")),
-			fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", t.markFunctionIdent()),
-		)
-		// A column that was NOT NULL: its ciphertext is NOT NULL from now on
-		// (pgphi's CHECK went with the plaintext it names).
 		notNull, err := originalNotNull(ctx, tx, t)
 		if err != nil {
 			return err
 		}
-		for _, c := range t.Columns {
-			if notNull[c.Name] {
-				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL", t.Ident(), ident(c.Encrypted)))
-			}
-			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(c.cleanupNotNullCheck())))
-			// The column's comment goes to its ciphertext (and back at rollback).
-			if err := copyColumnComment(ctx, tx, t, c.Name, c.Encrypted); err != nil {
-				return err
-			}
-		}
-		// The digests' CHECKs named the plaintext and went with it: from
-		// now on every row with a ciphertext holds its digest (cleanup
-		// verified them all; NOT VALID: no scan under the lock).
-		for i := range t.Uniques {
-			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(t.uniquePresentCheck(t.Uniques[i].Column))),
-				t.uniquePresentCheckSQL(&t.Uniques[i], false))
-		}
-		for _, c := range t.Columns {
-			enc := c.Encrypted
-			if opt.Rename {
-				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s RENAME COLUMN %s TO %s", t.Ident(), ident(c.Encrypted), ident(c.Name)))
-				enc = c.Name
-			}
-			stmts = append(stmts, fmt.Sprintf(`UPDATE pgphi.protected_columns SET phase = 'cleaned', cleaned_at = now(), encrypted_column = %s
-				WHERE table_name = %s AND column_name = %s`, quoteLiteral(enc), quoteLiteral(t.QualifiedName()), quoteLiteral(c.Name)))
-		}
-		for _, st := range stmts {
-			if _, err := tx.Exec(ctx, st); err != nil {
-				return err
-			}
-		}
-		return nil
+		// Every operation of the table, in the reverse of apply's order:
+		// the catch-up and its re-verification first, then the triggers,
+		// then the plaintext and what named it.
+		return t.undo(ctx, &opTx{r: r, t: t, tx: tx, notNull: notNull, rename: opt.Rename, verifiedFrom: verifiedFrom}, false)
 	})
 }
 

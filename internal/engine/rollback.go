@@ -58,8 +58,9 @@ func (r *Runner) Rollback(ctx context.Context) error {
 	return nil
 }
 
-// removeExpansion drops everything expand added, and the plan's state for the
-// table, in one transaction: a crash leaves all or nothing to redo.
+// removeExpansion drops everything apply added, and the plan's state for the
+// table, in one transaction (every operation's Rollback, op.go): a crash
+// leaves all or nothing to redo.
 func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 	return r.ddl(ctx, "rollback "+t.QualifiedName(), func(tx pgx.Tx) error {
 		notNull, err := originalNotNull(ctx, tx, t)
@@ -79,61 +80,15 @@ func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 				return withNextStep(fmt.Errorf("rollback of %s: %d rows were written only as ciphertext meanwhile; nothing was dropped, and a rollback again restores them", t.QualifiedName(), n), OpRollback)
 			}
 		}
-		var drops []string
-		for i := range t.Columns {
-			drops = append(drops, "DROP CONSTRAINT IF EXISTS "+ident(t.Columns[i].notNullCheck()))
+		// Every operation of the table, in the reverse of apply's order:
+		// the triggers first, then the checks and columns they named.
+		if err := t.undo(ctx, &opTx{r: r, t: t, tx: tx, notNull: notNull}, true); err != nil {
+			return err
 		}
-		for _, c := range t.Columns {
-			drops = append(drops, "DROP COLUMN IF EXISTS "+ident(c.Encrypted))
-			if c.Index != "" {
-				// A reindex's next generation and its trigger go too.
-				drops = append(drops, "DROP COLUMN IF EXISTS "+ident(c.Index), "DROP COLUMN IF EXISTS "+ident(c.NextIndex()))
-			}
-		}
-		for _, u := range t.Uniques {
-			// Its index and CHECK go with it.
-			drops = append(drops, "DROP COLUMN IF EXISTS "+ident(u.Column))
-		}
-		drops = append(drops, "DROP COLUMN IF EXISTS "+ident(MarkerColumn))
-		stmts := t.dropTriggersSQL()
-		for i := range t.Columns {
-			if c := &t.Columns[i]; c.HasIndex() {
-				stmts = append(stmts, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", ident(t.reindexTrigger(c)), t.Ident()),
-					fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", pgx.Identifier{"pgphi", t.reindexFunction(c)}.Sanitize()))
-			}
-		}
-		stmts = append(stmts,
-			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")),
-			fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", t.markFunctionIdent()),
-		)
-		// The plaintext gets its NOT NULL back (a row the application wrote
-		// only as ciphertext refuses the rollback, naming the column).
-		for _, c := range t.Columns {
-			if notNull[c.Name] {
-				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL", t.Ident(), ident(c.Name)))
-			}
-			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(c.restoreNotNullCheck())))
-		}
-		for _, st := range stmts {
-			if _, err := tx.Exec(ctx, st); err != nil {
-				return err
-			}
-		}
-		for _, q := range []string{
-			"DELETE FROM pgphi.protected_columns WHERE table_name = $1",
-			"DELETE FROM pgphi.blind_indexes WHERE table_name = $1",
-			"DELETE FROM pgphi.chunks WHERE table_name = $1 OR starts_with(table_name, $1 || '#reindex:')",
-			"DELETE FROM pgphi.plan_tables WHERE table_name = $1 OR starts_with(table_name, $1 || '#reindex:')",
-			"DELETE FROM pgphi.failures WHERE table_name = $1",
-			"DELETE FROM pgphi.unique_columns WHERE table_name = $1",
-			"DELETE FROM pgphi.column_rules WHERE table_name = $1",
-			"DELETE FROM pgphi.removed_objects WHERE table_name = $1",
-		} {
-			if _, err := tx.Exec(ctx, q, t.QualifiedName()); err != nil {
-				return err
-			}
-		}
-		return nil
+		// The blind index sizing is recorded by apply's sizing step, for
+		// the whole plan, not by an operation of the table.
+		_, err = tx.Exec(ctx, "DELETE FROM pgphi.blind_indexes WHERE table_name = $1", t.QualifiedName())
+		return err
 	})
 }
 
