@@ -9,9 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/pgphi/pgphi/internal/catalog"
 )
 
 // ErrRefused marks a lifecycle step that policy refuses (exit code 4).
@@ -333,28 +330,6 @@ func refusef(format string, args ...any) error {
 	return &refusal{msg: fmt.Sprintf(format, args...)}
 }
 
-// originalNotNull reads which protected columns of t were NOT NULL before
-// expand (pgphi.protected_columns.original_not_null).
-func originalNotNull(ctx context.Context, q interface {
-	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, t *Target) (map[string]bool, error) {
-	rows, err := q.Query(ctx, `SELECT column_name, COALESCE(original_not_null, false) FROM pgphi.protected_columns WHERE table_name OPERATOR(pg_catalog.=) $1`, t.QualifiedName())
-	if err != nil {
-		return nil, fmt.Errorf("reading the NOT NULL columns of %s: %w", t.QualifiedName(), err)
-	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var name string
-		var nn bool
-		if err := rows.Scan(&name, &nn); err != nil {
-			return nil, err
-		}
-		out[name] = nn
-	}
-	return out, rows.Err()
-}
-
 // copyColumnComment gives column to of t the comment of column from, if it
 // has one (COMMENT takes only a literal: it is read, then quoted).
 func copyColumnComment(ctx context.Context, tx pgx.Tx, t *Target, from, to string) error {
@@ -371,55 +346,4 @@ func copyColumnComment(ctx context.Context, tx pgx.Tx, t *Target, from, to strin
 		return fmt.Errorf("carrying the comment of %s.%s to %s: %w", t.QualifiedName(), from, to, err)
 	}
 	return nil
-}
-
-// cleanupNotNullCheck names the CHECK (col_encrypted IS NOT NULL) cleanup
-// validates before its lock, so that SET NOT NULL under the lock skips its
-// scan of the table.
-func (c *TargetColumn) cleanupNotNullCheck() string {
-	return objectName(catalog.PgphiConstraintPrefix+"cleanup_not_null_", c.Name)
-}
-
-// prepareCiphertextNotNull adds, for each column that was NOT NULL,
-// CHECK (col_encrypted IS NOT NULL) NOT VALID and validates it under SHARE
-// UPDATE EXCLUSIVE (writes go on): applications have cut over, so every
-// write brings a ciphertext. A row still waiting for its ciphertext fails
-// the validation; the check is then dropped and SET NOT NULL reads the table
-// under cleanup's lock instead, after the catch-up.
-func (r *Runner) prepareCiphertextNotNull(ctx context.Context, t *Target) error {
-	notNull, err := originalNotNull(ctx, r.Pool, t)
-	if err != nil {
-		return err
-	}
-	for i := range t.Columns {
-		c := &t.Columns[i]
-		if !notNull[c.Name] {
-			continue
-		}
-		err := r.validatedNotNullCheck(ctx, t, "cleanup", c.cleanupNotNullCheck(), c.Encrypted)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23514" {
-			r.logf("    %s: rows still wait for their %s: NOT NULL is checked under the lock instead", t.QualifiedName(), c.Encrypted)
-			r.dropCiphertextNotNullChecks(ctx, t)
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// dropCiphertextNotNullChecks removes prepareCiphertextNotNull's checks
-// after a cleanup that did not go through (best effort: expand and rollback
-// remove them too).
-func (r *Runner) dropCiphertextNotNullChecks(ctx context.Context, t *Target) {
-	var drops []string
-	for _, c := range t.Columns {
-		drops = append(drops, "DROP CONSTRAINT IF EXISTS "+ident(c.cleanupNotNullCheck()))
-	}
-	_ = r.ddl(ctx, "cleanup "+t.QualifiedName()+": drop NOT NULL checks", func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")))
-		return err
-	})
 }

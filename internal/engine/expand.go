@@ -62,61 +62,6 @@ func (s expandStep) Run(ctx context.Context, r *Runner) error {
 	return r.validateNotNull(ctx, t)
 }
 
-// validateNotNull validates the CHECKs that stand for NOT NULL (added NOT
-// VALID by expand): VALIDATE CONSTRAINT takes SHARE UPDATE EXCLUSIVE, so
-// the application keeps writing while the table is read.
-func (r *Runner) validateNotNull(ctx context.Context, t *Target) error {
-	// A rollback that stopped after prepareNotNull left CHECK (col IS NOT
-	// NULL): it would refuse the NULL plaintext of ciphertext-only writes;
-	// a cleanup that stopped after prepareCiphertextNotNull left CHECK
-	// (col_encrypted IS NOT NULL): it would refuse plaintext-only writes.
-	var stale []string
-	for i := range t.Columns {
-		stale = append(stale, t.Columns[i].restoreNotNullCheck(), t.Columns[i].cleanupNotNullCheck())
-	}
-	rows, err := r.Pool.Query(ctx, `SELECT conname::pg_catalog.text FROM pg_catalog.pg_constraint
-		WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[])`, t.Ident(), stale)
-	if err != nil {
-		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
-	}
-	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
-	}
-	for _, name := range left {
-		err := r.ddl(ctx, "drop "+name+" on "+t.QualifiedName(), func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(name)))
-			return err
-		})
-		if err != nil {
-			return err
-		}
-	}
-	var names []string
-	for i := range t.Columns {
-		names = append(names, t.Columns[i].notNullCheck())
-	}
-	rows, err = r.Pool.Query(ctx, `SELECT conname::pg_catalog.text FROM pg_catalog.pg_constraint
-		WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]) AND NOT convalidated`, t.Ident(), names)
-	if err != nil {
-		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
-	}
-	todo, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
-	}
-	for _, name := range todo {
-		err := r.ddl(ctx, "validate "+name+" on "+t.QualifiedName(), func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", t.Ident(), ident(name)))
-			return err
-		})
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func (s expandStep) expand(ctx context.Context, r *Runner) error {
 	t := s.t
 	return r.ddl(ctx, "expand "+t.QualifiedName(), func(tx pgx.Tx) error {

@@ -2,8 +2,14 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgphi/pgphi/internal/catalog"
 )
 
 // plaintextOp is the protected columns' plaintext as pgphi records and
@@ -144,4 +150,217 @@ func (s plaintextOp) Rollback(ctx context.Context, o *opTx) error {
 		}
 	}
 	return nil
+}
+
+// NOT NULL of a protected column, across the lifecycle: expand turns it
+// into pgphi's CHECK (plaintext or ciphertext) and validates that after its
+// transaction; cleanup proves the ciphertext NOT NULL before its lock and
+// sets it under it; rollback proves the plaintext NOT NULL before its lock
+// and sets it under it.
+
+// notNullCheck names the CHECK that stands for a protected column's NOT NULL
+// from expand until cleanup: the plaintext or the ciphertext is there.
+func (c *TargetColumn) notNullCheck() string {
+	return objectName(catalog.PgphiConstraintPrefix+"not_null_", c.Name)
+}
+
+// notNullCheckSQL adds that CHECK without reading the table (NOT VALID;
+// validateNotNull validates it later under a lock that lets writes through)
+// and drops the column's NOT NULL, in the expand transaction. Built-in
+// syntax only: the check runs as the writer.
+func (t *Target) notNullCheckSQL(c *TargetColumn) []string {
+	return []string{
+		fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL OR %s IS NOT NULL) NOT VALID",
+			t.Ident(), ident(c.notNullCheck()), ident(c.Name), ident(c.Encrypted)),
+	}
+}
+
+// validateNotNull validates the CHECKs that stand for NOT NULL (added NOT
+// VALID by expand): VALIDATE CONSTRAINT takes SHARE UPDATE EXCLUSIVE, so
+// the application keeps writing while the table is read.
+func (r *Runner) validateNotNull(ctx context.Context, t *Target) error {
+	// A rollback that stopped after prepareNotNull left CHECK (col IS NOT
+	// NULL): it would refuse the NULL plaintext of ciphertext-only writes;
+	// a cleanup that stopped after prepareCiphertextNotNull left CHECK
+	// (col_encrypted IS NOT NULL): it would refuse plaintext-only writes.
+	var stale []string
+	for i := range t.Columns {
+		stale = append(stale, t.Columns[i].restoreNotNullCheck(), t.Columns[i].cleanupNotNullCheck())
+	}
+	rows, err := r.Pool.Query(ctx, `SELECT conname::pg_catalog.text FROM pg_catalog.pg_constraint
+		WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[])`, t.Ident(), stale)
+	if err != nil {
+		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
+	}
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
+	}
+	for _, name := range left {
+		err := r.ddl(ctx, "drop "+name+" on "+t.QualifiedName(), func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(name)))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	var names []string
+	for i := range t.Columns {
+		names = append(names, t.Columns[i].notNullCheck())
+	}
+	rows, err = r.Pool.Query(ctx, `SELECT conname::pg_catalog.text FROM pg_catalog.pg_constraint
+		WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]) AND NOT convalidated`, t.Ident(), names)
+	if err != nil {
+		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
+	}
+	todo, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
+	}
+	for _, name := range todo {
+		err := r.ddl(ctx, "validate "+name+" on "+t.QualifiedName(), func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", t.Ident(), ident(name)))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// originalNotNull reads which protected columns of t were NOT NULL before
+// expand (pgphi.protected_columns.original_not_null).
+func originalNotNull(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, t *Target) (map[string]bool, error) {
+	rows, err := q.Query(ctx, `SELECT column_name, COALESCE(original_not_null, false) FROM pgphi.protected_columns WHERE table_name OPERATOR(pg_catalog.=) $1`, t.QualifiedName())
+	if err != nil {
+		return nil, fmt.Errorf("reading the NOT NULL columns of %s: %w", t.QualifiedName(), err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var name string
+		var nn bool
+		if err := rows.Scan(&name, &nn); err != nil {
+			return nil, err
+		}
+		out[name] = nn
+	}
+	return out, rows.Err()
+}
+
+// cleanupNotNullCheck names the CHECK (col_encrypted IS NOT NULL) cleanup
+// validates before its lock, so that SET NOT NULL under the lock skips its
+// scan of the table.
+func (c *TargetColumn) cleanupNotNullCheck() string {
+	return objectName(catalog.PgphiConstraintPrefix+"cleanup_not_null_", c.Name)
+}
+
+// prepareCiphertextNotNull adds, for each column that was NOT NULL,
+// CHECK (col_encrypted IS NOT NULL) NOT VALID and validates it under SHARE
+// UPDATE EXCLUSIVE (writes go on): applications have cut over, so every
+// write brings a ciphertext. A row still waiting for its ciphertext fails
+// the validation; the check is then dropped and SET NOT NULL reads the table
+// under cleanup's lock instead, after the catch-up.
+func (r *Runner) prepareCiphertextNotNull(ctx context.Context, t *Target) error {
+	notNull, err := originalNotNull(ctx, r.Pool, t)
+	if err != nil {
+		return err
+	}
+	for i := range t.Columns {
+		c := &t.Columns[i]
+		if !notNull[c.Name] {
+			continue
+		}
+		err := r.validatedNotNullCheck(ctx, t, "cleanup", c.cleanupNotNullCheck(), c.Encrypted)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23514" {
+			r.logf("    %s: rows still wait for their %s: NOT NULL is checked under the lock instead", t.QualifiedName(), c.Encrypted)
+			r.dropCiphertextNotNullChecks(ctx, t)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropCiphertextNotNullChecks removes prepareCiphertextNotNull's checks
+// after a cleanup that did not go through (best effort: expand and rollback
+// remove them too).
+func (r *Runner) dropCiphertextNotNullChecks(ctx context.Context, t *Target) {
+	var drops []string
+	for _, c := range t.Columns {
+		drops = append(drops, "DROP CONSTRAINT IF EXISTS "+ident(c.cleanupNotNullCheck()))
+	}
+	_ = r.ddl(ctx, "cleanup "+t.QualifiedName()+": drop NOT NULL checks", func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")))
+		return err
+	})
+}
+
+// restoreNotNullCheck names the CHECK (col IS NOT NULL) that rollback
+// validates before it sets the plaintext NOT NULL again.
+func (c *TargetColumn) restoreNotNullCheck() string {
+	return objectName(catalog.PgphiConstraintPrefix+"restore_not_null_", c.Name)
+}
+
+// prepareNotNull lets removeExpansion put NOT NULL back on the plaintext
+// without reading the table under its ACCESS EXCLUSIVE lock: a CHECK (col IS
+// NOT NULL), added NOT VALID and validated under SHARE UPDATE EXCLUSIVE
+// (writes go on), proves it to SET NOT NULL, which then skips the scan.
+func (r *Runner) prepareNotNull(ctx context.Context, t *Target) error {
+	notNull, err := originalNotNull(ctx, r.Pool, t)
+	if err != nil {
+		return err
+	}
+	for i := range t.Columns {
+		c := &t.Columns[i]
+		if !notNull[c.Name] {
+			continue
+		}
+		err := r.validatedNotNullCheck(ctx, t, "rollback", c.restoreNotNullCheck(), c.Name)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23514" {
+			return fmt.Errorf("rollback of %s: column %s was NOT NULL and some rows have no plaintext for it: %w", t.QualifiedName(), c.Name, err)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validatedNotNullCheck makes sure t has a validated CHECK (column IS NOT
+// NULL) named name: it adds it NOT VALID where missing and validates it
+// under SHARE UPDATE EXCLUSIVE (writes go on), each step through r.ddl's
+// lock timeout and retries. With it in place, SET NOT NULL skips its scan
+// of the table. what ("cleanup", "rollback") names the step in messages; a
+// row that violates the check fails the validation with SQLSTATE 23514.
+func (r *Runner) validatedNotNullCheck(ctx context.Context, t *Target, what, name, column string) error {
+	var exists, valid bool
+	if err := r.Pool.QueryRow(ctx, `SELECT count(*) > 0, COALESCE(bool_and(convalidated), false) FROM pg_catalog.pg_constraint
+		WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) $2`, t.Ident(), name).Scan(&exists, &valid); err != nil {
+		return fmt.Errorf("%s of %s: %w", what, t.QualifiedName(), err)
+	}
+	if valid {
+		return nil
+	}
+	step := what + " " + t.QualifiedName() + ": NOT NULL of " + column
+	if !exists {
+		if err := r.ddl(ctx, step, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL) NOT VALID", t.Ident(), ident(name), ident(column)))
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	return r.ddl(ctx, step, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", t.Ident(), ident(name)))
+		return err
+	})
 }

@@ -2,16 +2,13 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgphi/pgphi/envelope"
-	"github.com/pgphi/pgphi/internal/catalog"
 )
 
 // Rollback returns every table of the plan to plaintext and removes what pgphi
@@ -364,66 +361,4 @@ func (r *Runner) restoreCiphertextOnly(ctx context.Context, t *Target) error {
 	}
 	r.logf("    %s: %d rows written only as ciphertext decrypted into their plaintext columns", t.QualifiedName(), done)
 	return nil
-}
-
-// restoreNotNullCheck names the CHECK (col IS NOT NULL) that rollback
-// validates before it sets the plaintext NOT NULL again.
-func (c *TargetColumn) restoreNotNullCheck() string {
-	return objectName(catalog.PgphiConstraintPrefix+"restore_not_null_", c.Name)
-}
-
-// prepareNotNull lets removeExpansion put NOT NULL back on the plaintext
-// without reading the table under its ACCESS EXCLUSIVE lock: a CHECK (col IS
-// NOT NULL), added NOT VALID and validated under SHARE UPDATE EXCLUSIVE
-// (writes go on), proves it to SET NOT NULL, which then skips the scan.
-func (r *Runner) prepareNotNull(ctx context.Context, t *Target) error {
-	notNull, err := originalNotNull(ctx, r.Pool, t)
-	if err != nil {
-		return err
-	}
-	for i := range t.Columns {
-		c := &t.Columns[i]
-		if !notNull[c.Name] {
-			continue
-		}
-		err := r.validatedNotNullCheck(ctx, t, "rollback", c.restoreNotNullCheck(), c.Name)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23514" {
-			return fmt.Errorf("rollback of %s: column %s was NOT NULL and some rows have no plaintext for it: %w", t.QualifiedName(), c.Name, err)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// validatedNotNullCheck makes sure t has a validated CHECK (column IS NOT
-// NULL) named name: it adds it NOT VALID where missing and validates it
-// under SHARE UPDATE EXCLUSIVE (writes go on), each step through r.ddl's
-// lock timeout and retries. With it in place, SET NOT NULL skips its scan
-// of the table. what ("cleanup", "rollback") names the step in messages; a
-// row that violates the check fails the validation with SQLSTATE 23514.
-func (r *Runner) validatedNotNullCheck(ctx context.Context, t *Target, what, name, column string) error {
-	var exists, valid bool
-	if err := r.Pool.QueryRow(ctx, `SELECT count(*) > 0, COALESCE(bool_and(convalidated), false) FROM pg_catalog.pg_constraint
-		WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) $2`, t.Ident(), name).Scan(&exists, &valid); err != nil {
-		return fmt.Errorf("%s of %s: %w", what, t.QualifiedName(), err)
-	}
-	if valid {
-		return nil
-	}
-	step := what + " " + t.QualifiedName() + ": NOT NULL of " + column
-	if !exists {
-		if err := r.ddl(ctx, step, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL) NOT VALID", t.Ident(), ident(name), ident(column)))
-			return err
-		}); err != nil {
-			return err
-		}
-	}
-	return r.ddl(ctx, step, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", t.Ident(), ident(name)))
-		return err
-	})
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgphi/pgphi/envelope"
-	"github.com/pgphi/pgphi/internal/catalog"
 )
 
 func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
@@ -451,21 +450,4 @@ func (t *Target) incompleteRowsPredicate() string {
 		parts = append(parts, t.uniqueIncomplete(&t.Uniques[i]))
 	}
 	return strings.Join(parts, " OR ")
-}
-
-// notNullCheck names the CHECK that stands for a protected column's NOT NULL
-// from expand until cleanup: the plaintext or the ciphertext is there.
-func (c *TargetColumn) notNullCheck() string {
-	return objectName(catalog.PgphiConstraintPrefix+"not_null_", c.Name)
-}
-
-// notNullCheckSQL adds that CHECK without reading the table (NOT VALID;
-// validateNotNull validates it later under a lock that lets writes through)
-// and drops the column's NOT NULL, in the expand transaction. Built-in
-// syntax only: the check runs as the writer.
-func (t *Target) notNullCheckSQL(c *TargetColumn) []string {
-	return []string{
-		fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL OR %s IS NOT NULL) NOT VALID",
-			t.Ident(), ident(c.notNullCheck()), ident(c.Name), ident(c.Encrypted)),
-	}
 }
