@@ -183,44 +183,33 @@ func (r *Runner) validateNotNull(ctx context.Context, t *Target) error {
 	// NULL): it would refuse the NULL plaintext of ciphertext-only writes;
 	// a cleanup that stopped after prepareCiphertextNotNull left CHECK
 	// (col_encrypted IS NOT NULL): it would refuse plaintext-only writes.
-	var stale []string
+	var stale, names []string
 	for i := range t.Columns {
 		stale = append(stale, t.Columns[i].restoreNotNullCheck(), t.Columns[i].cleanupNotNullCheck())
-	}
-	rows, err := r.Pool.Query(ctx, `SELECT conname::pg_catalog.text FROM pg_catalog.pg_constraint
-		WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[])`, t.Ident(), stale)
-	if err != nil {
-		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
-	}
-	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
-	}
-	for _, name := range left {
-		err := r.ddl(ctx, "drop "+name+" on "+t.QualifiedName(), func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(name)))
-			return err
-		})
-		if err != nil {
-			return err
-		}
-	}
-	var names []string
-	for i := range t.Columns {
 		names = append(names, t.Columns[i].notNullCheck())
 	}
-	rows, err = r.Pool.Query(ctx, `SELECT conname::pg_catalog.text FROM pg_catalog.pg_constraint
-		WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]) AND NOT convalidated`, t.Ident(), names)
+	if err := r.alterChecks(ctx, t, stale, false, "drop", "DROP CONSTRAINT IF EXISTS"); err != nil {
+		return err
+	}
+	return r.alterChecks(ctx, t, names, true, "validate", "VALIDATE CONSTRAINT")
+}
+
+// alterChecks runs ALTER TABLE t <action> name, each through r.ddl's lock
+// timeout and retries, for each of names that t has (only those not
+// validated yet, with notValidated).
+func (r *Runner) alterChecks(ctx context.Context, t *Target, names []string, notValidated bool, verb, action string) error {
+	rows, err := r.Pool.Query(ctx, `SELECT conname::pg_catalog.text FROM pg_catalog.pg_constraint
+		WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]) AND NOT (convalidated AND $3)`, t.Ident(), names, notValidated)
 	if err != nil {
 		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
 	}
-	todo, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	found, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
 	}
-	for _, name := range todo {
-		err := r.ddl(ctx, "validate "+name+" on "+t.QualifiedName(), func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", t.Ident(), ident(name)))
+	for _, name := range found {
+		err := r.ddl(ctx, verb+" "+name+" on "+t.QualifiedName(), func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s %s %s", t.Ident(), action, ident(name)))
 			return err
 		})
 		if err != nil {
@@ -266,6 +255,19 @@ func (c *TargetColumn) cleanupNotNullCheck() string {
 // the validation; the check is then dropped and SET NOT NULL reads the table
 // under cleanup's lock instead, after the catch-up.
 func (r *Runner) prepareCiphertextNotNull(ctx context.Context, t *Target) error {
+	return r.proveNotNull(ctx, t, "cleanup", func(c *TargetColumn) (string, string) { return c.cleanupNotNullCheck(), c.Encrypted },
+		func(c *TargetColumn, _ error) error {
+			r.logf("    %s: rows still wait for their %s: NOT NULL is checked under the lock instead", t.QualifiedName(), c.Encrypted)
+			r.dropCiphertextNotNullChecks(ctx, t)
+			return nil
+		})
+}
+
+// proveNotNull validates, for each protected column that was NOT NULL
+// before expand, the CHECK (column IS NOT NULL) that which names on the
+// column it picks (validatedNotNullCheck). A row that violates one ends
+// the loop with what violated returns for that column.
+func (r *Runner) proveNotNull(ctx context.Context, t *Target, what string, which func(*TargetColumn) (check, column string), violated func(*TargetColumn, error) error) error {
 	notNull, err := originalNotNull(ctx, r.Pool, t)
 	if err != nil {
 		return err
@@ -275,12 +277,11 @@ func (r *Runner) prepareCiphertextNotNull(ctx context.Context, t *Target) error 
 		if !notNull[c.Name] {
 			continue
 		}
-		err := r.validatedNotNullCheck(ctx, t, "cleanup", c.cleanupNotNullCheck(), c.Encrypted)
+		check, column := which(c)
+		err := r.validatedNotNullCheck(ctx, t, what, check, column)
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23514" {
-			r.logf("    %s: rows still wait for their %s: NOT NULL is checked under the lock instead", t.QualifiedName(), c.Encrypted)
-			r.dropCiphertextNotNullChecks(ctx, t)
-			return nil
+			return violated(c, err)
 		}
 		if err != nil {
 			return err
@@ -314,25 +315,10 @@ func (c *TargetColumn) restoreNotNullCheck() string {
 // NOT NULL), added NOT VALID and validated under SHARE UPDATE EXCLUSIVE
 // (writes go on), proves it to SET NOT NULL, which then skips the scan.
 func (r *Runner) prepareNotNull(ctx context.Context, t *Target) error {
-	notNull, err := originalNotNull(ctx, r.Pool, t)
-	if err != nil {
-		return err
-	}
-	for i := range t.Columns {
-		c := &t.Columns[i]
-		if !notNull[c.Name] {
-			continue
-		}
-		err := r.validatedNotNullCheck(ctx, t, "rollback", c.restoreNotNullCheck(), c.Name)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23514" {
+	return r.proveNotNull(ctx, t, "rollback", func(c *TargetColumn) (string, string) { return c.restoreNotNullCheck(), c.Name },
+		func(c *TargetColumn, err error) error {
 			return fmt.Errorf("rollback of %s: column %s was NOT NULL and some rows have no plaintext for it: %w", t.QualifiedName(), c.Name, err)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		})
 }
 
 // validatedNotNullCheck makes sure t has a validated CHECK (column IS NOT
