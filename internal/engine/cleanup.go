@@ -136,7 +136,7 @@ func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions
 	for _, t := range r.Plan.Tables {
 		if !t.Cleaned() {
 			r.logf("==> cleanup %s: under a brief lock catch up, re-verify what changed since the verification, drop plaintext columns, triggers and marker", t.QualifiedName())
-			if err := r.prepareCiphertextNotNull(ctx, t); err != nil {
+			if err := t.prepare(ctx, &opTx{r: r, t: t}, false); err != nil {
 				return err
 			}
 			if err := r.dropPlaintext(ctx, t, opt, verifiedFrom); err != nil {

@@ -13,6 +13,11 @@ import (
 // that order, stage by stage; cleanup and rollback run Cleanup and Rollback
 // in the reverse order, each inside the one transaction of its table.
 //
+// Work of cleanup or rollback that must not hold their lock (a CHECK
+// validated while writes go on, values decrypted in batches) is an
+// operation's preparer methods, run in the same order before the
+// transaction.
+//
 // Every method may be interrupted and run again, by this process or
 // another, and must end in the same state: DDL is IF [NOT] EXISTS or
 // CREATE OR REPLACE, state rows are upserted or deleted whole.
@@ -118,18 +123,48 @@ func (s opStep) Run(ctx context.Context, r *Runner) error {
 	return s.op.Apply(ctx, &opTx{r: r, t: s.t})
 }
 
+// preparer is an operation with work of cleanup or rollback that runs
+// before their transaction, outside it, so that the application keeps
+// writing meanwhile: a CHECK validated under SHARE UPDATE EXCLUSIVE, values
+// decrypted in batches of their own. Idempotent like the rest, and run in
+// the same reverse order; o.tx is nil.
+type preparer interface {
+	PrepareCleanup(ctx context.Context, o *opTx) error
+	PrepareRollback(ctx context.Context, o *opTx) error
+}
+
+// prepare runs every preparer's PrepareCleanup or PrepareRollback, in the
+// reverse of apply's order.
+func (t *Target) prepare(ctx context.Context, o *opTx, rollback bool) error {
+	return t.reverse(func(op Operation) error {
+		p, ok := op.(preparer)
+		switch {
+		case !ok:
+			return nil
+		case rollback:
+			return p.PrepareRollback(ctx, o)
+		default:
+			return p.PrepareCleanup(ctx, o)
+		}
+	})
+}
+
 // undo runs every operation's Cleanup or Rollback in o's transaction, in
 // the reverse of apply's order.
 func (t *Target) undo(ctx context.Context, o *opTx, rollback bool) error {
+	return t.reverse(func(op Operation) error {
+		if rollback {
+			return op.Rollback(ctx, o)
+		}
+		return op.Cleanup(ctx, o)
+	})
+}
+
+// reverse calls fn for each of t's operations, last first, until one fails.
+func (t *Target) reverse(fn func(Operation) error) error {
 	ops := t.operations()
 	for i := len(ops) - 1; i >= 0; i-- {
-		var err error
-		if rollback {
-			err = ops[i].Rollback(ctx, o)
-		} else {
-			err = ops[i].Cleanup(ctx, o)
-		}
-		if err != nil {
+		if err := fn(ops[i]); err != nil {
 			return err
 		}
 	}

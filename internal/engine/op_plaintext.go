@@ -22,6 +22,10 @@ import (
 // forgets the table's records.
 type plaintextOp struct{ t *Target }
 
+// The plaintext is the one operation with work outside cleanup's and
+// rollback's locks.
+var _ preparer = plaintextOp{}
+
 func (s plaintextOp) Describe() string {
 	var cols []string
 	for _, c := range s.t.Columns {
@@ -118,6 +122,37 @@ func (s plaintextOp) Cleanup(ctx context.Context, o *opTx) error {
 			WHERE table_name = %s AND column_name = %s`, quoteLiteral(enc), quoteLiteral(t.QualifiedName()), quoteLiteral(c.Name)))
 	}
 	return o.exec(ctx, stmts...)
+}
+
+// PrepareCleanup proves the ciphertext NOT NULL where the plaintext was,
+// before cleanup's lock (prepareCiphertextNotNull).
+func (s plaintextOp) PrepareCleanup(ctx context.Context, o *opTx) error {
+	return o.r.prepareCiphertextNotNull(ctx, s.t)
+}
+
+// PrepareRollback brings the plaintext back before rollback's lock: after
+// cleanup, the columns re-created and filled by decryption
+// (restorePlaintext); before, the values the application wrote only as
+// ciphertext decrypted into them (restoreCiphertextOnly). Then it proves
+// the NOT NULL the plaintext had (prepareNotNull) and, after cleanup, puts
+// back what cleanup removed with it (restoreRemoved).
+func (s plaintextOp) PrepareRollback(ctx context.Context, o *opTx) error {
+	r, t := o.r, s.t
+	cleaned := t.Cleaned()
+	if cleaned {
+		if err := r.restorePlaintext(ctx, t); err != nil {
+			return err
+		}
+	} else if err := r.restoreCiphertextOnly(ctx, t); err != nil {
+		return err
+	}
+	if err := r.prepareNotNull(ctx, t); err != nil {
+		return err
+	}
+	if cleaned {
+		return r.restoreRemoved(ctx, t)
+	}
+	return nil
 }
 
 // Rollback puts back the plaintext's NOT NULL in place of pgphi's CHECK

@@ -21,25 +21,13 @@ func (r *Runner) Rollback(ctx context.Context) error {
 		if err := t.loadUniques(ctx, r.Pool); err != nil {
 			return err
 		}
-		cleaned := t.Cleaned()
-		if cleaned {
+		if t.Cleaned() {
 			r.logf("==> rollback %s: restore plaintext columns from the ciphertext, then what cleanup removed", t.QualifiedName())
-			if err := r.restorePlaintext(ctx, t); err != nil {
-				return err
-			}
 		} else {
 			r.logf("==> rollback %s: remove ciphertext, blind index, unique digests, marker and trigger", t.QualifiedName())
-			if err := r.restoreCiphertextOnly(ctx, t); err != nil {
-				return err
-			}
 		}
-		if err := r.prepareNotNull(ctx, t); err != nil {
+		if err := t.prepare(ctx, &opTx{r: r, t: t}, true); err != nil {
 			return err
-		}
-		if cleaned {
-			if err := r.restoreRemoved(ctx, t); err != nil {
-				return err
-			}
 		}
 		if err := r.removeExpansion(ctx, t); err != nil {
 			return err
