@@ -34,8 +34,8 @@ type Operation interface {
 	// CONCURRENTLY, batches of their own).
 	Apply(ctx context.Context, o *opTx) error
 	// Cleanup runs in cleanup's transaction, which blocks the table's
-	// writers, after every value was verified: what becomes of the
-	// operation's objects once the plaintext is gone.
+	// writers, after cleanup's own verification of every value: what
+	// becomes of the operation's objects once the plaintext is gone.
 	Cleanup(ctx context.Context, o *opTx) error
 	// Rollback runs in rollback's transaction (ACCESS EXCLUSIVE), after the
 	// plaintext is back: it removes the operation's objects and state.
@@ -43,8 +43,9 @@ type Operation interface {
 }
 
 // Stage orders apply's work across the tables of a plan: every table is
-// expanded before any is backfilled, so that the triggers mark every
-// application write from the earliest moment.
+// expanded (the brief locks, and the checks that may refuse a table) before
+// any long backfill starts, and the indexes over backfilled columns wait
+// for the backfill, so that it does not maintain them row by row.
 type Stage int
 
 // The stages of apply, in order.
