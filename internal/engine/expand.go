@@ -35,8 +35,9 @@ func (s expandStep) Describe() string {
 	return d
 }
 
-// Run expands the table unless everything is in place already, then
-// validates the CHECKs that stand for NOT NULL.
+// Run expands the table unless everything is in place already, then runs
+// the operations' AfterExpand (the CHECKs that stand for NOT NULL
+// validated, validation rules recorded).
 func (s expandStep) Run(ctx context.Context, r *Runner) error {
 	t := s.t
 	if err := CheckTableShapes(ctx, r.Pool, r.Config, []*catalog.Table{t.Table}); err != nil {
@@ -54,12 +55,14 @@ func (s expandStep) Run(ctx context.Context, r *Runner) error {
 			return err
 		}
 	}
-	// The column's CHECKs and domain, as validation rules (rules.go): read
-	// again at every apply while the plaintext is there.
-	if err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error { return t.recordRules(ctx, tx) }); err != nil {
-		return err
-	}
-	return r.validateNotNull(ctx, t)
+	// What the operations do after the transaction, whether it ran or not.
+	o := &opTx{r: r, t: t}
+	return t.forward(func(op Operation) error {
+		if u, ok := op.(unlocked); ok && op.Stage() == StageExpand {
+			return u.AfterExpand(ctx, o)
+		}
+		return nil
+	})
 }
 
 func (s expandStep) expand(ctx context.Context, r *Runner) error {
@@ -84,15 +87,12 @@ func (s expandStep) expand(ctx context.Context, r *Runner) error {
 		// Every operation of the table that puts objects in place at
 		// expand, in order, in this one transaction.
 		o := &opTx{r: r, t: t, tx: tx, notNull: map[string]bool{}}
-		for _, op := range t.operations() {
+		return t.forward(func(op Operation) error {
 			if op.Stage() != StageExpand {
-				continue
+				return nil
 			}
-			if err := op.Apply(ctx, o); err != nil {
-				return err
-			}
-		}
-		return nil
+			return op.Apply(ctx, o)
+		})
 	})
 }
 

@@ -13,10 +13,9 @@ import (
 // that order, stage by stage; cleanup and rollback run Cleanup and Rollback
 // in the reverse order, each inside the one transaction of its table.
 //
-// Work of cleanup or rollback that must not hold their lock (a CHECK
+// Work that must not hold the lock of expand, cleanup or rollback (a CHECK
 // validated while writes go on, values decrypted in batches) is an
-// operation's preparer methods, run in the same order before the
-// transaction.
+// operation's unlocked methods, run beside the transaction.
 //
 // Every method may be interrupted and run again, by this process or
 // another, and must end in the same state: DDL is IF [NOT] EXISTS or
@@ -124,28 +123,32 @@ func (s opStep) Run(ctx context.Context, r *Runner) error {
 	return s.op.Apply(ctx, &opTx{r: r, t: s.t})
 }
 
-// preparer is an operation with work of cleanup or rollback that runs
-// before their transaction, outside it, so that the application keeps
-// writing meanwhile: a CHECK validated under SHARE UPDATE EXCLUSIVE, values
-// decrypted in batches of their own. Idempotent like the rest, and run in
-// the same reverse order; o.tx is nil.
-type preparer interface {
+// unlocked is an operation with work of expand, cleanup or rollback that
+// runs outside their transaction, so that the application keeps writing
+// meanwhile: a CHECK validated under SHARE UPDATE EXCLUSIVE, values
+// decrypted in batches of their own. Idempotent like the rest; o.tx is
+// nil. AfterExpand runs after expand's transaction at every apply (also
+// when everything was in place and the transaction was skipped);
+// PrepareCleanup and PrepareRollback run before cleanup's and rollback's
+// transaction, in the same reverse order.
+type unlocked interface {
+	AfterExpand(ctx context.Context, o *opTx) error
 	PrepareCleanup(ctx context.Context, o *opTx) error
 	PrepareRollback(ctx context.Context, o *opTx) error
 }
 
-// prepare runs every preparer's PrepareCleanup or PrepareRollback, in the
-// reverse of apply's order.
+// prepare runs every unlocked operation's PrepareCleanup or
+// PrepareRollback, in the reverse of apply's order.
 func (t *Target) prepare(ctx context.Context, o *opTx, rollback bool) error {
 	return t.reverse(func(op Operation) error {
-		p, ok := op.(preparer)
+		u, ok := op.(unlocked)
 		switch {
 		case !ok:
 			return nil
 		case rollback:
-			return p.PrepareRollback(ctx, o)
+			return u.PrepareRollback(ctx, o)
 		default:
-			return p.PrepareCleanup(ctx, o)
+			return u.PrepareCleanup(ctx, o)
 		}
 	})
 }
@@ -159,6 +162,16 @@ func (t *Target) undo(ctx context.Context, o *opTx, rollback bool) error {
 		}
 		return op.Cleanup(ctx, o)
 	})
+}
+
+// forward calls fn for each of t's operations in order, until one fails.
+func (t *Target) forward(fn func(Operation) error) error {
+	for _, op := range t.operations() {
+		if err := fn(op); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // reverse calls fn for each of t's operations, last first, until one fails.

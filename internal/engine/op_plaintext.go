@@ -22,9 +22,9 @@ import (
 // forgets the table's records.
 type plaintextOp struct{ t *Target }
 
-// The plaintext is the one operation with work outside cleanup's and
-// rollback's locks.
-var _ preparer = plaintextOp{}
+// The plaintext is the one operation with work outside the locks of
+// expand, cleanup and rollback.
+var _ unlocked = plaintextOp{}
 
 func (s plaintextOp) Describe() string {
 	var cols []string
@@ -122,6 +122,18 @@ func (s plaintextOp) Cleanup(ctx context.Context, o *opTx) error {
 			WHERE table_name = %s AND column_name = %s`, quoteLiteral(enc), quoteLiteral(t.QualifiedName()), quoteLiteral(c.Name)))
 	}
 	return o.exec(ctx, stmts...)
+}
+
+// AfterExpand validates the CHECKs that stand for NOT NULL
+// (validateNotNull) and records the columns' CHECKs and domain as
+// validation rules (rules.go): read again at every apply while the
+// plaintext is there.
+func (s plaintextOp) AfterExpand(ctx context.Context, o *opTx) error {
+	r, t := o.r, s.t
+	if err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error { return t.recordRules(ctx, tx) }); err != nil {
+		return err
+	}
+	return r.validateNotNull(ctx, t)
 }
 
 // PrepareCleanup proves the ciphertext NOT NULL where the plaintext was,
