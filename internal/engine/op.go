@@ -64,7 +64,7 @@ var stages = []Stage{StageExpand, StagePending, StageBackfill, StageUnique, Stag
 type opTx struct {
 	r  *Runner
 	t  *Target
-	tx pgx.Tx // nil for apply's stages after expand
+	tx pgx.Tx // nil after expand's stage, and in the unlocked methods
 
 	// notNull is which protected columns were NOT NULL before expand:
 	// filled by the operation that records it in expand, read from pgphi's
@@ -88,8 +88,10 @@ func (o *opTx) exec(ctx context.Context, stmts ...string) error {
 // operations lists everything apply puts on t, in the order apply puts it
 // there. The order is what makes the reverse order safe for cleanup and
 // rollback: a column comes before the checks, triggers and indexes that
-// name it, the plaintext's record before what reads it, and the catch-up
-// last (its Cleanup catches up and re-verifies before anything is dropped).
+// name it (the triggers after every check whose definition they hash, and
+// before the plaintext's drop in reverse: their WHEN names it), and the
+// catch-up last (its Cleanup catches up and re-verifies before anything is
+// dropped).
 // A column's ciphertext and terms come together, keeping the order the
 // added columns have always had in the table.
 func (t *Target) operations() []Operation {
