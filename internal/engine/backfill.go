@@ -14,22 +14,6 @@ import (
 	"github.com/pgphi/pgphi/keys"
 )
 
-// backfillStep encrypts every row that existed when the table was chunked,
-// keyset-paginated within leased chunks.
-type backfillStep struct{ t *Target }
-
-func (s backfillStep) Describe() string {
-	return fmt.Sprintf("backfill %s: encrypt every row in key order, in batches, over chunks leased with FOR UPDATE SKIP LOCKED", s.t.QualifiedName())
-}
-
-func (s backfillStep) Run(ctx context.Context, r *Runner) error {
-	t := s.t
-	return r.runChunks(ctx, "backfill", t.QualifiedName(), t, func(ctx context.Context, tx pgx.Tx, from, upper []string) (int, []string, error) {
-		q, args := t.chunkQuery(t.valueTexts(), "", from, upper, r.BatchSize)
-		return r.encryptBatch(ctx, tx, t, q, args)
-	})
-}
-
 // valueTexts reads every protected value's canonical text, under the
 // session settings of canonicalParams.
 func (t *Target) valueTexts() []string {

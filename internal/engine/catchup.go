@@ -8,51 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// catchUpStep re-encrypts rows the application wrote during the backfill (the
-// trigger marked them), then sweeps the table for any row whose ciphertexts do
-// not match its plaintexts, marks those, and repeats until nothing is marked.
-type catchUpStep struct{ t *Target }
-
-func (s catchUpStep) Describe() string {
-	return fmt.Sprintf("catch up %s: re-encrypt rows marked %s by the trigger, sweep for incomplete rows, repeat until none", s.t.QualifiedName(), MarkerColumn)
-}
-
-func (s catchUpStep) Run(ctx context.Context, r *Runner) error {
-	t := s.t
-	// Under a steady application write rate there is always a newly marked
-	// row, so "until nothing is marked" would never end. Rounds continue while
-	// they still find real work (a full batch, or rows the sweep marked); what
-	// the application writes after the last round stays marked for the next
-	// apply, and cleanup's final pass runs under a brief lock.
-	for round := 1; round <= maxCatchUpRounds; round++ {
-		n, err := r.catchUp(ctx, t)
-		if err != nil {
-			return err
-		}
-		var swept int64
-		if round == 1 {
-			if swept, err = r.sweep(ctx, t); err != nil {
-				return err
-			}
-		}
-		if n > 0 || swept > 0 {
-			r.logf("    %s: catch-up round %d re-encrypted %d rows, sweep marked %d", t.QualifiedName(), round, n, swept)
-		}
-		if swept == 0 && n < int64(r.BatchSize) {
-			break
-		}
-	}
-	var marked int64
-	if err := r.ownerQueryRow(ctx, t, fmt.Sprintf("SELECT count(*) FROM %s WHERE %s", t.Ident(), ident(MarkerColumn)), &marked); err != nil {
-		return err
-	}
-	r.remaining.Add(marked)
-	if marked > 0 {
-		r.logf("    %s: %d rows changed by the application during the last pass stay marked; the next apply encrypts them", t.QualifiedName(), marked)
-	}
-	return nil
-}
-
 // maxCatchUpRounds bounds catch-up against a write rate close to pgphi's own.
 const maxCatchUpRounds = 20
 

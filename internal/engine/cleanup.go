@@ -9,9 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/pgphi/pgphi/internal/catalog"
 )
 
 // ErrRefused marks a lifecycle step that policy refuses (exit code 4).
@@ -139,7 +136,7 @@ func (r *Runner) Cleanup(ctx context.Context, confirm string, opt CleanupOptions
 	for _, t := range r.Plan.Tables {
 		if !t.Cleaned() {
 			r.logf("==> cleanup %s: under a brief lock catch up, re-verify what changed since the verification, drop plaintext columns, triggers and marker", t.QualifiedName())
-			if err := r.prepareCiphertextNotNull(ctx, t); err != nil {
+			if err := t.prepare(ctx, &opTx{r: r, t: t}, false); err != nil {
 				return err
 			}
 			if err := r.dropPlaintext(ctx, t, opt, verifiedFrom); err != nil {
@@ -208,10 +205,11 @@ func (r *Runner) checkCleanupAllowed(ctx context.Context) (verifiedFrom uint64, 
 	return mark.SnapshotXmin, nil
 }
 
-// dropPlaintext does the irreversible part in one transaction: catch up what
-// is still marked while writes are blocked, check that every plaintext has its
-// ciphertext and terms, then drop the plaintext, the trigger and the marker.
-// A crash before commit leaves everything as it was.
+// dropPlaintext does the irreversible part in one transaction: under a lock
+// that blocks writers, every operation's Cleanup (op.go) catches up what is
+// still marked, checks that every plaintext has its ciphertext and terms,
+// then drops the plaintext, the triggers and the marker. A crash before
+// commit leaves everything as it was.
 func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOptions, verifiedFrom uint64) error {
 	return r.ddl(ctx, "cleanup "+t.QualifiedName(), func(tx pgx.Tx) error {
 		// EXCLUSIVE blocks writers, not readers, for the few statements below.
@@ -227,75 +225,14 @@ func (r *Runner) dropPlaintext(ctx context.Context, t *Target, opt CleanupOption
 		if len(problems) > 0 {
 			return withNextStep(refusef("pgphi's triggers are not in place (%s): an apply restores them", problems[0]), OpApply)
 		}
-		for {
-			n, _, err := r.encryptBatch(ctx, tx, t, t.catchUpQuery(), []any{r.BatchSize})
-			if err != nil {
-				return err
-			}
-			if n == 0 {
-				break
-			}
-		}
-		// The batches above turned synchronous_commit off for this
-		// transaction; dropping the plaintext is reported done only once it
-		// is durable.
-		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = on"); err != nil {
-			return err
-		}
-		if err := r.reverifyUnderLock(ctx, tx, t, verifiedFrom); err != nil {
-			return err
-		}
-		// What the drop takes with it, for a rollback to put back.
-		if err := t.recordRemoved(ctx, tx); err != nil {
-			return err
-		}
-		var drops []string
-		for _, c := range t.Columns {
-			drops = append(drops, "DROP COLUMN "+ident(c.Name))
-		}
-		drops = append(drops, "DROP COLUMN "+ident(MarkerColumn))
-		stmts := append(t.dropTriggersSQL(),
-			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")),
-			fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", t.markFunctionIdent()),
-		)
-		// A column that was NOT NULL: its ciphertext is NOT NULL from now on
-		// (pgphi's CHECK went with the plaintext it names).
 		notNull, err := originalNotNull(ctx, tx, t)
 		if err != nil {
 			return err
 		}
-		for _, c := range t.Columns {
-			if notNull[c.Name] {
-				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL", t.Ident(), ident(c.Encrypted)))
-			}
-			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(c.cleanupNotNullCheck())))
-			// The column's comment goes to its ciphertext (and back at rollback).
-			if err := copyColumnComment(ctx, tx, t, c.Name, c.Encrypted); err != nil {
-				return err
-			}
-		}
-		// The digests' CHECKs named the plaintext and went with it: from
-		// now on every row with a ciphertext holds its digest (cleanup
-		// verified them all; NOT VALID: no scan under the lock).
-		for i := range t.Uniques {
-			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(t.uniquePresentCheck(t.Uniques[i].Column))),
-				t.uniquePresentCheckSQL(&t.Uniques[i], false))
-		}
-		for _, c := range t.Columns {
-			enc := c.Encrypted
-			if opt.Rename {
-				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s RENAME COLUMN %s TO %s", t.Ident(), ident(c.Encrypted), ident(c.Name)))
-				enc = c.Name
-			}
-			stmts = append(stmts, fmt.Sprintf(`UPDATE pgphi.protected_columns SET phase = 'cleaned', cleaned_at = now(), encrypted_column = %s
-				WHERE table_name = %s AND column_name = %s`, quoteLiteral(enc), quoteLiteral(t.QualifiedName()), quoteLiteral(c.Name)))
-		}
-		for _, st := range stmts {
-			if _, err := tx.Exec(ctx, st); err != nil {
-				return err
-			}
-		}
-		return nil
+		// Every operation of the table, in the reverse of apply's order:
+		// the catch-up and its re-verification first, then the triggers,
+		// then the plaintext and what named it.
+		return t.undo(ctx, &opTx{r: r, t: t, tx: tx, notNull: notNull, rename: opt.Rename, verifiedFrom: verifiedFrom}, false)
 	})
 }
 
@@ -393,28 +330,6 @@ func refusef(format string, args ...any) error {
 	return &refusal{msg: fmt.Sprintf(format, args...)}
 }
 
-// originalNotNull reads which protected columns of t were NOT NULL before
-// expand (pgphi.protected_columns.original_not_null).
-func originalNotNull(ctx context.Context, q interface {
-	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, t *Target) (map[string]bool, error) {
-	rows, err := q.Query(ctx, `SELECT column_name, COALESCE(original_not_null, false) FROM pgphi.protected_columns WHERE table_name OPERATOR(pg_catalog.=) $1`, t.QualifiedName())
-	if err != nil {
-		return nil, fmt.Errorf("reading the NOT NULL columns of %s: %w", t.QualifiedName(), err)
-	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var name string
-		var nn bool
-		if err := rows.Scan(&name, &nn); err != nil {
-			return nil, err
-		}
-		out[name] = nn
-	}
-	return out, rows.Err()
-}
-
 // copyColumnComment gives column to of t the comment of column from, if it
 // has one (COMMENT takes only a literal: it is read, then quoted).
 func copyColumnComment(ctx context.Context, tx pgx.Tx, t *Target, from, to string) error {
@@ -431,55 +346,4 @@ func copyColumnComment(ctx context.Context, tx pgx.Tx, t *Target, from, to strin
 		return fmt.Errorf("carrying the comment of %s.%s to %s: %w", t.QualifiedName(), from, to, err)
 	}
 	return nil
-}
-
-// cleanupNotNullCheck names the CHECK (col_encrypted IS NOT NULL) cleanup
-// validates before its lock, so that SET NOT NULL under the lock skips its
-// scan of the table.
-func (c *TargetColumn) cleanupNotNullCheck() string {
-	return objectName(catalog.PgphiConstraintPrefix+"cleanup_not_null_", c.Name)
-}
-
-// prepareCiphertextNotNull adds, for each column that was NOT NULL,
-// CHECK (col_encrypted IS NOT NULL) NOT VALID and validates it under SHARE
-// UPDATE EXCLUSIVE (writes go on): applications have cut over, so every
-// write brings a ciphertext. A row still waiting for its ciphertext fails
-// the validation; the check is then dropped and SET NOT NULL reads the table
-// under cleanup's lock instead, after the catch-up.
-func (r *Runner) prepareCiphertextNotNull(ctx context.Context, t *Target) error {
-	notNull, err := originalNotNull(ctx, r.Pool, t)
-	if err != nil {
-		return err
-	}
-	for i := range t.Columns {
-		c := &t.Columns[i]
-		if !notNull[c.Name] {
-			continue
-		}
-		err := r.validatedNotNullCheck(ctx, t, "cleanup", c.cleanupNotNullCheck(), c.Encrypted)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23514" {
-			r.logf("    %s: rows still wait for their %s: NOT NULL is checked under the lock instead", t.QualifiedName(), c.Encrypted)
-			r.dropCiphertextNotNullChecks(ctx, t)
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// dropCiphertextNotNullChecks removes prepareCiphertextNotNull's checks
-// after a cleanup that did not go through (best effort: expand and rollback
-// remove them too).
-func (r *Runner) dropCiphertextNotNullChecks(ctx context.Context, t *Target) {
-	var drops []string
-	for _, c := range t.Columns {
-		drops = append(drops, "DROP CONSTRAINT IF EXISTS "+ident(c.cleanupNotNullCheck()))
-	}
-	_ = r.ddl(ctx, "cleanup "+t.QualifiedName()+": drop NOT NULL checks", func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")))
-		return err
-	})
 }

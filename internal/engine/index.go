@@ -356,21 +356,6 @@ func (indexPlanStep) Run(ctx context.Context, r *Runner) error {
 	return err
 }
 
-// searchIndexStep builds the GIN index over a column's terms, after the
-// backfill so that apply does not pay for incremental GIN maintenance.
-type searchIndexStep struct {
-	t *Target
-	c *TargetColumn
-}
-
-func (s searchIndexStep) Describe() string {
-	return fmt.Sprintf("index %s.%s: GIN index %s on %s, built concurrently", s.t.QualifiedName(), s.c.Name, s.t.searchIndex(s.c), s.c.Index)
-}
-
-func (s searchIndexStep) Run(ctx context.Context, r *Runner) error {
-	return r.buildIndex(ctx, s.t, s.t.searchIndex(s.c), fmt.Sprintf("USING gin (%s)", ident(s.c.Index)))
-}
-
 func (t *Target) searchIndex(c *TargetColumn) string {
 	return objectName("pgphi_bidx_", t.QualifiedName()+"."+c.Name)
 }

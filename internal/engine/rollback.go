@@ -2,15 +2,12 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgphi/pgphi/envelope"
-	"github.com/pgphi/pgphi/internal/catalog"
 )
 
 // Rollback returns every table of the plan to plaintext and removes what pgphi
@@ -23,25 +20,13 @@ func (r *Runner) Rollback(ctx context.Context) error {
 		if err := t.loadUniques(ctx, r.Pool); err != nil {
 			return err
 		}
-		cleaned := t.Cleaned()
-		if cleaned {
+		if t.Cleaned() {
 			r.logf("==> rollback %s: restore plaintext columns from the ciphertext, then what cleanup removed", t.QualifiedName())
-			if err := r.restorePlaintext(ctx, t); err != nil {
-				return err
-			}
 		} else {
 			r.logf("==> rollback %s: remove ciphertext, blind index, unique digests, marker and trigger", t.QualifiedName())
-			if err := r.restoreCiphertextOnly(ctx, t); err != nil {
-				return err
-			}
 		}
-		if err := r.prepareNotNull(ctx, t); err != nil {
+		if err := t.prepare(ctx, &opTx{r: r, t: t}, true); err != nil {
 			return err
-		}
-		if cleaned {
-			if err := r.restoreRemoved(ctx, t); err != nil {
-				return err
-			}
 		}
 		if err := r.removeExpansion(ctx, t); err != nil {
 			return err
@@ -57,8 +42,9 @@ func (r *Runner) Rollback(ctx context.Context) error {
 	return nil
 }
 
-// removeExpansion drops everything expand added, and the plan's state for the
-// table, in one transaction: a crash leaves all or nothing to redo.
+// removeExpansion drops everything apply added, and the plan's state for the
+// table, in one transaction (every operation's Rollback, op.go): a crash
+// leaves all or nothing to redo.
 func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 	return r.ddl(ctx, "rollback "+t.QualifiedName(), func(tx pgx.Tx) error {
 		notNull, err := originalNotNull(ctx, tx, t)
@@ -78,61 +64,15 @@ func (r *Runner) removeExpansion(ctx context.Context, t *Target) error {
 				return withNextStep(fmt.Errorf("rollback of %s: %d rows were written only as ciphertext meanwhile; nothing was dropped, and a rollback again restores them", t.QualifiedName(), n), OpRollback)
 			}
 		}
-		var drops []string
-		for i := range t.Columns {
-			drops = append(drops, "DROP CONSTRAINT IF EXISTS "+ident(t.Columns[i].notNullCheck()))
+		// Every operation of the table, in the reverse of apply's order:
+		// the triggers first, then the checks and columns they named.
+		if err := t.undo(ctx, &opTx{r: r, t: t, tx: tx, notNull: notNull}, true); err != nil {
+			return err
 		}
-		for _, c := range t.Columns {
-			drops = append(drops, "DROP COLUMN IF EXISTS "+ident(c.Encrypted))
-			if c.Index != "" {
-				// A reindex's next generation and its trigger go too.
-				drops = append(drops, "DROP COLUMN IF EXISTS "+ident(c.Index), "DROP COLUMN IF EXISTS "+ident(c.NextIndex()))
-			}
-		}
-		for _, u := range t.Uniques {
-			// Its index and CHECK go with it.
-			drops = append(drops, "DROP COLUMN IF EXISTS "+ident(u.Column))
-		}
-		drops = append(drops, "DROP COLUMN IF EXISTS "+ident(MarkerColumn))
-		stmts := t.dropTriggersSQL()
-		for i := range t.Columns {
-			if c := &t.Columns[i]; c.HasIndex() {
-				stmts = append(stmts, fmt.Sprintf("DROP TRIGGER IF EXISTS %s ON %s", ident(t.reindexTrigger(c)), t.Ident()),
-					fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", pgx.Identifier{"pgphi", t.reindexFunction(c)}.Sanitize()))
-			}
-		}
-		stmts = append(stmts,
-			fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(drops, ", ")),
-			fmt.Sprintf("DROP FUNCTION IF EXISTS %s()", t.markFunctionIdent()),
-		)
-		// The plaintext gets its NOT NULL back (a row the application wrote
-		// only as ciphertext refuses the rollback, naming the column).
-		for _, c := range t.Columns {
-			if notNull[c.Name] {
-				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL", t.Ident(), ident(c.Name)))
-			}
-			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(c.restoreNotNullCheck())))
-		}
-		for _, st := range stmts {
-			if _, err := tx.Exec(ctx, st); err != nil {
-				return err
-			}
-		}
-		for _, q := range []string{
-			"DELETE FROM pgphi.protected_columns WHERE table_name = $1",
-			"DELETE FROM pgphi.blind_indexes WHERE table_name = $1",
-			"DELETE FROM pgphi.chunks WHERE table_name = $1 OR starts_with(table_name, $1 || '#reindex:')",
-			"DELETE FROM pgphi.plan_tables WHERE table_name = $1 OR starts_with(table_name, $1 || '#reindex:')",
-			"DELETE FROM pgphi.failures WHERE table_name = $1",
-			"DELETE FROM pgphi.unique_columns WHERE table_name = $1",
-			"DELETE FROM pgphi.column_rules WHERE table_name = $1",
-			"DELETE FROM pgphi.removed_objects WHERE table_name = $1",
-		} {
-			if _, err := tx.Exec(ctx, q, t.QualifiedName()); err != nil {
-				return err
-			}
-		}
-		return nil
+		// The blind index sizing is recorded by apply's sizing step, for
+		// the whole plan, not by an operation of the table.
+		_, err = tx.Exec(ctx, "DELETE FROM pgphi.blind_indexes WHERE table_name = $1", t.QualifiedName())
+		return err
 	})
 }
 
@@ -343,66 +283,4 @@ func (r *Runner) restoreCiphertextOnly(ctx context.Context, t *Target) error {
 	}
 	r.logf("    %s: %d rows written only as ciphertext decrypted into their plaintext columns", t.QualifiedName(), done)
 	return nil
-}
-
-// restoreNotNullCheck names the CHECK (col IS NOT NULL) that rollback
-// validates before it sets the plaintext NOT NULL again.
-func (c *TargetColumn) restoreNotNullCheck() string {
-	return objectName(catalog.PgphiConstraintPrefix+"restore_not_null_", c.Name)
-}
-
-// prepareNotNull lets removeExpansion put NOT NULL back on the plaintext
-// without reading the table under its ACCESS EXCLUSIVE lock: a CHECK (col IS
-// NOT NULL), added NOT VALID and validated under SHARE UPDATE EXCLUSIVE
-// (writes go on), proves it to SET NOT NULL, which then skips the scan.
-func (r *Runner) prepareNotNull(ctx context.Context, t *Target) error {
-	notNull, err := originalNotNull(ctx, r.Pool, t)
-	if err != nil {
-		return err
-	}
-	for i := range t.Columns {
-		c := &t.Columns[i]
-		if !notNull[c.Name] {
-			continue
-		}
-		err := r.validatedNotNullCheck(ctx, t, "rollback", c.restoreNotNullCheck(), c.Name)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23514" {
-			return fmt.Errorf("rollback of %s: column %s was NOT NULL and some rows have no plaintext for it: %w", t.QualifiedName(), c.Name, err)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// validatedNotNullCheck makes sure t has a validated CHECK (column IS NOT
-// NULL) named name: it adds it NOT VALID where missing and validates it
-// under SHARE UPDATE EXCLUSIVE (writes go on), each step through r.ddl's
-// lock timeout and retries. With it in place, SET NOT NULL skips its scan
-// of the table. what ("cleanup", "rollback") names the step in messages; a
-// row that violates the check fails the validation with SQLSTATE 23514.
-func (r *Runner) validatedNotNullCheck(ctx context.Context, t *Target, what, name, column string) error {
-	var exists, valid bool
-	if err := r.Pool.QueryRow(ctx, `SELECT count(*) > 0, COALESCE(bool_and(convalidated), false) FROM pg_catalog.pg_constraint
-		WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) $2`, t.Ident(), name).Scan(&exists, &valid); err != nil {
-		return fmt.Errorf("%s of %s: %w", what, t.QualifiedName(), err)
-	}
-	if valid {
-		return nil
-	}
-	step := what + " " + t.QualifiedName() + ": NOT NULL of " + column
-	if !exists {
-		if err := r.ddl(ctx, step, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL) NOT VALID", t.Ident(), ident(name), ident(column)))
-			return err
-		}); err != nil {
-			return err
-		}
-	}
-	return r.ddl(ctx, step, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", t.Ident(), ident(name)))
-		return err
-	})
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgphi/pgphi/internal/catalog"
 	"github.com/pgphi/pgphi/internal/config"
 	"github.com/pgphi/pgphi/internal/state"
 	"github.com/pgphi/pgphi/keys"
@@ -29,9 +27,11 @@ type Step interface {
 	Run(ctx context.Context, r *Runner) error
 }
 
+// buildSteps lists apply's steps: pgphi's state and the blind index
+// sizing, then every table's operations stage by stage (all tables are
+// expanded before any is backfilled), then one verification of the plan.
 func buildSteps(p *Plan) []Step {
-	var steps []Step
-	steps = append(steps, stateStep{}, indexPlanStep{})
+	steps := []Step{stateStep{}, indexPlanStep{}}
 	// Tables already cleaned up have nothing left to encrypt.
 	var live []*Target
 	for _, t := range p.Tables {
@@ -39,30 +39,20 @@ func buildSteps(p *Plan) []Step {
 			live = append(live, t)
 		}
 	}
-	for _, t := range live {
-		steps = append(steps, expandStep{t})
-	}
-	for _, t := range live {
-		steps = append(steps, pendingIndexStep{t})
-	}
-	for _, t := range live {
-		steps = append(steps, backfillStep{t})
-	}
-	for _, t := range live {
-		steps = append(steps, uniqueIndexStep{t})
-	}
-	for _, t := range live {
-		for i := range t.Columns {
-			if t.Columns[i].HasIndex() {
-				steps = append(steps, searchIndexStep{t, &t.Columns[i]})
+	for _, st := range stages {
+		for _, t := range live {
+			if st == StageExpand {
+				steps = append(steps, expandStep{t})
+				continue
+			}
+			for _, op := range t.operations() {
+				if op.Stage() == st {
+					steps = append(steps, opStep{op, t})
+				}
 			}
 		}
 	}
-	for _, t := range live {
-		steps = append(steps, catchUpStep{t})
-	}
-	steps = append(steps, verifyStep{})
-	return steps
+	return append(steps, verifyStep{})
 }
 
 // Runner carries out a plan.
@@ -292,273 +282,6 @@ func (r *Runner) ddl(ctx context.Context, what string, fn func(pgx.Tx) error) er
 		}
 		backoff = min(backoff*2, 10*time.Second)
 	}
-}
-
-// expandStep adds the ciphertext columns, the marker and the trigger in one
-// transaction, so that no application write can fall between them.
-type expandStep struct{ t *Target }
-
-func (s expandStep) Describe() string {
-	var cols []string
-	for _, c := range s.t.Columns {
-		cols = append(cols, c.Encrypted)
-	}
-	d := fmt.Sprintf("expand %s: add %s, marker %s, triggers %s", s.t.QualifiedName(), strings.Join(cols, ", "), MarkerColumn, strings.Join(triggerNames, ", "))
-	var nn []string
-	for _, c := range s.t.Columns {
-		if c.NotNull {
-			nn = append(nn, fmt.Sprintf("CHECK (%s IS NOT NULL OR %s IS NOT NULL)", c.Name, c.Encrypted))
-		}
-	}
-	if len(nn) > 0 {
-		d += "; NOT NULL becomes " + strings.Join(nn, ", ") + ", validated without blocking writes"
-	}
-	d += "; a <col>_uniq digest column for each unique rule on protected columns, and the columns' CHECKs and domains recorded as validation rules"
-	return d
-}
-
-// Run expands the table unless everything is in place already, then
-// validates the CHECKs that stand for NOT NULL.
-func (s expandStep) Run(ctx context.Context, r *Runner) error {
-	t := s.t
-	if err := CheckTableShapes(ctx, r.Pool, r.Config, []*catalog.Table{t.Table}); err != nil {
-		return err
-	}
-	if err := r.planUniques(ctx, t); err != nil {
-		return err
-	}
-	done, err := s.alreadyDone(ctx, r)
-	if err != nil {
-		return err
-	}
-	if !done {
-		if err := s.expand(ctx, r); err != nil {
-			return err
-		}
-	}
-	// The column's CHECKs and domain, as validation rules (rules.go): read
-	// again at every apply while the plaintext is there.
-	if err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error { return t.recordRules(ctx, tx) }); err != nil {
-		return err
-	}
-	return r.validateNotNull(ctx, t)
-}
-
-// validateNotNull validates the CHECKs that stand for NOT NULL (added NOT
-// VALID by expand): VALIDATE CONSTRAINT takes SHARE UPDATE EXCLUSIVE, so
-// the application keeps writing while the table is read.
-func (r *Runner) validateNotNull(ctx context.Context, t *Target) error {
-	// A rollback that stopped after prepareNotNull left CHECK (col IS NOT
-	// NULL): it would refuse the NULL plaintext of ciphertext-only writes;
-	// a cleanup that stopped after prepareCiphertextNotNull left CHECK
-	// (col_encrypted IS NOT NULL): it would refuse plaintext-only writes.
-	var stale []string
-	for i := range t.Columns {
-		stale = append(stale, t.Columns[i].restoreNotNullCheck(), t.Columns[i].cleanupNotNullCheck())
-	}
-	rows, err := r.Pool.Query(ctx, `SELECT conname::pg_catalog.text FROM pg_catalog.pg_constraint
-		WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[])`, t.Ident(), stale)
-	if err != nil {
-		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
-	}
-	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
-	}
-	for _, name := range left {
-		err := r.ddl(ctx, "drop "+name+" on "+t.QualifiedName(), func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP CONSTRAINT IF EXISTS %s", t.Ident(), ident(name)))
-			return err
-		})
-		if err != nil {
-			return err
-		}
-	}
-	var names []string
-	for i := range t.Columns {
-		names = append(names, t.Columns[i].notNullCheck())
-	}
-	rows, err = r.Pool.Query(ctx, `SELECT conname::pg_catalog.text FROM pg_catalog.pg_constraint
-		WHERE conrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND conname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]) AND NOT convalidated`, t.Ident(), names)
-	if err != nil {
-		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
-	}
-	todo, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return fmt.Errorf("reading NOT NULL checks of %s: %w", t.QualifiedName(), err)
-	}
-	for _, name := range todo {
-		err := r.ddl(ctx, "validate "+name+" on "+t.QualifiedName(), func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", t.Ident(), ident(name)))
-			return err
-		})
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s expandStep) expand(ctx context.Context, r *Runner) error {
-	t := s.t
-	return r.ddl(ctx, "expand "+t.QualifiedName(), func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtext('pgphi expand ' || $1))", t.QualifiedName()); err != nil {
-			return err
-		}
-		// An installation made by an older pgphi, or objects someone
-		// changed: say what this run puts back.
-		if probs, err := t.triggerProblems(ctx, tx); err == nil {
-			var fix []string
-			for _, p := range probs {
-				if !strings.HasPrefix(p.Problem, "missing") {
-					fix = append(fix, p.Object+": "+p.Problem)
-				}
-			}
-			if len(fix) > 0 {
-				r.logf("    %s: replacing pgphi's objects: %s", t.QualifiedName(), strings.Join(fix, "; "))
-			}
-		}
-		var adds []string
-		for _, c := range t.Columns {
-			adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s bytea", ident(c.Encrypted)))
-			if c.HasIndex() {
-				adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s bigint[]", ident(c.Index)))
-			}
-		}
-		adds = append(adds, fmt.Sprintf("ADD COLUMN IF NOT EXISTS %s boolean", ident(MarkerColumn)))
-		fn := "FUNCTION " + t.markFunctionIdent() + "()"
-		// The function, its owner and its grants change together: no role
-		// ever sees it executable by PUBLIC in a committed state.
-		stmts := append([]string{fmt.Sprintf("ALTER TABLE %s %s", t.Ident(), strings.Join(adds, ", "))}, t.markFunctionSQL()...)
-		for _, st := range stmts {
-			if _, err := tx.Exec(ctx, st); err != nil {
-				return err
-			}
-		}
-		if err := state.AdoptAsOwner(ctx, tx, fn); err != nil {
-			return fmt.Errorf("giving %s to pgphi's schema owner: %w", fn, err)
-		}
-		// CREATE OR REPLACE TRIGGER also enables a trigger someone disabled.
-		stmts = t.createTriggerSQL()
-		for i := range t.Columns {
-			stmts = append(stmts, t.envelopeCheckSQL(&t.Columns[i])...)
-		}
-		stmts = append(stmts, t.uniqueExpandSQL()...)
-		for _, st := range stmts {
-			if _, err := tx.Exec(ctx, st); err != nil {
-				return err
-			}
-		}
-		// A NOT NULL plaintext becomes "plaintext or ciphertext": under
-		// require_encryption the application writes NULL plaintext.
-		notNull := map[string]bool{}
-		for i := range t.Columns {
-			c := &t.Columns[i]
-			var attNotNull, hasCheck bool
-			var recorded *bool
-			err := tx.QueryRow(ctx, `SELECT a.attnotnull,
-				EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.conrelid OPERATOR(pg_catalog.=) a.attrelid AND k.conname OPERATOR(pg_catalog.=) $3),
-				(SELECT p.original_not_null FROM pgphi.protected_columns p WHERE p.table_name OPERATOR(pg_catalog.=) $4 AND p.column_name OPERATOR(pg_catalog.=) $2)
-				FROM pg_catalog.pg_attribute a
-				WHERE a.attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND a.attname OPERATOR(pg_catalog.=) $2 AND NOT a.attisdropped`,
-				t.Ident(), c.Name, c.notNullCheck(), t.QualifiedName()).Scan(&attNotNull, &hasCheck, &recorded)
-			if err != nil {
-				return fmt.Errorf("reading NOT NULL of %s.%s: %w", t.QualifiedName(), c.Name, err)
-			}
-			orig := attNotNull || (recorded != nil && *recorded)
-			notNull[c.Name] = orig
-			var stmts []string
-			if orig && !hasCheck {
-				stmts = append(stmts, t.notNullCheckSQL(c)...)
-			}
-			if attNotNull {
-				stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s DROP NOT NULL", t.Ident(), ident(c.Name)))
-			}
-			for _, st := range stmts {
-				if _, err := tx.Exec(ctx, st); err != nil {
-					return err
-				}
-			}
-		}
-		h, err := t.definitionsHash(ctx, tx)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, fmt.Sprintf("COMMENT ON %s IS %s", fn, quoteLiteral(definitionsMarker+h))); err != nil {
-			return err
-		}
-		if err := t.recordUniques(ctx, tx); err != nil {
-			return err
-		}
-
-		for _, c := range t.Columns {
-			var index *string
-			if c.HasIndex() {
-				index = &c.Index
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO pgphi.protected_columns (table_name, column_name, encrypted_column, original_type, class, plan_id, index_column, original_not_null)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-				ON CONFLICT (table_name, column_name) DO UPDATE SET index_column = EXCLUDED.index_column, plan_id = EXCLUDED.plan_id,
-					original_not_null = COALESCE(pgphi.protected_columns.original_not_null, false) OR EXCLUDED.original_not_null
-				WHERE pgphi.protected_columns.phase = 'expanded'`,
-				t.QualifiedName(), c.Name, c.Encrypted, c.Type, c.Class, r.Plan.ID, index, notNull[c.Name]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// alreadyDone avoids taking an ACCESS EXCLUSIVE lock on a rerun when every
-// object is already in place with the current definition: the columns, and
-// the mark function, triggers and envelope checks exactly as CheckTriggers
-// expects them (SECURITY INVOKER, this version's body, enabled, unchanged).
-// An installation made by an older pgphi fails that test and is expanded
-// again in place.
-func (s expandStep) alreadyDone(ctx context.Context, r *Runner) (bool, error) {
-	t := s.t
-	want := t.addedColumns()
-	var nCols int
-	err := r.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass AND attname = ANY($2) AND NOT attisdropped`,
-		t.Ident(), want).Scan(&nCols)
-	if err != nil {
-		return false, fmt.Errorf("inspecting %s: %w", t.QualifiedName(), err)
-	}
-	if nCols != len(want) {
-		return false, nil
-	}
-	// A protected column still NOT NULL (expanded by an earlier version):
-	// expand turns it into pgphi's CHECK.
-	var plain []string
-	for _, c := range t.Columns {
-		plain = append(plain, c.Name)
-	}
-	var stillNotNull bool
-	if err := r.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = ANY($2) AND attnotnull AND NOT attisdropped)`,
-		t.Ident(), plain).Scan(&stillNotNull); err != nil {
-		return false, fmt.Errorf("inspecting %s: %w", t.QualifiedName(), err)
-	}
-	if stillNotNull {
-		return false, nil
-	}
-	probs, err := t.triggerProblems(ctx, r.Pool)
-	if err != nil {
-		return false, err
-	}
-	return len(probs) == 0, nil
-}
-
-// pendingIndexStep builds the partial index the catch-up pass reads marked rows
-// through. CONCURRENTLY keeps the table writable; an invalid leftover from an
-// interrupted build is dropped and rebuilt.
-type pendingIndexStep struct{ t *Target }
-
-func (s pendingIndexStep) Describe() string {
-	return fmt.Sprintf("index %s: partial index %s on (%s) WHERE %s, built concurrently", s.t.QualifiedName(), s.t.pendingIndex(), s.t.keyList(""), MarkerColumn)
-}
-
-func (s pendingIndexStep) Run(ctx context.Context, r *Runner) error {
-	return r.buildIndex(ctx, s.t, s.t.pendingIndex(), fmt.Sprintf("(%s) WHERE %s", s.t.keyList(""), ident(MarkerColumn)))
 }
 
 // buildIndex creates an index CONCURRENTLY, one process at a time, replacing

@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgphi/pgphi/envelope"
-	"github.com/pgphi/pgphi/internal/catalog"
 )
 
 func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
@@ -44,7 +43,6 @@ func (t *Target) markFunctionIdent() string {
 // changed it.
 
 func (t *Target) pendingIndex() string { return objectName("pgphi_pending_", t.QualifiedName()) }
-func (t *Target) batchTable() string   { return objectName("pgphi_batch_", t.QualifiedName()) }
 
 func (t *Target) keyNames() []string {
 	out := make([]string, len(t.PrimaryKey))
@@ -101,26 +99,6 @@ func (t *Target) selectColumns() string {
 	return b.String()
 }
 
-// backfillQuery reads the next batch of a chunk in key order and locks it.
-func (t *Target) backfillQuery(hasLower, hasUpper bool) string {
-	var where []string
-	arg := 1
-	if hasLower {
-		where = append(where, t.keyCompare(">", arg))
-		arg += len(t.PrimaryKey)
-	}
-	if hasUpper {
-		where = append(where, t.keyCompare("<=", arg))
-		arg += len(t.PrimaryKey)
-	}
-	w := ""
-	if len(where) > 0 {
-		w = " WHERE " + strings.Join(where, " AND ")
-	}
-	return fmt.Sprintf("SELECT %s FROM %s%s ORDER BY %s LIMIT $%d FOR NO KEY UPDATE",
-		t.selectColumns(), t.Ident(), w, t.keyList(""), arg)
-}
-
 // catchUpQuery reads marked rows through the partial index, skipping rows
 // another worker or the application holds.
 func (t *Target) catchUpQuery() string {
@@ -154,70 +132,6 @@ func (t *Target) addedColumns() []string {
 		out = append(out, u.Column)
 	}
 	return out
-}
-
-func (t *Target) createBatchTable() string {
-	var cols []string
-	cols = append(cols, "row_ctid tid")
-	for i, c := range t.Columns {
-		cols = append(cols, fmt.Sprintf("c%d bytea", i))
-		if c.HasIndex() {
-			cols = append(cols, fmt.Sprintf("i%d bigint[]", i))
-		}
-	}
-	for i := range t.Uniques {
-		cols = append(cols, fmt.Sprintf("u%d bytea", i))
-	}
-	return fmt.Sprintf("CREATE TEMP TABLE IF NOT EXISTS %s (%s) ON COMMIT DELETE ROWS", ident(t.batchTable()), strings.Join(cols, ", "))
-}
-
-// prepareBatch creates the batch table and pins the UPDATE's plan. The planner
-// knows nothing of the temporary table's size and may pick a hash join over a
-// scan of the whole table; only a ctid lookup per row is right.
-//
-// The batch commits without waiting for its WAL flush (synchronous_commit
-// off, this transaction only): the ciphertexts and the chunk checkpoint are
-// in the same transaction, so a commit a server crash loses is lost whole
-// and the resumed run encrypts those rows again. Nothing else is lost, and
-// the workers stop waiting for an fsync per batch.
-func (t *Target) prepareBatch() string {
-	return t.createBatchTable() + "; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL synchronous_commit = off"
-}
-
-func (t *Target) batchColumns() []string {
-	cols := []string{"row_ctid"}
-	for i, c := range t.Columns {
-		cols = append(cols, fmt.Sprintf("c%d", i))
-		if c.HasIndex() {
-			cols = append(cols, fmt.Sprintf("i%d", i))
-		}
-	}
-	for i := range t.Uniques {
-		cols = append(cols, fmt.Sprintf("u%d", i))
-	}
-	return cols
-}
-
-// applyBatch writes the batch's ciphertexts into the rows it locked, joining on
-// ctid: the rows are locked by this transaction, so their ctids cannot move.
-func (t *Target) applyBatch() string {
-	var sets []string
-	// A NULL plaintext keeps whatever ciphertext the row has: NULL when the
-	// application cleared the value (the trigger cleared the ciphertext), or
-	// the ciphertext an application wrote itself after cutover.
-	for i, c := range t.Columns {
-		sets = append(sets, fmt.Sprintf("%[1]s = CASE WHEN t.%[2]s IS NULL THEN t.%[1]s ELSE b.c%[3]d END", ident(c.Encrypted), ident(c.Name), i))
-		if c.HasIndex() {
-			sets = append(sets, fmt.Sprintf("%[1]s = CASE WHEN t.%[2]s IS NULL THEN t.%[1]s ELSE b.i%[3]d END", ident(c.Index), ident(c.Name), i))
-		}
-	}
-	for i := range t.Uniques {
-		u := &t.Uniques[i]
-		sets = append(sets, fmt.Sprintf("%[1]s = CASE WHEN %[2]s THEN t.%[1]s ELSE b.u%[3]d END", ident(u.Column), t.anyMemberSealedOnly(u, "t."), i))
-	}
-	sets = append(sets, ident(MarkerColumn)+" = false")
-	return fmt.Sprintf("UPDATE %s AS t SET %s FROM %s AS b WHERE t.ctid = b.row_ctid",
-		t.Ident(), strings.Join(sets, ", "), ident(t.batchTable()))
 }
 
 // markVersion is the version of the mark function and of the objects expand
@@ -451,21 +365,4 @@ func (t *Target) incompleteRowsPredicate() string {
 		parts = append(parts, t.uniqueIncomplete(&t.Uniques[i]))
 	}
 	return strings.Join(parts, " OR ")
-}
-
-// notNullCheck names the CHECK that stands for a protected column's NOT NULL
-// from expand until cleanup: the plaintext or the ciphertext is there.
-func (c *TargetColumn) notNullCheck() string {
-	return objectName(catalog.PgphiConstraintPrefix+"not_null_", c.Name)
-}
-
-// notNullCheckSQL adds that CHECK without reading the table (NOT VALID;
-// validateNotNull validates it later under a lock that lets writes through)
-// and drops the column's NOT NULL, in the expand transaction. Built-in
-// syntax only: the check runs as the writer.
-func (t *Target) notNullCheckSQL(c *TargetColumn) []string {
-	return []string{
-		fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s IS NOT NULL OR %s IS NOT NULL) NOT VALID",
-			t.Ident(), ident(c.notNullCheck()), ident(c.Name), ident(c.Encrypted)),
-	}
 }

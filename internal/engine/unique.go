@@ -2,13 +2,11 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgphi/pgphi/internal/catalog"
 	"github.com/pgphi/pgphi/keys"
@@ -194,41 +192,6 @@ func (t *Target) uniquePresentCheckSQL(u *UniqueColumn, withPlaintext bool) stri
 	}
 	// After cleanup under NULLS NOT DISTINCT: every row holds a digest.
 	return fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s CHECK (%s) NOT VALID", t.Ident(), ident(t.uniquePresentCheck(u.Column)), strings.Join(preds, " OR "))
-}
-
-// uniqueIndexStep builds the unique index of each digest column
-// concurrently, after the backfill filled them (the plaintext's own
-// constraint refuses duplicates meanwhile). A duplicate the plaintext's
-// constraint did not see (a value written only as ciphertext before the
-// index existed) fails the build, naming the index.
-type uniqueIndexStep struct {
-	t *Target
-}
-
-func (s uniqueIndexStep) Describe() string {
-	return fmt.Sprintf("unique digests %s: a unique index per digest column that carries a unique rule of a protected column, built concurrently", s.t.QualifiedName())
-}
-
-func (s uniqueIndexStep) Run(ctx context.Context, r *Runner) error {
-	if err := s.t.loadUniques(ctx, r.Pool); err != nil {
-		return err
-	}
-	for _, u := range s.t.Uniques {
-		def := "(" + ident(u.Column) + ")"
-		if u.Predicate != "" {
-			def += " WHERE " + u.Predicate
-		}
-		if err := r.buildIndexKind(ctx, s.t, u.Index, def, true); err != nil {
-			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && pgErr.Code == "23505" {
-				if derr := s.t.duplicateRows(ctx, r.Pool, &u); derr != nil {
-					return derr
-				}
-			}
-			return err
-		}
-	}
-	return nil
 }
 
 // uniqueKeys derives the digest keys of t's rules.
