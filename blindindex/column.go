@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"math"
 	"slices"
 	"sync"
 )
@@ -24,7 +25,21 @@ type Column struct {
 	opt   Options
 	subs  []SubKind
 	fams  map[SubKind]*family
-	zero  map[byte]bool // tags of sub-kinds with 0 bits
+	// admit is, per tag, the expected share of rows that hold a given
+	// term of the sub-kind (admitShare): what a query group of that term
+	// lets through.
+	admit map[byte]float64
+}
+
+// typicalRunes is the value length the admit estimate assumes for the
+// sub-kinds whose number of terms grows with the value (contains,
+// phonetic): a name.
+const typicalRunes = 8
+
+// admitShare is the expected share of rows holding one given term of a
+// sub-kind with bits bits and about k terms per value: 1 - (1 - 2^-bits)^k.
+func admitShare(bits int, k float64) float64 {
+	return 1 - math.Pow(1-math.Ldexp(1, -bits), k)
 }
 
 // family is the keyed, truncated encoder of one sub-kind.
@@ -51,7 +66,7 @@ func NewColumn(kinds []Kind, o Options, keys map[SubKind][]byte, bits map[SubKin
 	if len(kinds) == 0 {
 		return nil, errors.New("blindindex: no search kinds")
 	}
-	c := &Column{kinds: map[Kind]bool{}, opt: o, fams: map[SubKind]*family{}, zero: map[byte]bool{}}
+	c := &Column{kinds: map[Kind]bool{}, opt: o, fams: map[SubKind]*family{}, admit: map[byte]float64{}}
 	for _, k := range kinds {
 		if !slices.Contains(kindOrder, k) {
 			return nil, fmt.Errorf("blindindex: unknown search kind `%s`", string(k))
@@ -82,9 +97,7 @@ func NewColumn(kinds []Kind, o Options, keys map[SubKind][]byte, bits map[SubKin
 		if b < 0 || b > MaxBits {
 			return nil, fmt.Errorf("blindindex: truncation of sub-kind %s is %d bits, want 0..%d", s, b, MaxBits)
 		}
-		if b == 0 {
-			c.zero[Tag(s)] = true
-		}
+		c.admit[Tag(s)] = admitShare(b, registry[kindOfSubKind(s, kinds, o)].termsPerRow(s, typicalRunes, o))
 		k := slices.Clone(key)
 		c.fams[s] = &family{tag: Tag(s), bits: b, pool: sync.Pool{New: func() any { return hmac.New(sha256.New, k) }}}
 	}

@@ -2,6 +2,7 @@ package blindindex
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -160,4 +161,14 @@ func SubKinds(kinds []Kind, o Options) []SubKind {
 		}
 	}
 	return out
+}
+
+// kindOfSubKind returns which of kinds sub-kind s belongs to.
+func kindOfSubKind(s SubKind, kinds []Kind, o Options) Kind {
+	for _, k := range kinds {
+		if slices.Contains(registry[k].subKinds(o), s) {
+			return k
+		}
+	}
+	panic("blindindex: sub-kind " + string(s) + " of no kind")
 }

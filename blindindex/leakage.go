@@ -111,22 +111,22 @@ func (m *Measurer) Add(value string) {
 	}
 	v.rows++
 	for q, subs := range m.chains {
-		// As Query does: terms of 0-bit sub-kinds only when nothing else.
-		var terms, zero []int64
+		// As Query does: weak terms only when nothing else.
+		var terms, weak []int64
 		for _, p := range m.pairs {
 			if !slices.Contains(subs, p.sub) {
 				continue
 			}
 			dst := &terms
-			if m.col.zero[Tag(p.sub)] {
-				dst = &zero
+			if m.col.weakGroup([]int64{p.term}) {
+				dst = &weak
 			}
 			if len(*dst) == 0 || (*dst)[len(*dst)-1] != p.term {
 				*dst = append(*dst, p.term)
 			}
 		}
 		if len(terms) == 0 {
-			terms = zero
+			terms = weak
 		}
 		h := uint64(0x53)
 		for _, t := range terms {
