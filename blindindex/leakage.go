@@ -111,23 +111,21 @@ func (m *Measurer) Add(value string) {
 	}
 	v.rows++
 	for q, subs := range m.chains {
-		// As Query does: weak terms only when nothing else.
-		var terms, weak []int64
+		// The terms a query for this value sends (selectGroups, as Query).
+		var groups [][]int64
 		for _, p := range m.pairs {
 			if !slices.Contains(subs, p.sub) {
 				continue
 			}
-			dst := &terms
-			if m.col.weakGroup([]int64{p.term}) {
-				dst = &weak
-			}
-			if len(*dst) == 0 || (*dst)[len(*dst)-1] != p.term {
-				*dst = append(*dst, p.term)
+			if n := len(groups); n == 0 || groups[n-1][0] != p.term {
+				groups = append(groups, []int64{p.term})
 			}
 		}
-		if len(terms) == 0 {
-			terms = weak
+		var terms []int64
+		for _, g := range m.col.selectGroups(groups) {
+			terms = append(terms, g[0])
 		}
+		slices.Sort(terms)
 		h := uint64(0x53)
 		for _, t := range terms {
 			h = mix64(h ^ uint64(t))

@@ -1,6 +1,7 @@
 package blindindex
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -60,16 +61,6 @@ type Plan struct {
 	Match  func(plaintext string) bool
 }
 
-// weakGroup reports whether more than half of the rows are expected to hold
-// one of the group's terms (Column.admit).
-func (c *Column) weakGroup(g []int64) bool {
-	share := 0.0
-	for _, t := range g {
-		share += c.admit[byte(uint64(t)>>56)]
-	}
-	return share > 0.5
-}
-
 // Candidate reports whether a row with the given terms is a candidate of p.
 func (p *Plan) Candidate(terms []int64) bool {
 	for _, g := range p.Groups {
@@ -103,27 +94,11 @@ func (c *Column) Query(q Query) (*Plan, error) {
 	return registry[need].query(c, q)
 }
 
-// plan builds a Plan with each group sorted and deduplicated and repeated
-// groups removed. A weak group is left out when other groups remain: one
-// that more than half of the rows are expected to pass (weakGroup), such as
-// a term of a sub-kind with 0 bits (the tag alone, which every value with a
-// message of that sub-kind has) or one n-gram of a contains family sized to
-// a few bits. It filters almost nothing, while GIN reads its posting list,
-// most of the table: an exact query on a repeated surname, under the
-// privacy budget, took two to three times as long with its 1-bit n-gram and
-// phonetic terms as without them, for the same candidates.
+// plan builds a Plan from the groups selectGroups keeps, each group sorted
+// and deduplicated and repeated groups removed.
 func (c *Column) plan(match func(string) bool, groups ...[]int64) *Plan {
 	p := &Plan{Match: match}
-	var kept [][]int64
-	for _, g := range groups {
-		if !c.weakGroup(g) {
-			kept = append(kept, g)
-		}
-	}
-	if len(kept) > 0 {
-		groups = kept
-	}
-	for _, g := range groups {
+	for _, g := range c.selectGroups(groups) {
 		g = append([]int64{}, g...) // never nil: pgx would send NULL
 		slices.Sort(g)
 		g = slices.Compact(g)
@@ -132,4 +107,64 @@ func (c *Column) plan(match func(string) bool, groups ...[]int64) *Plan {
 		}
 	}
 	return p
+}
+
+// enoughShare is the expected share of unrelated rows a query's groups
+// together let through below which further groups are not sent: about one
+// row in sixteen million.
+const enoughShare = 1.0 / (1 << 24)
+
+// selectGroups returns the groups a query sends, most selective first.
+// Leaving a group out only adds candidates, which Match removes, while
+// every group sent makes GIN read its posting list:
+//
+//   - a weak group (more than half of the rows hold one of its terms, such
+//     as a 0-bit term, the tag alone, or one n-gram of a contains family
+//     sized to a few bits) is left out when other groups remain: an exact
+//     query on a repeated surname under the privacy budget took two to
+//     three times as long with its 1-bit n-gram and phonetic terms as
+//     without them, for the same candidates;
+//   - once the groups kept so far let through an expected share of
+//     unrelated rows below enoughShare (the product of their shares), the
+//     rest are not sent: with many bits an exact query's own term already
+//     singles out its value, and its prefix, n-gram and phonetic terms (a
+//     dozen posting lists, some of a tenth of the table) only slow it down.
+func (c *Column) selectGroups(groups [][]int64) [][]int64 {
+	type scored struct {
+		g     []int64
+		share float64
+	}
+	var strong, weak []scored
+	for _, g := range groups {
+		sc := scored{g, c.groupShare(g)}
+		if sc.share > 0.5 {
+			weak = append(weak, sc)
+		} else {
+			strong = append(strong, sc)
+		}
+	}
+	if len(strong) == 0 {
+		strong = weak
+	}
+	slices.SortStableFunc(strong, func(a, b scored) int { return cmp.Compare(a.share, b.share) })
+	var out [][]int64
+	passing := 1.0
+	for _, sc := range strong {
+		if passing <= enoughShare {
+			break
+		}
+		out = append(out, sc.g)
+		passing *= sc.share
+	}
+	return out
+}
+
+// groupShare is the expected share of rows that hold one of the group's
+// terms (Column.admit), at most 1.
+func (c *Column) groupShare(g []int64) float64 {
+	share := 0.0
+	for _, t := range g {
+		share += c.admit[byte(uint64(t)>>56)]
+	}
+	return min(share, 1)
 }
