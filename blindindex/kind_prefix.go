@@ -36,9 +36,10 @@ func (prefixKind) query(c *Column, q Query) (*Plan, error) {
 	if l < c.opt.PrefixMin {
 		return nil, invalid("prefix query needs at least %d characters after normalization", c.opt.PrefixMin)
 	}
-	// A match starts with every indexed prefix of the query: AND them.
+	// A match starts with every indexed prefix of the query: AND them,
+	// the longest (most specific) first.
 	var groups [][]int64
-	for k := c.opt.PrefixMin; k <= l; k++ {
+	for k := l; k >= c.opt.PrefixMin; k-- {
 		p, _ := firstRunes(n, k)
 		groups = append(groups, []int64{c.termString(PrefixSubKind(k), p)})
 	}

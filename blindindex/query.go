@@ -1,7 +1,6 @@
 package blindindex
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -109,14 +108,13 @@ func (c *Column) plan(match func(string) bool, groups ...[]int64) *Plan {
 	return p
 }
 
-// enoughShare is the expected share of unrelated rows a query's groups
-// together let through below which further groups are not sent: about one
-// row in sixteen million.
-const enoughShare = 1.0 / (1 << 24)
+// enoughShare is the expected share of rows a query's first group may let
+// through for it to be sent alone: about fifteen rows in a million.
+const enoughShare = 1.0 / (1 << 16)
 
-// selectGroups returns the groups a query sends, most selective first.
-// Leaving a group out only adds candidates, which Match removes, while
-// every group sent makes GIN read its posting list:
+// selectGroups returns the groups a query sends. Leaving a group out only
+// adds candidates, which Match removes, while every group sent makes GIN
+// read its posting list:
 //
 //   - a weak group (more than half of the rows hold one of its terms, such
 //     as a 0-bit term, the tag alone, or one n-gram of a contains family
@@ -124,39 +122,29 @@ const enoughShare = 1.0 / (1 << 24)
 //     query on a repeated surname under the privacy budget took two to
 //     three times as long with its 1-bit n-gram and phonetic terms as
 //     without them, for the same candidates;
-//   - once the groups kept so far let through an expected share of
-//     unrelated rows below enoughShare (the product of their shares), the
-//     rest are not sent: with many bits an exact query's own term already
-//     singles out its value, and its prefix, n-gram and phonetic terms (a
-//     dozen posting lists, some of a tenth of the table) only slow it down.
+//   - a query lists its most specific group first (an exact query its
+//     exact term, a prefix query its longest prefix); when that group
+//     alone lets through at most enoughShare of the rows it is sent alone:
+//     with many bits an exact query's own term already singles out its
+//     value, and the dozen posting lists of its prefix, n-gram and phonetic
+//     terms, some of a tenth of the table, only slow it down. (The other
+//     groups are not independent of the first: a value with the same first
+//     five letters has most of the same n-grams, so their shares do not
+//     multiply.)
 func (c *Column) selectGroups(groups [][]int64) [][]int64 {
-	type scored struct {
-		g     []int64
-		share float64
-	}
-	var strong, weak []scored
+	var strong [][]int64
 	for _, g := range groups {
-		sc := scored{g, c.groupShare(g)}
-		if sc.share > 0.5 {
-			weak = append(weak, sc)
-		} else {
-			strong = append(strong, sc)
+		if c.groupShare(g) <= 0.5 {
+			strong = append(strong, g)
 		}
 	}
 	if len(strong) == 0 {
-		strong = weak
+		return groups
 	}
-	slices.SortStableFunc(strong, func(a, b scored) int { return cmp.Compare(a.share, b.share) })
-	var out [][]int64
-	passing := 1.0
-	for _, sc := range strong {
-		if passing <= enoughShare {
-			break
-		}
-		out = append(out, sc.g)
-		passing *= sc.share
+	if c.groupShare(strong[0]) <= enoughShare {
+		return strong[:1]
 	}
-	return out
+	return strong
 }
 
 // groupShare is the expected share of rows that hold one of the group's
