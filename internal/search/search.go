@@ -165,65 +165,55 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 	// arrive: reading a repeated name's thousands of candidates and
 	// decrypting them overlap instead of taking turns.
 	table = t.QualifiedName() // as bound in the ciphertexts
+	chunks := make(chan []candidate, 2)
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
 		scanErr error
-		chunks  chan []candidate // nil until a query has a chunk's worth of candidates
 	)
-	// Candidates of one query share few distinct values (a repeated name's
-	// rows are one value, the false positives a handful of others), and
-	// normalizing a value costs more than decrypting it: each worker
-	// matches each distinct text once.
-	work := func(matched map[string]bool, chunk []candidate, keys [][]string, err error) ([][]string, error) {
-		for _, cand := range chunk {
-			text := cand.plain
-			if !cand.pending {
-				v, openErr := opener.Open(cand.ciphertext, envelope.Binding{Table: table, Column: c.Name, PrimaryKey: cand.key})
-				if openErr != nil {
-					if err == nil {
-						err = fmt.Errorf("%s.%s: ciphertext does not decrypt: %w (at key (%s))", table, c.Name, openErr, strings.Join(cand.key, ", "))
+	for range findWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Candidates of one query share few distinct values (a
+			// repeated name's rows are one value, the false positives a
+			// handful of others), and normalizing a value costs more than
+			// decrypting it: each distinct text is matched once.
+			matched := make(map[string]bool)
+			var keys [][]string
+			var err error
+			for chunk := range chunks {
+				for _, cand := range chunk {
+					text := cand.plain
+					if !cand.pending {
+						v, openErr := opener.Open(cand.ciphertext, envelope.Binding{Table: table, Column: c.Name, PrimaryKey: cand.key})
+						if openErr != nil {
+							if err == nil {
+								err = fmt.Errorf("%s.%s: ciphertext does not decrypt: %w (at key (%s))", table, c.Name, openErr, strings.Join(cand.key, ", "))
+							}
+							continue
+						}
+						text = v.Text
 					}
-					continue
+					m, ok := matched[text]
+					if !ok {
+						m = plan.Match(text)
+						if len(matched) < maxMatchMemo {
+							matched[text] = m
+						}
+					}
+					if m {
+						keys = append(keys, cand.key)
+					}
 				}
-				text = v.Text
 			}
-			m, ok := matched[text]
-			if !ok {
-				m = plan.Match(text)
-				if len(matched) < maxMatchMemo {
-					matched[text] = m
-				}
+			mu.Lock()
+			res.Keys = append(res.Keys, keys...)
+			if scanErr == nil {
+				scanErr = err
 			}
-			if m {
-				keys = append(keys, cand.key)
-			}
-		}
-		return keys, err
-	}
-	done := func(keys [][]string, err error) {
-		mu.Lock()
-		res.Keys = append(res.Keys, keys...)
-		if scanErr == nil {
-			scanErr = err
-		}
-		mu.Unlock()
-	}
-	startWorkers := func() {
-		chunks = make(chan []candidate, 2)
-		for range findWorkers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				matched := make(map[string]bool)
-				var keys [][]string
-				var err error
-				for chunk := range chunks {
-					keys, err = work(matched, chunk, keys, err)
-				}
-				done(keys, err)
-			}()
-		}
+			mu.Unlock()
+		}()
 	}
 	batch.Queue(sql, args...).Query(func(rows pgx.Rows) error {
 		chunk := make([]candidate, 0, findChunk)
@@ -249,19 +239,12 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 				cand.ciphertext = slices.Clone(ct)
 			}
 			if chunk = append(chunk, cand); len(chunk) == findChunk {
-				if chunks == nil {
-					startWorkers()
-				}
 				chunks <- chunk
 				chunk = make([]candidate, 0, findChunk)
 			}
 		}
-		switch {
-		case chunks != nil && len(chunk) > 0:
+		if len(chunk) > 0 {
 			chunks <- chunk
-		case chunks == nil:
-			// Few candidates: matched here, without workers.
-			done(work(make(map[string]bool), chunk, nil, nil))
 		}
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("searching %s.%s: %w", table, c.Name, err)
@@ -274,10 +257,8 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 		batch.Queue("COMMIT")
 	}
 	err = conn.SendBatch(ctx, batch).Close()
-	if chunks != nil {
-		close(chunks)
-		wg.Wait()
-	}
+	close(chunks)
+	wg.Wait()
 	if err == nil {
 		err = scanErr
 	}
