@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -161,70 +160,32 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 	for _, name := range slices.Sorted(maps.Keys(s.Settings)) {
 		batch.Queue("SELECT pg_catalog.set_config($1, $2, true)", name, s.Settings[name])
 	}
-	// Candidates are decrypted and matched by workers while the next rows
-	// arrive: reading a repeated name's thousands of candidates and
-	// decrypting them overlap instead of taking turns.
-	table = t.QualifiedName() // as bound in the ciphertexts
-	chunks := make(chan []candidate, 2)
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		scanErr error
-	)
-	for range findWorkers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Candidates of one query share few distinct values (a
-			// repeated name's rows are one value, the false positives a
-			// handful of others), and normalizing a value costs more than
-			// decrypting it: each distinct text is matched once.
-			matched := make(map[string]bool)
-			var keys [][]string
-			var err error
-			for chunk := range chunks {
-				for _, cand := range chunk {
-					text := cand.plain
-					if !cand.pending {
-						v, openErr := opener.Open(cand.ciphertext, envelope.Binding{Table: table, Column: c.Name, PrimaryKey: cand.key})
-						if openErr != nil {
-							if err == nil {
-								err = fmt.Errorf("%s.%s: ciphertext does not decrypt: %w (at key (%s))", table, c.Name, openErr, strings.Join(cand.key, ", "))
-							}
-							continue
-						}
-						text = v.Text
-					}
-					m, ok := matched[text]
-					if !ok {
-						m = plan.Match(text)
-						if len(matched) < maxMatchMemo {
-							matched[text] = m
-						}
-					}
-					if m {
-						keys = append(keys, cand.key)
-					}
-				}
+	var scanErr error
+	// Candidates of one query share few distinct values (a repeated name's
+	// rows are one value, the false positives a handful of others), and
+	// normalizing a value costs more than decrypting it: each distinct
+	// text is matched once.
+	matched := make(map[string]bool)
+	match := func(text string) bool {
+		m, ok := matched[text]
+		if !ok {
+			m = plan.Match(text)
+			if len(matched) < maxMatchMemo {
+				matched[text] = m
 			}
-			mu.Lock()
-			res.Keys = append(res.Keys, keys...)
-			if scanErr == nil {
-				scanErr = err
-			}
-			mu.Unlock()
-		}()
+		}
+		return m
 	}
 	batch.Queue(sql, args...).Query(func(rows pgx.Rows) error {
-		chunk := make([]candidate, 0, findChunk)
 		for rows.Next() {
 			raw := rows.RawValues()
 			res.Candidates++
-			ct, pt, pending := raw[nk], raw[nk+1], raw[nk+2]
-			cand := candidate{key: make([]string, nk)}
+			key := make([]string, nk)
 			for i := range nk {
-				cand.key[i] = string(raw[i])
+				key[i] = string(raw[i])
 			}
+			ct, pt, pending := raw[nk], raw[nk+1], raw[nk+2]
+			var text string
 			switch {
 			case len(pending) == 1 && (pending[0] == 1 || pending[0] == 't'):
 				// Changed by the application since it was encrypted: its
@@ -232,22 +193,25 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 				if pt == nil {
 					continue
 				}
-				cand.pending, cand.plain = true, string(pt)
+				text = string(pt)
 			case ct == nil:
 				continue
 			default:
-				cand.ciphertext = slices.Clone(ct)
+				v, err := opener.Open(ct, envelope.Binding{Table: t.QualifiedName(), Column: c.Name, PrimaryKey: key})
+				if err != nil {
+					if scanErr == nil {
+						scanErr = fmt.Errorf("%s.%s: ciphertext does not decrypt: %w (at key (%s))", t.QualifiedName(), c.Name, err, strings.Join(key, ", "))
+					}
+					continue
+				}
+				text = v.Text
 			}
-			if chunk = append(chunk, cand); len(chunk) == findChunk {
-				chunks <- chunk
-				chunk = make([]candidate, 0, findChunk)
+			if match(text) {
+				res.Keys = append(res.Keys, key)
 			}
-		}
-		if len(chunk) > 0 {
-			chunks <- chunk
 		}
 		if err := rows.Err(); err != nil {
-			return fmt.Errorf("searching %s.%s: %w", table, c.Name, err)
+			return fmt.Errorf("searching %s.%s: %w", t.QualifiedName(), c.Name, err)
 		}
 		return nil
 	})
@@ -257,8 +221,6 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 		batch.Queue("COMMIT")
 	}
 	err = conn.SendBatch(ctx, batch).Close()
-	close(chunks)
-	wg.Wait()
 	if err == nil {
 		err = scanErr
 	}
@@ -269,23 +231,8 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 	return res, nil
 }
 
-// maxMatchMemo bounds the texts one search worker remembers the match of.
+// maxMatchMemo bounds the texts one search remembers the match of.
 const maxMatchMemo = 4096
-
-// findWorkers decrypt and match a search's candidates, findChunk at a time.
-const (
-	findWorkers = 2
-	findChunk   = 256
-)
-
-// candidate is one row the candidate query returned, copied out of the
-// connection's buffer for a worker.
-type candidate struct {
-	key        []string
-	ciphertext []byte
-	plain      string // the current plaintext of a pending row
-	pending    bool
-}
 
 // sortKeys puts keys in key order: integer key columns as numbers, others
 // by the bytes of their canonical text.
