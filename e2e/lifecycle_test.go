@@ -988,21 +988,7 @@ tables:
 	f.mustRun("keys", "init")
 
 	w := &lcWriter{conn: f.conn(), next: 1_000_001, rows: rows, wards: map[int64]int{}, notes: map[int64]*string{}}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		tick := time.NewTicker(5 * time.Millisecond) // ~200 writes/s when writes are fast
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				w.step()
-			}
-		}
-	})
-	stopWriter := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	stopWriter := everyTick(5*time.Millisecond, w.step) // ~200 writes/s when writes are fast
 	defer stopWriter()
 	// pause stops the writes and waits until the one in flight is done.
 	pause := func() {
@@ -1324,4 +1310,24 @@ func TestCleanupAfterInterruptedRollback(t *testing.T) {
 		t.Errorf("cleanup after an interrupted rollback exits 0 and says %q, but the table still has its %d plaintext columns (%d rows of notes in plaintext)",
 			firstLine(r.stdout), st.plain, queryInt(t, c, `SELECT count(*) FROM patient WHERE notes IS NOT NULL`))
 	}
+}
+
+// everyTick calls step every interval in a goroutine until the returned
+// function is called (once or more), which waits for the step in flight.
+func everyTick(every time.Duration, step func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				step()
+			}
+		}
+	})
+	return sync.OnceFunc(func() { close(done); wg.Wait() })
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -182,21 +181,7 @@ func TestKeysRotateReencryptKilledUnderWrites(t *testing.T) {
 		}
 		w.expect[id] = [2]*string{&last, notes}
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				w.step()
-			}
-		}
-	})
-	stopWriter := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	stopWriter := everyTick(10*time.Millisecond, w.step)
 	defer stopWriter()
 
 	// --max-rate keeps each run long enough to be killed in its middle.
