@@ -117,16 +117,21 @@ func TestMigrateCommandLine(t *testing.T) {
 	complExpect(t, as(a.DBA, "hash"), 0)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	first, _, firstErr := f.start(ctx, "migrate", "--dir", dir, "up", "--reason", "slow")
+	first, firstOut, firstErr := f.start(ctx, "migrate", "--dir", dir, "up", "--reason", "slow")
 	deadline := time.Now().Add(20 * time.Second)
 	// Running 003's sleep means it holds the lock (a session of it alone
 	// may still be connecting or checking for a pooler).
 	for queryInt(t, f.conn(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgphi migrate' AND state = 'active' AND query LIKE '%pg_sleep%'") == 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	complExpect(t, as(a.DBA, "up", "--reason", "second", "--lock-wait", "1s"), 1, "another migration runner holds the lock", "application_name pgphi migrate")
-	if err := first.Wait(); err != nil {
-		t.Fatalf("first runner: %v\n%s", err, firstErr)
+	second := as(a.DBA, "up", "--reason", "second", "--lock-wait", "1s")
+	firstWait := first.Wait()
+	if second.code != 1 {
+		t.Logf("first runner: %v\nstdout:\n%s\nstderr:\n%s", firstWait, firstOut, firstErr)
+	}
+	complExpect(t, second, 1, "another migration runner holds the lock", "application_name pgphi migrate")
+	if firstWait != nil {
+		t.Fatalf("first runner: %v\n%s", firstWait, firstErr)
 	}
 
 	// An applied file edited (and re-hashed): refused, naming it.
