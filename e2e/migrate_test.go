@@ -120,8 +120,9 @@ func TestMigrateCommandLine(t *testing.T) {
 	first, firstOut, firstErr := f.start(ctx, "migrate", "--dir", dir, "up", "--reason", "slow")
 	deadline := time.Now().Add(20 * time.Second)
 	// Running 003's sleep means it holds the lock (a session of it alone
-	// may still be connecting or checking for a pooler).
-	for queryInt(t, f.conn(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgphi migrate' AND state = 'active' AND query LIKE '%pg_sleep%'") == 0 && time.Now().Before(deadline) {
+	// may still be connecting or checking for a pooler). In this database:
+	// other tests' runners sleep in theirs, on the same server.
+	for queryInt(t, f.conn(), "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'pgphi migrate' AND state = 'active' AND query LIKE '%pg_sleep%'") == 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	second := as(a.DBA, "up", "--reason", "second", "--lock-wait", "1s")
@@ -197,7 +198,7 @@ func TestMigrateSurvivesSIGKILL(t *testing.T) {
 		defer cancel()
 		cmd, _, _ := f.start(ctx, "migrate", "--dir", dir, "up", "--reason", "killed")
 		deadline := time.Now().Add(30 * time.Second)
-		for queryInt(t, f.conn(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgphi migrate' AND state = 'active' AND query LIKE '%pg_sleep%' AND ("+ready+")") == 0 {
+		for queryInt(t, f.conn(), "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'pgphi migrate' AND state = 'active' AND query LIKE '%pg_sleep%' AND ("+ready+")") == 0 {
 			if time.Now().After(deadline) {
 				t.Fatalf("the runner never reached %s", wantSleeping)
 			}
