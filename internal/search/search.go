@@ -235,34 +235,58 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 const maxMatchMemo = 4096
 
 // sortKeys puts keys in key order: integer key columns as numbers, others
-// by the bytes of their canonical text.
+// by the bytes of their canonical text. Integer texts are parsed once, not
+// at every comparison.
 func sortKeys(t *engine.Target, keys [][]string) {
 	numeric := make([]bool, len(t.PrimaryKey))
+	anyNumeric := false
 	for i, k := range t.PrimaryKey {
 		switch k.BaseType {
 		case "smallint", "integer", "bigint", "int2", "int4", "int8":
-			numeric[i] = true
+			numeric[i], anyNumeric = true, true
 		}
 	}
-	slices.SortFunc(keys, func(a, b []string) int {
-		for i := range a {
-			if c := compareKey(a[i], b[i], numeric[i]); c != 0 {
+	if !anyNumeric {
+		slices.SortFunc(keys, slices.Compare[[]string])
+		return
+	}
+	type parsed struct {
+		key  []string
+		nums []int64
+		ok   []bool
+	}
+	ps := make([]parsed, len(keys))
+	for j, key := range keys {
+		p := parsed{key: key, nums: make([]int64, len(key)), ok: make([]bool, len(key))}
+		for i := range key {
+			if numeric[i] {
+				p.nums[i], p.ok[i] = parseKeyInt(key[i])
+			}
+		}
+		ps[j] = p
+	}
+	slices.SortFunc(ps, func(a, b parsed) int {
+		for i := range a.key {
+			if a.ok[i] && b.ok[i] {
+				if c := cmp.Compare(a.nums[i], b.nums[i]); c != 0 {
+					return c
+				}
+				continue
+			}
+			if c := strings.Compare(a.key[i], b.key[i]); c != 0 {
 				return c
 			}
 		}
 		return 0
 	})
+	for j := range ps {
+		keys[j] = ps[j].key
+	}
 }
 
-func compareKey(a, b string, numeric bool) int {
-	if numeric {
-		x, errA := strconv.ParseInt(a, 10, 64)
-		y, errB := strconv.ParseInt(b, 10, 64)
-		if errA == nil && errB == nil {
-			return cmp.Compare(x, y)
-		}
-	}
-	return strings.Compare(a, b)
+func parseKeyInt(s string) (int64, bool) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // ExplainCandidates returns PostgreSQL's plan of the candidate query, for
