@@ -26,6 +26,10 @@ type Measurer struct {
 	pairs  []pair
 	chain  map[QueryKind]map[uint64]*chainGroup // rows by the row's query-kind term set
 	chains map[QueryKind][]SubKind              // the chained query kinds' sub-kinds
+	// Reused by Add for every row: the one-term groups of a query and the
+	// terms it sends (copied only when they start a new chainGroup).
+	groupTerms, sent []int64
+	groups           [][]int64
 }
 
 // chainGroup is the rows whose terms of a query kind's sub-kinds are terms.
@@ -112,19 +116,23 @@ func (m *Measurer) Add(value string) {
 	v.rows++
 	for q, subs := range m.chains {
 		// The terms a query for this value sends (selectGroups, as Query).
-		var groups [][]int64
+		m.groupTerms, m.groups = m.groupTerms[:0], m.groups[:0]
 		for _, p := range m.pairs {
 			if !slices.Contains(subs, p.sub) {
 				continue
 			}
-			if n := len(groups); n == 0 || groups[n-1][0] != p.term {
-				groups = append(groups, []int64{p.term})
+			if n := len(m.groupTerms); n == 0 || m.groupTerms[n-1] != p.term {
+				m.groupTerms = append(m.groupTerms, p.term)
 			}
 		}
-		var terms []int64
-		for _, g := range m.col.selectGroups(groups) {
-			terms = append(terms, g[0])
+		for i := range m.groupTerms {
+			m.groups = append(m.groups, m.groupTerms[i:i+1])
 		}
+		m.sent = m.sent[:0]
+		for _, g := range m.col.selectGroups(m.groups) {
+			m.sent = append(m.sent, g[0])
+		}
+		terms := m.sent
 		slices.Sort(terms)
 		h := uint64(0x53)
 		for _, t := range terms {
@@ -135,7 +143,7 @@ func (m *Measurer) Add(value string) {
 		}
 		g := m.chain[q][h]
 		if g == nil {
-			g = &chainGroup{terms: terms}
+			g = &chainGroup{terms: slices.Clone(terms)}
 			m.chain[q][h] = g
 		}
 		g.rows++
