@@ -148,6 +148,17 @@ func (f *fixture) load(t *testing.T) {
 	}
 }
 
+// count is how many times v occurs in s.
+func count(s []string, v string) int {
+	n := 0
+	for _, x := range s {
+		if x == v {
+			n++
+		}
+	}
+	return n
+}
+
 func (f *fixture) find(t *testing.T, column string, q blindindex.Query) []string {
 	t.Helper()
 	res, err := f.searcher.Find(context.Background(), "patient", column, q)
@@ -550,11 +561,41 @@ func TestTermsDifferAcrossColumnsAndChangedRowsAreFoundByNewValues(t *testing.T)
 			t.Fatalf("%s: contains on new value: %v", when, got)
 		}
 	}
+	// A row changed with a ciphertext of the writer's own beside the new
+	// plaintext keeps its old terms and that ciphertext (here one bound to
+	// another row, so it cannot decrypt): its plaintext answers, it is not
+	// found by its old value and the ciphertext is not an error. A row
+	// changed in another column keeps its terms and is found once.
+	if _, err := f.pool.Exec(ctx, `UPDATE public.patient SET last_name = 'Xochipilli',
+		last_name_encrypted = (SELECT last_name_encrypted FROM public.patient WHERE uid = 'sp-01') WHERE uid = 'sp-09'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pool.Exec(ctx, "UPDATE public.patient SET first_name = 'Johnny' WHERE uid = 'sp-10'"); err != nil {
+		t.Fatal(err)
+	}
+	var marked int
+	f.pool.QueryRow(ctx, "SELECT count(*) FROM public.patient WHERE uid IN ('sp-09', 'sp-10') AND pgphi_pending AND last_name_bidx IS NOT NULL AND last_name_encrypted IS NOT NULL").Scan(&marked)
+	if marked != 2 {
+		t.Fatalf("%d of the 2 changed rows kept their terms and ciphertext", marked)
+	}
+	checkChanged := func(when string) {
+		if got := f.find(t, "last_name", blindindex.Query{Kind: blindindex.QExact, Value: "Smyth"}); slices.Contains(got, "sp-09") {
+			t.Fatalf("%s: found by its old terms: %v", when, got)
+		}
+		if got := f.find(t, "last_name", blindindex.Query{Kind: blindindex.QExact, Value: "xochipilli"}); !slices.Equal(got, []string{"sp-09"}) {
+			t.Fatalf("%s: new values: %v", when, got)
+		}
+		if got := f.find(t, "last_name", blindindex.Query{Kind: blindindex.QExact, Value: "Smith"}); count(got, "sp-10") != 1 {
+			t.Fatalf("%s: a row changed in another column: %v", when, got)
+		}
+	}
+	checkChanged("before catch-up")
 	check("before catch-up")
 	if err := f.runner.Apply(ctx); err != nil {
 		t.Fatal(err)
 	}
 	check("after catch-up")
+	checkChanged("after catch-up")
 	res, err := engine.Verify(ctx, f.pool, f.ring, f.plan, 0)
 	if err != nil || !res.OK() {
 		t.Fatalf("verify: %v %+v", err, res)

@@ -1,7 +1,10 @@
 package search
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/pgphi/pgphi/internal/catalog"
@@ -30,6 +33,51 @@ func TestSortKeys(t *testing.T) {
 		sortKeys(target(tc.types...), got)
 		if !slices.EqualFunc(got, tc.want, slices.Equal[[]string]) {
 			t.Errorf("%v %v: got %v, want %v", tc.types, tc.keys, got, tc.want)
+		}
+	}
+}
+
+// TestRunSorterSortsWhileKeysArrive: keys sorted run by run as they arrive
+// and merged come out as sortKeys puts them, for every key shape and for
+// counts around the run length.
+func TestRunSorterSortsWhileKeysArrive(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	target := func(types ...string) *engine.Target {
+		tg := &engine.Target{Table: &catalog.Table{}}
+		for _, ty := range types {
+			tg.PrimaryKey = append(tg.PrimaryKey, catalog.Column{BaseType: ty})
+		}
+		return tg
+	}
+	gen := map[string]func() string{
+		"text": func() string { return fmt.Sprintf("%x", rng.Uint64N(1<<20)) },
+		"int8": func() string { return strconv.FormatInt(rng.Int64N(2000)-1000, 10) },
+	}
+	for _, types := range [][]string{{"text"}, {"int8"}, {"int8", "text"}, {"text", "text"}} {
+		for _, n := range []int{0, 1, 255, 256, 257, 700, 1024, 5000} {
+			var keys [][]string
+			for range n {
+				var k []string
+				for _, ty := range types {
+					k = append(k, gen[ty]())
+				}
+				keys = append(keys, k)
+			}
+			want := make([][]string, n)
+			for i, k := range keys {
+				want[i] = slices.Clone(k)
+			}
+			sortKeys(target(types...), want)
+			r := runSorter{order: newKeyOrder(target(types...))}
+			var got [][]string
+			for _, k := range keys {
+				got = append(got, k)
+				r.add(got)
+			}
+			r.finish(got)
+			if !slices.EqualFunc(got, want, slices.Equal[[]string]) {
+				t.Errorf("%v, %d keys: not in key order", types, n)
+			}
 		}
 	}
 }

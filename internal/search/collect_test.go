@@ -1,0 +1,72 @@
+package search
+
+import (
+	"errors"
+	"slices"
+	"testing"
+)
+
+// TestCollectorPrefersChangedRows: a row that comes from both branches is
+// answered by its plaintext, whichever branch the server sends first, and a
+// ciphertext of it that does not decrypt is no error; one of an unchanged
+// row is.
+func TestCollectorPrefersChangedRows(t *testing.T) {
+	type row struct {
+		changed bool
+		key     string
+		value   []byte // plaintext, or "ciphertext": the text it decrypts to; "bad" does not decrypt
+	}
+	collect := func(rows []row) (*Result, *keyError) {
+		res := &Result{}
+		c := &collector{
+			match: func(text string) bool { return text == "smith" },
+			open: func(ct []byte, key []string) (string, error) {
+				if string(ct) == "bad" {
+					return "", errors.New("does not decrypt")
+				}
+				return string(ct), nil
+			},
+			res:    res,
+			sorter: runSorter{order: keyOrder{numeric: []bool{false}}},
+		}
+		for _, r := range rows {
+			if r.changed {
+				c.changedRow([]string{r.key}, r.value)
+			} else {
+				c.indexRow([]string{r.key}, r.value)
+			}
+		}
+		u := c.finish()
+		return res, u
+	}
+	keys := func(res *Result) []string {
+		var out []string
+		for _, k := range res.Keys {
+			out = append(out, k[0])
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name       string
+		rows       []row
+		want       []string
+		candidates int
+	}{
+		{"changed first", []row{{true, "a", []byte("jones")}, {true, "b", []byte("smith")}, {false, "a", []byte("smith")}, {false, "b", []byte("bad")}, {false, "c", []byte("smith")}, {false, "d", nil}},
+			[]string{"b", "c"}, 4},
+		{"changed last", []row{{false, "a", []byte("smith")}, {false, "b", []byte("bad")}, {false, "c", []byte("smith")}, {true, "a", []byte("jones")}, {true, "b", []byte("smith")}},
+			[]string{"b", "c"}, 5},
+		{"cleared value", []row{{true, "a", nil}, {false, "a", []byte("smith")}}, nil, 1},
+	} {
+		res, u := collect(tc.rows)
+		if u != nil {
+			t.Errorf("%s: error at %v", tc.name, u.key)
+		}
+		if got := keys(res); !slices.Equal(got, tc.want) || res.Candidates != tc.candidates {
+			t.Errorf("%s: got %v (%d candidates), want %v (%d)", tc.name, got, res.Candidates, tc.want, tc.candidates)
+		}
+	}
+	if _, u := collect([]row{{true, "a", []byte("smith")}, {false, "b", []byte("bad")}}); u == nil || u.key[0] != "b" {
+		t.Errorf("an unchanged row's ciphertext that does not decrypt: %v", u)
+	}
+}
