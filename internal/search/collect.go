@@ -6,14 +6,14 @@ import (
 )
 
 // collector turns the candidate query's rows into matches. The rows come
-// from two branches (candidateSQL): first the rows the application changed
+// in two parts (candidateQuery): first the rows the application changed
 // since they were encrypted, answered by their plaintext, then the index's,
 // answered by decryption. A changed row whose terms still match comes from
 // both: its plaintext is current, so its index answer is dropped, and a
-// ciphertext of it that does not decrypt is no error. The server sends the
-// branches in that order; should a changed row ever come after index rows,
-// the index answers already taken for it are dropped at the end (they stay
-// counted as candidates).
+// ciphertext of it that does not decrypt is no error. Two statements come
+// in that order; should a changed row of the one-statement form ever come
+// after index rows, the index answers already taken for it are dropped at
+// the end (they stay counted as candidates).
 type collector struct {
 	match func(text string) bool
 	open  func(ciphertext []byte, key []string) (string, error)

@@ -78,24 +78,23 @@ func (s *Searcher) NextIndexer(table, column string) *blindindex.Column {
 // candidates is the candidate query of q on a column: through the active
 // generation's terms, and through the next generation's too while a
 // reindex builds one (a row is a candidate through either).
-func (s *Searcher) candidates(t *engine.Target, c *engine.TargetColumn, q blindindex.Query) (*blindindex.Plan, string, []any, error) {
+func (s *Searcher) candidates(t *engine.Target, c *engine.TargetColumn, q blindindex.Query) (*blindindex.Plan, candidateQuery, error) {
 	plan, err := s.indexers.For(t.QualifiedName(), c.Name).Query(q)
 	if err != nil {
-		return plan, "", nil, err
+		return plan, candidateQuery{}, err
 	}
 	var nextGroups [][]int64
 	if nidx := s.next.For(t.QualifiedName(), c.Name); nidx != nil {
 		np, err := nidx.Query(q)
 		if err != nil {
-			return plan, "", nil, err
+			return plan, candidateQuery{}, err
 		}
 		nextGroups = np.Groups
 		if nextGroups == nil {
 			nextGroups = [][]int64{}
 		}
 	}
-	sql, args := candidateSQL(t, c, plan.Groups, nextGroups)
-	return plan, sql, args, nil
+	return plan, newCandidateQuery(t, c, plan.Groups, nextGroups), nil
 }
 
 // Indexer returns the term computer of a searchable column (nil when the
@@ -125,7 +124,7 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 	if err != nil {
 		return nil, err
 	}
-	plan, sql, args, err := s.candidates(t, c, q)
+	plan, cq, err := s.candidates(t, c, q)
 	if err != nil {
 		return nil, err
 	}
@@ -137,8 +136,10 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 	nk := len(t.PrimaryKey)
 	// The candidate query must use the GIN and pending indexes, whatever the
 	// table's size (a sequential scan would read every ciphertext), so it runs
-	// with enable_seqscan off in its own transaction. The four statements go
-	// in one batch: one round trip, as a plaintext lookup has.
+	// with enable_seqscan off in a transaction. The statements go in one
+	// batch: one round trip, as a plaintext lookup has. In its own
+	// transaction, repeatable read, the changed rows and the index's are two
+	// statements in one snapshot; in the caller's, one statement.
 	//
 	// plan_cache_mode = force_generic_plan: the candidate query's shape is
 	// fixed and only its terms change, so the prepared statement is planned
@@ -152,7 +153,7 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 		batch.Queue("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 		batch.Queue("SET TRANSACTION SNAPSHOT '" + s.snapshot + "'")
 	default:
-		batch.Queue("BEGIN READ ONLY")
+		batch.Queue("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 	}
 	batch.Queue("SELECT pg_catalog.set_config('enable_seqscan', 'off', true), pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true)")
 	for _, name := range slices.Sorted(maps.Keys(s.Settings)) {
@@ -183,28 +184,45 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 		sorter: runSorter{order: newKeyOrder(t)},
 	}
 	var slab []string // the rows' keys, allocated together
-	batch.Queue(sql, args...).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			raw := rows.RawValues()
-			if len(slab)+nk > cap(slab) {
-				slab = make([]string, 0, 512*nk)
+	// rowsOf reads the rows of one statement: key texts, then the columns
+	// of its part (candidateQuery).
+	rowsOf := func(p part) func(pgx.Rows) error {
+		return func(rows pgx.Rows) error {
+			for rows.Next() {
+				raw := rows.RawValues()
+				if len(slab)+nk > cap(slab) {
+					slab = make([]string, 0, 512*nk)
+				}
+				key := slab[len(slab) : len(slab)+nk : len(slab)+nk]
+				slab = slab[:len(slab)+nk]
+				for i := range nk {
+					key[i] = string(raw[i])
+				}
+				switch {
+				case p == changedPart:
+					col.changedRow(key, raw[nk])
+				case p == indexPart:
+					col.indexRow(key, raw[nk])
+				case len(raw[nk+2]) == 1 && (raw[nk+2][0] == 1 || raw[nk+2][0] == 't'):
+					col.changedRow(key, raw[nk+1])
+				default:
+					col.indexRow(key, raw[nk])
+				}
 			}
-			key := slab[len(slab) : len(slab)+nk : len(slab)+nk]
-			slab = slab[:len(slab)+nk]
-			for i := range nk {
-				key[i] = string(raw[i])
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("searching %s.%s: %w", t.QualifiedName(), c.Name, err)
 			}
-			if b := raw[nk+2]; len(b) == 1 && (b[0] == 1 || b[0] == 't') {
-				col.changedRow(key, raw[nk+1])
-			} else {
-				col.indexRow(key, raw[nk])
-			}
+			return nil
 		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("searching %s.%s: %w", t.QualifiedName(), c.Name, err)
+	}
+	if inTx {
+		batch.Queue(cq.union(), cq.args...).Query(rowsOf(bothParts))
+	} else {
+		if changed := cq.changed(); changed != "" {
+			batch.Queue(changed).Query(rowsOf(changedPart))
 		}
-		return nil
-	})
+		batch.Queue(cq.index(), cq.args...).Query(rowsOf(indexPart))
+	}
 	if inTx {
 		batch.Queue("SET LOCAL enable_seqscan TO DEFAULT")
 	} else {
@@ -243,8 +261,8 @@ func (s *Searcher) CandidateQuery(table, column string, q blindindex.Query) (str
 	if err != nil {
 		return "", nil, err
 	}
-	_, sql, args, err := s.candidates(t, c, q)
-	return sql, args, err
+	_, cq, err := s.candidates(t, c, q)
+	return cq.union(), cq.args, err
 }
 
 func (s *Searcher) explain(ctx context.Context, table, column string, q blindindex.Query, explain string) (string, error) {
@@ -252,10 +270,11 @@ func (s *Searcher) explain(ctx context.Context, table, column string, q blindind
 	if err != nil {
 		return "", err
 	}
-	_, sql, args, err := s.candidates(t, c, q)
+	_, cq, err := s.candidates(t, c, q)
 	if err != nil {
 		return "", err
 	}
+	sql, args := cq.union(), cq.args
 	var lines []string
 	err = pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SET LOCAL enable_seqscan = off"); err != nil {
@@ -301,37 +320,74 @@ func (s *Searcher) target(table, column string) (*engine.Target, *engine.TargetC
 	return nil, nil, fmt.Errorf("%w: table `%s` is not in the config (protected tables: %s)", ErrNotSearchable, table, strings.Join(names, ", "))
 }
 
-// candidateSQL selects rows whose terms overlap every group, plus rows the
+// candidateQuery finds a query's candidates in two parts: the rows the
 // application changed since they were encrypted (their ciphertext and terms
-// may be cleared or stale; their plaintext is current).
-// nextGroups, when not nil, are the groups of the generation a reindex is
-// building, matched against its column: a row is a candidate through either.
-func candidateSQL(t *engine.Target, c *engine.TargetColumn, groups, nextGroups [][]int64) (string, []any) {
-	var args []any
-	where := termConds(c.Index, groups, &args)
+// may be cleared or stale; their plaintext is current), none after cleanup,
+// and the rows whose terms overlap every group. Run as two statements they
+// must share one snapshot; a transaction of the caller's, whose isolation
+// level may give two statements two snapshots, runs them as one (union).
+//
+// The index part does not read the marker: it is the table's last column,
+// and reaching it in every candidate (PostgreSQL walks a row's columns in
+// order) cost a quarter of an exact query on a repeated value. No ORDER BY:
+// the candidates are a superset of the matches (about twice as many under
+// the privacy budget), and sorting them in the server by a text key's
+// collation cost more than fetching them; find sorts the matches while
+// they arrive.
+type candidateQuery struct {
+	keys, table, ciphertext, where string
+	plaintext, marker              string // "" after cleanup
+	args                           []any
+}
+
+// part names the statement a row came from.
+type part int
+
+const (
+	bothParts   part = iota // union: the row says which part it is from
+	changedPart             // changed
+	indexPart               // index
+)
+
+// newCandidateQuery builds the query. nextGroups, when not nil, are the
+// groups of the generation a reindex is building, matched against its
+// column: a row is a candidate through either.
+func newCandidateQuery(t *engine.Target, c *engine.TargetColumn, groups, nextGroups [][]int64) candidateQuery {
+	q := candidateQuery{keys: strings.Join(t.KeyTexts(), ", "), table: t.Ident(), ciphertext: pgx.Identifier{c.Encrypted}.Sanitize()}
+	q.where = termConds(c.Index, groups, &q.args)
 	if nextGroups != nil {
-		where = "(" + where + ") OR (" + termConds(c.NextIndex(), nextGroups, &args) + ")"
+		q.where = "(" + q.where + ") OR (" + termConds(c.NextIndex(), nextGroups, &q.args) + ")"
 	}
-	// No ORDER BY: the candidates are a superset of the matches (about
-	// twice as many under the privacy budget), and sorting them in the
-	// server by a text key's collation cost more than fetching them; Find
-	// sorts the matches (sortKeys).
-	keys := strings.Join(t.KeyTexts(), ", ")
-	ct := pgx.Identifier{c.Encrypted}.Sanitize()
-	if c.Cleaned {
+	if !c.Cleaned {
 		// After cleanup there is no plaintext and no marker: applications
 		// write ciphertext and terms together.
-		return fmt.Sprintf("SELECT %s, %s, NULL::text, false FROM %s WHERE %s", keys, ct, t.Ident(), where), args
+		q.plaintext, q.marker = pgx.Identifier{c.Name}.Sanitize(), pgx.Identifier{engine.MarkerColumn}.Sanitize()
 	}
-	// Two branches: the rows marked as changed since they were encrypted,
-	// with their plaintexts (current where the ciphertext and terms may be
-	// stale or cleared), then the index's rows with their ciphertexts. The
-	// index branch does not read the marker: it is the table's last column,
-	// and reaching it in every candidate (PostgreSQL walks a row's columns
-	// in order) cost a quarter of an exact query on a repeated value. find
-	// drops an index row that also came as changed.
-	return fmt.Sprintf("SELECT %[1]s, NULL::bytea, %[5]s::text, true FROM %[3]s WHERE %[6]s UNION ALL SELECT %[1]s, %[2]s, NULL::text, false FROM %[3]s WHERE %[4]s",
-		keys, ct, t.Ident(), where, pgx.Identifier{c.Name}.Sanitize(), pgx.Identifier{engine.MarkerColumn}.Sanitize()), args
+	return q
+}
+
+// changed selects key texts and plaintext of the changed rows; "" after
+// cleanup.
+func (q candidateQuery) changed() string {
+	if q.marker == "" {
+		return ""
+	}
+	return fmt.Sprintf("SELECT %s, %s::text FROM %s WHERE %s", q.keys, q.plaintext, q.table, q.marker)
+}
+
+// index selects key texts and ciphertext of the index's candidates.
+func (q candidateQuery) index() string {
+	return fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s", q.keys, q.ciphertext, q.table, q.where)
+}
+
+// union is both parts as one statement, changed rows first: key texts,
+// ciphertext, plaintext and whether the row is a changed one.
+func (q candidateQuery) union() string {
+	index := fmt.Sprintf("SELECT %s, %s, NULL::text, false FROM %s WHERE %s", q.keys, q.ciphertext, q.table, q.where)
+	if q.marker == "" {
+		return index
+	}
+	return fmt.Sprintf("SELECT %s, NULL::bytea, %s::text, true FROM %s WHERE %s UNION ALL %s", q.keys, q.plaintext, q.table, q.marker, index)
 }
 
 // termConds is the condition that a row's terms in column overlap every
