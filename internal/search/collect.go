@@ -20,6 +20,10 @@ type collector struct {
 	res   *Result
 	// sorter puts the matches in key order while they arrive.
 	sorter runSorter
+	// slab holds the keys kept (matches, and the rare undecryptable
+	// ciphertext), allocated together: a search's candidates may be most
+	// of the table, and only what is kept may stay reachable.
+	slab []string
 
 	changed        map[string]bool
 	changedMatches [][]string
@@ -34,8 +38,21 @@ type keyError struct {
 	err error
 }
 
-// changedRow takes a row of the changed branch: its plaintext (nil when the
-// application cleared the value).
+// keep copies a key the collector keeps: the row methods' key is the
+// caller's, reused for the next row.
+func (c *collector) keep(key []string) []string {
+	n := len(key)
+	if len(c.slab)+n > cap(c.slab) {
+		c.slab = make([]string, 0, 256*n)
+	}
+	k := append(c.slab[len(c.slab):len(c.slab):len(c.slab)+n], key...)
+	c.slab = c.slab[:len(c.slab)+n]
+	return k
+}
+
+// changedRow takes a row of the changed branch: its key, which it copies if
+// it keeps it, and its plaintext (nil when the application cleared the
+// value).
 func (c *collector) changedRow(key []string, plaintext []byte) {
 	if c.changed == nil {
 		c.changed = make(map[string]bool)
@@ -44,12 +61,12 @@ func (c *collector) changedRow(key []string, plaintext []byte) {
 	c.late = c.late || c.indexRows > 0
 	c.res.Candidates++
 	if plaintext != nil && c.match(string(plaintext)) {
-		c.changedMatches = append(c.changedMatches, key)
+		c.changedMatches = append(c.changedMatches, c.keep(key))
 	}
 }
 
-// indexRow takes a row of the index branch: its ciphertext (nil when the
-// value was cleared).
+// indexRow takes a row of the index branch: its key, which it copies if it
+// keeps it, and its ciphertext (nil when the value was cleared).
 func (c *collector) indexRow(key []string, ciphertext []byte) {
 	c.indexRows++
 	if c.changed[joinKey(key)] {
@@ -61,11 +78,11 @@ func (c *collector) indexRow(key []string, ciphertext []byte) {
 	}
 	text, err := c.open(ciphertext, key)
 	if err != nil {
-		c.undecryptable = append(c.undecryptable, keyError{key, err})
+		c.undecryptable = append(c.undecryptable, keyError{c.keep(key), err})
 		return
 	}
 	if c.match(text) {
-		c.res.Keys = append(c.res.Keys, key)
+		c.res.Keys = append(c.res.Keys, c.keep(key))
 		c.sorter.add(c.res.Keys)
 	}
 }

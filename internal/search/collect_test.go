@@ -2,6 +2,7 @@ package search
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 )
@@ -68,5 +69,37 @@ func TestCollectorPrefersChangedRows(t *testing.T) {
 	}
 	if _, u := collect([]row{{true, "a", []byte("smith")}, {false, "b", []byte("bad")}}); u == nil || u.key[0] != "b" {
 		t.Errorf("an unchanged row's ciphertext that does not decrypt: %v", u)
+	}
+}
+
+// TestCollectorKeepsOnlyMatchingKeys: a search's candidates may be most of
+// the table (contains or phonetic under the privacy budget); the keys of
+// those that do not match must not stay reachable (a shared allocation of
+// every candidate's key once kept a whole 1,000,000-row table's keys alive
+// for a handful of matches).
+func TestCollectorKeepsOnlyMatchingKeys(t *testing.T) {
+	c := &collector{
+		match:  func(text string) bool { return text == "smith" },
+		open:   func(ct []byte, key []string) (string, error) { return string(ct), nil },
+		res:    &Result{},
+		sorter: runSorter{order: keyOrder{numeric: []bool{false}}},
+	}
+	key := make([]string, 1)
+	for i := range 10000 {
+		key[0] = fmt.Sprint(i)
+		value := "jones"
+		if i%1000 == 0 {
+			value = "smith"
+		}
+		c.indexRow(key, []byte(value))
+	}
+	if u := c.finish(); u != nil || len(c.res.Keys) != 10 || c.res.Candidates != 10000 {
+		t.Fatalf("%d matches of %d candidates, error %v", len(c.res.Keys), c.res.Candidates, u)
+	}
+	if len(c.slab) != 10 {
+		t.Errorf("%d keys kept for 10 matches", len(c.slab))
+	}
+	if c.res.Keys[0][0] != "0" || c.res.Keys[9][0] != "9000" {
+		t.Errorf("matches %v", c.res.Keys)
 	}
 }

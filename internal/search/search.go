@@ -183,18 +183,13 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 		res:    res,
 		sorter: runSorter{order: newKeyOrder(t)},
 	}
-	var slab []string // the rows' keys, allocated together
+	key := make([]string, nk) // each row's, reused: the collector copies what it keeps
 	// rowsOf reads the rows of one statement: key texts, then the columns
 	// of its part (candidateQuery).
 	rowsOf := func(p part) func(pgx.Rows) error {
 		return func(rows pgx.Rows) error {
 			for rows.Next() {
 				raw := rows.RawValues()
-				if len(slab)+nk > cap(slab) {
-					slab = make([]string, 0, 512*nk)
-				}
-				key := slab[len(slab) : len(slab)+nk : len(slab)+nk]
-				slab = slab[:len(slab)+nk]
 				for i := range nk {
 					key[i] = string(raw[i])
 				}
