@@ -27,23 +27,29 @@ func newKeyOrder(t *engine.Target) keyOrder {
 	return o
 }
 
-// sortKeys puts keys in key order.
-func sortKeys(t *engine.Target, keys [][]string) { newKeyOrder(t).sort(keys) }
+// oneTextKey is the common case: a single key column that is not an
+// integer, ordered by its bytes.
+func (o keyOrder) oneTextKey() bool { return len(o.numeric) == 1 && !o.anyNumeric }
 
-// compare orders two keys.
+// compareColumn orders one key column's texts: as numbers when both parsed
+// as integers (xok, yok), else by their bytes.
+func compareColumn(xs, ys string, x, y int64, xok, yok bool) int {
+	if xok && yok {
+		return cmp.Compare(x, y)
+	}
+	return strings.Compare(xs, ys)
+}
+
+// compare orders two keys, parsing integer columns as it goes.
 func (o keyOrder) compare(a, b []string) int {
 	for i := range a {
+		var x, y int64
+		var xok, yok bool
 		if o.numeric[i] {
-			x, xok := parseKeyInt(a[i])
-			y, yok := parseKeyInt(b[i])
-			if xok && yok {
-				if c := cmp.Compare(x, y); c != 0 {
-					return c
-				}
-				continue
-			}
+			x, xok = parseKeyInt(a[i])
+			y, yok = parseKeyInt(b[i])
 		}
-		if c := strings.Compare(a[i], b[i]); c != 0 {
+		if c := compareColumn(a[i], b[i], x, y, xok, yok); c != 0 {
 			return c
 		}
 	}
@@ -53,10 +59,10 @@ func (o keyOrder) compare(a, b []string) int {
 // sort sorts keys. Integer texts are parsed once, not at every comparison.
 func (o keyOrder) sort(keys [][]string) {
 	switch {
-	case len(o.numeric) == 1 && !o.anyNumeric:
-		// One text key, the common case: sort the texts themselves (an
-		// ordered sort of strings, no comparison function) and put them
-		// back into the one-element keys.
+	case o.oneTextKey():
+		// Sort the texts themselves (an ordered sort of strings, no
+		// comparison function) and put them back into the one-element
+		// keys.
 		texts := make([]string, len(keys))
 		for j, k := range keys {
 			texts[j] = k[0]
@@ -87,13 +93,7 @@ func (o keyOrder) sort(keys [][]string) {
 	}
 	slices.SortFunc(ps, func(a, b parsed) int {
 		for i := range a.key {
-			if a.ok[i] && b.ok[i] {
-				if c := cmp.Compare(a.nums[i], b.nums[i]); c != 0 {
-					return c
-				}
-				continue
-			}
-			if c := strings.Compare(a.key[i], b.key[i]); c != 0 {
+			if c := compareColumn(a.key[i], b.key[i], a.nums[i], b.nums[i], a.ok[i], b.ok[i]); c != 0 {
 				return c
 			}
 		}
@@ -164,7 +164,7 @@ func (r *runSorter) finish(keys [][]string) {
 func (r *runSorter) merge(keys [][]string, lo, mid, hi int) {
 	r.buf = append(r.buf[:0], keys[lo:mid]...)
 	left, i, j, k := r.buf, 0, mid, lo
-	text := len(r.order.numeric) == 1 && !r.order.anyNumeric
+	text := r.order.oneTextKey()
 	for i < len(left) && j < hi {
 		var takeRight bool
 		if text {

@@ -212,15 +212,12 @@ func (s *Searcher) find(ctx context.Context, conn batcher, inTx bool, table, col
 	}
 	if inTx {
 		batch.Queue(cq.union(), cq.args...).Query(rowsOf(bothParts))
+		batch.Queue("SET LOCAL enable_seqscan TO DEFAULT")
 	} else {
 		if changed := cq.changed(); changed != "" {
 			batch.Queue(changed).Query(rowsOf(changedPart))
 		}
 		batch.Queue(cq.index(), cq.args...).Query(rowsOf(indexPart))
-	}
-	if inTx {
-		batch.Queue("SET LOCAL enable_seqscan TO DEFAULT")
-	} else {
 		batch.Queue("COMMIT")
 	}
 	if err := conn.SendBatch(ctx, batch).Close(); err != nil {

@@ -11,6 +11,9 @@ import (
 	"github.com/pgphi/pgphi/internal/engine"
 )
 
+// sortKeys puts keys in the order a Result has them.
+func sortKeys(t *engine.Target, keys [][]string) { newKeyOrder(t).sort(keys) }
+
 // TestSortKeys: matches come back in key order, integer key columns as
 // numbers (2 before 10) and the others by their bytes.
 func TestSortKeys(t *testing.T) {
